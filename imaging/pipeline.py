@@ -1,0 +1,226 @@
+"""The one image pipeline: decode, orient, pad, downscale, store-encode, output-encode.
+
+The upload path and the trainer's degradation both call :func:`degrade`, so the
+network is trained on exactly the low-resolution input production will feed it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+SCALE = 4
+
+StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
+OutputFormat = Literal["jpeg", "png", "webp", "bmp", "tiff"]
+
+# Formats accepted on upload, by Pillow's format name, and the format each is served in.
+ACCEPTED_FORMATS: dict[str, OutputFormat] = {
+    "JPEG": "jpeg",
+    "MPO": "jpeg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+    "TIFF": "tiff",
+    "GIF": "png",  # a super-resolved frame has far more than 256 colours: served as PNG
+}
+
+MEDIA_TYPES: dict[str, str] = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+    "tiff": "image/tiff",
+}
+
+
+class ImageError(ValueError):
+    """Base class of everything a client's bytes can be wrong about."""
+
+
+class UnsupportedImage(ImageError):
+    """Not an image format srstore accepts (HTTP 415)."""
+
+
+class InvalidImage(ImageError):
+    """Claims to be an image but cannot be decoded (HTTP 422)."""
+
+
+class ImageTooLarge(ImageError):
+    """Declares more pixels than the configured limit (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class StoredCodec:
+    """How the low-resolution copy is encoded at rest."""
+
+    name: StoredCodecName = "webp"
+    quality: int = 90
+
+
+@dataclass(frozen=True)
+class OutputEncoding:
+    """Encoder settings for served images, chosen for speed (see README, 'Codecs')."""
+
+    jpeg_quality: int = 90
+    webp_quality: int = 85
+    webp_method: int = 2
+    png_compress_level: int = 1
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # mode L, RGB or RGBA, EXIF orientation applied
+    served_format: OutputFormat
+
+
+def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode an uploaded file, refusing bombs from the header before any pixel is read."""
+    if not data:
+        raise InvalidImage("the upload is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            probe = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except Image.DecompressionBombWarning as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except Exception as exc:  # Pillow raises many types for unrecognised bytes
+        raise UnsupportedImage("the body is not an image in a supported format") from exc
+    served = ACCEPTED_FORMATS.get(probe.format or "")
+    if served is None:
+        raise UnsupportedImage(f"image format {probe.format} is not supported")
+    width, height = probe.size
+    if width < 1 or height < 1 or width * height > max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} pixels; the limit is {max_pixels} pixels in all"
+        )
+    try:
+        probe.seek(0)
+        probe.load()
+        oriented = ImageOps.exif_transpose(probe)
+        image = _normalise_mode(oriented)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise InvalidImage(f"the {probe.format} image is corrupt or truncated: {exc}") from exc
+    return DecodedImage(image=image, served_format=served)
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Bring every input to L, RGB or RGBA at 8 bits per channel."""
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return image.copy()
+    if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        scaled = np.clip(np.round(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L")
+    if mode == "F":
+        array = np.clip(np.round(np.asarray(image, dtype=np.float64)), 0, 255)
+        return Image.fromarray(array.astype(np.uint8), mode="L")
+    if mode == "1":
+        return image.convert("L")
+    has_alpha = "A" in mode or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def padded_size(width: int, height: int) -> tuple[int, int]:
+    """Dimensions rounded up to a multiple of the scale."""
+    return SCALE * math.ceil(width / SCALE), SCALE * math.ceil(height / SCALE)
+
+
+def pad_to_scale(image: Image.Image) -> Image.Image:
+    """Replicate the right and bottom edges so both sides divide by the scale."""
+    width, height = image.size
+    target_w, target_h = padded_size(width, height)
+    if (target_w, target_h) == (width, height):
+        return image
+    array = np.asarray(image)
+    pad = [(0, target_h - height), (0, target_w - width)] + [(0, 0)] * (array.ndim - 2)
+    return Image.fromarray(np.pad(array, pad, mode="edge"), mode=image.mode)
+
+
+def downscale(image: Image.Image) -> Image.Image:
+    """Antialiased bicubic 4x reduction of an image padded to a multiple of 4."""
+    padded = pad_to_scale(image)
+    width, height = padded.size
+    return padded.resize((width // SCALE, height // SCALE), Image.Resampling.BICUBIC)
+
+
+def encode_stored(image: Image.Image, codec: StoredCodec) -> bytes:
+    """Encode the low-resolution copy for storage; alpha always goes lossless or WebP."""
+    buffer = io.BytesIO()
+    name = codec.name
+    if name == "jpeg" and image.mode == "RGBA":
+        name = "webp"
+    if name == "jpeg":
+        image.save(buffer, "JPEG", quality=codec.quality, subsampling=0, optimize=True)
+    elif name == "webp":
+        image.save(buffer, "WEBP", quality=codec.quality, method=4, exact=True)
+    elif name == "webp-lossless":
+        image.save(buffer, "WEBP", lossless=True, quality=100, method=4, exact=True)
+    else:
+        image.save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def decode_stored(data: bytes) -> Image.Image:
+    """Decode bytes written by :func:`encode_stored`."""
+    with Image.open(io.BytesIO(data)) as stored:
+        stored.load()
+        return stored.copy() if stored.mode in ("L", "RGB", "RGBA") else stored.convert("RGB")
+
+
+def degrade(image: Image.Image, codec: StoredCodec) -> Image.Image:
+    """What production feeds the network: pad, downscale, then the storage round trip."""
+    return decode_stored(encode_stored(downscale(image), codec))
+
+
+def bicubic_upscale(image: Image.Image) -> Image.Image:
+    """The baseline every model is measured against."""
+    width, height = image.size
+    return image.resize((width * SCALE, height * SCALE), Image.Resampling.BICUBIC)
+
+
+def crop_to(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Cut the super-resolved image back to the uploaded dimensions."""
+    if image.size == (width, height):
+        return image
+    return image.crop((0, 0, width, height))
+
+
+def encode_output(
+    image: Image.Image, fmt: OutputFormat, quality: int | None, settings: OutputEncoding
+) -> bytes:
+    """Encode a served image. JPEG output of an image with alpha is flattened onto white."""
+    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        if image.mode == "RGBA":
+            image = _flatten_on_white(image)
+        image.save(buffer, "JPEG", quality=quality or settings.jpeg_quality)
+    elif fmt == "webp":
+        image.save(
+            buffer, "WEBP", quality=quality or settings.webp_quality, method=settings.webp_method
+        )
+    elif fmt == "png":
+        image.save(buffer, "PNG", compress_level=settings.png_compress_level)
+    elif fmt == "bmp":
+        image.save(buffer, "BMP")
+    else:
+        image.save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def _flatten_on_white(image: Image.Image) -> Image.Image:
+    background = Image.new("RGB", image.size, (255, 255, 255))
+    background.paste(image, mask=image.getchannel("A"))
+    return background

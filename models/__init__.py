@@ -1,0 +1,1 @@
+"""Super-resolution networks, their shipped weights, and the inference engine."""

@@ -1,0 +1,66 @@
+"""Weight files shipped with the service: ``{name}-x4-v{version}.pt`` beside a JSON model card."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.archs import build_model
+
+SHIPPED_WEIGHTS_DIR = Path(__file__).parent / "weights"
+_FILE_NAME = re.compile(r"^(?P<name>[a-z0-9]+)-x4-v(?P<version>\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    name: str
+    version: int
+    path: Path
+
+    @property
+    def card_path(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    def card(self) -> dict[str, Any]:
+        if not self.card_path.exists():
+            return {}
+        return json.loads(self.card_path.read_text())
+
+
+def weights_path(directory: Path, name: str, version: int) -> Path:
+    return directory / f"{name}-x4-v{version}.pt"
+
+
+def list_weights(directory: Path) -> list[WeightsFile]:
+    """Every weight file in a directory, by name then version."""
+    found = []
+    for path in directory.glob("*.pt") if directory.is_dir() else []:
+        match = _FILE_NAME.match(path.name)
+        if match:
+            found.append(WeightsFile(match["name"], int(match["version"]), path))
+    return sorted(found, key=lambda w: (w.name, w.version))
+
+
+def find_weights(directory: Path, name: str, version: int | None = None) -> WeightsFile | None:
+    """The requested version of a model, or its newest when no version is given."""
+    candidates = [w for w in list_weights(directory) if w.name == name]
+    if version is not None:
+        candidates = [w for w in candidates if w.version == version]
+    return candidates[-1] if candidates else None
+
+
+def load_state(model: nn.Module, path: Path) -> nn.Module:
+    """Load weights safely (tensors only) into a built network."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model
+
+
+def load_model(name: str, path: Path) -> nn.Module:
+    return load_state(build_model(name), path).eval()
