@@ -21,6 +21,7 @@ from imaging.pipeline import (
     downscale,
     encode_output,
     encode_stored,
+    media_type_of,
     pad_to_scale,
     padded_size,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "downscale",
     "encode_output",
     "encode_stored",
+    "media_type_of",
     "pad_to_scale",
     "padded_size",
 ]

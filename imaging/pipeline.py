@@ -78,6 +78,7 @@ class OutputEncoding:
 class DecodedImage:
     image: Image.Image  # mode L, RGB or RGBA, EXIF orientation applied
     served_format: OutputFormat
+    content_type: str  # of the upload, from its own bytes
 
 
 def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
@@ -111,7 +112,8 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
         raise
     except Exception as exc:
         raise InvalidImage(f"the {probe.format} image is corrupt or truncated: {exc}") from exc
-    return DecodedImage(image=image, served_format=served)
+    content_type = Image.MIME.get(probe.format or "", "application/octet-stream")
+    return DecodedImage(image=image, served_format=served, content_type=content_type)
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:
@@ -224,3 +226,21 @@ def _flatten_on_white(image: Image.Image) -> Image.Image:
     background = Image.new("RGB", image.size, (255, 255, 255))
     background.paste(image, mask=image.getchannel("A"))
     return background
+
+
+_SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "image/png"),
+    (b"WEBP", 8, "image/webp"),
+    (b"BM", 0, "image/bmp"),
+    (b"II*\x00", 0, "image/tiff"),
+    (b"MM\x00*", 0, "image/tiff"),
+)
+
+
+def media_type_of(data: bytes) -> str:
+    """The media type of bytes this module encoded, read from their signature."""
+    for signature, offset, media_type in _SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            return media_type
+    return "application/octet-stream"

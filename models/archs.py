@@ -74,6 +74,4 @@ def build_model(name: str) -> nn.Module:
     try:
         return ARCHITECTURES[name]()
     except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}"
-        ) from None
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}") from None

@@ -33,7 +33,9 @@ def split_tiles(plane: torch.Tensor, tile: int, margin: int) -> tuple[torch.Tens
     _, _, height, width = plane.shape
     rows, cols = math.ceil(height / tile), math.ceil(width / tile)
     pad_bottom, pad_right = rows * tile - height, cols * tile - width
-    padded = F.pad(plane, (margin, margin + pad_right, margin, margin + pad_bottom), mode="replicate")
+    padded = F.pad(
+        plane, (margin, margin + pad_right, margin, margin + pad_bottom), mode="replicate"
+    )
     span = tile + 2 * margin
     tiles = [
         padded[:, :, r * tile : r * tile + span, c * tile : c * tile + span]

@@ -1,0 +1,83 @@
+"""Map what can go wrong to JSON error responses: ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.services.images import ImageNotFound, InvalidImageId
+from cache import CacheUnavailable
+from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
+from storage import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(ValueError):
+    """The request is malformed in a way the route itself detects."""
+
+    status = 400
+    code = "bad_request"
+
+
+class BodyTooLarge(BadRequest):
+    status = 413
+    code = "body_too_large"
+
+
+class UnsupportedMediaType(BadRequest):
+    status = 415
+    code = "unsupported_media_type"
+
+
+_DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    ImageTooLarge: (413, "image_too_large"),
+    UnsupportedImage: (415, "unsupported_media_type"),
+    InvalidImage: (422, "invalid_image"),
+    InvalidImageId: (400, "invalid_id"),
+    ImageNotFound: (404, "not_found"),
+    StorageUnavailable: (503, "storage_unavailable"),
+    CacheUnavailable: (503, "cache_unavailable"),
+}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+        status, code = _DOMAIN_ERRORS[type(exc)]
+        message = "no image with this id" if isinstance(exc, ImageNotFound) else str(exc)
+        if status == 503:
+            log.warning("dependency unavailable: %s", exc)
+        return error_response(status, code, message)
+
+    async def bad_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BadRequest)
+        return error_response(exc.status, exc.code, str(exc))
+
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return error_response(422, "invalid_request", problems)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = error_response(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    for error_type in _DOMAIN_ERRORS:
+        app.add_exception_handler(error_type, domain_error)
+    app.add_exception_handler(BadRequest, bad_request)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)

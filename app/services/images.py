@@ -1,0 +1,218 @@
+"""What the API does with images: upload, describe, render, delete. No HTTP in here."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+
+from app import metrics
+from app.services.singleflight import SingleFlight
+from app.settings import Settings
+from cache import CacheKey, CacheUnavailable, HRCache
+from imaging import (
+    OutputFormat,
+    decode_upload,
+    downscale,
+    encode_stored,
+    media_type_of,
+)
+from storage import ObjectNotFound, ObjectStore
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
+
+CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+
+
+class InvalidImageId(ValueError):
+    """The id is not one srstore could have issued."""
+
+
+class ImageNotFound(LookupError):
+    """No image with that id."""
+
+
+class ImageMeta(BaseModel):
+    """What srstore knows about an upload; kept as the stored object's metadata."""
+
+    id: str
+    width: int
+    height: int
+    stored_width: int
+    stored_height: int
+    content_type: str
+    original_bytes: int
+    stored_bytes: int
+    served_format: OutputFormat
+    created_at: datetime
+
+    def to_metadata(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
+        return cls.model_validate(metadata)
+
+
+class Renderer(Protocol):
+    """Turns a stored copy into an encoded full-resolution image (in-process or via workers)."""
+
+    @property
+    def model_label(self) -> str: ...
+
+    async def render(
+        self, stored: bytes, width: int, height: int, fmt: OutputFormat, quality: int | None
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Rendition:
+    data: bytes
+    media_type: str
+    etag: str
+    cache: CacheStatus
+    model: str
+    not_modified: bool = False
+
+
+def new_image_id() -> str:
+    """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
+    return secrets.token_urlsafe(16)
+
+
+def object_key(image_id: str) -> str:
+    if not _ID_PATTERN.match(image_id):
+        raise InvalidImageId("image ids are 22 URL-safe base64 characters")
+    return f"images/{image_id}"
+
+
+class ImageService:
+    def __init__(
+        self, settings: Settings, store: ObjectStore, cache: HRCache, renderer: Renderer
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.renderer = renderer
+        self._flights: SingleFlight[bytes] = SingleFlight()
+
+    async def upload(self, data: bytes) -> ImageMeta:
+        """Acknowledged only after the store confirmed the write."""
+        meta, stored = await asyncio.to_thread(self._prepare, data)
+        await self.store.put(object_key(meta.id), stored, meta.to_metadata())
+        metrics.IMAGES_UPLOADED.inc()
+        metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
+        metrics.STORED_BYTES.inc(meta.stored_bytes)
+        return meta
+
+    def _prepare(self, data: bytes) -> tuple[ImageMeta, bytes]:
+        decoded = decode_upload(data, self.settings.max_pixels)
+        low_res = downscale(decoded.image)
+        stored = encode_stored(low_res, self.settings.codec)
+        meta = ImageMeta(
+            id=new_image_id(),
+            width=decoded.image.width,
+            height=decoded.image.height,
+            stored_width=low_res.width,
+            stored_height=low_res.height,
+            content_type=decoded.content_type,
+            original_bytes=len(data),
+            stored_bytes=len(stored),
+            served_format=decoded.served_format,
+            created_at=datetime.now(UTC),
+        )
+        return meta, stored
+
+    async def meta(self, image_id: str) -> ImageMeta:
+        try:
+            return ImageMeta.from_metadata(dict(await self.store.head(object_key(image_id))))
+        except ObjectNotFound:
+            raise ImageNotFound(image_id) from None
+
+    async def stored(self, image_id: str) -> tuple[bytes, str]:
+        try:
+            stored = await self.store.get(object_key(image_id))
+        except ObjectNotFound:
+            raise ImageNotFound(image_id) from None
+        return stored.data, media_type_of(stored.data)
+
+    async def fetch(
+        self,
+        image_id: str,
+        fmt: OutputFormat | None,
+        quality: int | None,
+        if_none_match: str | None = None,
+    ) -> Rendition:
+        """Serve from the cache, or render once however many callers miss together."""
+        object_key(image_id)
+        quality = quality if fmt in _LOSSY else None
+        key = CacheKey(image_id, self.renderer.model_label, fmt or "auto", quality)
+        etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
+        status: CacheStatus = "MISS"
+        try:
+            data = await self.cache.get(key)
+        except CacheUnavailable:
+            data, status = None, "BYPASS"
+        if data is not None:
+            metrics.CACHE_REQUESTS.labels("hit").inc()
+            return Rendition(
+                data,
+                media_type_of(data),
+                etag,
+                "HIT",
+                key.model,
+                not_modified=_matches(if_none_match, etag),
+            )
+        metrics.CACHE_REQUESTS.labels(status.lower()).inc()
+        if _matches(if_none_match, etag):
+            await self.meta(image_id)
+            return Rendition(b"", "", etag, status, key.model, not_modified=True)
+        data = await self._flights.run(str(key), lambda: self._fill(key, fmt, quality))
+        return Rendition(data, media_type_of(data), etag, status, key.model)
+
+    async def _fill(self, key: CacheKey, fmt: OutputFormat | None, quality: int | None) -> bytes:
+        try:
+            stored = await self.store.get(object_key(key.image_id))
+        except ObjectNotFound:
+            raise ImageNotFound(key.image_id) from None
+        meta = ImageMeta.from_metadata(dict(stored.metadata))
+        data = await self.renderer.render(
+            stored.data, meta.width, meta.height, fmt or meta.served_format, quality
+        )
+        try:
+            await self.cache.put(key, data)
+        except CacheUnavailable:
+            pass
+        return data
+
+    async def delete(self, image_id: str) -> None:
+        """Drop cached renditions before and after the object, so none outlives it."""
+        key = object_key(image_id)
+        await self.meta(image_id)
+        await self.cache.drop_image(image_id)
+        await self.store.delete(key)
+        await self.cache.drop_image(image_id)
+        metrics.IMAGES_DELETED.inc()
+
+    async def check_ready(self) -> dict[str, str]:
+        """Raise if a dependency is down; otherwise describe what serves."""
+        await self.store.ping()
+        await self.cache.ping()
+        return {
+            "storage": type(self.store).__name__,
+            "cache": type(self.cache).__name__,
+            "model": self.renderer.model_label,
+        }
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]

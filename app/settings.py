@@ -1,0 +1,72 @@
+"""All configuration, from ``SRSTORE_*`` environment variables, declared once with defaults."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imaging import OutputEncoding, StoredCodec, StoredCodecName
+from models.weights import SHIPPED_WEIGHTS_DIR
+
+
+class Settings(BaseSettings):
+    """Built once at start-up and passed to whatever needs it; nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SRSTORE_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Local object store root (embedded mode).")
+    s3_bucket: str | None = Field(None, description="S3 bucket; setting it selects the S3 store.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. MinIO.")
+    s3_region: str = Field("us-east-1", description="Region passed to boto3.")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket.")
+    redis_url: str | None = Field(
+        None, description="Redis URL; setting it selects the Redis cache."
+    )
+    cache_ttl_seconds: int = Field(86_400, ge=1, description="Sliding TTL of a cached HR image.")
+    memory_cache_max_bytes: int = Field(
+        256 * 2**20, ge=0, description="Bound of the in-process cache (embedded mode)."
+    )
+    cache_retry_seconds: float = Field(
+        2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
+    )
+
+    model: Literal["espcn", "srcnn"] = Field("espcn", description="Super-resolution network.")
+    model_version: int | None = Field(None, description="Weights version; newest when unset.")
+    weights_dir: Path = Field(SHIPPED_WEIGHTS_DIR, description="Where weight files are found.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device.")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads for inference.")
+    tile_size: int = Field(128, ge=16, le=1024, description="Low-resolution tile side.")
+
+    max_upload_bytes: int = Field(50 * 2**20, ge=1, description="Largest accepted upload body.")
+    max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted image, in pixels.")
+    stored_codec: StoredCodecName = Field("webp", description="Codec of the stored copy.")
+    stored_quality: int = Field(90, ge=1, le=100, description="Quality of a lossy stored codec.")
+    output_jpeg_quality: int = Field(90, ge=1, le=100)
+    output_webp_quality: int = Field(85, ge=1, le=100)
+    output_png_compress_level: int = Field(1, ge=0, le=9)
+    http_max_age_seconds: int = Field(86_400, ge=0, description="Cache-Control max-age.")
+
+    host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
+    port: int = Field(8000, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Settings:
+        if self.s3_endpoint_url and not self.s3_bucket:
+            raise ValueError("SRSTORE_S3_ENDPOINT_URL is set but SRSTORE_S3_BUCKET is not")
+        return self
+
+    @cached_property
+    def codec(self) -> StoredCodec:
+        return StoredCodec(self.stored_codec, self.stored_quality)
+
+    @cached_property
+    def output_encoding(self) -> OutputEncoding:
+        return OutputEncoding(
+            jpeg_quality=self.output_jpeg_quality,
+            webp_quality=self.output_webp_quality,
+            png_compress_level=self.output_png_compress_level,
+        )

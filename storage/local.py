@@ -1,0 +1,88 @@
+"""Objects as files under a directory: the embedded default, for one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from storage.base import ObjectNotFound, StorageUnavailable, StoredObject
+
+
+class LocalStore:
+    """Each object is ``root/key`` with its metadata in ``root/key.meta.json``.
+
+    Metadata is written first and the data last, each by rename after fsync, so an object
+    exists exactly when its data file does; a crash leaves at most an orphan sidecar.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"object key {key!r} escapes the store root")
+        return path
+
+    async def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        await asyncio.to_thread(self._put, self._path(key), data, dict(metadata))
+
+    async def get(self, key: str) -> StoredObject:
+        return await asyncio.to_thread(self._get, self._path(key))
+
+    async def head(self, key: str) -> Mapping[str, str]:
+        path = self._path(key)
+        return await asyncio.to_thread(self._read_metadata, path)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        for victim in (path, _sidecar(path)):
+            victim.unlink(missing_ok=True)
+
+    async def ping(self) -> None:
+        if not os.access(self.root if self.root.exists() else self.root.parent, os.W_OK):
+            raise StorageUnavailable(f"{self.root} is not writable")
+
+    def _put(self, path: Path, data: bytes, metadata: dict[str, str]) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomically(_sidecar(path), json.dumps(metadata).encode())
+            _write_atomically(path, data)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot write {path.name}: {exc.strerror}") from exc
+
+    def _get(self, path: Path) -> StoredObject:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ObjectNotFound(path.name) from None
+        return StoredObject(data, self._read_metadata(path))
+
+    def _read_metadata(self, path: Path) -> Mapping[str, str]:
+        if not path.exists():
+            raise ObjectNotFound(path.name)
+        try:
+            return dict(json.loads(_sidecar(path).read_bytes()))
+        except FileNotFoundError:
+            raise ObjectNotFound(path.name) from None
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

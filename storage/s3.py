@@ -1,0 +1,73 @@
+"""Objects in an S3-compatible bucket through boto3, with metadata as ``x-amz-meta-*``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.base import ObjectNotFound, StorageUnavailable, StoredObject
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+class S3Store:
+    """A PUT in S3 is atomic: data and metadata appear together once it returns 200."""
+
+    def __init__(
+        self, bucket: str, endpoint_url: str | None, region: str, prefix: str = ""
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(
+                connect_timeout=2,
+                read_timeout=10,
+                retries={"max_attempts": 2, "mode": "standard"},
+                max_pool_connections=32,
+            ),
+        )
+
+    async def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        await self._call("put_object", Key=self.prefix + key, Body=data, Metadata=dict(metadata))
+
+    async def get(self, key: str) -> StoredObject:
+        response = await self._call("get_object", Key=self.prefix + key)
+        data = await asyncio.to_thread(response["Body"].read)
+        return StoredObject(data, response.get("Metadata", {}))
+
+    async def head(self, key: str) -> Mapping[str, str]:
+        response = await self._call("head_object", Key=self.prefix + key)
+        return dict(response.get("Metadata", {}))
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete_object", Key=self.prefix + key)
+
+    async def ping(self) -> None:
+        await self._call("head_bucket")
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing (first start of a fresh deployment)."""
+        try:
+            await self.ping()
+        except ObjectNotFound:
+            await self._call("create_bucket")
+
+    async def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+        method = getattr(self.client, operation)
+        try:
+            return await asyncio.to_thread(method, Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if str(error.get("Code")) in _MISSING:
+                raise ObjectNotFound(kwargs.get("Key", self.bucket)) from None
+            raise StorageUnavailable(f"S3 {operation} failed: {error.get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 {operation} failed: {exc}") from exc
