@@ -14,7 +14,7 @@ from models.weights import SHIPPED_WEIGHTS_DIR
 
 
 class Settings(BaseSettings):
-    """Built once at start-up and passed to whatever needs it; nothing else reads the environment."""
+    """Built once at start-up and passed to what needs it; nothing else reads the environment."""
 
     model_config = SettingsConfigDict(env_prefix="SRSTORE_", frozen=True, extra="ignore")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import secrets
@@ -186,10 +187,8 @@ class ImageService:
         data = await self.renderer.render(
             stored.data, meta.width, meta.height, fmt or meta.served_format, quality
         )
-        try:
+        with contextlib.suppress(CacheUnavailable):
             await self.cache.put(key, data)
-        except CacheUnavailable:
-            pass
         return data
 
     async def delete(self, image_id: str) -> None:

@@ -8,8 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,14 +160,3 @@ def _s3_answers(server: SeaweedServer) -> bool:
     except Exception:
         return False
     return True
-
-
-@contextmanager
-def running(
-    start: Callable[[], RedisServer | SeaweedServer],
-) -> Iterator[RedisServer | SeaweedServer]:
-    server = start()
-    try:
-        yield server
-    finally:
-        server.stop()
