@@ -1,0 +1,113 @@
+"""Shared fixtures: real Redis and SeaweedFS servers once per session, and app clients.
+
+Every test that takes ``service_client`` runs twice: in the embedded default (local
+directory + in-process cache) and in full mode against the real servers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from fastapi import FastAPI
+from PIL import Image
+
+from app.main import create_app
+from app.settings import Settings
+from tests.support.servers import (
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    RedisServer,
+    SeaweedServer,
+    start_redis,
+    start_seaweed,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def unique_bucket() -> str:
+    return f"srstore-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def embedded_settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def full_settings(
+    tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
+) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        s3_bucket=unique_bucket(),
+        s3_endpoint_url=seaweed_server.endpoint_url,
+        redis_url=redis_server.url,
+    )
+
+
+@pytest.fixture(params=["embedded", "full"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    name = "embedded_settings" if request.param == "embedded" else "full_settings"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def photo_bytes() -> bytes:
+    """A real 602x402 JPEG photograph."""
+    return (DATA / "flower.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def photo(photo_bytes: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(photo_bytes)).convert("RGB")
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()

@@ -1,0 +1,121 @@
+"""One contract for every HR cache: the in-process LRU and Redis (a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from cache import CacheKey, CacheUnavailable, HRCache, MemoryCache, RedisCache
+from tests.support.servers import RedisServer, free_port
+
+TTL = 60
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[HRCache]:
+    if request.param == "memory":
+        yield MemoryCache(TTL, max_bytes=1024)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    redis_cache = RedisCache(server.url, TTL)
+    yield redis_cache
+    await redis_cache.close()
+
+
+def key(image_id: str = "img", fmt: str = "png") -> CacheKey:
+    return CacheKey(image_id, "espcn:1", fmt)
+
+
+async def test_a_put_entry_is_a_hit(cache: HRCache) -> None:
+    await cache.put(key("a1"), b"rendered")
+
+    assert await cache.get(key("a1")) == b"rendered"
+
+
+async def test_an_absent_entry_is_a_miss(cache: HRCache) -> None:
+    assert await cache.get(key("never")) is None
+
+
+async def test_renditions_differ_by_model_format_and_quality(cache: HRCache) -> None:
+    await cache.put(CacheKey("a2", "espcn:1", "jpeg", 80), b"one")
+
+    assert await cache.get(CacheKey("a2", "espcn:2", "jpeg", 80)) is None
+    assert await cache.get(CacheKey("a2", "espcn:1", "png")) is None
+    assert await cache.get(CacheKey("a2", "espcn:1", "jpeg", 90)) is None
+
+
+async def test_drop_image_removes_every_rendition_of_that_image_only(cache: HRCache) -> None:
+    await cache.put(key("a3", "png"), b"p")
+    await cache.put(key("a3", "jpeg"), b"j")
+    await cache.put(key("other", "png"), b"o")
+
+    await cache.drop_image("a3")
+
+    assert await cache.get(key("a3", "png")) is None
+    assert await cache.get(key("a3", "jpeg")) is None
+    assert await cache.get(key("other", "png")) == b"o"
+
+
+async def test_a_redis_hit_renews_the_ttl(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    cache = RedisCache(redis_server.url, ttl_seconds=100)
+    await cache.put(key("t1"), b"x")
+    redis_client.expire(str(key("t1")), 5)
+    assert redis_client.ttl(str(key("t1"))) <= 5
+
+    assert await cache.get(key("t1")) == b"x"
+
+    assert 95 <= redis_client.ttl(str(key("t1"))) <= 100
+    assert redis_client.ttl("hr:t1:keys") >= 95
+    await cache.close()
+
+
+async def test_redis_entries_expire_when_nobody_reads_them(redis_server: RedisServer) -> None:
+    cache = RedisCache(redis_server.url, ttl_seconds=1)
+    await cache.put(key("t2"), b"x")
+
+    await asyncio.sleep(1.2)
+
+    assert await cache.get(key("t2")) is None
+    await cache.close()
+
+
+async def test_memory_hit_renews_the_ttl_and_unread_entries_expire() -> None:
+    now = [0.0]
+    cache = MemoryCache(ttl_seconds=10, max_bytes=100, clock=lambda: now[0])
+    await cache.put(key("m1"), b"a")
+    await cache.put(key("m2"), b"b")
+
+    now[0] = 8.0
+    assert await cache.get(key("m1")) == b"a"
+    now[0] = 15.0
+
+    assert await cache.get(key("m1")) == b"a"
+    assert await cache.get(key("m2")) is None
+
+
+async def test_memory_cache_evicts_least_recently_used_beyond_its_bound() -> None:
+    cache = MemoryCache(ttl_seconds=10, max_bytes=10)
+    await cache.put(key("e1"), b"12345")
+    await cache.put(key("e2"), b"12345")
+    await cache.get(key("e1"))
+
+    await cache.put(key("e3"), b"12345")
+
+    assert await cache.get(key("e2")) is None
+    assert await cache.get(key("e1")) == b"12345"
+    assert cache.size_bytes == 10
+
+
+async def test_an_unreachable_redis_is_unavailable_and_fails_fast() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", TTL, retry_seconds=30)
+
+    with pytest.raises(CacheUnavailable):
+        await cache.get(key())
+    with pytest.raises(CacheUnavailable, match="moments ago"):
+        await cache.get(key())
+    await cache.close()

@@ -1,0 +1,77 @@
+"""One contract for every object store: the local directory and S3 (real SeaweedFS)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import LocalStore, ObjectNotFound, ObjectStore, S3Store, StorageUnavailable
+from tests.conftest import unique_bucket
+from tests.support.servers import SeaweedServer, free_port
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    if request.param == "local":
+        yield LocalStore(tmp_path / "objects")
+        return
+    seaweed: SeaweedServer = request.getfixturevalue("seaweed_server")
+    s3 = S3Store(unique_bucket(), seaweed.endpoint_url, "us-east-1")
+    await s3.ensure_bucket()
+    yield s3
+
+
+async def test_an_object_reads_back_with_its_metadata(store: ObjectStore) -> None:
+    await store.put("images/a", b"\x00bytes\xff", {"width": "7", "content_type": "image/png"})
+
+    stored = await store.get("images/a")
+
+    assert stored.data == b"\x00bytes\xff"
+    assert dict(stored.metadata) == {"width": "7", "content_type": "image/png"}
+    assert dict(await store.head("images/a")) == {"width": "7", "content_type": "image/png"}
+
+
+async def test_a_put_replaces_the_object_whole(store: ObjectStore) -> None:
+    await store.put("images/b", b"old", {"v": "1"})
+    await store.put("images/b", b"new", {"v": "2"})
+
+    stored = await store.get("images/b")
+
+    assert (stored.data, dict(stored.metadata)) == (b"new", {"v": "2"})
+
+
+async def test_missing_objects_raise_not_found(store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFound):
+        await store.get("images/missing")
+    with pytest.raises(ObjectNotFound):
+        await store.head("images/missing")
+
+
+async def test_delete_removes_the_object_and_is_idempotent(store: ObjectStore) -> None:
+    await store.put("images/c", b"x", {})
+
+    await store.delete("images/c")
+    await store.delete("images/c")
+
+    with pytest.raises(ObjectNotFound):
+        await store.get("images/c")
+
+
+async def test_ping_succeeds_on_a_working_store(store: ObjectStore) -> None:
+    await store.ping()
+
+
+async def test_an_unreachable_s3_endpoint_is_unavailable_not_missing() -> None:
+    s3 = S3Store("srstore-nowhere", f"http://127.0.0.1:{free_port()}", "us-east-1")
+
+    with pytest.raises(StorageUnavailable):
+        await s3.get("images/a")
+
+
+def test_local_keys_cannot_escape_the_root(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+
+    with pytest.raises(ValueError, match="escapes"):
+        store._path("../outside")

@@ -1,0 +1,199 @@
+"""What a client sees through /v1/images, in the embedded default and in full mode."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from PIL import Image
+
+from tests.conftest import encode
+
+
+async def upload(client: httpx.AsyncClient, data: bytes, content_type: str = "image/jpeg") -> dict:
+    response = await client.post("/v1/images", files={"file": ("photo", data, content_type)})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def decode(response: httpx.Response) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+async def test_upload_answers_201_with_location_and_the_stored_sizes(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    response = await client.post("/v1/images", files={"file": ("a.jpg", photo_bytes, "image/jpeg")})
+
+    assert response.status_code == 201
+    meta = response.json()
+    assert response.headers["location"] == f"/v1/images/{meta['id']}"
+    assert (meta["width"], meta["height"]) == (602, 402)
+    assert (meta["stored_width"], meta["stored_height"]) == (151, 101)
+    assert meta["content_type"] == "image/jpeg"
+    assert meta["original_bytes"] == len(photo_bytes)
+    stored = await client.get(f"/v1/images/{meta['id']}/stored")
+    assert meta["stored_bytes"] == len(stored.content)
+    assert decode(stored).size == (151, 101)
+
+
+async def test_a_raw_image_body_is_accepted_like_multipart(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    response = await client.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+
+    assert response.status_code == 201
+    assert response.json()["width"] == 602
+
+
+async def test_fetch_returns_the_original_size_and_format_then_hits_the_cache(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+
+    first = await client.get(f"/v1/images/{meta['id']}")
+    second = await client.get(f"/v1/images/{meta['id']}")
+
+    assert first.status_code == second.status_code == 200
+    assert first.headers["content-type"] == "image/jpeg"
+    assert decode(first).size == (602, 402)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert first.content == second.content
+    assert first.headers["etag"] == second.headers["etag"]
+    assert "max-age" in first.headers["cache-control"]
+    assert first.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("fmt", "media_type"), [("png", "image/png"), ("webp", "image/webp")])
+async def test_format_query_converts_the_output(
+    client: httpx.AsyncClient, photo_bytes: bytes, fmt: str, media_type: str
+) -> None:
+    meta = await upload(client, photo_bytes)
+
+    response = await client.get(f"/v1/images/{meta['id']}", params={"format": fmt, "quality": 70})
+
+    assert response.headers["content-type"] == media_type
+    assert decode(response).format == fmt.upper()
+
+
+async def test_model_version_header_names_what_served_the_image(
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+
+    response = await client.get(f"/v1/images/{meta['id']}")
+
+    assert response.headers["x-model-version"] == app.state.image_service.renderer.model_label
+    assert response.headers["x-model-version"] in {"espcn:1", "bicubic"}
+
+
+async def test_if_none_match_gets_304_without_a_body(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    etag = (await client.get(f"/v1/images/{meta['id']}")).headers["etag"]
+
+    response = await client.get(f"/v1/images/{meta['id']}", headers={"if-none-match": etag})
+
+    assert response.status_code == 304
+    assert response.content == b""
+
+
+async def test_head_gives_the_headers_of_get(client: httpx.AsyncClient, photo_bytes: bytes) -> None:
+    meta = await upload(client, photo_bytes)
+    got = await client.get(f"/v1/images/{meta['id']}")
+
+    head = await client.head(f"/v1/images/{meta['id']}")
+
+    assert head.status_code == 200
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+async def test_meta_returns_what_upload_returned(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+
+    response = await client.get(f"/v1/images/{meta['id']}/meta")
+
+    assert response.json() == meta
+
+
+async def test_delete_removes_the_image_and_its_cached_renditions(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    await client.get(f"/v1/images/{meta['id']}")
+
+    deleted = await client.delete(f"/v1/images/{meta['id']}")
+
+    assert deleted.status_code == 204
+    for path in ("", "/meta", "/stored"):
+        response = await client.get(f"/v1/images/{meta['id']}{path}")
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    assert (await client.delete(f"/v1/images/{meta['id']}")).status_code == 404
+
+
+async def test_sixteen_concurrent_misses_run_one_inference(
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    upscaler = app.state.image_service.renderer.upscaler
+    calls = []
+    original = upscaler.upscale
+
+    def counting_upscale(low_res: Image.Image) -> Image.Image:
+        calls.append(low_res.size)
+        return original(low_res)
+
+    upscaler.upscale = counting_upscale
+    try:
+        responses = await asyncio.gather(
+            *(client.get(f"/v1/images/{meta['id']}") for _ in range(16))
+        )
+    finally:
+        del upscaler.upscale
+
+    assert [r.status_code for r in responses] == [200] * 16
+    assert len({r.content for r in responses}) == 1
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "size"), [("RGBA", (37, 23)), ("L", (50, 41)), ("P", (64, 64)), ("RGB", (3, 2))]
+)
+async def test_every_mode_and_odd_size_comes_back_at_its_exact_size(
+    client: httpx.AsyncClient, mode: str, size: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (size[1], size[0], 4), dtype=np.uint8)
+    source = Image.fromarray(pixels, "RGBA")
+    image = source.convert(mode) if mode == "RGBA" else source.convert("RGB").convert(mode)
+    meta = await upload(client, encode(image, "PNG"), "image/png")
+
+    response = await client.get(f"/v1/images/{meta['id']}")
+
+    served = decode(response)
+    assert served.size == size
+    assert served.format == "PNG"
+    assert ("A" in served.getbands()) == (mode == "RGBA")
+
+
+async def test_served_image_is_close_to_the_original(
+    client: httpx.AsyncClient, photo: Image.Image, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+
+    served = decode(await client.get(f"/v1/images/{meta['id']}", params={"format": "png"}))
+
+    error = np.asarray(served, np.float64) - np.asarray(photo, np.float64)
+    psnr = 10 * np.log10(255**2 / np.mean(error**2))
+    assert psnr > 25

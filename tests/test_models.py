@@ -1,0 +1,79 @@
+"""Networks, tiling and the inference engine, on tiny CPU inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from models.archs import ARCHITECTURES, build_model
+from models.engine import BicubicUpscaler, NeuralUpscaler, resolve_device
+from models.tiling import split_tiles, stitch_tiles
+from models.weights import find_weights, list_weights, load_model, weights_path
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_networks_upscale_16x16_to_64x64(name: str) -> None:
+    model = build_model(name).eval()
+
+    with torch.no_grad():
+        out = model(torch.rand(2, 1, 16, 16))
+
+    assert out.shape == (2, 1, 64, 64)
+
+
+def test_an_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("edsr")
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("tile", [16, 48])
+def test_tiled_output_equals_whole_image_output(name: str, tile: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    plane = torch.rand(1, 1, 53, 71)
+    margin = 8
+
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(plane, (margin,) * 4, mode="replicate")
+        whole = model(padded)[:, :, 4 * margin : -4 * margin, 4 * margin : -4 * margin]
+        tiles, layout = split_tiles(plane, tile, margin)
+        tiled = stitch_tiles(model(tiles), layout, 4)
+
+    assert tiled.shape == whole.shape == (1, 1, 212, 284)
+    assert torch.allclose(tiled, whole, atol=1 / 255)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
+def test_neural_upscaler_keeps_the_mode_and_multiplies_the_size(mode: str) -> None:
+    upscaler = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), tile=16)
+
+    out = upscaler.upscale(Image.new(mode, (21, 13)))
+
+    assert (out.mode, out.size) == (mode, (84, 52))
+    assert upscaler.label == "espcn:0"
+
+
+def test_bicubic_upscaler_says_it_is_bicubic() -> None:
+    out = BicubicUpscaler().upscale(Image.new("RGB", (5, 3)))
+
+    assert out.size == (20, 12)
+    assert BicubicUpscaler().label == "bicubic"
+
+
+def test_weights_are_found_by_name_and_newest_version(tmp_path) -> None:
+    for version in (1, 3, 2):
+        torch.save(build_model("srcnn").state_dict(), weights_path(tmp_path, "srcnn", version))
+
+    assert [w.version for w in list_weights(tmp_path)] == [1, 2, 3]
+    assert find_weights(tmp_path, "srcnn").version == 3
+    assert find_weights(tmp_path, "srcnn", 2).version == 2
+    assert find_weights(tmp_path, "espcn") is None
+    assert isinstance(load_model("srcnn", weights_path(tmp_path, "srcnn", 1)), torch.nn.Module)
+
+
+def test_auto_device_on_a_cpu_machine_is_the_cpu() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+
+    assert resolve_device("auto").type == expected
