@@ -29,6 +29,7 @@ redis-server:
 test: $(VENV)/.dev redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy app models storage cache imaging
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev
