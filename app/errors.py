@@ -10,8 +10,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.services.images import ImageNotFound, InvalidImageId
+from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
+from models.control import ControlUnavailable, PointerMoved
+from models.registry import ModelVersionExists, UnknownModelVersion
+from models.validation import InvalidWeights
 from storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,12 +38,30 @@ class UnsupportedMediaType(BadRequest):
     code = "unsupported_media_type"
 
 
+class Unauthorized(BadRequest):
+    status = 401
+    code = "unauthorized"
+
+
+class AdminDisabled(BadRequest):
+    status = 403
+    code = "admin_disabled"
+
+
 _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ImageTooLarge: (413, "image_too_large"),
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
     InvalidImageId: (400, "invalid_id"),
     ImageNotFound: (404, "not_found"),
+    InvalidCard: (422, "invalid_card"),
+    InvalidWeights: (422, "invalid_weights"),
+    UnknownModelVersion: (404, "unknown_model_version"),
+    ModelVersionExists: (409, "model_version_exists"),
+    WorseThanActive: (409, "worse_than_active"),
+    NothingToRollBack: (409, "nothing_to_roll_back"),
+    PointerMoved: (409, "active_model_changed"),
+    ControlUnavailable: (503, "control_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
 }
@@ -60,7 +82,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BadRequest)
-        return error_response(exc.status, exc.code, str(exc))
+        response = error_response(exc.status, exc.code, str(exc))
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

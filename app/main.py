@@ -1,23 +1,37 @@
-"""Build the FastAPI app: wire storage, cache and renderer from one Settings object."""
+"""Build the FastAPI app: wire storage, cache, models and renderer from one Settings object."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import health, images
+from app.api import admin, health, images
 from app.errors import install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
 from app.services.images import ImageService
-from app.services.inference import LocalRenderer, load_upscaler
+from app.services.inference import LocalRenderer
+from app.services.models import ActiveModel, ModelAdmin
 from app.settings import Settings
 from cache import make_cache
+from models.control import make_control
+from models.registry import ModelRef, ModelRegistry
+from models.weights import find_weights, list_weights
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
+
+
+def preferred_model(settings: Settings) -> ModelRef | None:
+    """What a fresh fleet activates: the configured model, at its newest shipped version."""
+    weights = find_weights(settings.weights_dir, settings.model, settings.model_version)
+    if weights is None:
+        log.warning("no %s weights in %s: serving bicubic", settings.model, settings.weights_dir)
+        return None
+    return ModelRef(weights.name, weights.version)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -26,28 +40,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = make_store(settings)
-        if isinstance(store, S3Store):
-            try:
+        control = make_control(settings)
+        registry = ModelRegistry(store)
+        model_admin = ModelAdmin(registry, control, settings.codec)
+        try:
+            if isinstance(store, S3Store):
                 await store.ensure_bucket()
-            except StorageUnavailable as exc:
-                log.warning("object store not reachable at start: %s", exc)
+            await model_admin.bootstrap(
+                list_weights(settings.weights_dir), preferred_model(settings)
+            )
+        except StorageUnavailable as exc:
+            log.warning("object store not reachable at start: %s", exc)
+        active = ActiveModel(registry, control, settings, settings.model_poll_seconds)
+        await active.start()
         cache = make_cache(settings)
-        renderer = LocalRenderer(load_upscaler(settings), settings.output_encoding)
+        renderer = LocalRenderer(settings.output_encoding)
         app.state.settings = settings
-        app.state.image_service = ImageService(settings, store, cache, renderer)
+        app.state.models = active
+        app.state.model_admin = model_admin
+        app.state.image_service = ImageService(settings, store, cache, renderer, active)
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
             type(cache).__name__,
-            renderer.model_label,
+            active.current.label,
         )
         try:
             yield
         finally:
+            await active.stop()
             renderer.close()
-            close = getattr(cache, "close", None)
-            if close is not None:
-                await close()
+            await control.close()
+            with contextlib.suppress(AttributeError):
+                await cache.close()  # type: ignore[attr-defined]
 
     app = FastAPI(
         title="srstore",
@@ -57,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(images.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(ResponseHeadersAndMetrics)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ORIGINAL_BYTES = Counter(
     "srstore_original_bytes", "Bytes of uploaded originals accepted by this process."
@@ -33,4 +33,7 @@ REQUEST_SECONDS = Histogram(
     "srstore_http_request_seconds",
     "HTTP request duration by route template, method and status.",
     ["route", "method", "status"],
+)
+MODEL_INFO = Gauge(
+    "srstore_model_info", "The model version this process serves (value 1).", ["name", "version"]
 )

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imaging import OutputEncoding, StoredCodec, StoredCodecName
@@ -34,8 +34,12 @@ class Settings(BaseSettings):
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
     )
 
-    model: Literal["espcn", "srcnn"] = Field("espcn", description="Super-resolution network.")
-    model_version: int | None = Field(None, description="Weights version; newest when unset.")
+    model: Literal["espcn", "srcnn"] = Field(
+        "espcn", description="Network activated on first start (later: the admin API)."
+    )
+    model_version: int | None = Field(
+        None, description="Version activated on first start; newest shipped when unset."
+    )
     weights_dir: Path = Field(SHIPPED_WEIGHTS_DIR, description="Where weight files are found.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for inference.")
@@ -49,6 +53,13 @@ class Settings(BaseSettings):
     output_webp_quality: int = Field(85, ge=1, le=100)
     output_png_compress_level: int = Field(1, ge=0, le=9)
     http_max_age_seconds: int = Field(86_400, ge=0, description="Cache-Control max-age.")
+
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin API; the admin API is off without one."
+    )
+    model_poll_seconds: float = Field(
+        2.0, gt=0, description="How often a process re-reads the active model pointer."
+    )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
     port: int = Field(8000, ge=1, le=65535)

@@ -17,12 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from app.services.inference import load_upscaler
-from app.settings import Settings
 from imaging import (
     StoredCodec,
     bicubic_upscale,
@@ -33,6 +30,8 @@ from imaging import (
     encode_stored,
 )
 from models.engine import Upscaler
+from models.validation import luma_psnr
+from models.weights import shipped_upscaler
 
 CODECS = [
     StoredCodec("jpeg", 85),
@@ -45,18 +44,6 @@ CODECS = [
     StoredCodec("png", 100),
 ]
 DEFAULT_IMAGES = [Path("corpus/val"), Path("tests/data")]
-
-
-def luma_psnr(a: Image.Image, b: Image.Image, border: int = 4) -> float:
-    """PSNR on BT.601 Y with a 4-pixel border shaved, as in the SR literature."""
-
-    def luma(image: Image.Image) -> np.ndarray:
-        rgb = np.asarray(image.convert("RGB"), np.float64) / 255.0
-        y = 16 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
-        return y[border:-border, border:-border]
-
-    error = np.mean((luma(a) - luma(b)) ** 2)
-    return float(10 * np.log10(255.0**2 / error))
 
 
 def load_uploads(folder: Path, max_side: int) -> list[bytes]:
@@ -143,13 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=Path, help="folder of photos (default corpus/val)")
     parser.add_argument("--max-side", type=int, default=1600)
+    parser.add_argument("--model", default="espcn", choices=["espcn", "srcnn"])
     args = parser.parse_args()
     folder = args.images or next(p for p in DEFAULT_IMAGES if p.is_dir())
     print(
         f"# srstore codec bench: {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, images from {folder}"
     )
-    upscaler = load_upscaler(Settings())
+    upscaler = shipped_upscaler(args.model)
     codec_table(load_uploads(folder, args.max_side), upscaler)
     miss_table(upscaler)
 

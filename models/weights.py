@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from models.archs import build_model
+from models.engine import NeuralUpscaler
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 _FILE_NAME = re.compile(r"^(?P<name>[a-z0-9]+)-x4-v(?P<version>\d+)\.pt$")
@@ -64,3 +65,12 @@ def load_state(model: nn.Module, path: Path) -> nn.Module:
 
 def load_model(name: str, path: Path) -> nn.Module:
     return load_state(build_model(name), path).eval()
+
+
+def shipped_upscaler(name: str, device: str = "cpu") -> NeuralUpscaler:
+    """The newest shipped version of a model, ready to run (for benchmarks and tools)."""
+    weights = find_weights(SHIPPED_WEIGHTS_DIR, name)
+    if weights is None:
+        raise FileNotFoundError(f"no shipped {name} weights in {SHIPPED_WEIGHTS_DIR}")
+    model = load_model(name, weights.path)
+    return NeuralUpscaler(model, name, weights.version, torch.device(device))

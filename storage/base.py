@@ -32,6 +32,10 @@ class ObjectStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def list(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix``, sorted."""
+        ...
+
     async def ping(self) -> None:
         """Raise :class:`StorageUnavailable` unless the store answers."""
         ...

@@ -43,6 +43,9 @@ class LocalStore:
         for victim in (path, _sidecar(path)):
             victim.unlink(missing_ok=True)
 
+    async def list(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._list, prefix)
+
     async def ping(self) -> None:
         if not os.access(self.root if self.root.exists() else self.root.parent, os.W_OK):
             raise StorageUnavailable(f"{self.root} is not writable")
@@ -50,10 +53,22 @@ class LocalStore:
     def _put(self, path: Path, data: bytes, metadata: dict[str, str]) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(_sidecar(path), json.dumps(metadata).encode())
-            _write_atomically(path, data)
+            write_atomically(_sidecar(path), json.dumps(metadata).encode())
+            write_atomically(path, data)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path.name}: {exc.strerror}") from exc
+
+    def _list(self, prefix: str) -> list[str]:
+        if not self.root.exists():
+            return []
+        keys = (
+            path.relative_to(self.root).as_posix()
+            for path in self.root.rglob("*")
+            if path.is_file()
+            and not path.name.startswith(".tmp-")
+            and not path.name.endswith(".meta.json")
+        )
+        return sorted(key for key in keys if key.startswith(prefix))
 
     def _get(self, path: Path) -> StoredObject:
         try:
@@ -75,7 +90,7 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".meta.json")
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -50,6 +50,18 @@ class S3Store:
     async def delete(self, key: str) -> None:
         await self._call("delete_object", Key=self.prefix + key)
 
+    async def list(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._list, self.prefix + prefix)
+
+    def _list(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=prefix))
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"S3 list_objects_v2 failed: {exc}") from exc
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return sorted(key.removeprefix(self.prefix) for key in keys)
+
     async def ping(self) -> None:
         await self._call("head_bucket")
 

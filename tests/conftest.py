@@ -10,6 +10,7 @@ import io
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,8 @@ def embedded_settings(tmp_path: Path) -> Settings:
 def full_settings(
     tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
 ) -> Settings:
+    """A fresh fleet: its own bucket, and an empty Redis (the model pointer lives there)."""
+    redis.Redis.from_url(redis_server.url).flushdb()
     return Settings(
         data_dir=tmp_path / "data",
         s3_bucket=unique_bucket(),
@@ -94,6 +97,16 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as http:
         yield http
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An app started with ``settings`` and a client talking to it in-process."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as http:
+            yield http
 
 
 @pytest.fixture(scope="session")

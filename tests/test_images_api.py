@@ -89,7 +89,7 @@ async def test_model_version_header_names_what_served_the_image(
 
     response = await client.get(f"/v1/images/{meta['id']}")
 
-    assert response.headers["x-model-version"] == app.state.image_service.renderer.model_label
+    assert response.headers["x-model-version"] == app.state.models.current.label
     assert response.headers["x-model-version"] in {"espcn:1", "bicubic"}
 
 
@@ -146,7 +146,7 @@ async def test_sixteen_concurrent_misses_run_one_inference(
     client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
-    upscaler = app.state.image_service.renderer.upscaler
+    upscaler = app.state.models.current
     calls = []
     original = upscaler.upscale
 

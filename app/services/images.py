@@ -24,6 +24,7 @@ from imaging import (
     encode_stored,
     media_type_of,
 )
+from models.engine import Upscaler
 from storage import ObjectNotFound, ObjectStore
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -65,12 +66,22 @@ class ImageMeta(BaseModel):
 class Renderer(Protocol):
     """Turns a stored copy into an encoded full-resolution image (in-process or via workers)."""
 
-    @property
-    def model_label(self) -> str: ...
-
     async def render(
-        self, stored: bytes, width: int, height: int, fmt: OutputFormat, quality: int | None
+        self,
+        upscaler: Upscaler,
+        stored: bytes,
+        width: int,
+        height: int,
+        fmt: OutputFormat,
+        quality: int | None,
     ) -> bytes: ...
+
+
+class ModelSource(Protocol):
+    """Whatever tells which upscaler serves right now (see ``app.services.models.ActiveModel``)."""
+
+    @property
+    def current(self) -> Upscaler: ...
 
 
 @dataclass(frozen=True)
@@ -96,12 +107,18 @@ def object_key(image_id: str) -> str:
 
 class ImageService:
     def __init__(
-        self, settings: Settings, store: ObjectStore, cache: HRCache, renderer: Renderer
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        cache: HRCache,
+        renderer: Renderer,
+        models: ModelSource,
     ) -> None:
         self.settings = settings
         self.store = store
         self.cache = cache
         self.renderer = renderer
+        self.models = models
         self._flights: SingleFlight[bytes] = SingleFlight()
 
     async def upload(self, data: bytes) -> ImageMeta:
@@ -154,7 +171,8 @@ class ImageService:
         """Serve from the cache, or render once however many callers miss together."""
         object_key(image_id)
         quality = quality if fmt in _LOSSY else None
-        key = CacheKey(image_id, self.renderer.model_label, fmt or "auto", quality)
+        upscaler = self.models.current  # the version this request starts on, and finishes on
+        key = CacheKey(image_id, upscaler.label, fmt or "auto", quality)
         etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
         status: CacheStatus = "MISS"
         try:
@@ -175,17 +193,19 @@ class ImageService:
         if _matches(if_none_match, etag):
             await self.meta(image_id)
             return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self._fill(key, fmt, quality))
+        data = await self._flights.run(str(key), lambda: self._fill(key, upscaler, fmt, quality))
         return Rendition(data, media_type_of(data), etag, status, key.model)
 
-    async def _fill(self, key: CacheKey, fmt: OutputFormat | None, quality: int | None) -> bytes:
+    async def _fill(
+        self, key: CacheKey, upscaler: Upscaler, fmt: OutputFormat | None, quality: int | None
+    ) -> bytes:
         try:
             stored = await self.store.get(object_key(key.image_id))
         except ObjectNotFound:
             raise ImageNotFound(key.image_id) from None
         meta = ImageMeta.from_metadata(dict(stored.metadata))
         data = await self.renderer.render(
-            stored.data, meta.width, meta.height, fmt or meta.served_format, quality
+            upscaler, stored.data, meta.width, meta.height, fmt or meta.served_format, quality
         )
         with contextlib.suppress(CacheUnavailable):
             await self.cache.put(key, data)
@@ -207,7 +227,7 @@ class ImageService:
         return {
             "storage": type(self.store).__name__,
             "cache": type(self.cache).__name__,
-            "model": self.renderer.model_label,
+            "model": self.models.current.label,
         }
 
 

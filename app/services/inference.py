@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
 from app import metrics
-from app.settings import Settings
 from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
-from models.engine import BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
-from models.weights import find_weights, load_model
-
-log = logging.getLogger(__name__)
-
-
-def load_upscaler(settings: Settings) -> Upscaler:
-    """The configured model, or bicubic (and says so) when no weights exist for it."""
-    weights = find_weights(settings.weights_dir, settings.model, settings.model_version)
-    if weights is None:
-        if settings.model_version is not None:
-            raise FileNotFoundError(
-                f"no weights for {settings.model} v{settings.model_version} "
-                f"in {settings.weights_dir}"
-            )
-        log.warning("no %s weights in %s: serving bicubic", settings.model, settings.weights_dir)
-        return BicubicUpscaler()
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
-    model = load_model(weights.name, weights.path)
-    log.info("loaded %s v%d on %s", weights.name, weights.version, device)
-    return NeuralUpscaler(model, weights.name, weights.version, device, tile=settings.tile_size)
+from models.engine import NeuralUpscaler, Upscaler
 
 
 def device_of(upscaler: Upscaler) -> str:
@@ -68,21 +42,22 @@ def render(
 class LocalRenderer:
     """Runs renders on a small dedicated pool so inference never oversubscribes the CPU."""
 
-    def __init__(self, upscaler: Upscaler, encoding: OutputEncoding, workers: int = 1) -> None:
-        self.upscaler = upscaler
+    def __init__(self, encoding: OutputEncoding, workers: int = 1) -> None:
         self.encoding = encoding
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
 
-    @property
-    def model_label(self) -> str:
-        return self.upscaler.label
-
     async def render(
-        self, stored: bytes, width: int, height: int, fmt: OutputFormat, quality: int | None
+        self,
+        upscaler: Upscaler,
+        stored: bytes,
+        width: int,
+        height: int,
+        fmt: OutputFormat,
+        quality: int | None,
     ) -> bytes:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, render, stored, width, height, self.upscaler, fmt, quality, self.encoding
+            self._pool, render, stored, width, height, upscaler, fmt, quality, self.encoding
         )
 
     def close(self) -> None:

@@ -1,0 +1,83 @@
+"""``/v1/admin``: model versions for admins, behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
+from pydantic import BaseModel, Field
+
+from app.deps import SettingsDep
+from app.errors import AdminDisabled, Unauthorized
+from app.services.models import ModelAdmin
+from models.control import SwapRecord
+from models.registry import ModelRef
+
+
+def require_admin(request: Request, settings: SettingsDep) -> None:
+    """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
+    if settings.admin_token is None:
+        raise AdminDisabled("the admin API is off: set SRSTORE_ADMIN_TOKEN to enable it")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = settings.admin_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized("a valid bearer token is required")
+
+
+def get_model_admin(request: Request) -> ModelAdmin:
+    return request.app.state.model_admin  # type: ignore[no-any-return]
+
+
+ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class Activation(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9]{1,32}$")
+    version: int = Field(ge=1)
+    force: bool = False
+
+
+@router.get("/models", summary="Every model version with its card, and which one is active")
+async def list_models(admin: ModelAdminDep) -> dict[str, Any]:
+    return await admin.overview()
+
+
+@router.post(
+    "/models",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a weight file and its card; it is loaded and scored before it is kept",
+)
+async def upload_model(
+    admin: ModelAdminDep,
+    weights: Annotated[UploadFile, File(description="PyTorch state dict (.pt)")],
+    card: Annotated[str, Form(description="Model card JSON with at least name and version")],
+) -> dict[str, Any]:
+    entry = await admin.upload(await weights.read(), card)
+    return {"name": entry.ref.name, "version": entry.ref.version, "card": entry.card}
+
+
+@router.put("/models/active", summary="Activate a version across the fleet")
+async def activate_model(admin: ModelAdminDep, body: Activation) -> dict[str, Any]:
+    record = await admin.activate(ModelRef(body.name, body.version), body.force)
+    return swap_response(record, ModelRef(body.name, body.version))
+
+
+@router.post("/models/rollback", summary="Go back to the previously active version")
+async def rollback_model(admin: ModelAdminDep) -> dict[str, Any]:
+    record = await admin.rollback()
+    return swap_response(record, ModelRef.parse(record.to_label))
+
+
+@router.get("/models/history", summary="Every swap: when, from, to, forced or not")
+async def model_history(admin: ModelAdminDep) -> dict[str, Any]:
+    return {"swaps": [vars(r) for r in await admin.control.history()]}
+
+
+def swap_response(record: SwapRecord | None, target: ModelRef) -> dict[str, Any]:
+    return {
+        "active": {"name": target.name, "version": target.version},
+        "changed": record is not None,
+        "swap": vars(record) if record else None,
+    }

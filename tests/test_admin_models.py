@@ -1,0 +1,211 @@
+"""Admins upload, validate, activate and roll back model versions through /v1/admin."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import serving
+from tests.support.weights import bicubic_equivalent, noisy, to_bytes, write_shipped
+
+TOKEN = "test-admin-token-123"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def shipped_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "weights"
+    write_shipped(directory, "espcn", 1, bicubic_equivalent("espcn"))
+    write_shipped(directory, "srcnn", 1, bicubic_equivalent("srcnn"))
+    return directory
+
+
+@pytest.fixture
+async def admin_app(settings: Settings, shipped_dir: Path) -> AsyncIterator[FastAPI]:
+    configured = settings.model_copy(
+        update={"admin_token": SecretStr(TOKEN), "weights_dir": shipped_dir}
+    )
+    application = create_app(configured)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def admin(admin_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=admin_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as http:
+        yield http
+
+
+async def upload_model(
+    http: httpx.AsyncClient, weights: bytes, card: dict, headers: dict | None = None
+) -> httpx.Response:
+    return await http.post(
+        "/v1/admin/models",
+        files={"weights": ("w.pt", weights, "application/octet-stream")},
+        data={"card": json.dumps(card)},
+        headers=AUTH if headers is None else headers,
+    )
+
+
+async def activate(http: httpx.AsyncClient, name: str, version: int, **extra) -> httpx.Response:
+    body = {"name": name, "version": version, **extra}
+    return await http.put("/v1/admin/models/active", json=body, headers=AUTH)
+
+
+async def test_shipped_weights_are_registered_and_the_configured_model_is_active(
+    admin: httpx.AsyncClient,
+) -> None:
+    listing = (await admin.get("/v1/admin/models", headers=AUTH)).json()
+
+    assert listing["active"] == {"name": "espcn", "version": 1}
+    assert [(m["name"], m["version"]) for m in listing["models"]] == [("espcn", 1), ("srcnn", 1)]
+    for model in listing["models"]:
+        assert abs(model["card"]["canary"]["gain_db"]) < 0.5
+
+
+async def test_an_uploaded_version_is_scored_and_listed(admin: httpx.AsyncClient) -> None:
+    response = await upload_model(admin, to_bytes(noisy("espcn")), {"name": "espcn", "version": 2})
+
+    assert response.status_code == 201, response.text
+    assert response.json()["card"]["canary"]["gain_db"] < 0
+    listing = (await admin.get("/v1/admin/models", headers=AUTH)).json()
+    assert ("espcn", 2) in [(m["name"], m["version"]) for m in listing["models"]]
+
+
+@pytest.mark.parametrize(
+    ("weights", "card", "code"),
+    [
+        (b"not a checkpoint", {"name": "espcn", "version": 3}, "invalid_weights"),
+        (to_bytes(noisy("srcnn")), {"name": "espcn", "version": 3}, "invalid_weights"),
+        (to_bytes(noisy("espcn")), {"name": "edsr", "version": 3}, "invalid_card"),
+        (to_bytes(noisy("espcn")), {"name": "espcn"}, "invalid_card"),
+    ],
+    ids=["corrupt", "mislabelled", "unknown-architecture", "no-version"],
+)
+async def test_a_file_that_is_not_what_it_claims_is_refused_and_stored_nowhere(
+    admin: httpx.AsyncClient, weights: bytes, card: dict, code: str
+) -> None:
+    response = await upload_model(admin, weights, card)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == code
+    listing = (await admin.get("/v1/admin/models", headers=AUTH)).json()
+    assert len(listing["models"]) == 2
+
+
+async def test_a_version_cannot_be_uploaded_twice(admin: httpx.AsyncClient) -> None:
+    response = await upload_model(admin, to_bytes(noisy("espcn")), {"name": "espcn", "version": 1})
+
+    assert response.status_code == 409
+
+
+async def test_a_worse_version_is_refused_unless_forced(admin: httpx.AsyncClient) -> None:
+    await upload_model(admin, to_bytes(noisy("espcn")), {"name": "espcn", "version": 2})
+
+    refused = await activate(admin, "espcn", 2)
+    forced = await activate(admin, "espcn", 2, force=True)
+
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "worse_than_active"
+    assert forced.status_code == 200
+    assert forced.json()["swap"]["forced"] is True
+
+
+async def test_activating_an_unknown_version_is_404(admin: httpx.AsyncClient) -> None:
+    assert (await activate(admin, "espcn", 99)).status_code == 404
+
+
+async def test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_warm(
+    admin: httpx.AsyncClient, admin_app: FastAPI, photo_bytes: bytes
+) -> None:
+    image = await admin.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    url = f"/v1/images/{image.json()['id']}"
+    before = await admin.get(url)
+    await activate(admin, "srcnn", 1)
+    await admin_app.state.models.refresh()
+
+    after = await admin.get(url)
+    rolled = await admin.post("/v1/admin/models/rollback", headers=AUTH)
+    await admin_app.state.models.refresh()
+    again = await admin.get(url)
+
+    assert before.headers["x-model-version"] == "espcn:1"
+    assert (after.headers["x-model-version"], after.headers["x-cache"]) == ("srcnn:1", "MISS")
+    assert rolled.json()["active"] == {"name": "espcn", "version": 1}
+    assert (again.headers["x-model-version"], again.headers["x-cache"]) == ("espcn:1", "HIT")
+    assert again.content == before.content
+
+
+async def test_every_swap_is_recorded(admin: httpx.AsyncClient) -> None:
+    await activate(admin, "srcnn", 1)
+    await admin.post("/v1/admin/models/rollback", headers=AUTH)
+
+    swaps = (await admin.get("/v1/admin/models/history", headers=AUTH)).json()["swaps"]
+
+    assert [(s["action"], s["from_label"], s["to_label"]) for s in swaps] == [
+        ("rollback", "srcnn:1", "espcn:1"),
+        ("activate", "espcn:1", "srcnn:1"),
+        ("bootstrap", None, "espcn:1"),
+    ]
+    assert all(s["at"] for s in swaps)
+
+
+async def test_the_active_version_is_a_metric(admin: httpx.AsyncClient) -> None:
+    text = (await admin.get("/metrics")).text
+
+    assert 'srstore_model_info{name="espcn",version="1"} 1.0' in text
+
+
+ADMIN_CALLS = [
+    ("GET", "/v1/admin/models"),
+    ("POST", "/v1/admin/models"),
+    ("PUT", "/v1/admin/models/active"),
+    ("POST", "/v1/admin/models/rollback"),
+    ("GET", "/v1/admin/models/history"),
+]
+
+
+@pytest.fixture
+async def guarded(embedded_settings: Settings, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An embedded app with a token and no weights: enough to exercise the guard."""
+    configured = embedded_settings.model_copy(
+        update={"admin_token": SecretStr(TOKEN), "weights_dir": tmp_path / "none"}
+    )
+    async with serving(configured) as http:
+        yield http
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_CALLS)
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", f"Basic {TOKEN}", "Bearer "])
+async def test_every_admin_endpoint_refuses_a_missing_or_wrong_token(
+    guarded: httpx.AsyncClient, method: str, path: str, header: str | None
+) -> None:
+    headers = {"authorization": header} if header else {}
+
+    response = await guarded.request(method, path, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert TOKEN not in response.text
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_CALLS)
+async def test_without_a_configured_token_the_admin_api_is_off(
+    embedded_settings: Settings, method: str, path: str
+) -> None:
+    async with serving(embedded_settings) as http:
+        response = await http.request(method, path, headers=AUTH)
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "admin_disabled"
