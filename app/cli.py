@@ -1,4 +1,4 @@
-"""The ``srstore`` command: ``serve`` the API, ``train`` a model."""
+"""The ``srstore`` command: ``serve`` the API, ``train`` a model, manage ``models``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import sys
 
 import uvicorn
+
+from app import models_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "train", help="the offline trainer (see `srstore train --help`)", add_help=False
     )
+    models_cli.add_commands(commands)
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train":
@@ -30,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     from app.settings import Settings
 
     settings = Settings()
+    if args.command == "models":
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        return models_cli.run(args, token)
     uvicorn.run(
         "app.main:app",
         host=args.host or settings.host,

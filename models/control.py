@@ -92,7 +92,7 @@ class RedisControl:
             label = await self.client.get(self.ACTIVE)
         except RedisError as exc:
             raise ControlUnavailable(f"Redis: {type(exc).__name__}") from exc
-        return ModelRef.parse(label.decode()) if label else None
+        return ModelRef.parse(_text(label)) if label else None
 
     async def swap(self, record: SwapRecord) -> None:
         keys = [self.ACTIVE, self.AUDIT, self.CHANNEL]
@@ -119,12 +119,16 @@ class RedisControl:
                     await pubsub.subscribe(self.CHANNEL)
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            yield ModelRef.parse(message["data"].decode())
+                            yield ModelRef.parse(_text(message["data"]))
             except RedisError:
                 await asyncio.sleep(1)
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class LocalControl:

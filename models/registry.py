@@ -57,7 +57,7 @@ class ModelRegistry:
     async def entries(self) -> list[ModelEntry]:
         """Every registered version, by name then version."""
         refs = []
-        for key in await self.store.list("models/"):
+        for key in await self.store.list_keys("models/"):
             match = _CARD_KEY.match(key)
             if match:
                 refs.append(ModelRef(match["name"], int(match["version"])))

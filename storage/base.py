@@ -32,7 +32,7 @@ class ObjectStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def list(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         """Every key that starts with ``prefix``, sorted."""
         ...
 

@@ -43,7 +43,7 @@ class LocalStore:
         for victim in (path, _sidecar(path)):
             victim.unlink(missing_ok=True)
 
-    async def list(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list, prefix)
 
     async def ping(self) -> None:

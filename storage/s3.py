@@ -50,7 +50,7 @@ class S3Store:
     async def delete(self, key: str) -> None:
         await self._call("delete_object", Key=self.prefix + key)
 
-    async def list(self, prefix: str) -> list[str]:
+    async def list_keys(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list, self.prefix + prefix)
 
     def _list(self, prefix: str) -> list[str]:

@@ -63,8 +63,8 @@ async def test_list_names_the_keys_under_a_prefix(store: ObjectStore) -> None:
     for key in ("models/espcn/1/weights", "models/espcn/2/weights", "images/zz"):
         await store.put(key, b"x", {})
 
-    assert await store.list("models/") == ["models/espcn/1/weights", "models/espcn/2/weights"]
-    assert await store.list("nothing/") == []
+    assert await store.list_keys("models/") == ["models/espcn/1/weights", "models/espcn/2/weights"]
+    assert await store.list_keys("nothing/") == []
 
 
 async def test_ping_succeeds_on_a_working_store(store: ObjectStore) -> None:

@@ -1,0 +1,102 @@
+"""A model swap reaches every API process, without a restart and without failed requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import unique_bucket
+from tests.support.process import ApiProcess, start_api
+from tests.support.servers import RedisServer, SeaweedServer
+from tests.support.weights import bicubic_equivalent, write_shipped
+
+TOKEN = "fleet-admin-token"
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
+) -> Iterator[list[ApiProcess]]:
+    redis.Redis.from_url(redis_server.url).flushdb()
+    weights = tmp_path / "weights"
+    write_shipped(weights, "espcn", 1, bicubic_equivalent("espcn"))
+    write_shipped(weights, "srcnn", 1, bicubic_equivalent("srcnn"))
+    env = {
+        "SRSTORE_S3_BUCKET": unique_bucket(),
+        "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,
+        "SRSTORE_REDIS_URL": redis_server.url,
+        "SRSTORE_WEIGHTS_DIR": str(weights),
+        "SRSTORE_ADMIN_TOKEN": TOKEN,
+        "SRSTORE_DATA_DIR": str(tmp_path / "data"),
+    }
+    processes = [start_api(env)]
+    processes.append(start_api(env))
+    yield processes
+    for process in processes:
+        process.stop()
+
+
+def srstore_models(api: ApiProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "models", "--url", api.url, *args],
+        env={**os.environ, "SRSTORE_ADMIN_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def served_versions(fleet: list[ApiProcess], path: str) -> set[str]:
+    return {httpx.get(api.url + path).headers["x-model-version"] for api in fleet}
+
+
+def wait_for_version(fleet: list[ApiProcess], path: str, label: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if served_versions(fleet, path) == {label}:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_activate_and_rollback_reach_every_process_under_load(
+    fleet: list[ApiProcess], photo_bytes: bytes
+) -> None:
+    created = httpx.post(
+        f"{fleet[0].url}/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    path = f"/v1/images/{created.json()['id']}"
+    assert served_versions(fleet, path) == {"espcn:1"}
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set() and len(statuses) < 2000:
+                for api in fleet:
+                    statuses.append(http.get(api.url + path).status_code)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        srstore_models(fleet[0], "activate", "srcnn", "1")
+        switched = wait_for_version(fleet, path, "srcnn:1", within=1.0)
+        srstore_models(fleet[1], "rollback")
+        rolled_back = wait_for_version(fleet, path, "espcn:1", within=1.0)
+    finally:
+        stop.set()
+        loader.join()
+
+    assert switched and rolled_back
+    assert statuses and set(statuses) == {200}
+    history = srstore_models(fleet[0], "history").stdout
+    assert '"to_label": "srcnn:1"' in history
