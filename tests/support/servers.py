@@ -72,7 +72,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
             "--maxmemory",
             "256mb",
             "--maxmemory-policy",
-            "allkeys-lru",
+            "volatile-lru",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
