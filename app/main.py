@@ -15,6 +15,7 @@ from app.services.images import ImageService
 from app.services.inference import LocalRenderer, load_upscaler
 from app.settings import Settings
 from cache import make_cache
+from ledger import make_ledger
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
@@ -32,9 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except StorageUnavailable as exc:
                 log.warning("object store not reachable at start: %s", exc)
         cache = make_cache(settings)
+        ledger = make_ledger(settings)
         renderer = LocalRenderer(load_upscaler(settings), settings.output_encoding)
         app.state.settings = settings
-        app.state.image_service = ImageService(settings, store, cache, renderer)
+        app.state.image_service = ImageService(settings, store, cache, renderer, ledger)
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
@@ -45,9 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             renderer.close()
-            close = getattr(cache, "close", None)
-            if close is not None:
-                await close()
+            for closeable in (cache, ledger):
+                close = getattr(closeable, "close", None)
+                if close is not None:
+                    await close()
 
     app = FastAPI(
         title="srstore",
