@@ -98,9 +98,12 @@ async def test_a_miss_then_a_hit_move_their_counters_and_the_entry_size_histogra
     assert moved("srstore_cache_entry_bytes_sum") == len(miss.content)
 
 
-async def test_model_build_and_dependencies_are_reported(client: httpx.AsyncClient) -> None:
-    served = (await client.get("/readyz")).json()["model"]  # "espcn:1", or "bicubic"
-    name, _, version = served.partition(":")
+async def test_model_build_and_dependencies_are_reported(
+    client: httpx.AsyncClient, three_images: list[bytes]
+) -> None:
+    image_id = (await upload(client, three_images[0]))["id"]
+    served = (await client.get(f"/v1/images/{image_id}")).headers["x-model-version"]
+    name, _, version = served.partition(":")  # "espcn:1", or "bicubic" without weights
 
     values = await scrape(client)
 
