@@ -49,6 +49,12 @@ REQUEST_SECONDS = Histogram(
     "HTTP request duration by route template, method and status.",
     ["route", "method", "status"],
 )
+FETCH_SECONDS = Histogram(
+    "srstore_fetch_seconds",
+    "Duration of full-size image requests by cache result (hit, miss, bypass).",
+    ["cache"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 CACHE_ENTRY_BYTES = Histogram(
     "srstore_cache_entry_bytes",
     "Size of each rendered image written to the HR cache.",

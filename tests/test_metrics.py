@@ -96,6 +96,8 @@ async def test_a_miss_then_a_hit_move_their_counters_and_the_entry_size_histogra
     assert moved('srstore_cache_requests_total{result="bypass"}') == 0
     assert moved("srstore_cache_entry_bytes_count") == 1
     assert moved("srstore_cache_entry_bytes_sum") == len(miss.content)
+    assert moved('srstore_fetch_seconds_count{cache="miss"}') == 1
+    assert moved('srstore_fetch_seconds_count{cache="hit"}') == 1
 
 
 async def test_model_build_and_dependencies_are_reported(
