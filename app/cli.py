@@ -55,14 +55,13 @@ def _multiprocess_metrics(workers: int) -> Iterator[None]:
     """
     configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if configured:
-        directory = Path(configured)
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
+        Path(configured).mkdir(parents=True, exist_ok=True)
+        for stale in Path(configured).glob("*.db"):
             stale.unlink()
         yield
     elif workers > 1:
-        with tempfile.TemporaryDirectory(prefix="srstore-metrics-") as directory:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        with tempfile.TemporaryDirectory(prefix="srstore-metrics-") as temporary:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = temporary
             yield
     else:
         yield
