@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server
+.PHONY: run test lint clean redis-server promtool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ run: $(VENV)/.service
 redis-server:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
-test: $(VENV)/.dev redis-server
+# promtool checks the Prometheus config, alert rules and dashboard queries in the tests.
+promtool:
+	@command -v promtool >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
+
+test: $(VENV)/.dev redis-server promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app models storage cache imaging
+	$(BIN)/mypy app models storage cache imaging ledger
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -36,13 +41,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         return models_cli.run(args, token)
-    uvicorn.run(
-        "app.main:app",
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-    )
+    with _multiprocess_metrics(args.workers):
+        uvicorn.run(
+            "app.main:app",
+            host=args.host or settings.host,
+            port=args.port or settings.port,
+            workers=args.workers,
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(workers: int) -> Iterator[None]:
+    """Let /metrics merge every worker's samples (prometheus-client's multiprocess mode).
+
+    Uses ``PROMETHEUS_MULTIPROC_DIR`` when set, emptied of a previous run's files, else a
+    temporary directory when there is more than one worker. Must run before the app imports
+    prometheus-client.
+    """
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if configured:
+        Path(configured).mkdir(parents=True, exist_ok=True)
+        for stale in Path(configured).glob("*.db"):
+            stale.unlink()
+        yield
+    elif workers > 1:
+        with tempfile.TemporaryDirectory(prefix="srstore-metrics-") as temporary:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = temporary
+            yield
+    else:
+        yield
 
 
 if __name__ == "__main__":

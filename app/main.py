@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from app.services.inference import LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.settings import Settings
 from cache import make_cache
+from ledger import make_ledger
 from models.control import make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
@@ -54,11 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         active = ActiveModel(registry, control, settings, settings.model_poll_seconds)
         await active.start()
         cache = make_cache(settings)
+        ledger = make_ledger(settings)
         renderer = LocalRenderer(settings.output_encoding)
         app.state.settings = settings
         app.state.models = active
         app.state.model_admin = model_admin
-        app.state.image_service = ImageService(settings, store, cache, renderer, active)
+        app.state.image_service = ImageService(settings, store, cache, renderer, active, ledger)
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
@@ -71,8 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await active.stop()
             renderer.close()
             await control.close()
-            with contextlib.suppress(AttributeError):
-                await cache.close()  # type: ignore[attr-defined]
+            for closeable in (cache, ledger):
+                close = getattr(closeable, "close", None)
+                if close is not None:
+                    await close()
 
     app = FastAPI(
         title="srstore",

@@ -1,8 +1,23 @@
-"""Every Prometheus metric the service exports, named in one place."""
+"""Every Prometheus metric the service exports, named in one place.
+
+Counters and histograms live in the process (or, with ``PROMETHEUS_MULTIPROC_DIR`` set, in
+files that ``/metrics`` merges across uvicorn workers). What every process would report alike
+(the shared ledger, the model, the build, whether dependencies answer) is read at scrape time
+by :func:`exposition` instead, so nothing is counted twice within a replica.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from ledger import Totals
 
 ORIGINAL_BYTES = Counter(
     "srstore_original_bytes", "Bytes of uploaded originals accepted by this process."
@@ -34,6 +49,101 @@ REQUEST_SECONDS = Histogram(
     "HTTP request duration by route template, method and status.",
     ["route", "method", "status"],
 )
-MODEL_INFO = Gauge(
-    "srstore_model_info", "The model version this process serves (value 1).", ["name", "version"]
+FETCH_SECONDS = Histogram(
+    "srstore_fetch_seconds",
+    "Duration of full-size image requests by cache result (hit, miss, bypass).",
+    ["cache"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+CACHE_ENTRY_BYTES = Histogram(
+    "srstore_cache_entry_bytes",
+    "Size of each rendered image written to the HR cache.",
+    buckets=tuple(2**n for n in range(14, 27)),  # 16 KiB .. 64 MiB
+)
+LEDGER_ERRORS = Counter(
+    "srstore_ledger_errors",
+    "Ledger updates that failed after the object store had confirmed (the ledger drifts).",
+)
+
+# Read at scrape time from the shared ledger: every replica reports the same fleet-wide value,
+# so aggregate these with max(), never sum().
+FLEET_HELP = " Fleet-wide, from the shared ledger: aggregate with max(), not sum()."
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What ``/metrics`` reads when it is scraped rather than counts as it goes."""
+
+    totals: Totals | None  # None when the ledger could not be read
+    dependencies: Mapping[str, bool]  # dependency name -> answered its ping
+    model: str  # "espcn:1", or "bicubic" when no network serves
+
+
+class _ScrapeCollector:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self.snapshot.totals
+        if totals is not None:
+            for name, help_text, value in (
+                (
+                    "srstore_fleet_original_bytes",
+                    "Bytes of the originals of stored images.",
+                    totals.original_bytes,
+                ),
+                (
+                    "srstore_fleet_stored_bytes",
+                    "Bytes of the stored downscaled copies.",
+                    totals.stored_bytes,
+                ),
+                ("srstore_fleet_images", "Images stored.", totals.images),
+                ("srstore_fleet_savings_ratio", "1 - stored/original bytes.", totals.savings_ratio),
+            ):
+                yield GaugeMetricFamily(name, help_text + FLEET_HELP, value=value)
+        up = GaugeMetricFamily(
+            "srstore_dependency_up",
+            "1 when the dependency answered a ping during this scrape.",
+            labels=["dependency"],
+        )
+        for dependency, answered in sorted(self.snapshot.dependencies.items()):
+            up.add_metric([dependency], 1.0 if answered else 0.0)
+        yield up
+        name, _, version = self.snapshot.model.partition(":")
+        info = GaugeMetricFamily(
+            "srstore_model_info",
+            "The model this process serves (always 1).",
+            labels=["name", "version"],
+        )
+        info.add_metric([name, version or "none"], 1.0)
+        yield info
+        build = GaugeMetricFamily(
+            "srstore_build_info",
+            "The srstore release this process runs (always 1).",
+            labels=["version"],
+        )
+        build.add_metric([_version()], 1.0)
+        yield build
+
+
+def exposition(snapshot: Snapshot) -> bytes:
+    """The text exposition: this process (or all its siblings) plus the scrape-time gauges."""
+    scraped = CollectorRegistry(auto_describe=False)
+    scraped.register(_ScrapeCollector(snapshot))
+    return generate_latest(_counted()) + generate_latest(scraped)
+
+
+def _counted() -> CollectorRegistry:
+    # prometheus-client's own variable: when set, each worker process writes its samples there.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)
+        return merged
+    return REGISTRY
+
+
+def _version() -> str:
+    try:
+        return metadata.version("srstore")
+    except metadata.PackageNotFoundError:
+        return "unknown"

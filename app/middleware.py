@@ -19,11 +19,13 @@ class ResponseHeadersAndMetrics:
             return
         started = time.perf_counter()
         status = 500
+        cache = b""
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, cache
             if message["type"] == "http.response.start":
                 status = message["status"]
+                cache = dict(message.get("headers", [])).get(b"x-cache", b"")
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-content-type-options", b"nosniff"),
@@ -34,6 +36,7 @@ class ResponseHeadersAndMetrics:
             await self.app(scope, receive, send_with_headers)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(
-                time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            metrics.REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+            if cache:
+                metrics.FETCH_SECONDS.labels(cache.decode().lower()).observe(elapsed)

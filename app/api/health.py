@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from app import metrics
 from app.deps import ImageServiceDep
 
 router = APIRouter(tags=["health"])
@@ -21,5 +22,6 @@ async def readyz(images: ImageServiceDep) -> dict[str, str]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(images: ImageServiceDep) -> Response:
+    snapshot = await images.snapshot()
+    return Response(metrics.exposition(snapshot), media_type=CONTENT_TYPE_LATEST)

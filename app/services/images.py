@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -24,8 +26,11 @@ from imaging import (
     encode_stored,
     media_type_of,
 )
+from ledger import Ledger, LedgerUnavailable
 from models.engine import Upscaler
-from storage import ObjectNotFound, ObjectStore
+from storage import ObjectNotFound, ObjectStore, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
@@ -113,21 +118,24 @@ class ImageService:
         cache: HRCache,
         renderer: Renderer,
         models: ModelSource,
+        ledger: Ledger,
     ) -> None:
         self.settings = settings
         self.store = store
         self.cache = cache
         self.renderer = renderer
         self.models = models
+        self.ledger = ledger
         self._flights: SingleFlight[bytes] = SingleFlight()
 
     async def upload(self, data: bytes) -> ImageMeta:
-        """Acknowledged only after the store confirmed the write."""
+        """Acknowledged (and counted in the ledger) only after the store confirmed the write."""
         meta, stored = await asyncio.to_thread(self._prepare, data)
         await self.store.put(object_key(meta.id), stored, meta.to_metadata())
         metrics.IMAGES_UPLOADED.inc()
         metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
         metrics.STORED_BYTES.inc(meta.stored_bytes)
+        await self._record(meta, +1)
         return meta
 
     def _prepare(self, data: bytes) -> tuple[ImageMeta, bytes]:
@@ -209,16 +217,26 @@ class ImageService:
         )
         with contextlib.suppress(CacheUnavailable):
             await self.cache.put(key, data)
+            metrics.CACHE_ENTRY_BYTES.observe(len(data))
         return data
 
     async def delete(self, image_id: str) -> None:
         """Drop cached renditions before and after the object, so none outlives it."""
         key = object_key(image_id)
-        await self.meta(image_id)
+        meta = await self.meta(image_id)
         await self.cache.drop_image(image_id)
         await self.store.delete(key)
         await self.cache.drop_image(image_id)
         metrics.IMAGES_DELETED.inc()
+        await self._record(meta, -1)
+
+    async def _record(self, meta: ImageMeta, sign: int) -> None:
+        """The object store already holds (or dropped) the image: a ledger failure only logs."""
+        try:
+            await self.ledger.add(sign * meta.original_bytes, sign * meta.stored_bytes, sign)
+        except LedgerUnavailable as exc:
+            metrics.LEDGER_ERRORS.inc()
+            log.warning("ledger not updated for %s: %s", meta.id, exc)
 
     async def check_ready(self) -> dict[str, str]:
         """Raise if a dependency is down; otherwise describe what serves."""
@@ -229,6 +247,28 @@ class ImageService:
             "cache": type(self.cache).__name__,
             "model": self.models.current.label,
         }
+
+    async def snapshot(self) -> metrics.Snapshot:
+        """The fleet ledger and whether each dependency answers now, for a metrics scrape."""
+        store_up, cache_up = await asyncio.gather(
+            _answers(self.store.ping()), _answers(self.cache.ping())
+        )
+        try:
+            totals = await self.ledger.totals()
+        except LedgerUnavailable as exc:
+            log.warning("ledger unreadable: %s", exc)
+            totals = None
+        return metrics.Snapshot(
+            totals, {"object_store": store_up, "cache": cache_up}, self.models.current.label
+        )
+
+
+async def _answers(ping: Awaitable[None]) -> bool:
+    try:
+        await ping
+    except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
+        return False
+    return True
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app import metrics
 from app.settings import Settings
 from imaging import StoredCodec
 from models.control import ControlUnavailable, ModelControl, SwapAction, SwapRecord
@@ -207,8 +206,6 @@ class ActiveModel:
                 return
             weights = await self.registry.weights(ref)
             self.current = await asyncio.to_thread(self._build, ref, weights)
-            metrics.MODEL_INFO.clear()
-            metrics.MODEL_INFO.labels(ref.name, str(ref.version)).set(1)
             log.info("now serving %s", ref.label)
 
     def _build(self, ref: ModelRef, weights: bytes) -> Upscaler:

