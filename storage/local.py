@@ -47,8 +47,12 @@ class LocalStore:
         return await asyncio.to_thread(self._list, prefix)
 
     async def ping(self) -> None:
-        if not os.access(self.root if self.root.exists() else self.root.parent, os.W_OK):
-            raise StorageUnavailable(f"{self.root} is not writable")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot create the store root: {exc.strerror}") from exc
+        if not os.access(self.root, os.W_OK):
+            raise StorageUnavailable("the store root is not writable")
 
     def _put(self, path: Path, data: bytes, metadata: dict[str, str]) -> None:
         try:

@@ -83,3 +83,7 @@ def test_local_keys_cannot_escape_the_root(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="escapes"):
         store._path("../outside")
+
+
+async def test_a_fresh_local_store_is_ready_before_its_first_write(tmp_path: Path) -> None:
+    await LocalStore(tmp_path / "not" / "yet" / "there").ping()
