@@ -1,4 +1,4 @@
-"""The ``srstore`` command: ``serve`` the API, ``train`` a model."""
+"""The ``srstore`` command: ``serve`` the API, run an inference ``worker``, ``train`` a model."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default SRSTORE_HOST)")
     serve.add_argument("--port", type=int, help="port (default SRSTORE_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    worker = commands.add_parser("worker", help="run an inference worker (queue mode)")
+    worker.add_argument("--name", help="consumer name in the group (default host-pid)")
     commands.add_parser(
         "train", help="the offline trainer (see `srstore train --help`)", add_help=False
     )
@@ -30,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.settings import Settings
 
     settings = Settings()
+    if args.command == "worker":
+        import asyncio
+
+        from worker.main import default_name, serve
+
+        asyncio.run(serve(settings, args.name or default_name()))
+        return 0
     uvicorn.run(
         "app.main:app",
         host=args.host or settings.host,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from app.services.images import ImageNotFound, InvalidImageId
+from app.services.queue import QueueFull, RenderFailed, RenderTimeout
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
 from storage import StorageUnavailable
@@ -42,6 +43,9 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ImageNotFound: (404, "not_found"),
     StorageUnavailable: (503, "storage_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
+    QueueFull: (503, "queue_full"),
+    RenderTimeout: (503, "render_timeout"),
+    RenderFailed: (503, "render_failed"),
 }
 
 

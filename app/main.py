@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from app.api import health, images
 from app.errors import install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
-from app.services.images import ImageService
-from app.services.inference import LocalRenderer, load_upscaler
+from app.services.images import ImageService, Renderer
+from app.services.inference import InferenceEngine, LocalRenderer
+from app.services.queue import QueueRenderer
 from app.settings import Settings
 from cache import make_cache
 from storage import S3Store, StorageUnavailable, make_store
@@ -32,7 +33,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except StorageUnavailable as exc:
                 log.warning("object store not reachable at start: %s", exc)
         cache = make_cache(settings)
-        renderer = LocalRenderer(load_upscaler(settings), settings.output_encoding)
+        renderer: Renderer
+        if settings.inference == "queue":
+            renderer = QueueRenderer(settings, cache)
+            await renderer.start()
+        else:
+            renderer = LocalRenderer(InferenceEngine.from_settings(settings), store, cache)
         app.state.settings = settings
         app.state.image_service = ImageService(settings, store, cache, renderer)
         log.info(
@@ -44,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            renderer.close()
+            await renderer.close()
             close = getattr(cache, "close", None)
             if close is not None:
                 await close()

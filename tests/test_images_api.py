@@ -146,7 +146,7 @@ async def test_sixteen_concurrent_misses_run_one_inference(
     client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
-    upscaler = app.state.image_service.renderer.upscaler
+    upscaler = app.state.image_service.renderer.engine.upscaler
     calls = []
     original = upscaler.upscale
 

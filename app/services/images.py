@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import re
 import secrets
@@ -28,6 +27,7 @@ from storage import ObjectNotFound, ObjectStore
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
+AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -63,14 +63,16 @@ class ImageMeta(BaseModel):
 
 
 class Renderer(Protocol):
-    """Turns a stored copy into an encoded full-resolution image (in-process or via workers)."""
+    """Renders the rendition a cache key names and caches it (in-process or via workers)."""
 
     @property
     def model_label(self) -> str: ...
 
-    async def render(
-        self, stored: bytes, width: int, height: int, fmt: OutputFormat, quality: int | None
-    ) -> bytes: ...
+    async def render(self, key: CacheKey) -> bytes:
+        """The encoded image, written to the HR cache on the way when the cache answers."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class ImageService:
         """Serve from the cache, or render once however many callers miss together."""
         object_key(image_id)
         quality = quality if fmt in _LOSSY else None
-        key = CacheKey(image_id, self.renderer.model_label, fmt or "auto", quality)
+        key = CacheKey(image_id, self.renderer.model_label, fmt or AUTO_FORMAT, quality)
         etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
         status: CacheStatus = "MISS"
         try:
@@ -175,21 +177,8 @@ class ImageService:
         if _matches(if_none_match, etag):
             await self.meta(image_id)
             return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self._fill(key, fmt, quality))
+        data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return Rendition(data, media_type_of(data), etag, status, key.model)
-
-    async def _fill(self, key: CacheKey, fmt: OutputFormat | None, quality: int | None) -> bytes:
-        try:
-            stored = await self.store.get(object_key(key.image_id))
-        except ObjectNotFound:
-            raise ImageNotFound(key.image_id) from None
-        meta = ImageMeta.from_metadata(dict(stored.metadata))
-        data = await self.renderer.render(
-            stored.data, meta.width, meta.height, fmt or meta.served_format, quality
-        )
-        with contextlib.suppress(CacheUnavailable):
-            await self.cache.put(key, data)
-        return data
 
     async def delete(self, image_id: str) -> None:
         """Drop cached renditions before and after the object, so none outlives it."""

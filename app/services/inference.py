@@ -1,25 +1,41 @@
-"""Turning a stored low-resolution copy into the served image, in this process."""
+"""Turning a stored low-resolution copy into the served image: the one inference engine.
+
+The API's local mode and ``srstore worker`` both build an :class:`InferenceEngine` here;
+they differ only in how a cache miss reaches it (a direct call, or a Redis stream).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import torch
 
 from app import metrics
+from app.services.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from app.settings import Settings
+from cache import CacheKey, CacheUnavailable, HRCache
 from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
-from models.engine import BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
+from models.batching import BatchingUpscaler
+from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.weights import find_weights, load_model
+from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 
 
+def model_label(settings: Settings) -> str:
+    """The label the configured model serves under, without loading it."""
+    weights = find_weights(settings.weights_dir, settings.model, settings.model_version)
+    return BICUBIC_LABEL if weights is None else f"{weights.name}:{weights.version}"
+
+
 def load_upscaler(settings: Settings) -> Upscaler:
-    """The configured model, or bicubic (and says so) when no weights exist for it."""
+    """The configured model behind a tile batcher, warmed up; bicubic when no weights exist."""
     weights = find_weights(settings.weights_dir, settings.model, settings.model_version)
     if weights is None:
         if settings.model_version is not None:
@@ -33,12 +49,31 @@ def load_upscaler(settings: Settings) -> Upscaler:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     model = load_model(weights.name, weights.path)
-    log.info("loaded %s v%d on %s", weights.name, weights.version, device)
-    return NeuralUpscaler(model, weights.name, weights.version, device, tile=settings.tile_size)
+    neural = NeuralUpscaler(
+        model,
+        weights.name,
+        weights.version,
+        device,
+        tile=settings.tile_size,
+        cuda_dtype=getattr(torch, settings.cuda_dtype),
+    )
+    neural.warm_up(settings.max_tiles_per_batch)
+    log.info("loaded %s v%d on %s (%s)", weights.name, weights.version, device, neural.dtype)
+    tiles = metrics.INFERENCE_TILES.labels(neural.label, str(device))
+    seconds = metrics.INFERENCE_BATCH_SECONDS.labels(neural.label, str(device))
+
+    def observe(count: int, elapsed: float) -> None:
+        metrics.INFERENCE_BATCH_TILES.observe(count)
+        tiles.inc(count)
+        seconds.observe(elapsed)
+
+    return BatchingUpscaler(
+        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe
+    )
 
 
 def device_of(upscaler: Upscaler) -> str:
-    return str(upscaler.device) if isinstance(upscaler, NeuralUpscaler) else "cpu"
+    return str(getattr(upscaler, "device", "cpu"))
 
 
 def render(
@@ -65,13 +100,17 @@ def render(
     return data
 
 
-class LocalRenderer:
-    """Runs renders on a small dedicated pool so inference never oversubscribes the CPU."""
+class InferenceEngine:
+    """Renders on a small dedicated pool; the pool's threads share the batcher's batches."""
 
-    def __init__(self, upscaler: Upscaler, encoding: OutputEncoding, workers: int = 1) -> None:
+    def __init__(self, upscaler: Upscaler, encoding: OutputEncoding, threads: int = 1) -> None:
         self.upscaler = upscaler
         self.encoding = encoding
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InferenceEngine:
+        return cls(load_upscaler(settings), settings.output_encoding, settings.render_threads)
 
     @property
     def model_label(self) -> str:
@@ -85,5 +124,40 @@ class LocalRenderer:
             self._pool, render, stored, width, height, self.upscaler, fmt, quality, self.encoding
         )
 
+    async def render_object(self, store: ObjectStore, key: CacheKey) -> bytes:
+        """Fetch the stored copy named by ``key`` and render the rendition it names."""
+        try:
+            stored = await store.get(object_key(key.image_id))
+        except ObjectNotFound:
+            raise ImageNotFound(key.image_id) from None
+        meta = ImageMeta.from_metadata(dict(stored.metadata))
+        fmt = meta.served_format if key.fmt == AUTO_FORMAT else cast(OutputFormat, key.fmt)
+        return await self.render(stored.data, meta.width, meta.height, fmt, key.quality)
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self.upscaler, "close", None)
+        if close is not None:
+            close()
+
+
+class LocalRenderer:
+    """The embedded transport: a miss is rendered in this process and cached on the way out."""
+
+    def __init__(self, engine: InferenceEngine, store: ObjectStore, cache: HRCache) -> None:
+        self.engine = engine
+        self.store = store
+        self.cache = cache
+
+    @property
+    def model_label(self) -> str:
+        return self.engine.model_label
+
+    async def render(self, key: CacheKey) -> bytes:
+        data = await self.engine.render_object(self.store, key)
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.put(key, data)
+        return data
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)
