@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis and SeaweedFS servers once per session, and app clients.
 
-Every test that takes ``service_client`` runs twice: in the embedded default (local
-directory + in-process cache) and in full mode against the real servers.
+Every test that takes ``client`` runs three times: in the embedded default (local
+directory + in-process cache), in full mode against the real servers, and in queue mode,
+where a real ``srstore worker`` process renders the misses.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support.process import WorkerProcess, start_worker
 from tests.support.servers import (
     S3_ACCESS_KEY,
     S3_SECRET_KEY,
@@ -76,10 +78,46 @@ def full_settings(
     )
 
 
-@pytest.fixture(params=["embedded", "full"])
+def queue_env(redis_server: RedisServer, seaweed_server: SeaweedServer) -> dict[str, str]:
+    """SRSTORE_* settings of a queue-mode deployment with its own bucket and stream."""
+    return {
+        "SRSTORE_INFERENCE": "queue",
+        "SRSTORE_REDIS_URL": redis_server.url,
+        "SRSTORE_S3_BUCKET": unique_bucket(),
+        "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,
+        "SRSTORE_QUEUE_STREAM": f"srstore:render:{uuid.uuid4().hex[:8]}",
+        "SRSTORE_CLAIM_IDLE_SECONDS": "1",
+    }
+
+
+def settings_from(env: dict[str, str], **overrides: object) -> Settings:
+    fields = {k.removeprefix("SRSTORE_").lower(): v for k, v in env.items()}
+    return Settings(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def queue_deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: RedisServer,
+    seaweed_server: SeaweedServer,
+) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    """One worker serving the API tests in queue mode, for the whole session."""
+    env = queue_env(redis_server, seaweed_server)
+    worker = start_worker(env, "session", tmp_path_factory.mktemp("worker"))
+    yield env, worker
+    worker.stop()
+
+
+@pytest.fixture
+def queue_settings(
+    tmp_path: Path, queue_deployment: tuple[dict[str, str], WorkerProcess]
+) -> Settings:
+    return settings_from(queue_deployment[0], data_dir=tmp_path / "data")
+
+
+@pytest.fixture(params=["embedded", "full", "queue"])
 def settings(request: pytest.FixtureRequest) -> Settings:
-    name = "embedded_settings" if request.param == "embedded" else "full_settings"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
