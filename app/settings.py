@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."
     )
-    max_tiles_per_batch: int = Field(16, ge=1, description="Most tiles in one forward pass.")
+    max_tiles_per_batch: int = Field(
+        4, ge=1, description="Most tiles in one forward pass (4 suits a CPU; raise it on a GPU)."
+    )
     render_threads: int = Field(
         2, ge=1, description="Images decoded and encoded at once per process (API or worker)."
     )

@@ -41,11 +41,12 @@ def _ready(api: ApiProcess) -> bool:
         return False
 
 
-def start_api(env: Mapping[str, str], port: int | None = None) -> ApiProcess:
-    """``srstore serve`` with the given SRSTORE_* settings, once /readyz answers 200."""
+def start_api(env: Mapping[str, str], port: int | None = None, asgi_app: str = "") -> ApiProcess:
+    """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200."""
     port = port or free_port()
+    command = ["app.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", *command, "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
