@@ -12,6 +12,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -90,7 +91,7 @@ def network_rows(peak: float) -> list[list[str]]:
         core_mp = (TILE * SCALE) ** 2 / 1e6
         for batch in BATCHES[name]:
             tiles = torch.rand(batch, 1, span, span)
-            seconds = best_of(lambda u=upscaler, t=tiles: u.run_tiles(t))
+            seconds = best_of(partial(upscaler.run_tiles, tiles))
             rate = batch * macs / seconds
             rows.append(
                 [
@@ -116,7 +117,7 @@ def image_rows() -> list[list[str]]:
         neural = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=TILE)
         for max_tiles in (1, 4):
             batcher = BatchingUpscaler(neural, 0.0, max_tiles)
-            seconds = best_of(lambda batcher=batcher: batcher.upscale(low_res))
+            seconds = best_of(partial(batcher.upscale, low_res))
             batcher.close()
             rows.append(
                 [

@@ -23,7 +23,7 @@ from PIL import Image
 from bench.inference import PHOTO, table
 from models.archs import build_model
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights, weights_path
-from tests.support.process import ApiProcess, start_api, start_worker
+from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY, start_redis, start_seaweed
 
 SIDE = 1024
@@ -137,7 +137,7 @@ def report() -> str:
         (scratch / "weights").mkdir()
         redis_server = start_redis(scratch)
         seaweed = start_seaweed(scratch / "seaweed")
-        processes = []
+        processes: list[ApiProcess | WorkerProcess] = []
         try:
             env = {
                 "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,

@@ -98,8 +98,8 @@ class NeuralUpscaler:
         self.memory_format = (
             torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         )
-        self.model = self.model.to(self.device, self.dtype, memory_format=self.memory_format)
-        self.model.eval()
+        self.model = self.model.to(self.device, self.dtype).eval()
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.margin = 2 * int(getattr(self.model, "receptive_radius", 4))
 
     @property

@@ -131,7 +131,8 @@ class JobQueue:
 
     async def enqueue(self, job: RenderJob) -> Enqueued:
         ttl_ms = max(1, int((job.deadline - time.time()) * 1000))
-        args = [self.max_length, ttl_ms, *(x for kv in job.fields().items() for x in kv)]
+        args: list[str | int] = [self.max_length, ttl_ms]
+        args += [x for kv in job.fields().items() for x in kv]
         result = await self._enqueue(keys=[self.stream, self._inflight(job.key)], args=args)
         return cast(Enqueued, result)
 
@@ -147,19 +148,21 @@ class JobQueue:
         reply = await self.client.xreadgroup(
             GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
         )
-        return [_entry(e) for _, entries in reply or [] for e in entries]
+        streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply or [])
+        return [_entry(e) for _, entries in streams for e in entries]
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Jobs whose worker has not renewed its claim for ``min_idle_ms`` (it died)."""
-        _, claimed, *_ = await self.client.xautoclaim(
+        reply = await self.client.xautoclaim(
             self.stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
         )
-        return [_entry(e) for e in claimed if e[1]]
+        return [_entry(e) for e in reply[1] if e[1]]  # a deleted entry comes back empty
 
     async def renew(self, consumer: str, entry_ids: list[str]) -> None:
         """Reset the idle time of jobs this consumer is still working on."""
         if entry_ids:
-            await self.client.xclaim(self.stream, GROUP, consumer, 0, entry_ids, justid=True)
+            ids: list[int | bytes | str | memoryview] = [*entry_ids]
+            await self.client.xclaim(self.stream, GROUP, consumer, 0, ids, justid=True)
 
     async def finish(self, entry_id: str, job: RenderJob, outcome: Outcome) -> None:
         """Wake the waiters, then drop the job from the stream and release its key."""
