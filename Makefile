@@ -33,7 +33,7 @@ promtool:
 test: $(VENV)/.dev redis-server promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app models storage cache imaging ledger
+	$(BIN)/mypy app models storage cache imaging ledger worker
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.dev

@@ -1,4 +1,4 @@
-"""The ``srstore`` command: ``serve`` the API, ``train`` a model, manage ``models``."""
+"""The ``srstore`` command: ``serve`` the API, run a ``worker``, ``train``, manage ``models``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="bind address (default SRSTORE_HOST)")
     serve.add_argument("--port", type=int, help="port (default SRSTORE_PORT)")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    worker = commands.add_parser("worker", help="run an inference worker (queue mode)")
+    worker.add_argument("--name", help="consumer name in the group (default host-pid)")
     commands.add_parser(
         "train", help="the offline trainer (see `srstore train --help`)", add_help=False
     )
@@ -41,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         return models_cli.run(args, token)
+    if args.command == "worker":
+        import asyncio
+
+        from worker.main import default_name
+        from worker.main import serve as serve_worker
+
+        asyncio.run(serve_worker(settings, args.name or default_name()))
+        return 0
     with _multiprocess_metrics(args.workers):
         uvicorn.run(
             "app.main:app",

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from app.services.images import ImageNotFound, InvalidImageId
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
+from app.services.queue import QueueFull, RenderFailed, RenderTimeout
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
@@ -64,6 +65,9 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ControlUnavailable: (503, "control_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
+    QueueFull: (503, "queue_full"),
+    RenderTimeout: (503, "render_timeout"),
+    RenderFailed: (503, "render_failed"),
 }
 
 

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from app.api import admin, health, images
 from app.errors import install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
-from app.services.images import ImageService
-from app.services.inference import LocalRenderer
+from app.services.images import ImageService, Renderer
+from app.services.inference import InferenceEngine, LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
+from app.services.queue import QueueRenderer
 from app.settings import Settings
 from cache import make_cache
 from ledger import make_ledger
@@ -51,11 +52,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         except StorageUnavailable as exc:
             log.warning("object store not reachable at start: %s", exc)
-        active = ActiveModel(registry, control, settings, settings.model_poll_seconds)
-        await active.start()
         cache = make_cache(settings)
         ledger = make_ledger(settings)
-        renderer = LocalRenderer(settings.output_encoding)
+        renderer: Renderer
+        if settings.inference == "queue":
+            renderer = QueueRenderer(settings, cache)
+            await renderer.start()
+            active = ActiveModel(control, settings.model_poll_seconds)
+        else:
+            local = LocalRenderer(InferenceEngine.from_settings(registry, settings), store, cache)
+            renderer = local
+            active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
+        await active.start()
         app.state.settings = settings
         app.state.models = active
         app.state.model_admin = model_admin
@@ -64,13 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
             type(cache).__name__,
-            active.current.label,
+            active.label,
         )
         try:
             yield
         finally:
             await active.stop()
-            renderer.close()
+            await renderer.close()
             await control.close()
             for closeable in (cache, ledger):
                 close = getattr(closeable, "close", None)

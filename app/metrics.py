@@ -13,7 +13,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -49,6 +56,32 @@ REQUEST_SECONDS = Histogram(
     "HTTP request duration by route template, method and status.",
     ["route", "method", "status"],
 )
+INFERENCE_BATCH_TILES = Histogram(
+    "srstore_batch_size",
+    "Tiles in one forward pass of the network (from one or many images).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+INFERENCE_TILES = Counter(
+    "srstore_tiles",
+    "Tiles run through the network; its rate is the tiles per second.",
+    ["model", "device"],
+)
+INFERENCE_BATCH_SECONDS = Histogram(
+    "srstore_inference_batch_seconds",
+    "Seconds of one forward pass over a batch of tiles.",
+    ["model", "device"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+WORKER_UP = Gauge("srstore_worker_up", "1 while this worker takes jobs, 0 while it drains.")
+WORKER_QUEUE_DEPTH = Gauge(
+    "srstore_queue_depth", "Render jobs in the stream not yet finished, as last sampled."
+)
+WORKER_JOBS = Counter(
+    "srstore_worker_jobs",
+    "Render jobs finished by this worker: rendered, cached (already done), expired, failed.",
+    ["outcome"],
+)
+
 FETCH_SECONDS = Histogram(
     "srstore_fetch_seconds",
     "Duration of full-size image requests by cache result (hit, miss, bypass).",

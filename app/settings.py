@@ -44,6 +44,35 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device.")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads for inference.")
     tile_size: int = Field(128, ge=16, le=1024, description="Low-resolution tile side.")
+    cuda_dtype: Literal["float16", "bfloat16", "float32"] = Field(
+        "float16", description="Precision of the network on CUDA (the CPU always runs float32)."
+    )
+    batch_window_ms: float = Field(
+        5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."
+    )
+    max_tiles_per_batch: int = Field(
+        4, ge=1, description="Most tiles in one forward pass (4 suits a CPU; raise it on a GPU)."
+    )
+    render_threads: int = Field(
+        2, ge=1, description="Images decoded and encoded at once per process (API or worker)."
+    )
+
+    inference: Literal["local", "queue"] = Field(
+        "local", description="Render misses in this process, or hand them to `srstore worker`."
+    )
+    queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
+    queue_max_length: int = Field(
+        256, ge=1, description="Unfinished jobs in the stream beyond which misses get 503."
+    )
+    request_deadline_seconds: float = Field(
+        20.0, gt=0, description="How long a miss waits for a worker before it gets 503."
+    )
+    claim_idle_seconds: float = Field(
+        5.0, gt=0, description="A job idle this long (its worker died) is claimed by another."
+    )
+    worker_metrics_port: int = Field(
+        9100, ge=0, le=65535, description="Port of a worker's /metrics (0: none)."
+    )
 
     max_upload_bytes: int = Field(50 * 2**20, ge=1, description="Largest accepted upload body.")
     max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted image, in pixels.")
@@ -68,6 +97,12 @@ class Settings(BaseSettings):
     def _s3_needs_bucket(self) -> Settings:
         if self.s3_endpoint_url and not self.s3_bucket:
             raise ValueError("SRSTORE_S3_ENDPOINT_URL is set but SRSTORE_S3_BUCKET is not")
+        return self
+
+    @model_validator(mode="after")
+    def _queue_needs_redis(self) -> Settings:
+        if self.inference == "queue" and not self.redis_url:
+            raise ValueError("SRSTORE_INFERENCE=queue needs SRSTORE_REDIS_URL")
         return self
 
     @cached_property

@@ -36,15 +36,16 @@ class CanaryScore:
         return self.model_psnr - self.bicubic_psnr
 
 
+def studio_luma(image: Image.Image, border: int = 4) -> np.ndarray:
+    """BT.601 studio-swing Y (16..235, as MATLAB's rgb2ycbcr) with the border shaved."""
+    rgb = np.asarray(image.convert("RGB"), np.float64) / 255.0
+    y = 16 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
+    return y[border:-border, border:-border] if border else y
+
+
 def luma_psnr(a: Image.Image, b: Image.Image, border: int = 4) -> float:
-    """PSNR on BT.601 studio-swing Y, with the 4-pixel border shaved as in the SR literature."""
-
-    def luma(image: Image.Image) -> np.ndarray:
-        rgb = np.asarray(image.convert("RGB"), np.float64) / 255.0
-        y = 16 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
-        return y[border:-border, border:-border]
-
-    error = float(np.mean((luma(a) - luma(b)) ** 2))
+    """PSNR on studio-swing Y with the 4-pixel border shaved, as in the SR literature."""
+    error = float(np.mean((studio_luma(a, border) - studio_luma(b, border)) ** 2))
     return math.inf if error == 0 else 10 * math.log10(255.0**2 / error)
 
 

@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis and SeaweedFS servers once per session, and app clients.
 
-Every test that takes ``service_client`` runs twice: in the embedded default (local
-directory + in-process cache) and in full mode against the real servers.
+Every test that takes ``client`` runs three times: in the embedded default (local
+directory + in-process cache), in full mode against the real servers, and in queue mode,
+where a real ``srstore worker`` process renders the misses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from models.control import RedisControl
+from tests.support.process import WorkerProcess, start_worker
 from tests.support.servers import (
     S3_ACCESS_KEY,
     S3_SECRET_KEY,
@@ -56,6 +59,13 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
+def forget_active_model(redis_url: str) -> None:
+    """The model pointer and audit trail are fleet-wide: each test's fleet starts without."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(RedisControl.ACTIVE, RedisControl.AUDIT)
+    client.close()
+
+
 def unique_bucket() -> str:
     return f"srstore-{uuid.uuid4().hex[:12]}"
 
@@ -69,8 +79,8 @@ def embedded_settings(tmp_path: Path) -> Settings:
 def full_settings(
     tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
 ) -> Settings:
-    """A fresh fleet: its own bucket, and an empty Redis (the model pointer lives there)."""
-    redis.Redis.from_url(redis_server.url).flushdb()
+    """A fresh fleet: its own bucket, and no active model pointer yet."""
+    forget_active_model(redis_server.url)
     return Settings(
         data_dir=tmp_path / "data",
         s3_bucket=unique_bucket(),
@@ -79,10 +89,48 @@ def full_settings(
     )
 
 
-@pytest.fixture(params=["embedded", "full"])
+def queue_env(redis_server: RedisServer, seaweed_server: SeaweedServer) -> dict[str, str]:
+    """SRSTORE_* settings of a queue-mode deployment with its own bucket and stream."""
+    return {
+        "SRSTORE_INFERENCE": "queue",
+        "SRSTORE_REDIS_URL": redis_server.url,
+        "SRSTORE_S3_BUCKET": unique_bucket(),
+        "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,
+        "SRSTORE_QUEUE_STREAM": f"srstore:render:{uuid.uuid4().hex[:8]}",
+        "SRSTORE_CLAIM_IDLE_SECONDS": "1",
+    }
+
+
+def settings_from(env: dict[str, str], **overrides: object) -> Settings:
+    fields = {k.removeprefix("SRSTORE_").lower(): v for k, v in env.items()}
+    return Settings(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def queue_deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: RedisServer,
+    seaweed_server: SeaweedServer,
+) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    """One worker serving the API tests in queue mode, for the whole session."""
+    env = queue_env(redis_server, seaweed_server)
+    worker = start_worker(env, "session", tmp_path_factory.mktemp("worker"))
+    yield env, worker
+    worker.stop()
+
+
+@pytest.fixture
+def queue_settings(
+    tmp_path: Path, queue_deployment: tuple[dict[str, str], WorkerProcess]
+) -> Settings:
+    env = queue_deployment[0]
+    forget_active_model(env["SRSTORE_REDIS_URL"])
+    return settings_from(env, data_dir=tmp_path / "data")
+
+
+@pytest.fixture(params=["embedded", "full", "queue"])
 def settings(request: pytest.FixtureRequest) -> Settings:
-    name = "embedded_settings" if request.param == "embedded" else "full_settings"
-    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 
 
 @pytest.fixture

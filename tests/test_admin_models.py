@@ -28,6 +28,12 @@ def shipped_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.fixture(params=["embedded", "full"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """The admin API does not depend on the inference transport: two backends suffice."""
+    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 async def admin_app(settings: Settings, shipped_dir: Path) -> AsyncIterator[FastAPI]:
     configured = settings.model_copy(

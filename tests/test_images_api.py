@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
+from app.settings import Settings
 from tests.conftest import encode
 
 
@@ -89,7 +90,7 @@ async def test_model_version_header_names_what_served_the_image(
 
     response = await client.get(f"/v1/images/{meta['id']}")
 
-    assert response.headers["x-model-version"] == app.state.models.current.label
+    assert response.headers["x-model-version"] == app.state.models.label
     assert response.headers["x-model-version"] in {"espcn:1", "bicubic"}
 
 
@@ -143,24 +144,29 @@ async def test_delete_removes_the_image_and_its_cached_renditions(
 
 
 async def test_sixteen_concurrent_misses_run_one_inference(
-    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+    client: httpx.AsyncClient, app: FastAPI, settings: Settings, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
-    upscaler = app.state.models.current
+    renderer = app.state.image_service.renderer
+    # In-process, count network runs; in queue mode, count the jobs handed to the workers.
+    if settings.inference == "queue":
+        counted, method = renderer.queue, "enqueue"
+    else:
+        counted, method = await renderer.engine.models.get(app.state.models.label), "upscale"
     calls = []
-    original = upscaler.upscale
+    original = getattr(counted, method)
 
-    def counting_upscale(low_res: Image.Image) -> Image.Image:
-        calls.append(low_res.size)
-        return original(low_res)
+    def counting(*args: object) -> object:
+        calls.append(args)
+        return original(*args)
 
-    upscaler.upscale = counting_upscale
+    setattr(counted, method, counting)
     try:
         responses = await asyncio.gather(
             *(client.get(f"/v1/images/{meta['id']}") for _ in range(16))
         )
     finally:
-        del upscaler.upscale
+        delattr(counted, method)
 
     assert [r.status_code for r in responses] == [200] * 16
     assert len({r.content for r in responses}) == 1

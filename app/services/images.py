@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import re
@@ -27,13 +26,13 @@ from imaging import (
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
-from models.engine import Upscaler
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
+AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -69,24 +68,20 @@ class ImageMeta(BaseModel):
 
 
 class Renderer(Protocol):
-    """Turns a stored copy into an encoded full-resolution image (in-process or via workers)."""
+    """Renders the rendition a cache key names and caches it (in-process or via workers)."""
 
-    async def render(
-        self,
-        upscaler: Upscaler,
-        stored: bytes,
-        width: int,
-        height: int,
-        fmt: OutputFormat,
-        quality: int | None,
-    ) -> bytes: ...
+    async def render(self, key: CacheKey) -> bytes:
+        """The encoded image, written to the HR cache on the way when the cache answers."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class ModelSource(Protocol):
-    """Whatever tells which upscaler serves right now (see ``app.services.models.ActiveModel``)."""
+    """Which model version serves right now (see ``app.services.models.ActiveModel``)."""
 
     @property
-    def current(self) -> Upscaler: ...
+    def label(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -179,8 +174,7 @@ class ImageService:
         """Serve from the cache, or render once however many callers miss together."""
         object_key(image_id)
         quality = quality if fmt in _LOSSY else None
-        upscaler = self.models.current  # the version this request starts on, and finishes on
-        key = CacheKey(image_id, upscaler.label, fmt or "auto", quality)
+        key = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
         etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
         status: CacheStatus = "MISS"
         try:
@@ -201,24 +195,8 @@ class ImageService:
         if _matches(if_none_match, etag):
             await self.meta(image_id)
             return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self._fill(key, upscaler, fmt, quality))
+        data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return Rendition(data, media_type_of(data), etag, status, key.model)
-
-    async def _fill(
-        self, key: CacheKey, upscaler: Upscaler, fmt: OutputFormat | None, quality: int | None
-    ) -> bytes:
-        try:
-            stored = await self.store.get(object_key(key.image_id))
-        except ObjectNotFound:
-            raise ImageNotFound(key.image_id) from None
-        meta = ImageMeta.from_metadata(dict(stored.metadata))
-        data = await self.renderer.render(
-            upscaler, stored.data, meta.width, meta.height, fmt or meta.served_format, quality
-        )
-        with contextlib.suppress(CacheUnavailable):
-            await self.cache.put(key, data)
-            metrics.CACHE_ENTRY_BYTES.observe(len(data))
-        return data
 
     async def delete(self, image_id: str) -> None:
         """Drop cached renditions before and after the object, so none outlives it."""
@@ -245,7 +223,7 @@ class ImageService:
         return {
             "storage": type(self.store).__name__,
             "cache": type(self.cache).__name__,
-            "model": self.models.current.label,
+            "model": self.models.label,
         }
 
     async def snapshot(self) -> metrics.Snapshot:
@@ -259,7 +237,7 @@ class ImageService:
             log.warning("ledger unreadable: %s", exc)
             totals = None
         return metrics.Snapshot(
-            totals, {"object_store": store_up, "cache": cache_up}, self.models.current.label
+            totals, {"object_store": store_up, "cache": cache_up}, self.models.label
         )
 
 

@@ -1,18 +1,112 @@
-"""Turning a stored low-resolution copy into the served image, in this process."""
+"""Turning a stored low-resolution copy into the served image: the one inference engine.
+
+The API's local mode and ``srstore worker`` both build an :class:`InferenceEngine` here; they
+differ only in how a cache miss reaches it (a direct call, or a Redis stream). The engine
+renders whichever model version a cache key names, loading it from the registry on first
+use, so a request that started on a version finishes on it even across a swap.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
+
+import torch
 
 from app import metrics
+from app.services.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
+from app.settings import Settings
+from cache import CacheKey, CacheUnavailable, HRCache
 from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
-from models.engine import NeuralUpscaler, Upscaler
+from models.batching import BatchingUpscaler
+from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
+from models.registry import ModelRef, ModelRegistry
+from models.validation import load_checked
+from storage import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> BatchingUpscaler:
+    """A registered version behind a tile batcher, warmed up, reporting batch metrics."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    neural = NeuralUpscaler(
+        load_checked(ref.name, weights),
+        ref.name,
+        ref.version,
+        device,
+        tile=settings.tile_size,
+        cuda_dtype=getattr(torch, settings.cuda_dtype),
+    )
+    # CUDA picks kernels per batch shape on first use; the CPU only needs one pass.
+    neural.warm_up(settings.max_tiles_per_batch if device.type == "cuda" else 1)
+    log.info("loaded %s on %s (%s)", ref.label, device, neural.dtype)
+    tiles = metrics.INFERENCE_TILES.labels(neural.label, str(device))
+    seconds = metrics.INFERENCE_BATCH_SECONDS.labels(neural.label, str(device))
+
+    def observe(count: int, elapsed: float) -> None:
+        metrics.INFERENCE_BATCH_TILES.observe(count)
+        tiles.inc(count)
+        seconds.observe(elapsed)
+
+    return BatchingUpscaler(
+        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe
+    )
+
+
+class UpscalerPool:
+    """Loaded model versions by label, built from the registry on first use.
+
+    It keeps the few most recently used, so a swap and its rollback stay warm.
+    """
+
+    def __init__(self, registry: ModelRegistry, settings: Settings, keep: int = 3) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.keep = keep
+        self._loaded: OrderedDict[str, Upscaler] = OrderedDict({BICUBIC_LABEL: BicubicUpscaler()})
+        self._loading = asyncio.Lock()
+
+    async def get(self, label: str) -> Upscaler:
+        if label in self._loaded:
+            self._loaded.move_to_end(label)
+            return self._loaded[label]
+        async with self._loading:
+            if label not in self._loaded:
+                ref = ModelRef.parse(label)
+                weights = await self.registry.weights(ref)
+                self._loaded[label] = await asyncio.to_thread(
+                    build_upscaler, ref, weights, self.settings
+                )
+                self._evict()
+        return self._loaded[label]
+
+    def _evict(self) -> None:
+        while len(self._loaded) > self.keep + 1:  # bicubic does not count
+            label = next(label for label in self._loaded if label != BICUBIC_LABEL)
+            _close(self._loaded.pop(label))
+
+    def close(self) -> None:
+        for upscaler in self._loaded.values():
+            _close(upscaler)
+        self._loaded.clear()
+
+
+def _close(upscaler: Upscaler) -> None:
+    close = getattr(upscaler, "close", None)
+    if close is not None:
+        close()
 
 
 def device_of(upscaler: Upscaler) -> str:
-    return str(upscaler.device) if isinstance(upscaler, NeuralUpscaler) else "cpu"
+    return str(getattr(upscaler, "device", "cpu"))
 
 
 def render(
@@ -39,26 +133,64 @@ def render(
     return data
 
 
-class LocalRenderer:
-    """Runs renders on a small dedicated pool so inference never oversubscribes the CPU."""
+class InferenceEngine:
+    """Renders on a small dedicated pool; the pool's threads share the batcher's batches."""
 
-    def __init__(self, encoding: OutputEncoding, workers: int = 1) -> None:
+    def __init__(self, models: UpscalerPool, encoding: OutputEncoding, threads: int = 1) -> None:
+        self.models = models
         self.encoding = encoding
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
 
-    async def render(
-        self,
-        upscaler: Upscaler,
-        stored: bytes,
-        width: int,
-        height: int,
-        fmt: OutputFormat,
-        quality: int | None,
-    ) -> bytes:
+    @classmethod
+    def from_settings(cls, registry: ModelRegistry, settings: Settings) -> InferenceEngine:
+        pool = UpscalerPool(registry, settings)
+        return cls(pool, settings.output_encoding, settings.render_threads)
+
+    async def render_object(self, store: ObjectStore, key: CacheKey) -> bytes:
+        """Fetch the stored copy named by ``key`` and render the rendition it names."""
+        upscaler = await self.models.get(key.model)
+        try:
+            stored = await store.get(object_key(key.image_id))
+        except ObjectNotFound:
+            raise ImageNotFound(key.image_id) from None
+        meta = ImageMeta.from_metadata(dict(stored.metadata))
+        fmt = meta.served_format if key.fmt == AUTO_FORMAT else cast(OutputFormat, key.fmt)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._pool, render, stored, width, height, upscaler, fmt, quality, self.encoding
+            self._pool,
+            render,
+            stored.data,
+            meta.width,
+            meta.height,
+            upscaler,
+            fmt,
+            key.quality,
+            self.encoding,
         )
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.models.close()
+
+
+class LocalRenderer:
+    """The embedded transport: a miss is rendered in this process and cached on the way out."""
+
+    def __init__(self, engine: InferenceEngine, store: ObjectStore, cache: HRCache) -> None:
+        self.engine = engine
+        self.store = store
+        self.cache = cache
+
+    async def render(self, key: CacheKey) -> bytes:
+        data = await self.engine.render_object(self.store, key)
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.put(key, data)
+            metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        return data
+
+    async def preload(self, label: str) -> None:
+        """Load a version before the process switches to it, so no request waits on a load."""
+        await self.engine.models.get(label)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.engine.close)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.settings import Settings
 from imaging import StoredCodec
 from models.control import ControlUnavailable, ModelControl, SwapAction, SwapRecord
-from models.engine import BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
+from models.engine import BICUBIC_LABEL
 from models.registry import (
     ModelEntry,
     ModelRef,
@@ -27,7 +27,7 @@ from models.registry import (
     ModelVersionExists,
     UnknownModelVersion,
 )
-from models.validation import load_checked, score
+from models.validation import InvalidWeights, load_checked, score
 from models.weights import WeightsFile
 from storage import StorageUnavailable
 
@@ -165,20 +165,22 @@ class ModelAdmin:
 
 
 class ActiveModel:
-    """The upscaler this process serves with, kept in step with the fleet's pointer."""
+    """The version this process serves, kept in step with the fleet's pointer.
+
+    With ``preload`` (local inference), the new version is loaded before the label flips, so
+    the switch happens between requests and none waits on a load.
+    """
 
     def __init__(
         self,
-        registry: ModelRegistry,
         control: ModelControl,
-        settings: Settings,
         poll_seconds: float = 2.0,
+        preload: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
-        self.registry = registry
         self.control = control
-        self.settings = settings
         self.poll_seconds = poll_seconds
-        self.current: Upscaler = BicubicUpscaler()
+        self.preload = preload
+        self.label = BICUBIC_LABEL
         self._switching = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -197,28 +199,23 @@ class ActiveModel:
             ref = await self.control.active()
             if ref is not None:
                 await self.switch(ref)
-        except (ControlUnavailable, StorageUnavailable, UnknownModelVersion) as exc:
-            log.warning("keeping %s: %s", self.current.label, exc)
+        except (ControlUnavailable, StorageUnavailable, UnknownModelVersion, InvalidWeights) as exc:
+            log.warning("keeping %s: %s", self.label, exc)
 
     async def switch(self, ref: ModelRef) -> None:
         async with self._switching:
-            if self.current.label == ref.label:
+            if self.label == ref.label:
                 return
-            weights = await self.registry.weights(ref)
-            self.current = await asyncio.to_thread(self._build, ref, weights)
+            if self.preload is not None:
+                await self.preload(ref.label)
+            self.label = ref.label
             log.info("now serving %s", ref.label)
 
-    def _build(self, ref: ModelRef, weights: bytes) -> Upscaler:
-        model = load_checked(ref.name, weights)
-        device = resolve_device(self.settings.device)
-        return NeuralUpscaler(model, ref.name, ref.version, device, tile=self.settings.tile_size)
-
     async def _follow(self) -> None:
+        """An announcement prompts a re-read of the pointer, which stays the authority."""
         async for ref in self.control.announcements():
-            try:
-                await self.switch(ref)
-            except Exception:
-                log.exception("could not switch to %s", ref.label)
+            if ref.label != self.label:
+                await self.refresh()
 
     async def _poll(self) -> None:
         while True:

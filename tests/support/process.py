@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -40,12 +41,15 @@ def _ready(api: ApiProcess) -> bool:
         return False
 
 
-def start_api(env: Mapping[str, str], port: int | None = None, workers: int = 1) -> ApiProcess:
-    """``srstore serve`` with the given SRSTORE_* settings, once /readyz answers 200."""
+def start_api(
+    env: Mapping[str, str], port: int | None = None, workers: int = 1, asgi_app: str = ""
+) -> ApiProcess:
+    """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200."""
     port = port or free_port()
+    command = ["app.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"),
+            *(sys.executable, "-m", *command, "--host", "127.0.0.1"),
             *("--port", str(port), "--workers", str(workers)),
         ],
         env={**os.environ, **env},
@@ -59,3 +63,55 @@ def start_api(env: Mapping[str, str], port: int | None = None, workers: int = 1)
         api.stop()
         raise
     return api
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status once it has drained."""
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def _taking_jobs(worker: WorkerProcess) -> bool:
+    if worker.process.poll() is not None:
+        raise RuntimeError(f"srstore worker exited with {worker.process.returncode}")
+    try:
+        return "srstore_worker_up 1.0" in worker.metrics()
+    except httpx.HTTPError:
+        return False
+
+
+def start_worker(env: Mapping[str, str], name: str, log_dir: Path) -> WorkerProcess:
+    """``srstore worker`` with the given SRSTORE_* settings, once it takes jobs."""
+    port = free_port()
+    log = (log_dir / f"worker-{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--name", name],
+        env={**os.environ, **env, "SRSTORE_WORKER_METRICS_PORT": str(port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    worker = WorkerProcess(name, port, process)
+    try:
+        wait_until(lambda: _taking_jobs(worker), 60, "srstore worker")
+    except BaseException:
+        worker.kill()
+        raise
+    return worker

@@ -1,0 +1,122 @@
+"""Queue mode: the API hands a cache miss to ``srstore worker`` and waits for it.
+
+See :mod:`worker.queue` for the transport, the wake-up and the dedupe. This process keeps one
+pattern subscription for completions and a future per waiting key; a miss enqueues a job (or
+joins the one in flight), waits until the deadline, then reads the rendition from the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app.settings import Settings
+from cache import CacheKey, CacheUnavailable, HRCache
+from worker.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(RuntimeError):
+    """Too many renders are waiting for a worker; the client should come back later."""
+
+
+class RenderTimeout(RuntimeError):
+    """No worker finished the render before the request's deadline."""
+
+
+class RenderFailed(RuntimeError):
+    """The queue could not be reached, or a worker could not render the image."""
+
+
+class QueueRenderer:
+    def __init__(self, settings: Settings, cache: HRCache) -> None:
+        assert settings.redis_url, "queue mode needs SRSTORE_REDIS_URL"
+        self.client = aioredis.from_url(settings.redis_url, decode_responses=True)
+        self.queue = JobQueue(self.client, settings.queue_stream, settings.queue_max_length)
+        self.cache = cache
+        self.deadline_seconds = settings.request_deadline_seconds
+        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self._waiters: dict[str, set[asyncio.Future[Outcome]]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._pubsub.psubscribe(self.queue.done_pattern)
+        self._listener = asyncio.create_task(self._listen())
+
+    async def render(self, key: CacheKey) -> bytes:
+        deadline = time.time() + self.deadline_seconds
+        while True:
+            done = self._wait_for(str(key))
+            try:
+                outcome = await self._enqueue_and_wait(RenderJob(key, deadline), done)
+            finally:
+                self._waiters[str(key)].discard(done)
+                if not self._waiters[str(key)]:
+                    del self._waiters[str(key)]
+            if outcome is None:
+                if (data := await self._cached(key)) is not None:
+                    return data
+                raise RenderTimeout(
+                    f"no inference worker finished within {self.deadline_seconds:g} s"
+                )
+            if outcome.code == EXPIRED:
+                continue  # the job we joined outlived its first waiter; queue our own
+            if outcome.code is not None:
+                raise ERRORS.get(outcome.code, RenderFailed)(outcome.message)
+            if (data := await self._cached(key)) is None:
+                raise RenderFailed("the rendition left the cache before it could be read")
+            return data
+
+    async def _enqueue_and_wait(
+        self, job: RenderJob, done: asyncio.Future[Outcome]
+    ) -> Outcome | None:
+        """The job's outcome, or ``None`` when the deadline passes first."""
+        try:
+            enqueued = await self.queue.enqueue(job)
+        except RedisError as exc:
+            raise RenderFailed(f"the render queue is unreachable: {exc}") from exc
+        if enqueued == "full":
+            raise QueueFull(f"{self.queue.max_length} renders are already waiting for a worker")
+        try:
+            return await asyncio.wait_for(done, max(0.0, job.deadline - time.time()))
+        except TimeoutError:
+            return None
+
+    def _wait_for(self, key: str) -> asyncio.Future[Outcome]:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, set()).add(future)
+        return future
+
+    async def _cached(self, key: CacheKey) -> bytes | None:
+        with contextlib.suppress(CacheUnavailable):
+            return await self.cache.get(key)
+        return None
+
+    async def _listen(self) -> None:
+        """Resolve the futures of every finished key; redis-py resubscribes on reconnect."""
+        while True:
+            try:
+                async for message in self._pubsub.listen():
+                    if message["type"] != "pmessage":
+                        continue
+                    key = self.queue.key_of_channel(message["channel"])
+                    for future in self._waiters.get(key, ()):
+                        if not future.done():
+                            future.set_result(Outcome.from_json(message["data"]))
+            except RedisError as exc:
+                log.warning("lost the completion subscription: %s; reconnecting", exc)
+                await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._pubsub.aclose()
+        await self.client.aclose()

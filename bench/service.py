@@ -1,0 +1,190 @@
+"""End to end over HTTP on 127.0.0.1: real Redis, real SeaweedFS, real API and worker processes.
+
+    python -m bench.service
+
+Measures a 1024x1024 JPEG (1 megapixel): cache hits against the same bytes served as a
+static file by the same server, and misses rendered through a worker (queue mode) against
+misses rendered in the API process (local mode). The load generator is this process (httpx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+from PIL import Image
+
+from bench.inference import PHOTO, table
+from models.archs import build_model
+from models.weights import SHIPPED_WEIGHTS_DIR, find_weights, weights_path
+from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
+from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY, start_redis, start_seaweed
+
+SIDE = 1024
+HITS = 400
+MISSES = 16
+
+
+def weights_dir(scratch: Path) -> Path:
+    """The shipped ESPCN weights, or untrained ones when none are shipped yet."""
+    if find_weights(SHIPPED_WEIGHTS_DIR, "espcn") is not None:
+        return SHIPPED_WEIGHTS_DIR
+    torch.save(build_model("espcn").state_dict(), weights_path(scratch, "espcn", 1))
+    return scratch
+
+
+def photo_1mp() -> bytes:
+    image = Image.open(PHOTO).convert("RGB").resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+async def measure(
+    http: httpx.AsyncClient, paths: list[str], concurrency: int
+) -> tuple[float, float, float]:
+    """Requests per second, p50 and p99 milliseconds over ``paths``, ``concurrency`` at a time."""
+    latencies: list[float] = []
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for path in paths:
+        queue.put_nowait(path)
+
+    async def client() -> None:
+        while not queue.empty():
+            path = queue.get_nowait()
+            started = time.perf_counter()
+            response = await http.get(path)
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return summarise(latencies, time.perf_counter() - started)
+
+
+async def upload(http: httpx.AsyncClient, data: bytes, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        response = await http.post(
+            "/v1/images", content=data, headers={"content-type": "image/jpeg"}
+        )
+        response.raise_for_status()
+        ids.append(f"/v1/images/{response.json()['id']}")
+    return ids
+
+
+async def run(queue_api: ApiProcess, local_api: ApiProcess, static_dir: Path) -> list[list[str]]:
+    rows: list[list[str]] = []
+    data = photo_1mp()
+
+    def row(name: str, concurrency: int, count: int, result: tuple[float, float, float]) -> None:
+        rps, p50, p99 = result
+        rows.append([name, str(concurrency), str(count), f"{rps:.1f}", f"{p50:.1f}", f"{p99:.1f}"])
+
+    limits = httpx.Limits(max_connections=16)
+    async with (
+        httpx.AsyncClient(base_url=queue_api.url, timeout=60, limits=limits) as queued,
+        httpx.AsyncClient(base_url=local_api.url, timeout=60, limits=limits) as local,
+    ):
+        (hot,) = await upload(queued, data, 1)
+        body = (await queued.get(hot)).content
+        (static_dir / "hot.jpg").write_bytes(body)
+        await measure(queued, [hot] * 20 + ["/static/hot.jpg"] * 20, 4)  # warm both paths
+        for concurrency in (1, 8):
+            row(
+                "static file, same bytes",
+                concurrency,
+                HITS,
+                await measure(queued, ["/static/hot.jpg"] * HITS, concurrency),
+            )
+            row("cache hit", concurrency, HITS, await measure(queued, [hot] * HITS, concurrency))
+        modes = (("miss, in-process (local)", local), ("miss, via worker (queue)", queued))
+        for _, http in modes:
+            await measure(http, await upload(http, data, 2), 1)  # warm the render path
+        # Concurrency 1 alternates the two modes request by request, so both see the same
+        # background load; their difference is the cost of the queue.
+        paths = {name: await upload(http, data, MISSES) for name, http in modes}
+        singles: dict[str, list[float]] = {name: [] for name, _ in modes}
+        for index in range(MISSES):
+            for name, http in modes:
+                started = time.perf_counter()
+                (await http.get(paths[name][index])).raise_for_status()
+                singles[name].append(time.perf_counter() - started)
+        for name, _ in modes:
+            row(name, 1, MISSES, summarise(singles[name], sum(singles[name])))
+        for name, http in modes:
+            paths[name] = await upload(http, data, MISSES)
+            row(name, 4, MISSES, await measure(http, paths[name], 4))
+    return rows
+
+
+def summarise(latencies: list[float], elapsed: float) -> tuple[float, float, float]:
+    """Requests per second, p50 and p99 milliseconds."""
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return len(latencies) / elapsed, 1000 * cuts[49], 1000 * cuts[98]
+
+
+def report() -> str:
+    with tempfile.TemporaryDirectory(prefix="srstore-bench-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        (scratch / "static").mkdir()
+        (scratch / "weights").mkdir()
+        redis_server = start_redis(scratch)
+        seaweed = start_seaweed(scratch / "seaweed")
+        processes: list[ApiProcess | WorkerProcess] = []
+        try:
+            env = {
+                "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+                "SRSTORE_REDIS_URL": redis_server.url,
+                "SRSTORE_S3_BUCKET": "bench",
+                "SRSTORE_S3_ENDPOINT_URL": seaweed.endpoint_url,
+                "SRSTORE_WEIGHTS_DIR": str(weights_dir(scratch / "weights")),
+                "SRSTORE_BENCH_STATIC_DIR": str(scratch / "static"),
+            }
+            processes.append(start_worker(env, "bench", scratch))
+            queue_api = start_api({**env, "SRSTORE_INFERENCE": "queue"}, asgi_app="bench.app:app")
+            processes.append(queue_api)
+            local_api = start_api({**env, "SRSTORE_INFERENCE": "local"}, asgi_app="bench.app:app")
+            processes.append(local_api)
+            rows = asyncio.run(run(queue_api, local_api, scratch / "static"))
+        finally:
+            for process in processes:
+                process.stop()
+            seaweed.stop()
+            redis_server.stop()
+    by_name = {(r[0], r[1]): r for r in rows}
+    hit, static = by_name[("cache hit", "1")], by_name[("static file, same bytes", "1")]
+    hit8, static8 = by_name[("cache hit", "8")], by_name[("static file, same bytes", "8")]
+    queued, local = (
+        by_name[("miss, via worker (queue)", "1")],
+        by_name[("miss, in-process (local)", "1")],
+    )
+    return "\n".join(
+        [
+            f"HTTP, {SIDE}x{SIDE} JPEG output (1 MP), one API process per mode, one worker:",
+            "",
+            table(["path", "concurrency", "requests", "req/s", "p50 ms", "p99 ms"], rows),
+            "",
+            f"- cost of a cache hit relative to the static file: "
+            f"{float(hit[4]) / float(static[4]):.2f}x the p50 latency at concurrency 1, "
+            f"{float(static8[3]) / float(hit8[3]):.2f}x the time per request at concurrency 8",
+            f"- queue path over in-process at concurrency 1: "
+            f"{float(queued[4]) - float(local[4]):+.1f} ms at p50, "
+            f"{float(queued[5]) - float(local[5]):+.1f} ms at p99",
+        ]
+    )
+
+
+def main() -> None:
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Queue mode: real ``srstore worker`` processes behind the API, real Redis and SeaweedFS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import torch
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from app.settings import Settings
+from cache import CacheKey
+from models.archs import build_model
+from models.weights import weights_path
+from tests.conftest import queue_env, settings_from
+from tests.support.process import WorkerProcess, start_worker
+from tests.support.proxy import DelayProxy
+from tests.support.servers import RedisServer, SeaweedServer
+from worker.queue import GROUP
+
+pytestmark = pytest.mark.full
+
+
+@pytest.fixture
+def env(redis_server: RedisServer, seaweed_server: SeaweedServer) -> dict[str, str]:
+    return queue_env(redis_server, seaweed_server)
+
+
+@pytest.fixture(scope="session")
+def espcn_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Untrained ESPCN weights as version 1: the network path, whatever the trainer ships."""
+    directory = tmp_path_factory.mktemp("weights")
+    torch.save(build_model("espcn").state_dict(), weights_path(directory, "espcn", 1))
+    return str(directory)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """One API process, in this test's event loop."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as client:
+            yield app, client
+
+
+async def upload(client: httpx.AsyncClient, data: bytes) -> str:
+    response = await client.post("/v1/images", content=data, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def jobs(worker: WorkerProcess, outcome: str) -> float:
+    for family in text_string_to_metric_families(worker.metrics()):
+        for sample in family.samples:
+            if sample.name == "srstore_worker_jobs_total" and sample.labels == {"outcome": outcome}:
+                return sample.value
+    return 0.0
+
+
+def pending(redis_client: redis.Redis, stream: str) -> list[str]:
+    """The consumers holding unacknowledged jobs."""
+    entries = redis_client.xpending_range(stream, GROUP, min="-", max="+", count=100)
+    return [entry["consumer"].decode() for entry in entries]
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_two_workers_share_the_queue(
+    env: dict[str, str], espcn_weights: str, tmp_path: Path, photo_bytes: bytes
+) -> None:
+    env = {**env, "SRSTORE_WEIGHTS_DIR": espcn_weights, "SRSTORE_RENDER_THREADS": "1"}
+    workers = [start_worker(env, name, tmp_path) for name in ("one", "two")]
+    try:
+        async with serving(settings_from(env)) as (_, client):
+            ids = [await upload(client, photo_bytes) for _ in range(6)]
+            responses = await asyncio.gather(*(client.get(f"/v1/images/{i}") for i in ids))
+        rendered = [jobs(worker, "rendered") for worker in workers]
+        scraped = [worker.metrics() for worker in workers]
+    finally:
+        exits = [worker.stop() for worker in workers]
+
+    assert [r.status_code for r in responses] == [200] * 6
+    assert {r.headers["x-cache"] for r in responses} == {"MISS"}
+    assert {r.headers["x-model-version"] for r in responses} == {"espcn:1"}
+    assert sum(rendered) == 6
+    assert min(rendered) >= 1
+    assert all("srstore_inference_batch_tiles_count" in text for text in scraped)
+    assert exits == [0, 0]
+
+
+async def test_a_killed_workers_job_is_finished_by_another(
+    env: dict[str, str],
+    seaweed_server: SeaweedServer,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    photo_bytes: bytes,
+) -> None:
+    # The first worker's object store never answers, so it is mid-job when it is killed.
+    blackhole = DelayProxy(seaweed_server.s3_port, delay=3600)
+    stuck = start_worker({**env, "SRSTORE_S3_ENDPOINT_URL": blackhole.url}, "stuck", tmp_path)
+    stream = env["SRSTORE_QUEUE_STREAM"]
+    try:
+        async with serving(settings_from(env)) as (_, client):
+            image_id = await upload(client, photo_bytes)
+            request = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
+            await eventually(lambda: pending(redis_client, stream) == ["stuck"])
+            survivor = start_worker(env, "survivor", tmp_path)
+            stuck.kill()
+            response = await request
+        claimed = jobs(survivor, "rendered")
+        survivor.stop()
+    finally:
+        stuck.kill()
+        blackhole.stop()
+
+    assert response.status_code == 200
+    assert response.headers["x-cache"] == "MISS"
+    assert claimed == 1
+    assert pending(redis_client, stream) == []
+
+
+async def test_sigterm_finishes_the_job_in_hand_then_exits_0(
+    env: dict[str, str],
+    seaweed_server: SeaweedServer,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    photo_bytes: bytes,
+) -> None:
+    # The worker's object store answers after 2 s, so the job is in flight at SIGTERM.
+    slow = DelayProxy(seaweed_server.s3_port, delay=2)
+    worker = start_worker({**env, "SRSTORE_S3_ENDPOINT_URL": slow.url}, "draining", tmp_path)
+    stream = env["SRSTORE_QUEUE_STREAM"]
+    try:
+        async with serving(settings_from(env)) as (_, client):
+            image_id = await upload(client, photo_bytes)
+            request = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
+            await eventually(lambda: pending(redis_client, stream) == ["draining"])
+            exit_status = await asyncio.to_thread(worker.stop)
+            response = await request
+    finally:
+        worker.kill()
+        slow.stop()
+
+    assert exit_status == 0
+    assert response.status_code == 200
+    assert pending(redis_client, stream) == []
+
+
+async def test_a_miss_no_worker_takes_in_time_is_503_with_retry_after(
+    env: dict[str, str], photo_bytes: bytes
+) -> None:
+    async with serving(settings_from(env, request_deadline_seconds=0.5)) as (_, client):
+        image_id = await upload(client, photo_bytes)
+        response = await client.get(f"/v1/images/{image_id}")
+
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "render_timeout"
+    assert int(response.headers["retry-after"]) > 0
+
+
+async def test_a_full_queue_refuses_a_miss_at_once_with_503(
+    env: dict[str, str], photo_bytes: bytes
+) -> None:
+    settings = settings_from(env, request_deadline_seconds=0.5, queue_max_length=1)
+    async with serving(settings) as (_, client):
+        first, second = [await upload(client, photo_bytes) for _ in range(2)]
+        waited = await client.get(f"/v1/images/{first}")  # its job stays queued: no worker
+        refused = await client.get(f"/v1/images/{second}")
+
+    assert waited.json()["error"]["code"] == "render_timeout"
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert "retry-after" in refused.headers
+
+
+async def test_misses_in_two_api_processes_queue_one_job(
+    env: dict[str, str], tmp_path: Path, photo_bytes: bytes
+) -> None:
+    settings = settings_from(env)
+    async with serving(settings) as (one, client), serving(settings) as (two, other_client):
+        image_id = await upload(client, photo_bytes)
+        results: list[str] = []
+        for app in (one, two):
+            queue = app.state.image_service.renderer.queue
+            original = queue.enqueue
+
+            async def recording(job: object, original: Callable = original) -> str:
+                results.append(await original(job))
+                return results[-1]
+
+            queue.enqueue = recording
+        requests = [
+            asyncio.create_task(http.get(f"/v1/images/{image_id}"))
+            for http in (client, other_client)
+        ]
+        await eventually(lambda: len(results) == 2)
+        worker = start_worker(env, "late", tmp_path)
+        responses = await asyncio.gather(*requests)
+        rendered = jobs(worker, "rendered")
+        worker.stop()
+
+    assert sorted(results) == ["joined", "queued"]
+    assert [r.status_code for r in responses] == [200, 200]
+    assert responses[0].content == responses[1].content
+    assert rendered == 1
+
+
+async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
+    queue_settings: Settings,
+    queue_deployment: tuple[dict[str, str], WorkerProcess],
+    photo_bytes: bytes,
+) -> None:
+    _, worker = queue_deployment
+    async with serving(queue_settings) as (app, client):
+        image_id = await upload(client, photo_bytes)
+        service = app.state.image_service
+        key = CacheKey(image_id, service.renderer.model_label, "auto")
+        await service.cache.put(key, b"already rendered elsewhere")
+        before = jobs(worker, "cached")
+
+        served = await service.renderer.render(key)
+
+    assert served == b"already rendered elsewhere"
+    assert jobs(worker, "cached") == before + 1

@@ -1,0 +1,1 @@
+"""``srstore worker``: inference processes that take cache misses from a Redis stream."""

@@ -1,0 +1,116 @@
+"""One worker's loop: take jobs, render them with the shared engine, cache, acknowledge.
+
+A worker holds at most ``concurrency`` jobs at a time; their tiles meet in the engine's
+batcher, together with nothing else, so a batch mixes tiles of several images. Between reads
+it renews the claim on the jobs it holds and claims the jobs of workers that died. When
+``stop`` is set it reads nothing more, finishes what it holds, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from app import metrics
+from app.services.inference import InferenceEngine
+from cache import HRCache
+from storage import ObjectStore
+from worker.queue import EXPIRED, JobQueue, Outcome, RenderJob
+
+log = logging.getLogger(__name__)
+
+READ_BLOCK_MS = 500  # how often an idle worker notices that it should stop
+
+
+class Worker:
+    def __init__(
+        self,
+        name: str,
+        queue: JobQueue,
+        engine: InferenceEngine,
+        store: ObjectStore,
+        cache: HRCache,
+        concurrency: int,
+        claim_idle_seconds: float,
+    ) -> None:
+        self.name = name
+        self.queue = queue
+        self.engine = engine
+        self.store = store
+        self.cache = cache
+        self.concurrency = concurrency
+        self.claim_idle_ms = int(claim_idle_seconds * 1000)
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.queue.ensure_group()
+        keeper = asyncio.create_task(self._keep_claims(stop))
+        metrics.WORKER_UP.set(1)
+        log.info("worker %s takes jobs from %s", self.name, self.queue.stream)
+        try:
+            while not stop.is_set():
+                free = self.concurrency - len(self._jobs)
+                if free == 0:
+                    await asyncio.wait(self._jobs.values(), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    entries = await self.queue.read(self.name, free, READ_BLOCK_MS)
+                except RedisError as exc:
+                    log.warning("cannot read jobs: %s; retrying", exc)
+                    await asyncio.sleep(1)
+                    continue
+                for entry_id, job in entries:
+                    self._start(entry_id, job)
+        finally:
+            metrics.WORKER_UP.set(0)
+            log.info("worker %s drains %d job(s)", self.name, len(self._jobs))
+            await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+            keeper.cancel()
+
+    def _start(self, entry_id: str, job: RenderJob) -> None:
+        if entry_id in self._jobs:
+            return
+        task = asyncio.create_task(self._handle(entry_id, job))
+        self._jobs[entry_id] = task
+        task.add_done_callback(lambda _: self._jobs.pop(entry_id, None))
+
+    async def _handle(self, entry_id: str, job: RenderJob) -> None:
+        outcome, result = Outcome(), "rendered"
+        try:
+            if job.expired():
+                outcome, result = Outcome(EXPIRED, "the job's deadline passed"), "expired"
+            elif await self.cache.get(job.key) is not None:
+                result = "cached"
+            else:
+                data = await self.engine.render_object(self.store, job.key)
+                await self.cache.put(job.key, data)
+                metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        except Exception as exc:
+            log.warning("job %s for %s failed: %s", entry_id, job.key, exc)
+            outcome, result = Outcome.failure(exc), "failed"
+        try:
+            await self.queue.finish(entry_id, job, outcome)
+        except Exception:
+            log.exception("could not acknowledge job %s; another worker will claim it", entry_id)
+            return
+        metrics.WORKER_JOBS.labels(result).inc()
+
+    async def _keep_claims(self, stop: asyncio.Event) -> None:
+        """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth."""
+        interval = self.claim_idle_ms / 3000
+        while True:
+            try:
+                await self.queue.renew(self.name, list(self._jobs))
+                free = self.concurrency - len(self._jobs)
+                if free > 0 and not stop.is_set():
+                    for entry_id, job in await self.queue.claim_stale(
+                        self.name, self.claim_idle_ms, free
+                    ):
+                        log.info("claimed job %s of a worker that stopped answering", entry_id)
+                        self._start(entry_id, job)
+                metrics.WORKER_QUEUE_DEPTH.set(await self.queue.depth())
+            except Exception:
+                log.exception("queue housekeeping failed; retrying")
+            await asyncio.sleep(interval)
