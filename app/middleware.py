@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+
+log = logging.getLogger(__name__)
 
 
 class ResponseHeadersAndMetrics:
@@ -19,10 +23,12 @@ class ResponseHeadersAndMetrics:
             return
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 message["headers"] = [
                     *message.get("headers", []),
@@ -32,6 +38,14 @@ class ResponseHeadersAndMetrics:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # The last resort is still a JSON error with the security headers, never a
+            # traceback or Starlette's plain-text 500 (which this middleware would not see).
+            if response_started:
+                raise
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            error = {"error": {"code": "internal_error", "message": "internal server error"}}
+            await JSONResponse(error, 500)(scope, receive, send_with_headers)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(

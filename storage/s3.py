@@ -28,8 +28,10 @@ class S3Store:
             endpoint_url=endpoint_url,
             region_name=region,
             config=Config(
-                connect_timeout=2,
-                read_timeout=10,
+                # A store that is down must cost a request seconds, not minutes: at most two
+                # attempts, each refused by the OS at once or given up after these timeouts.
+                connect_timeout=1,
+                read_timeout=5,
                 retries={"max_attempts": 2, "mode": "standard"},
                 max_pool_connections=32,
             ),

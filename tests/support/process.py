@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -30,6 +31,11 @@ class ApiProcess:
             self.process.kill()
             self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, in-flight requests die with the process."""
+        self.process.kill()
+        self.process.wait()
+
 
 def _ready(api: ApiProcess) -> bool:
     if api.process.poll() is not None:
@@ -40,15 +46,23 @@ def _ready(api: ApiProcess) -> bool:
         return False
 
 
-def start_api(env: Mapping[str, str], port: int | None = None) -> ApiProcess:
-    """``srstore serve`` with the given SRSTORE_* settings, once /readyz answers 200."""
+def start_api(
+    env: Mapping[str, str], port: int | None = None, log_path: Path | None = None
+) -> ApiProcess:
+    """``srstore serve`` with the given SRSTORE_* settings, once /readyz answers 200.
+
+    Its output is appended to ``log_path`` when given (tests read what it logged).
+    """
     port = port or free_port()
+    log = log_path.open("ab") if log_path else None
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
+    if log:
+        log.close()
     api = ApiProcess(port, process)
     try:
         wait_until(lambda: _ready(api), 60, "srstore serve")
