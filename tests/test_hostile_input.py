@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import io
 import random
+import select
+import socket
 import struct
+import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,6 +22,7 @@ from PIL import Image
 
 from app.settings import Settings
 from tests.conftest import encode
+from tests.support.process import ApiProcess, start_api
 from tests.test_bad_input import assert_error
 
 
@@ -358,3 +363,72 @@ async def test_a_declared_oversized_length_is_refused_before_reading(
 
     assert_error(response, 413, "body_too_large")
     assert pulled == []
+
+
+def peak_rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    raise LookupError("no VmHWM")
+
+
+def send_until_answered(port: int, content_type: str, head: bytes, most: int) -> tuple[int, bytes]:
+    """Stream a chunked body of up to ``most`` bytes; stop as soon as the server answers."""
+    frame = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/images HTTP/1.1\r\nHost: srstore\r\nTransfer-Encoding: chunked\r\n"
+            + f"Content-Type: {content_type}\r\n\r\n".encode()
+            + f"{len(head):x}\r\n".encode()
+            + head
+            + b"\r\n"
+        )
+        sock.setblocking(False)
+        deadline = time.monotonic() + 60
+        while sent < most and time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock], [], 1)
+            if readable:
+                return sent, sock.recv(4096)
+            if writable:
+                try:
+                    sent += sock.send(frame)
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+        sock.setblocking(True)
+        return sent, sock.recv(4096)
+
+
+@pytest.fixture(scope="module")
+def small_limit_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    api = start_api(
+        {
+            "SRSTORE_DATA_DIR": str(tmp_path_factory.mktemp("limit")),
+            "SRSTORE_MAX_UPLOAD_BYTES": str(2**20),
+        }
+    )
+    yield api
+    api.stop()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "head"),
+    [
+        ("image/png", b"\x89PNG\r\n\x1a\n"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n',
+        ),
+    ],
+)
+def test_the_real_server_stops_reading_an_endless_body_and_memory_stays_flat(
+    small_limit_api: ApiProcess, content_type: str, head: bytes
+) -> None:
+    """A 1 GiB chunked body against a 1 MiB limit: refused after a few MiB (socket buffers)."""
+    before = peak_rss_mib(small_limit_api.process.pid)
+
+    sent, reply = send_until_answered(small_limit_api.port, content_type, head, 2**30)
+
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:80]
+    assert sent < 64 * 2**20
+    assert peak_rss_mib(small_limit_api.process.pid) - before < 64
