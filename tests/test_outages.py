@@ -96,6 +96,10 @@ class Load:
         for thread in self._threads:
             thread.join(timeout=WAIT)
 
+    def summary(self) -> str:
+        """Printed by each test (``pytest -s`` shows it): the figures RELIABILITY.md cites."""
+        return f"acked {len(self.acked)}, statuses {dict(self.statuses)}, cache {dict(self.cache)}"
+
     def count(self, status: str) -> int:
         with self._lock:
             return self.statuses[status]
@@ -239,6 +243,7 @@ def test_a_redis_outage_serves_uncached_and_the_cache_comes_back_by_itself(
     finally:
         api.stop()
 
+    print(load.summary())
     assert (during.status_code, during.headers["x-cache"]) == (200, "BYPASS")
     assert sha(during.content) == before[ids[1]]
     assert after == before
@@ -280,6 +285,7 @@ def test_an_object_store_outage_answers_503_and_loses_no_acknowledged_upload(
     finally:
         api.stop()
 
+    print(load.summary())
     assert refused.status_code == 503
     assert refused.headers["retry-after"]
     assert refused.json()["error"]["code"] == "storage_unavailable"
@@ -343,6 +349,7 @@ def test_restarting_the_api_under_load_loses_no_acknowledged_upload(
     finally:
         api.stop()
 
+    print(load.summary())
     # While the process is down, connections are refused or cut; nothing else goes wrong.
     transport_errors = {"ConnectError", "ReadError", "RemoteProtocolError"}
     assert set(load.statuses) <= {"200", "201", *transport_errors}, load.statuses
