@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server
+.PHONY: run test lint clean redis-server load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(VENV)/.dev redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# The bounded load run of RELIABILITY.md (not part of `make test`): LOAD_ARGS=--duration 20
+load: $(VENV)/.dev redis-server
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

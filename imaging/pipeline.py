@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 SCALE = 4
 # Pillow refuses to open anything over this many pixels, whatever SRSTORE_MAX_PIXELS says.
-PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2**63 - 1
 
 StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
 OutputFormat = Literal["jpeg", "png", "webp", "bmp", "tiff"]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 S3_ACCESS_KEY = "srstore-test"
 S3_SECRET_KEY = "srstore-test-secret"
@@ -101,7 +102,7 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
         stderr=subprocess.DEVNULL,
     )
     wait_until(lambda: port_open(port), 15, "redis-server")
-    return RedisServer(port, process, list(process.args))
+    return RedisServer(port, process, cast(list[str], process.args))
 
 
 @dataclass
