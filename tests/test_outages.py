@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import signal
 import threading
 import uuid
 from collections import Counter
@@ -211,9 +212,11 @@ def eventually(condition: Callable[[], bool], what: str) -> None:
     wait_until(condition, WAIT, what)
 
 
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
 def test_a_redis_outage_serves_uncached_and_the_cache_comes_back_by_itself(
-    tmp_path: Path, own_redis: RedisServer, seaweed_server: SeaweedServer
+    tmp_path: Path, own_redis: RedisServer, seaweed_server: SeaweedServer, how: str
 ) -> None:
+    """SIGKILL: Redis is gone and restarts empty. SIGSTOP: it hangs, then resumes."""
     log = tmp_path / "api.log"
     api = start_api(
         api_env(seaweed_server, own_redis.url, f"srstore-{uuid.uuid4().hex[:12]}", tmp_path),
@@ -227,17 +230,24 @@ def test_a_redis_outage_serves_uncached_and_the_cache_comes_back_by_itself(
             load = Load(api.url, ids).start()
             try:
                 eventually(lambda: load.count("201") >= 3, "uploads before the outage")
-                own_redis.kill()
+                if how == "SIGKILL":
+                    own_redis.kill()
+                else:
+                    own_redis.process.send_signal(signal.SIGSTOP)
                 eventually(lambda: load.cache["BYPASS"] >= 5, "fetches served uncached")
                 during = rendered(http, ids[1])
                 late_upload = upload(http, sample_png(99))
-                own_redis.restart()
+                if how == "SIGKILL":
+                    own_redis.restart()
+                else:
+                    own_redis.process.send_signal(signal.SIGCONT)
                 eventually(
                     lambda: rendered(http, late_upload).headers["x-cache"] == "HIT",
                     "the cache back after Redis returned",
                 )
             finally:
                 load.stop()
+                own_redis.process.send_signal(signal.SIGCONT)
             after = {i: sha(rendered(http, i).content) for i in ids}
             assert_all_readable(http, load.acked)
     finally:
