@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server promtool
+.PHONY: run test lint clean redis-server promtool load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: $(VENV)/.dev redis-server promtool
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app models storage cache imaging ledger worker
 	$(BIN)/python -m pytest -q
+
+# The bounded load run of RELIABILITY.md (not part of `make test`): LOAD_ARGS=--duration 20
+load: $(VENV)/.dev redis-server
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check --fix .

@@ -71,6 +71,14 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 
 
+# What a client is told when a dependency is down: the cause (endpoint URLs, hosts, ports)
+# goes to the log only.
+_UNAVAILABLE_MESSAGES = {
+    "storage_unavailable": "the object store is unavailable; retry later",
+    "cache_unavailable": "the cache is unavailable; retry later",
+}
+
+
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     headers = {"Retry-After": "5"} if status == 503 else None
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
@@ -82,6 +90,7 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "no image with this id" if isinstance(exc, ImageNotFound) else str(exc)
         if status == 503:
             log.warning("dependency unavailable: %s", exc)
+            message = _UNAVAILABLE_MESSAGES[code]
         return error_response(status, code, message)
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:

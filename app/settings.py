@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from imaging import OutputEncoding, StoredCodec, StoredCodecName
+from imaging import PILLOW_MAX_PIXELS, OutputEncoding, StoredCodec, StoredCodecName
 from models.weights import SHIPPED_WEIGHTS_DIR
 
 
@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     )
 
     max_upload_bytes: int = Field(50 * 2**20, ge=1, description="Largest accepted upload body.")
-    max_pixels: int = Field(50_000_000, ge=1, description="Largest accepted image, in pixels.")
+    max_pixels: int = Field(
+        50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="Largest accepted image, in pixels."
+    )
     stored_codec: StoredCodecName = Field("webp", description="Codec of the stored copy.")
     stored_quality: int = Field(90, ge=1, le=100, description="Quality of a lossy stored codec.")
     output_jpeg_quality: int = Field(90, ge=1, le=100)

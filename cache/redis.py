@@ -6,12 +6,15 @@ DELETE finds every rendition without scanning the keyspace.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache.base import CacheKey, CacheUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def _index_key(image_id: str) -> str:
@@ -73,5 +76,7 @@ class RedisCache:
             raise CacheUnavailable("Redis was unreachable moments ago")
 
     def _unavailable(self, exc: RedisError) -> CacheUnavailable:
+        """Redis errors name host and port, never the URL's password; clients see neither."""
+        log.warning("Redis unavailable, serving uncached for %.1f s: %s", self.retry_seconds, exc)
         self._down_until = time.monotonic() + self.retry_seconds
         return CacheUnavailable(f"Redis: {exc}")

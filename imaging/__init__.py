@@ -3,6 +3,7 @@
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
     MEDIA_TYPES,
+    PILLOW_MAX_PIXELS,
     SCALE,
     DecodedImage,
     ImageError,
@@ -29,6 +30,7 @@ from imaging.pipeline import (
 __all__ = [
     "ACCEPTED_FORMATS",
     "MEDIA_TYPES",
+    "PILLOW_MAX_PIXELS",
     "SCALE",
     "DecodedImage",
     "ImageError",

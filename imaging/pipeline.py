@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 SCALE = 4
+# Pillow refuses to open anything over this many pixels, whatever SRSTORE_MAX_PIXELS says.
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2**63 - 1
 
 StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
 OutputFormat = Literal["jpeg", "png", "webp", "bmp", "tiff"]
@@ -86,14 +88,19 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
     if not data:
         raise InvalidImage("the upload is empty")
     try:
+        # ``max_pixels`` is the limit, checked from the header below; Pillow's own warning
+        # threshold (Image.MAX_IMAGE_PIXELS) would otherwise refuse images the setting allows.
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             probe = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from exc
-    except Image.DecompressionBombWarning as exc:
-        raise ImageTooLarge(str(exc)) from exc
+        raise ImageTooLarge(
+            f"image declares more than {PILLOW_MAX_PIXELS} pixels; "
+            f"the limit is {max_pixels} pixels in all"
+        ) from exc
     except Exception as exc:  # Pillow raises many types for unrecognised bytes
+        if _signature_of(data) is not None:
+            raise InvalidImage("the image header is corrupt or truncated") from exc
         raise UnsupportedImage("the body is not an image in a supported format") from exc
     served = ACCEPTED_FORMATS.get(probe.format or "")
     if served is None:
@@ -235,12 +242,18 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
     (b"BM", 0, "image/bmp"),
     (b"II*\x00", 0, "image/tiff"),
     (b"MM\x00*", 0, "image/tiff"),
+    (b"GIF87a", 0, "image/gif"),  # accepted on upload, never produced by encode_output
+    (b"GIF89a", 0, "image/gif"),
 )
+
+
+def _signature_of(data: bytes) -> str | None:
+    for signature, offset, media_type in _SIGNATURES:
+        if data[offset : offset + len(signature)] == signature:
+            return media_type
+    return None
 
 
 def media_type_of(data: bytes) -> str:
     """The media type of bytes this module encoded, read from their signature."""
-    for signature, offset, media_type in _SIGNATURES:
-        if data[offset : offset + len(signature)] == signature:
-            return media_type
-    return "application/octet-stream"
+    return _signature_of(data) or "application/octet-stream"

@@ -28,9 +28,12 @@ class S3Store:
             endpoint_url=endpoint_url,
             region_name=region,
             config=Config(
-                connect_timeout=2,
-                read_timeout=10,
-                retries={"max_attempts": 2, "mode": "standard"},
+                # A store that is down must cost a request seconds, not minutes: two attempts
+                # in all (botocore's "max_attempts" counts retries only, so it meant three),
+                # each refused by the OS at once or given up after these timeouts.
+                connect_timeout=1,
+                read_timeout=5,
+                retries={"total_max_attempts": 2, "mode": "standard"},
                 max_pool_connections=32,
             ),
         )

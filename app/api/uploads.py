@@ -1,4 +1,8 @@
-"""Reading an upload body with a hard size limit, as multipart or as a raw image body."""
+"""Reading an upload body with a hard size limit, as multipart or as a raw image body.
+
+Both paths count bytes as they arrive and stop reading at the limit, so an oversized body
+is refused after at most ``limit`` bytes (plus the multipart allowance) have been read.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +23,23 @@ async def read_upload(request: Request, limit: int) -> bytes:
         raise UnsupportedMediaType(
             "send the image as multipart field 'file' or as a body with an image/* content type"
         )
-    body = await _read_limited(request, limit + (MULTIPART_OVERHEAD if multipart else 0))
-    data = await _file_field(request, body) if multipart else body
+    if multipart:
+        data = await _file_field(request, limit + MULTIPART_OVERHEAD)
+    else:
+        data = await _read_limited(request, limit)
     if len(data) > limit:
         raise BodyTooLarge(f"the image exceeds the {limit}-byte upload limit")
     return data
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+def _refuse_declared_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"the body exceeds the {limit}-byte upload limit")
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    _refuse_declared_length(request, limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -38,11 +48,21 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _file_field(request: Request, body: bytes) -> bytes:
-    async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
+async def _file_field(request: Request, limit: int) -> bytes:
+    """Parse the multipart body as it streams in, counting bytes in the receive channel."""
+    _refuse_declared_length(request, limit)
+    received = 0
 
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    async def limited_receive() -> Message:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(f"the body exceeds the {limit}-byte upload limit")
+        return message
+
+    form = await Request(request.scope, limited_receive).form(max_files=1, max_fields=8)
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,3 +89,22 @@ def test_local_keys_cannot_escape_the_root(tmp_path: Path) -> None:
 
 async def test_a_fresh_local_store_is_ready_before_its_first_write(tmp_path: Path) -> None:
     await LocalStore(tmp_path / "not" / "yet" / "there").ping()
+
+
+async def test_a_local_put_is_durable_down_to_the_directory_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync of the data and of the directory holding the rename, before put returns."""
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+
+    await LocalStore(tmp_path / "objects").put("images/d", b"data", {"k": "v"})
+
+    assert synced.count(False) == 2  # the sidecar's and the data's bytes
+    assert synced.count(True) == 2  # the directory after each rename

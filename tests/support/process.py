@@ -31,6 +31,11 @@ class ApiProcess:
             self.process.kill()
             self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, in-flight requests die with the process."""
+        self.process.kill()
+        self.process.wait()
+
 
 def _ready(api: ApiProcess) -> bool:
     if api.process.poll() is not None:
@@ -42,20 +47,30 @@ def _ready(api: ApiProcess) -> bool:
 
 
 def start_api(
-    env: Mapping[str, str], port: int | None = None, workers: int = 1, asgi_app: str = ""
+    env: Mapping[str, str],
+    port: int | None = None,
+    workers: int = 1,
+    asgi_app: str = "",
+    log_path: Path | None = None,
 ) -> ApiProcess:
-    """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200."""
+    """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200.
+
+    Its output is appended to ``log_path`` when given (tests read what it logged).
+    """
     port = port or free_port()
     command = ["app.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
+    log = log_path.open("ab") if log_path else None
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", *command, "--host", "127.0.0.1"),
             *("--port", str(port), "--workers", str(workers)),
         ],
         env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
+    if log:
+        log.close()
     api = ApiProcess(port, process)
     try:
         wait_until(lambda: _ready(api), 60, "srstore serve")

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 S3_ACCESS_KEY = "srstore-test"
 S3_SECRET_KEY = "srstore-test-secret"
@@ -37,18 +38,41 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _end(process: subprocess.Popen[bytes], signal_it: Callable[[], None]) -> None:
+    if process.poll() is not None:
+        return
+    signal_it()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
+    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        _end(self.process, self.process.terminate)
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without a goodbye."""
+        _end(self.process, self.process.kill)
+
+    def restart(self) -> None:
+        """Start it again on the same port (stopping it first if it still runs)."""
+        self.stop()
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: port_open(self.port), 15, "redis-server")
 
 
 def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
@@ -78,25 +102,33 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
         stderr=subprocess.DEVNULL,
     )
     wait_until(lambda: port_open(port), 15, "redis-server")
-    return RedisServer(port, process)
+    return RedisServer(port, process, cast(list[str], process.args))
 
 
 @dataclass
 class SeaweedServer:
     s3_port: int
     process: subprocess.Popen[bytes]
+    args: list[str] = field(default_factory=list)
+    workdir: Path | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _end(self.process, self.process.terminate)
+
+    def kill(self) -> None:
+        """SIGKILL: every listener of ``weed mini`` goes at once, mid-request."""
+        _end(self.process, self.process.kill)
+
+    def restart(self) -> None:
+        """Start it again with the same ``-dir`` and ports, once S3 answers."""
+        assert self.workdir is not None
+        self.stop()
+        self.process = _spawn_weed(self.args, self.workdir)
+        wait_until(lambda: _s3_answers(self), 90, "weed mini")
 
 
 def weed_binary() -> str:
@@ -127,16 +159,19 @@ def start_seaweed(workdir: Path, s3_port: int | None = None) -> SeaweedServer:
     ]
     for name, port in ports.items():
         args += [f"-{name}.port={port}", f"-{name}.port.grpc={free_port()}"]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
-    log = (workdir / "weed.log").open("wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = SeaweedServer(s3_port, process)
+    server = SeaweedServer(s3_port, _spawn_weed(args, workdir), args, workdir)
     try:
         wait_until(lambda: _s3_answers(server), 90, "weed mini")
     except TimeoutError:
         server.stop()
         raise
     return server
+
+
+def _spawn_weed(args: list[str], workdir: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+    with (workdir / "weed.log").open("ab") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _s3_answers(server: SeaweedServer) -> bool:
