@@ -1,0 +1,144 @@
+"""The offline trainer: a smoke run learns, resumes, and yields weights the service loads."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.archs import build_model
+from models.engine import NeuralUpscaler
+from models.validation import load_checked
+from models.weights import load_model, weights_path
+from trainer.cli import main as train_cli
+from trainer.corpus import PHOTOGRAPHS, VALIDATION_IMAGES, validation_set
+from trainer.metrics import luma_psnr, luma_ssim
+from trainer.report import macs_per_output_pixel
+from trainer.train import TrainConfig, train
+
+DATA = Path(__file__).parents[1] / "data"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small folders cut from the test photographs."""
+    root = tmp_path_factory.mktemp("photos")
+    for split, name in (("train", "flower.jpg"), ("val", "storm.jpg")):
+        (root / split).mkdir()
+        image = Image.open(DATA / name).convert("RGB")
+        for index, box in enumerate([(0, 0, 200, 160), (300, 200, 500, 360)]):
+            image.crop(box).save(root / split / f"{index}.png")
+    return root
+
+
+def smoke_config(photos: Path, run_dir: Path, steps: int) -> TrainConfig:
+    return TrainConfig(
+        model="espcn",
+        data=photos / "train",
+        val=photos / "val",
+        run_dir=run_dir,
+        steps=steps,
+        batch=4,
+        patch=32,
+        lr=2e-3,
+        threads=1,
+        validate_every=10,
+        checkpoint_every=10,
+    )
+
+
+def test_a_smoke_training_lowers_the_loss(photos: Path, tmp_path: Path) -> None:
+    _, history = train(smoke_config(photos, tmp_path, steps=40))
+
+    assert np.mean(history.losses[-5:]) < np.mean(history.losses[:5])
+    assert history.val_steps == [10, 20, 30, 40]
+    assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_training_resumes_from_its_checkpoint(photos: Path, tmp_path: Path) -> None:
+    train(smoke_config(photos, tmp_path, steps=20))
+
+    _, resumed = train(smoke_config(photos, tmp_path, steps=30), tmp_path / "checkpoint.pt")
+
+    assert resumed.steps[0] == 1 and resumed.steps[-1] == 30
+    assert len(resumed.losses) == 30
+
+
+def test_the_command_writes_weights_the_service_loads_and_a_card(
+    photos: Path, tmp_path: Path
+) -> None:
+    weights_dir, report_dir = tmp_path / "weights", tmp_path / "report"
+
+    code = train_cli(
+        [
+            "train",
+            "--model",
+            "espcn",
+            "--data",
+            str(photos / "train"),
+            "--val",
+            str(photos / "val"),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--weights-dir",
+            str(weights_dir),
+            "--report-dir",
+            str(report_dir),
+            "--steps",
+            "12",
+            "--batch",
+            "2",
+            "--patch",
+            "32",
+            "--validate-every",
+            "6",
+            "--checkpoint-every",
+            "6",
+            "--version",
+            "7",
+            "--threads",
+            "1",
+        ]
+    )
+
+    path = weights_path(weights_dir, "espcn", 7)
+    assert code == 0
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["name"] == "espcn" and card["version"] == 7
+    assert card["parameters"] == sum(p.numel() for p in build_model("espcn").parameters())
+    assert len(card["evaluation"]["images"]) == 2
+    assert (report_dir / "espcn-curves.png").exists() and (report_dir / "espcn-sheet.jpg").exists()
+    upscaler = NeuralUpscaler(load_model("espcn", path), "espcn", 7, torch.device("cpu"))
+    assert upscaler.upscale(Image.new("RGB", (13, 9))).size == (52, 36)
+    load_checked("espcn", path.read_bytes())
+
+
+def test_psnr_and_ssim_follow_the_standard_definitions() -> None:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(20, 200, (40, 40, 3), dtype=np.uint8))
+    brighter = Image.fromarray(np.asarray(image) + np.uint8(10))
+
+    assert luma_psnr(image, image) == math.inf
+    assert luma_ssim(image, image) == pytest.approx(1.0)
+    # +10 on R, G and B moves studio-swing Y by 10 * 219 / 255 everywhere.
+    assert luma_psnr(image, brighter) == pytest.approx(20 * math.log10(255 / (10 * 219 / 255)))
+    assert luma_ssim(image, brighter) < 1.0
+
+
+def test_espcn_costs_what_its_layer_shapes_say() -> None:
+    per_low_pixel = 5 * 5 * 1 * 64 + 3 * 3 * 64 * 32 + 3 * 3 * 32 * 16
+
+    assert macs_per_output_pixel(build_model("espcn")) == per_low_pixel / 16
+
+
+def test_the_validation_photos_are_fixed_and_never_trained_on() -> None:
+    validation = validation_set()
+
+    assert len(validation) == VALIDATION_IMAGES
+    assert validation == validation_set()
+    assert validation < set(PHOTOGRAPHS)
