@@ -76,6 +76,10 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 _UNAVAILABLE_MESSAGES = {
     "storage_unavailable": "the object store is unavailable; retry later",
     "cache_unavailable": "the cache is unavailable; retry later",
+    "control_unavailable": "the model registry is unavailable; retry later",
+    "queue_full": "too many images are waiting to be rendered; retry later",
+    "render_timeout": "no inference worker rendered the image in time; retry later",
+    "render_failed": "the image could not be rendered; retry later",
 }
 
 
@@ -90,7 +94,7 @@ def install_error_handlers(app: FastAPI) -> None:
         message = "no image with this id" if isinstance(exc, ImageNotFound) else str(exc)
         if status == 503:
             log.warning("dependency unavailable: %s", exc)
-            message = _UNAVAILABLE_MESSAGES[code]
+            message = _UNAVAILABLE_MESSAGES.get(code, "a dependency is unavailable; retry later")
         return error_response(status, code, message)
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:

@@ -6,6 +6,7 @@ same degradation the service applies on upload, so versions compare on what user
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ def load_checked(name: str, weights: bytes) -> torch.nn.Module:
     if not all(torch.isfinite(t).all() for t in state.values()):
         raise InvalidWeights("the weights hold NaN or infinite values")
     return model.eval()
+
+
+@functools.lru_cache(maxsize=16)
+def score_weights(name: str, weights: bytes, codec: StoredCodec) -> CanaryScore:
+    """Load and score a weight file; remembered, since every process start scores the
+    shipped versions again."""
+    return score(load_checked(name, weights), name, codec)
 
 
 def canary_images() -> list[Image.Image]:

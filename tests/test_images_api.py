@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -12,6 +13,8 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.settings import Settings
+from imaging import bicubic_upscale, crop_to
+from models.validation import luma_psnr
 from tests.conftest import encode
 
 
@@ -203,3 +206,18 @@ async def test_served_image_is_close_to_the_original(
     error = np.asarray(served, np.float64) - np.asarray(photo, np.float64)
     psnr = 10 * np.log10(255**2 / np.mean(error**2))
     assert psnr > 25
+
+
+async def test_a_textured_photo_comes_back_closer_than_bicubic_would_bring_it(
+    client: httpx.AsyncClient,
+) -> None:
+    photo_path = Path(__file__).parents[1] / "models" / "canary" / "meadow.jpg"
+    original = Image.open(photo_path).convert("RGB")
+    meta = await upload(client, photo_path.read_bytes())
+
+    served = decode(await client.get(f"/v1/images/{meta['id']}", params={"format": "png"}))
+    stored = decode(await client.get(f"/v1/images/{meta['id']}/stored"))
+
+    assert served.size == original.size
+    baseline = crop_to(bicubic_upscale(stored.convert("RGB")), *original.size)
+    assert luma_psnr(served, original) > luma_psnr(baseline, original)

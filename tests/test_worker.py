@@ -96,7 +96,7 @@ async def test_two_workers_share_the_queue(
     assert {r.headers["x-model-version"] for r in responses} == {"espcn:1"}
     assert sum(rendered) == 6
     assert min(rendered) >= 1
-    assert all("srstore_inference_batch_tiles_count" in text for text in scraped)
+    assert all("srstore_batch_size_count" in text for text in scraped)
     assert exits == [0, 0]
 
 

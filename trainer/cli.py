@@ -14,7 +14,7 @@ from trainer import corpus, report
 from trainer.evaluate import evaluate, write_json
 from trainer.train import TrainConfig, train
 
-DEFAULT_MANIFEST = Path(__file__).parent / "corpus_manifest.json"
+DEFAULT_MANIFEST = Path("trainer/corpus_manifest.json")
 _DEFAULTS = TrainConfig(model="espcn", data=Path(), val=Path(), run_dir=Path())
 
 

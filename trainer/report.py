@@ -32,7 +32,9 @@ def plot_curves(history: History, path: Path) -> None:
     loss_axis.set(title="training loss", xlabel="step", ylabel="loss", yscale="log")
     psnr_axis.plot(history.val_steps, history.val_psnr, marker=".", label="model")
     psnr_axis.axhline(history.bicubic_val_psnr, color="grey", linestyle="--", label="bicubic")
-    psnr_axis.set(title="validation PSNR (Y, centre crops)", xlabel="step", ylabel="dB")
+    psnr_axis.set(title="validation PSNR (luma, centre crops)", xlabel="step", ylabel="dB")
+    values = [*history.val_psnr, history.bicubic_val_psnr]
+    psnr_axis.set_ylim(min(values) - 0.2, max(values) + 0.2)
     psnr_axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=90)

@@ -107,9 +107,10 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = _scheduler(optimizer, config)
     criterion = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
-    history, start = History(bicubic_val_psnr=bicubic_baseline(crops)), 0
+    history, start = History(), 0
     if resume is not None:
         start, history = _restore(resume, model, optimizer, scheduler, sampler)
+    history.bicubic_val_psnr = bicubic_baseline(crops)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
     progress = tqdm(

@@ -27,7 +27,7 @@ from models.registry import (
     ModelVersionExists,
     UnknownModelVersion,
 )
-from models.validation import InvalidWeights, load_checked, score
+from models.validation import InvalidWeights, score_weights
 from models.weights import WeightsFile
 from storage import StorageUnavailable
 
@@ -84,8 +84,7 @@ class ModelAdmin:
         ref = ModelRef(card.name, card.version)
         if await self.registry.exists(ref):
             raise ModelVersionExists(f"{ref.label} is already registered")
-        model = await asyncio.to_thread(load_checked, card.name, weights)
-        measured = await asyncio.to_thread(score, model, card.name, self.codec)
+        measured = await asyncio.to_thread(score_weights, card.name, weights, self.codec)
         canary = {
             "model_psnr": round(measured.model_psnr, 4),
             "bicubic_psnr": round(measured.bicubic_psnr, 4),
