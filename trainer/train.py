@@ -128,7 +128,9 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
         if (step + 1) % config.validate_every == 0 or step + 1 == config.steps:
             history.val_steps.append(step + 1)
             history.val_psnr.append(validate(model, crops))
-            progress.set_postfix(loss=f"{history.losses[-1]:.4f}", val_psnr=f"{history.val_psnr[-1]:.2f}")
+            progress.set_postfix(
+                loss=f"{history.losses[-1]:.4f}", val_psnr=f"{history.val_psnr[-1]:.2f}"
+            )
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             now = time.perf_counter()
             history.seconds, clock = history.seconds + now - clock, now
