@@ -18,7 +18,7 @@ from app.services.queue import QueueRenderer
 from app.settings import Settings
 from cache import make_cache
 from ledger import make_ledger
-from models.control import make_control
+from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
 from storage import S3Store, StorageUnavailable, make_store
@@ -50,8 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await model_admin.bootstrap(
                 list_weights(settings.weights_dir), preferred_model(settings)
             )
-        except StorageUnavailable as exc:
-            log.warning("object store not reachable at start: %s", exc)
+        except (StorageUnavailable, ControlUnavailable) as exc:
+            log.warning("model registry not reachable at start: %s", exc)
         cache = make_cache(settings)
         ledger = make_ledger(settings)
         renderer: Renderer

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imaging import PILLOW_MAX_PIXELS, OutputEncoding, StoredCodec, StoredCodecName
@@ -94,6 +94,17 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
     port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _no_blank_or_short_token(cls, value: object) -> object:
+        """An empty token means the admin API is off; a short one is refused outright."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if len(secret) < 16:
+            raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
+        return value
 
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:

@@ -66,6 +66,9 @@ def forget_active_model(redis_url: str) -> None:
     client.close()
 
 
+SHARED_BUCKET = "srstore-tests"
+
+
 def unique_bucket() -> str:
     return f"srstore-{uuid.uuid4().hex[:12]}"
 
@@ -79,11 +82,12 @@ def embedded_settings(tmp_path: Path) -> Settings:
 def full_settings(
     tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
 ) -> Settings:
-    """A fresh fleet: its own bucket, and no active model pointer yet."""
+    """A fresh fleet: its own key prefix in the shared bucket, no active model pointer yet."""
     forget_active_model(redis_server.url)
     return Settings(
         data_dir=tmp_path / "data",
-        s3_bucket=unique_bucket(),
+        s3_bucket=SHARED_BUCKET,
+        s3_prefix=f"{uuid.uuid4().hex[:12]}/",
         s3_endpoint_url=seaweed_server.endpoint_url,
         redis_url=redis_server.url,
     )

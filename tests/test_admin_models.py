@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from app.main import create_app
 from app.settings import Settings
@@ -215,3 +215,9 @@ async def test_without_a_configured_token_the_admin_api_is_off(
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "admin_disabled"
+
+
+def test_a_blank_token_leaves_the_admin_api_off_and_a_short_one_is_refused() -> None:
+    assert Settings(admin_token="  ").admin_token is None
+    with pytest.raises(ValidationError, match="at least 16"):
+        Settings(admin_token="secret")

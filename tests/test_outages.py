@@ -323,7 +323,7 @@ def assert_every_object_is_whole(seaweed: SeaweedServer, bucket: str) -> None:
         aws_secret_access_key=S3_SECRET_KEY,
         region_name="us-east-1",
     )
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="images/")
     keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
     assert keys
     for key in keys:

@@ -154,6 +154,9 @@ def start_seaweed(workdir: Path, s3_port: int | None = None) -> SeaweedServer:
         f"-s3.port.grpc={free_port()}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # Tests make a bucket (a collection) per fleet: small volumes, many of them.
+        "-master.volumeSizeLimitMB=16",
+        "-volume.max=2000",
         "-webdav=false",
         "-admin.ui=false",
     ]
