@@ -107,22 +107,24 @@ def miss_table(upscaler: Upscaler) -> None:
     decode_ms = median_ms(lambda: decode_stored(stored))
     print(f"| decode stored WebP q90 ({len(stored)} B) | {decode_ms:.1f} |")
     print(f"| super-resolve ({upscaler.label}) | {median_ms(lambda: upscaler.upscale(low)):.1f} |")
-    encoders: dict[str, dict[str, object]] = {
-        "JPEG q90 (served default)": {"format": "JPEG", "quality": 90},
-        "PNG compress_level=1 (served default)": {"format": "PNG", "compress_level": 1},
-        "PNG Pillow default (level 6)": {"format": "PNG"},
-        "WebP q85 method=2 (served default)": {"format": "WEBP", "quality": 85, "method": 2},
-        "WebP Pillow default (q80, method 4)": {"format": "WEBP"},
+    encoders: dict[str, tuple[str, dict[str, int]]] = {
+        "JPEG q90 (served default)": ("JPEG", {"quality": 90}),
+        "PNG compress_level=1 (served default)": ("PNG", {"compress_level": 1}),
+        "PNG Pillow default (level 6)": ("PNG", {}),
+        "WebP q85 method=2 (served default)": ("WEBP", {"quality": 85, "method": 2}),
+        "WebP Pillow default (q80, method 4)": ("WEBP", {}),
     }
-    for label, options in encoders.items():
-        size = encoded_size(served, options)
-        ms = median_ms(lambda options=options: encoded_size(served, options))
-        print(f"| encode {label}, {size} B | {ms:.1f} |")
+    for label, (fmt, options) in encoders.items():
+
+        def encode(fmt: str = fmt, options: dict[str, int] = options) -> int:
+            return encoded_size(served, fmt, options)
+
+        print(f"| encode {label}, {encode()} B | {median_ms(encode):.1f} |")
 
 
-def encoded_size(image: Image.Image, options: dict[str, object]) -> int:
+def encoded_size(image: Image.Image, fmt: str, options: dict[str, int]) -> int:
     buffer = io.BytesIO()
-    image.save(buffer, **options)
+    image.save(buffer, fmt, **options)
     return buffer.tell()
 
 

@@ -51,8 +51,7 @@ def comparison_sheet(
         stored = degrade(photo, codec)
         left, top = (photo.width - crop) // 2 // 4 * 4, (photo.height - crop) // 2 // 4 * 4
         box = (left, top, left + crop, top + crop)
-        low_box = tuple(v // 4 for v in box)
-        low = stored.crop(low_box)
+        low = stored.crop((left // 4, top // 4, (left + crop) // 4, (top + crop) // 4))
         rows.append([bicubic_upscale(low), upscaler.upscale(low), photo.crop(box)])
     scale, label_height = 2, 18
     sheet = Image.new("RGB", (3 * crop * scale, label_height + len(rows) * crop * scale), "white")
