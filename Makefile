@@ -34,7 +34,7 @@ test: $(VENV)/.dev redis-server promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app models storage cache imaging ledger worker trainer bench
-	$(BIN)/python -m pytest -q
+	timeout -k 30 2700 $(BIN)/python -m pytest -q
 
 # The bounded load run of RELIABILITY.md (not part of `make test`): LOAD_ARGS=--duration 20
 load: $(VENV)/.dev redis-server

@@ -62,7 +62,14 @@ class ModelControl(Protocol):
         """Newest first."""
         ...
 
-    def announcements(self) -> AsyncIterator[ModelRef]: ...
+    def announcements(self, until: asyncio.Event) -> AsyncIterator[ModelRef]:
+        """Labels as they are published, ending within a second of ``until`` being set.
+
+        The event, not only a task cancellation, ends it: on Python 3.11 redis-py can swallow
+        a cancellation that lands inside a command with a socket timeout (CPython gh-86296),
+        and a listener that relied on it would never stop.
+        """
+        ...
 
     async def close(self) -> None: ...
 
@@ -111,14 +118,17 @@ class RedisControl:
             raise ControlUnavailable(f"Redis: {type(exc).__name__}") from exc
         return [SwapRecord.from_json(item) for item in raw]
 
-    async def announcements(self) -> AsyncIterator[ModelRef]:
-        """Labels as they are published; reconnects quietly when Redis drops."""
-        while True:
+    async def announcements(self, until: asyncio.Event) -> AsyncIterator[ModelRef]:
+        """Reads wake every second to look at ``until``; reconnects quietly when Redis drops."""
+        while not until.is_set():
             try:
                 async with self.client.pubsub() as pubsub:
                     await pubsub.subscribe(self.CHANNEL)
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
+                    while not until.is_set():
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
+                        if message is not None:
                             yield ModelRef.parse(_text(message["data"]))
             except RedisError:
                 await asyncio.sleep(1)
@@ -170,12 +180,16 @@ class LocalControl:
         lines = self._audit_path.read_text().splitlines()
         return [SwapRecord.from_json(line) for line in reversed(lines[-limit:])]
 
-    async def announcements(self) -> AsyncIterator[ModelRef]:
+    async def announcements(self, until: asyncio.Event) -> AsyncIterator[ModelRef]:
         queue: asyncio.Queue[ModelRef] = asyncio.Queue()
         self._listeners.add(queue)
         try:
-            while True:
-                yield await queue.get()
+            while not until.is_set():
+                try:
+                    ref = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                yield ref
         finally:
             self._listeners.discard(queue)
 

@@ -11,7 +11,6 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
-from app.main import create_app
 from app.settings import Settings
 from tests.conftest import serving
 from tests.support.weights import bicubic_equivalent, noisy, to_bytes, write_shipped
@@ -35,20 +34,24 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 
 
 @pytest.fixture
-async def admin_app(settings: Settings, shipped_dir: Path) -> AsyncIterator[FastAPI]:
+async def admin_served(
+    settings: Settings, shipped_dir: Path
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     configured = settings.model_copy(
         update={"admin_token": SecretStr(TOKEN), "weights_dir": shipped_dir}
     )
-    application = create_app(configured)
-    async with application.router.lifespan_context(application):
-        yield application
+    async with serving(configured) as pair:
+        yield pair
 
 
 @pytest.fixture
-async def admin(admin_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=admin_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as http:
-        yield http
+def admin_app(admin_served: tuple[FastAPI, httpx.AsyncClient]) -> FastAPI:
+    return admin_served[0]
+
+
+@pytest.fixture
+def admin(admin_served: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return admin_served[1]
 
 
 async def upload_model(
@@ -188,7 +191,7 @@ async def guarded(embedded_settings: Settings, tmp_path: Path) -> AsyncIterator[
     configured = embedded_settings.model_copy(
         update={"admin_token": SecretStr(TOKEN), "weights_dir": tmp_path / "none"}
     )
-    async with serving(configured) as http:
+    async with serving(configured) as (_, http):
         yield http
 
 
@@ -210,7 +213,7 @@ async def test_every_admin_endpoint_refuses_a_missing_or_wrong_token(
 async def test_without_a_configured_token_the_admin_api_is_off(
     embedded_settings: Settings, method: str, path: str
 ) -> None:
-    async with serving(embedded_settings) as http:
+    async with serving(embedded_settings) as (_, http):
         response = await http.request(method, path, headers=AUTH)
 
     assert response.status_code == 403

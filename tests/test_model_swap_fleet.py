@@ -1,4 +1,4 @@
-"""A model swap reaches every API process, without a restart and without failed requests."""
+"""A model swap reaches every API process and the worker, without a restart or a failed request."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
-from tests.conftest import unique_bucket
-from tests.support.process import ApiProcess, start_api
+from tests.conftest import forget_active_model, queue_env
+from tests.support.process import ApiProcess, start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer
 from tests.support.weights import bicubic_equivalent, write_shipped
 
@@ -26,21 +25,21 @@ TOKEN = "fleet-admin-token"
 def fleet(
     tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
 ) -> Iterator[list[ApiProcess]]:
-    redis.Redis.from_url(redis_server.url).flushdb()
+    """Two API processes in queue mode and one worker rendering for both."""
+    forget_active_model(redis_server.url)
     weights = tmp_path / "weights"
     write_shipped(weights, "espcn", 1, bicubic_equivalent("espcn"))
     write_shipped(weights, "srcnn", 1, bicubic_equivalent("srcnn"))
     env = {
-        "SRSTORE_S3_BUCKET": unique_bucket(),
-        "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,
-        "SRSTORE_REDIS_URL": redis_server.url,
+        **queue_env(redis_server, seaweed_server),
         "SRSTORE_WEIGHTS_DIR": str(weights),
         "SRSTORE_ADMIN_TOKEN": TOKEN,
         "SRSTORE_DATA_DIR": str(tmp_path / "data"),
     }
-    processes = [start_api(env)]
-    processes.append(start_api(env))
+    processes = [start_api(env), start_api(env)]
+    worker = start_worker(env, "fleet", tmp_path)
     yield processes
+    worker.stop()
     for process in processes:
         process.stop()
 
@@ -59,10 +58,11 @@ def served_versions(fleet: list[ApiProcess], path: str) -> set[str]:
     return {httpx.get(api.url + path).headers["x-model-version"] for api in fleet}
 
 
-def wait_for_version(fleet: list[ApiProcess], path: str, label: str, within: float) -> bool:
-    deadline = time.monotonic() + within
+def switched_within(fleet: list[ApiProcess], label: str, seconds: float) -> bool:
+    """Whether every process names ``label`` as its model (``/readyz``) within ``seconds``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if served_versions(fleet, path) == {label}:
+        if {httpx.get(api.url + "/readyz").json()["model"] for api in fleet} == {label}:
             return True
         time.sleep(0.02)
     return False
@@ -89,14 +89,17 @@ def test_activate_and_rollback_reach_every_process_under_load(
     loader.start()
     try:
         srstore_models(fleet[0], "activate", "srcnn", "1")
-        switched = wait_for_version(fleet, path, "srcnn:1", within=1.0)
+        switched = switched_within(fleet, "srcnn:1", seconds=1.0)
+        served_after_swap = served_versions(fleet, path)
         srstore_models(fleet[1], "rollback")
-        rolled_back = wait_for_version(fleet, path, "espcn:1", within=1.0)
+        rolled_back = switched_within(fleet, "espcn:1", seconds=1.0)
+        served_after_rollback = served_versions(fleet, path)
     finally:
         stop.set()
         loader.join()
 
     assert switched and rolled_back
+    assert (served_after_swap, served_after_rollback) == ({"srcnn:1"}, {"espcn:1"})
     assert statuses and set(statuses) == {200}
     history = srstore_models(fleet[0], "history").stdout
     assert '"to_label": "srcnn:1"' in history

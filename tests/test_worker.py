@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 import torch
-from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.main import create_app
 from app.settings import Settings
 from cache import CacheKey
 from models.archs import build_model
 from models.weights import weights_path
-from tests.conftest import queue_env, settings_from
+from tests.conftest import queue_env, serving, settings_from
 from tests.support.process import WorkerProcess, start_worker
 from tests.support.proxy import DelayProxy
 from tests.support.servers import RedisServer, SeaweedServer
@@ -39,16 +36,6 @@ def espcn_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
     directory = tmp_path_factory.mktemp("weights")
     torch.save(build_model("espcn").state_dict(), weights_path(directory, "espcn", 1))
     return str(directory)
-
-
-@asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """One API process, in this test's event loop."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as client:
-            yield app, client
 
 
 async def upload(client: httpx.AsyncClient, data: bytes) -> str:

@@ -46,7 +46,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.ensure_group()
-        keeper = asyncio.create_task(self._keep_claims(stop))
+        drained = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_claims(stop, drained))
         metrics.WORKER_UP.set(1)
         log.info("worker %s takes jobs from %s", self.name, self.queue.stream)
         try:
@@ -67,6 +68,7 @@ class Worker:
             metrics.WORKER_UP.set(0)
             log.info("worker %s drains %d job(s)", self.name, len(self._jobs))
             await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+            drained.set()
             keeper.cancel()
 
     def _start(self, entry_id: str, job: RenderJob) -> None:
@@ -97,10 +99,14 @@ class Worker:
             return
         metrics.WORKER_JOBS.labels(result).inc()
 
-    async def _keep_claims(self, stop: asyncio.Event) -> None:
-        """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth."""
+    async def _keep_claims(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
+        """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth.
+
+        It runs until the jobs in hand are drained; the event, not only the cancellation,
+        ends it (see ``ModelControl.announcements``).
+        """
         interval = self.claim_idle_ms / 3000
-        while True:
+        while not drained.is_set():
             try:
                 await self.queue.renew(self.name, list(self._jobs))
                 free = self.concurrency - len(self._jobs)

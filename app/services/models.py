@@ -181,6 +181,7 @@ class ActiveModel:
         self.preload = preload
         self.label = BICUBIC_LABEL
         self._switching = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -188,6 +189,8 @@ class ActiveModel:
         self._tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._poll())]
 
     async def stop(self) -> None:
+        """The flag ends the loops even where redis-py swallowed the cancellation."""
+        self._stopping.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -212,11 +215,11 @@ class ActiveModel:
 
     async def _follow(self) -> None:
         """An announcement prompts a re-read of the pointer, which stays the authority."""
-        async for ref in self.control.announcements():
+        async for ref in self.control.announcements(until=self._stopping):
             if ref.label != self.label:
                 await self.refresh()
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await asyncio.sleep(self.poll_seconds)
             await self.refresh()

@@ -44,6 +44,7 @@ class QueueRenderer:
         self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self._waiters: dict[str, set[asyncio.Future[Outcome]]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
 
     async def start(self) -> None:
         await self._pubsub.psubscribe(self.queue.done_pattern)
@@ -99,21 +100,26 @@ class QueueRenderer:
         return None
 
     async def _listen(self) -> None:
-        """Resolve the futures of every finished key; redis-py resubscribes on reconnect."""
-        while True:
+        """Resolve the futures of every finished key; redis-py resubscribes on reconnect.
+
+        Reads wake every second to look at the closing flag: see ``ModelControl.announcements``.
+        """
+        while not self._closing.is_set():
             try:
-                async for message in self._pubsub.listen():
-                    if message["type"] != "pmessage":
-                        continue
-                    key = self.queue.key_of_channel(message["channel"])
-                    for future in self._waiters.get(key, ()):
-                        if not future.done():
-                            future.set_result(Outcome.from_json(message["data"]))
+                message = await self._pubsub.get_message(timeout=1.0)
             except RedisError as exc:
                 log.warning("lost the completion subscription: %s; reconnecting", exc)
                 await asyncio.sleep(0.5)
+                continue
+            if message is None or message["type"] != "pmessage":
+                continue
+            key = self.queue.key_of_channel(message["channel"])
+            for future in self._waiters.get(key, ()):
+                if not future.done():
+                    future.set_result(Outcome.from_json(message["data"]))
 
     async def close(self) -> None:
+        self._closing.set()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

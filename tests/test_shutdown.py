@@ -1,0 +1,71 @@
+"""Processes stop promptly, even where the Redis client loses a task cancellation.
+
+On Python 3.11, redis-py commands with a socket timeout run under ``asyncio.wait_for``, which
+can swallow a cancellation (CPython gh-86296). A background loop that relied on cancellation
+alone would then never end, and the process would hang on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from app.services.models import ActiveModel
+from app.settings import Settings
+from models.control import LocalControl
+from models.registry import ModelRef
+from tests.conftest import serving
+from tests.support.weights import bicubic_equivalent, write_shipped
+
+TOKEN = "shutdown-admin-token"
+
+
+class CancellationSwallowingControl(LocalControl):
+    """Reads the pointer the way redis-py can on Python 3.11: a cancellation is lost."""
+
+    async def active(self) -> ModelRef | None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)
+        return await super().active()
+
+
+async def stops_within(stop: asyncio.Future[None] | asyncio.Task[None], seconds: float) -> bool:
+    done, _ = await asyncio.wait([stop], timeout=seconds)
+    return bool(done)
+
+
+async def test_the_model_follower_stops_even_when_a_cancellation_is_lost(tmp_path: Path) -> None:
+    active = ActiveModel(CancellationSwallowingControl(tmp_path), poll_seconds=0.01)
+    await active.start()
+    await asyncio.sleep(0.2)
+
+    assert await stops_within(asyncio.ensure_future(active.stop()), seconds=5)
+
+
+@pytest.mark.full
+async def test_a_full_mode_app_stops_promptly_right_after_a_model_swap(
+    full_settings: Settings, tmp_path: Path
+) -> None:
+    weights = tmp_path / "weights"
+    write_shipped(weights, "espcn", 1, bicubic_equivalent("espcn"))
+    write_shipped(weights, "srcnn", 1, bicubic_equivalent("srcnn"))
+    configured = full_settings.model_copy(
+        update={"admin_token": SecretStr(TOKEN), "weights_dir": weights}
+    )
+    headers = {"authorization": f"Bearer {TOKEN}"}
+
+    async def swap_then_stop(name: str) -> None:
+        async with serving(configured) as (_, http):
+            response = await http.put(
+                "/v1/admin/models/active",
+                json={"name": name, "version": 1, "force": True},
+                headers=headers,
+            )
+            assert response.status_code == 200, response.text
+
+    for name in ("srcnn", "espcn", "srcnn"):
+        assert await stops_within(asyncio.ensure_future(swap_then_stop(name)), seconds=15)
