@@ -16,7 +16,7 @@ from app.settings import Settings
 from cache import CacheKey
 from models.archs import build_model
 from models.weights import weights_path
-from tests.conftest import queue_env, serving, settings_from
+from tests.conftest import forget_active_model, queue_env, serving, settings_from
 from tests.support.process import WorkerProcess, start_worker
 from tests.support.proxy import DelayProxy
 from tests.support.servers import RedisServer, SeaweedServer
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.full
 
 @pytest.fixture
 def env(redis_server: RedisServer, seaweed_server: SeaweedServer) -> dict[str, str]:
+    forget_active_model(redis_server.url)
     return queue_env(redis_server, seaweed_server)
 
 
@@ -116,6 +117,28 @@ async def test_a_killed_workers_job_is_finished_by_another(
     assert response.headers["x-cache"] == "MISS"
     assert claimed == 1
     assert pending(redis_client, stream) == []
+
+
+async def test_a_worker_carries_on_when_redis_loses_the_job_stream(
+    env: dict[str, str],
+    espcn_weights: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    photo_bytes: bytes,
+) -> None:
+    env = {**env, "SRSTORE_WEIGHTS_DIR": espcn_weights}
+    worker = start_worker(env, "survivor", tmp_path)
+    try:
+        async with serving(settings_from(env)) as (_, client):
+            await eventually(lambda: redis_client.exists(env["SRSTORE_QUEUE_STREAM"]) == 1)
+            redis_client.delete(env["SRSTORE_QUEUE_STREAM"])  # as a restart without persistence
+            image_id = await upload(client, photo_bytes)
+            response = await client.get(f"/v1/images/{image_id}")
+    finally:
+        worker.stop()
+
+    assert response.status_code == 200
+    assert response.headers["x-cache"] == "MISS"
 
 
 async def test_sigterm_finishes_the_job_in_hand_then_exits_0(

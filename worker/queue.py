@@ -144,10 +144,20 @@ class JobQueue:
                 raise
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        """New jobs for this consumer, waiting up to ``block_ms`` for the first."""
-        reply = await self.client.xreadgroup(
-            GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+        """New jobs for this consumer, waiting up to ``block_ms`` for the first.
+
+        A Redis that lost the stream (a restart without persistence, a failover, a flush)
+        loses the consumer group with it: the group is made again and reading goes on.
+        """
+        try:
+            reply = await self.client.xreadgroup(
+                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply or [])
         return [_entry(e) for _, entries in streams for e in entries]
 
