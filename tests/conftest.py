@@ -32,6 +32,7 @@ from tests.support.servers import (
     start_redis,
     start_seaweed,
 )
+from tests.support.weights import bicubic_equivalent, write_shipped
 
 DATA = Path(__file__).parent / "data"
 
@@ -71,6 +72,15 @@ SHARED_BUCKET = "srstore-tests"
 
 def unique_bucket() -> str:
     return f"srstore-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def shipped_dir(tmp_path: Path) -> Path:
+    """A weights directory shipping ESPCN v1 and SRCNN v1, both scoring like bicubic."""
+    directory = tmp_path / "weights"
+    write_shipped(directory, "espcn", 1, bicubic_equivalent("espcn"))
+    write_shipped(directory, "srcnn", 1, bicubic_equivalent("srcnn"))
+    return directory
 
 
 @pytest.fixture

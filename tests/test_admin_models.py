@@ -13,18 +13,10 @@ from pydantic import SecretStr, ValidationError
 
 from app.settings import Settings
 from tests.conftest import serving
-from tests.support.weights import bicubic_equivalent, noisy, to_bytes, write_shipped
+from tests.support.weights import noisy, to_bytes
 
 TOKEN = "test-admin-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def shipped_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "weights"
-    write_shipped(directory, "espcn", 1, bicubic_equivalent("espcn"))
-    write_shipped(directory, "srcnn", 1, bicubic_equivalent("srcnn"))
-    return directory
 
 
 @pytest.fixture(params=["embedded", "full"])

@@ -16,23 +16,22 @@ import pytest
 from tests.conftest import forget_active_model, queue_env
 from tests.support.process import ApiProcess, start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer
-from tests.support.weights import bicubic_equivalent, write_shipped
 
 TOKEN = "fleet-admin-token"
 
 
 @pytest.fixture
 def fleet(
-    tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer
+    tmp_path: Path,
+    shipped_dir: Path,
+    redis_server: RedisServer,
+    seaweed_server: SeaweedServer,
 ) -> Iterator[list[ApiProcess]]:
     """Two API processes in queue mode and one worker rendering for both."""
     forget_active_model(redis_server.url)
-    weights = tmp_path / "weights"
-    write_shipped(weights, "espcn", 1, bicubic_equivalent("espcn"))
-    write_shipped(weights, "srcnn", 1, bicubic_equivalent("srcnn"))
     env = {
         **queue_env(redis_server, seaweed_server),
-        "SRSTORE_WEIGHTS_DIR": str(weights),
+        "SRSTORE_WEIGHTS_DIR": str(shipped_dir),
         "SRSTORE_ADMIN_TOKEN": TOKEN,
         "SRSTORE_DATA_DIR": str(tmp_path / "data"),
     }

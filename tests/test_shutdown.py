@@ -19,7 +19,6 @@ from app.settings import Settings
 from models.control import LocalControl
 from models.registry import ModelRef
 from tests.conftest import serving
-from tests.support.weights import bicubic_equivalent, write_shipped
 
 TOKEN = "shutdown-admin-token"
 
@@ -48,13 +47,10 @@ async def test_the_model_follower_stops_even_when_a_cancellation_is_lost(tmp_pat
 
 @pytest.mark.full
 async def test_a_full_mode_app_stops_promptly_right_after_a_model_swap(
-    full_settings: Settings, tmp_path: Path
+    full_settings: Settings, shipped_dir: Path
 ) -> None:
-    weights = tmp_path / "weights"
-    write_shipped(weights, "espcn", 1, bicubic_equivalent("espcn"))
-    write_shipped(weights, "srcnn", 1, bicubic_equivalent("srcnn"))
     configured = full_settings.model_copy(
-        update={"admin_token": SecretStr(TOKEN), "weights_dir": weights}
+        update={"admin_token": SecretStr(TOKEN), "weights_dir": shipped_dir}
     )
     headers = {"authorization": f"Bearer {TOKEN}"}
 
