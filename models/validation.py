@@ -58,7 +58,7 @@ def load_checked(name: str, weights: bytes) -> torch.nn.Module:
         raise InvalidWeights(f"not a PyTorch state dict: {type(exc).__name__}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InvalidWeights("the file must hold a state dict of tensors")
-    model = build_model(name)
+    model = build_model(name, state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

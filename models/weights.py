@@ -56,15 +56,12 @@ def find_weights(directory: Path, name: str, version: int | None = None) -> Weig
     return candidates[-1] if candidates else None
 
 
-def load_state(model: nn.Module, path: Path) -> nn.Module:
-    """Load weights safely (tensors only) into a built network."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model
-
-
 def load_model(name: str, path: Path) -> nn.Module:
-    return load_state(build_model(name), path).eval()
+    """Load weights safely (tensors only) into the network variant they were trained as."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(name, state)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def shipped_upscaler(name: str, device: str = "cpu") -> NeuralUpscaler:

@@ -6,10 +6,17 @@ import pytest
 import torch
 from PIL import Image
 
-from models.archs import ARCHITECTURES, build_model
+from models.archs import ARCHITECTURES, ESPCN, build_model
 from models.engine import BicubicUpscaler, NeuralUpscaler, resolve_device
 from models.tiling import split_tiles, stitch_tiles
-from models.weights import find_weights, list_weights, load_model, weights_path
+from models.validation import load_checked
+from models.weights import (
+    SHIPPED_WEIGHTS_DIR,
+    find_weights,
+    list_weights,
+    load_model,
+    weights_path,
+)
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -71,6 +78,31 @@ def test_weights_are_found_by_name_and_newest_version(tmp_path) -> None:
     assert find_weights(tmp_path, "srcnn", 2).version == 2
     assert find_weights(tmp_path, "espcn") is None
     assert isinstance(load_model("srcnn", weights_path(tmp_path, "srcnn", 1)), torch.nn.Module)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "prelu"])
+def test_an_espcn_weight_file_loads_as_the_variant_it_was_trained_as(
+    tmp_path, activation: str
+) -> None:
+    torch.manual_seed(0)
+    trained = ESPCN(activation=activation).eval()
+    torch.save(trained.state_dict(), weights_path(tmp_path, "espcn", 1))
+    plane = torch.rand(1, 1, 12, 12)
+
+    loaded = load_model("espcn", weights_path(tmp_path, "espcn", 1))
+    uploaded = load_checked("espcn", weights_path(tmp_path, "espcn", 1).read_bytes())
+
+    assert loaded.activation == uploaded.activation == activation
+    with torch.no_grad():
+        assert torch.equal(loaded(plane), trained(plane))
+
+
+def test_every_shipped_weight_file_loads() -> None:
+    shipped = list_weights(SHIPPED_WEIGHTS_DIR)
+
+    assert {w.name for w in shipped} == set(ARCHITECTURES)
+    for weights in shipped:
+        assert isinstance(load_model(weights.name, weights.path), torch.nn.Module)
 
 
 def test_auto_device_on_a_cpu_machine_is_the_cpu() -> None:

@@ -127,9 +127,10 @@ def write_card(card: dict[str, Any], path: Path) -> None:
 
 _ARCHITECTURES = {
     "espcn": (
-        "ESPCN (Shi et al. 2016): conv 5x5x64, tanh, conv 3x3x32, tanh, conv 3x3x16, pixel "
-        "shuffle x4, on the Y channel, plus a global bicubic skip (the network learns the "
-        "residual over bicubic); chroma is upscaled bicubically."
+        "ESPCN (Shi et al. 2016): conv 5x5x64, PReLU, conv 3x3x32, PReLU, conv 3x3x16, "
+        "pixel shuffle x4, on the Y channel, plus a global bicubic skip (the network learns "
+        "the residual over bicubic); chroma is upscaled bicubically. The paper's tanh is "
+        "replaced by PReLU, as in FSRCNN (Dong et al. 2016)."
     ),
     "srcnn": (
         "SRCNN 9-1-5 (Dong et al. 2014): conv 9x9x64, ReLU, conv 1x1x32, ReLU, conv 5x5x1 on "

@@ -81,9 +81,14 @@ def bicubic_baseline(crops: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
 
 @torch.inference_mode()
 def validate(model: nn.Module, crops: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean PSNR of the crops, each edge-padded as production pads a tile."""
     model.eval()
     device = next(model.parameters()).device
-    scores = [plane_psnr(model(low.to(device)).cpu(), high) for low, high in crops]
+    margin = int(getattr(model, "receptive_radius", 0))
+    scores = []
+    for low, high in crops:
+        padded = F.pad(low, (margin,) * 4, mode="replicate").to(device)
+        scores.append(plane_psnr(_interior(model(padded), SCALE * margin).cpu(), high))
     model.train()
     return float(np.mean(scores))
 
@@ -116,9 +121,14 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
     progress = tqdm(
         range(start, config.steps), initial=start, total=config.steps, desc=config.model
     )
+    margin = SCALE * int(getattr(model, "receptive_radius", 0))
+    if config.patch <= 2 * margin:
+        raise ValueError(f"the patch must be wider than {2 * margin}, the {config.model} rim")
     for step in progress:
         low, high = sampler.batch(config.batch)
-        loss = criterion(model(low.to(device)), high.to(device))
+        loss = criterion(
+            _interior(model(low.to(device)), margin), _interior(high, margin).to(device)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -144,6 +154,15 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
                 history,
             )
     return model.cpu().eval(), history
+
+
+def _interior(batch: torch.Tensor, margin: int) -> torch.Tensor:
+    """Drop the rim whose receptive field reaches past the patch into zero padding.
+
+    Production never sees that rim (tiles carry margins), so training on it would spend the
+    small network's capacity on a case that does not occur.
+    """
+    return batch[..., margin:-margin, margin:-margin] if margin else batch
 
 
 def _checkpoint(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -44,7 +45,7 @@ def smoke_config(photos: Path, run_dir: Path, steps: int) -> TrainConfig:
         run_dir=run_dir,
         steps=steps,
         batch=4,
-        patch=32,
+        patch=48,
         lr=2e-3,
         threads=1,
         validate_every=10,
@@ -58,6 +59,13 @@ def test_a_smoke_training_lowers_the_loss(photos: Path, tmp_path: Path) -> None:
     assert np.mean(history.losses[-5:]) < np.mean(history.losses[:5])
     assert history.val_steps == [10, 20, 30, 40]
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_patch_no_wider_than_the_networks_rim_is_refused(photos: Path, tmp_path: Path) -> None:
+    config = dataclasses.replace(smoke_config(photos, tmp_path, steps=1), patch=32)
+
+    with pytest.raises(ValueError, match="patch must be wider than 32"):
+        train(config)
 
 
 def test_training_resumes_from_its_checkpoint(photos: Path, tmp_path: Path) -> None:
@@ -94,7 +102,7 @@ def test_the_command_writes_weights_the_service_loads_and_a_card(
             "--batch",
             "2",
             "--patch",
-            "32",
+            "48",
             "--validate-every",
             "6",
             "--checkpoint-every",
