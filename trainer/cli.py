@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--version", type=int, default=1)
     fit.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    fit.add_argument(
+        "--init-weights", type=Path, help="fine-tune from a weight file (a shipped version, say)"
+    )
     for name in (
         "steps",
         "batch",
@@ -119,6 +122,7 @@ def _train(args: argparse.Namespace, codec: StoredCodec) -> int:
         validate_every=args.validate_every,
         checkpoint_every=args.checkpoint_every,
         codec=codec,
+        init_weights=args.init_weights,
     )
     checkpoint = run_dir / "checkpoint.pt"
     model, history = train(config, checkpoint if args.resume and checkpoint.exists() else None)

@@ -40,6 +40,7 @@ class TrainConfig:
     validate_every: int = 500
     checkpoint_every: int = 1000
     codec: StoredCodec = field(default_factory=StoredCodec)
+    init_weights: Path | None = None  # fine-tune from these weights instead of from scratch
 
 
 @dataclass
@@ -108,7 +109,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
     device = resolve_device("auto")
     sampler = PatchSampler(load_pairs(config.data, config.codec), config.patch, config.seed)
     crops = validation_crops(load_pairs(config.val, config.codec))
-    model = build_model(config.model).to(device).train()
+    model = _initial_model(config).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = _scheduler(optimizer, config)
     criterion = nn.L1Loss() if config.loss == "l1" else nn.MSELoss()
@@ -154,6 +155,15 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
                 history,
             )
     return model.cpu().eval(), history
+
+
+def _initial_model(config: TrainConfig) -> nn.Module:
+    if config.init_weights is None:
+        return build_model(config.model)
+    state = torch.load(config.init_weights, map_location="cpu", weights_only=True)
+    model = build_model(config.model, state)
+    model.load_state_dict(state)
+    return model
 
 
 def _interior(batch: torch.Tensor, margin: int) -> torch.Tensor:

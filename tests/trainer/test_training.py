@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.archs import build_model
+from models.archs import ESPCN, build_model
 from models.engine import NeuralUpscaler
 from models.validation import load_checked
 from models.weights import load_model, weights_path
@@ -66,6 +66,21 @@ def test_a_patch_no_wider_than_the_networks_rim_is_refused(photos: Path, tmp_pat
 
     with pytest.raises(ValueError, match="patch must be wider than 32"):
         train(config)
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_keeps_their_variant(
+    photos: Path, tmp_path: Path
+) -> None:
+    start = ESPCN(activation="tanh").state_dict()
+    torch.save(start, tmp_path / "start.pt")
+    config = dataclasses.replace(
+        smoke_config(photos, tmp_path, steps=2), lr=0.0, init_weights=tmp_path / "start.pt"
+    )
+
+    model, _ = train(config)
+
+    assert model.activation == "tanh"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())
 
 
 def test_training_resumes_from_its_checkpoint(photos: Path, tmp_path: Path) -> None:
