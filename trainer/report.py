@@ -105,6 +105,7 @@ def model_card(
             "data": str(config.data),
             "validation": str(config.val),
             "manifest": str(manifest) if manifest else None,
+            "init_weights": str(config.init_weights) if config.init_weights else None,
             "steps": config.steps,
             "batch": config.batch,
             "patch": config.patch,

@@ -18,8 +18,9 @@ from models.validation import load_checked
 from models.weights import load_model, weights_path
 from trainer.cli import main as train_cli
 from trainer.corpus import PHOTOGRAPHS, VALIDATION_IMAGES, validation_set
+from trainer.evaluate import Evaluation, ImageScore
 from trainer.metrics import luma_psnr, luma_ssim
-from trainer.report import macs_per_output_pixel
+from trainer.report import macs_per_output_pixel, model_card
 from trainer.train import TrainConfig, train
 
 DATA = Path(__file__).parents[1] / "data"
@@ -68,7 +69,7 @@ def test_a_patch_no_wider_than_the_networks_rim_is_refused(photos: Path, tmp_pat
         train(config)
 
 
-def test_fine_tuning_starts_from_the_given_weights_and_keeps_their_variant(
+def test_fine_tuning_keeps_the_start_weights_variant_and_the_card_names_them(
     photos: Path, tmp_path: Path
 ) -> None:
     start = ESPCN(activation="tanh").state_dict()
@@ -77,10 +78,15 @@ def test_fine_tuning_starts_from_the_given_weights_and_keeps_their_variant(
         smoke_config(photos, tmp_path, steps=2), lr=0.0, init_weights=tmp_path / "start.pt"
     )
 
-    model, _ = train(config)
+    model, history = train(config)
+    score = ImageScore("0.png", 200, 160, 30.0, 31.0, 0.90, 0.91)
+    card = model_card(
+        "espcn", 2, model, config, history, Evaluation("espcn:2", "webp", [score]), None
+    )
 
     assert model.activation == "tanh"
     assert all(torch.equal(model.state_dict()[k], v) for k, v in start.items())
+    assert card["training"]["init_weights"] == str(tmp_path / "start.pt")
 
 
 def test_training_resumes_from_its_checkpoint(photos: Path, tmp_path: Path) -> None:
