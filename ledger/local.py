@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from contextlib import closing
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
-from ledger.base import LedgerUnavailable, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Totals
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -21,6 +23,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     images INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO ledger VALUES (1, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS debited (image_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS debited_at ON debited (at);
 """
 _ADD = (
     "UPDATE ledger SET original_bytes = original_bytes + ?, stored_bytes = stored_bytes + ?,"
@@ -36,14 +40,33 @@ class LocalLedger:
     async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
         await asyncio.to_thread(self._run, _ADD, (original_bytes, stored_bytes, images))
 
+    async def debit_once(self, image_id: str, original_bytes: int, stored_bytes: int) -> bool:
+        return await asyncio.to_thread(self._debit_once, image_id, original_bytes, stored_bytes)
+
     async def totals(self) -> Totals:
         return Totals(*await asyncio.to_thread(self._run, _READ, ()))
 
     def _run(self, statement: str, parameters: tuple[int, ...]) -> tuple[int, ...]:
+        with self._transaction() as db:
+            return tuple(db.execute(statement, parameters).fetchone() or ())
+
+    def _debit_once(self, image_id: str, original_bytes: int, stored_bytes: int) -> bool:
+        """One transaction: SQLite serialises it against every other process's."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM debited WHERE at < ?", (now - DEBIT_MEMORY_SECONDS,))
+            marked = db.execute("INSERT OR IGNORE INTO debited VALUES (?, ?)", (image_id, now))
+            if marked.rowcount != 1:
+                return False
+            db.execute(_ADD, (-original_bytes, -stored_bytes, -1))
+            return True
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=10)) as db, db:
                 db.executescript(_SCHEMA)
-                return tuple(db.execute(statement, parameters).fetchone() or ())
+                yield db
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailable(f"ledger {self.path}: {exc}") from exc

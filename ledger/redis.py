@@ -9,15 +9,25 @@ from __future__ import annotations
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ledger.base import LedgerUnavailable, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Totals
 
 LEDGER_KEY = "srstore:ledger"
 _FIELDS = ("original_bytes", "stored_bytes", "images")
+
+# KEYS: the ledger, the image's "debited" mark. ARGV: original bytes, stored bytes, lifetime.
+_DEBIT_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'original_bytes', -tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[1], 'stored_bytes', -tonumber(ARGV[2]))
+redis.call('HINCRBY', KEYS[1], 'images', -1)
+return 1
+"""
 
 
 class RedisLedger:
     def __init__(self, url: str) -> None:
         self.client = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._debit_once = self.client.register_script(_DEBIT_ONCE)
 
     async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
         try:
@@ -29,6 +39,16 @@ class RedisLedger:
                 await pipe.execute()
         except RedisError as exc:
             raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+
+    async def debit_once(self, image_id: str, original_bytes: int, stored_bytes: int) -> bool:
+        keys = [LEDGER_KEY, f"{LEDGER_KEY}:debited:{image_id}"]
+        try:
+            debited = await self._debit_once(
+                keys=keys, args=[original_bytes, stored_bytes, DEBIT_MEMORY_SECONDS]
+            )
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+        return bool(debited)
 
     async def totals(self) -> Totals:
         try:

@@ -14,8 +14,9 @@ import logging
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.services.images import ImageNotFound
 from app.services.inference import InferenceEngine
-from cache import HRCache
+from cache import HRCache, ImageDeleted
 from storage import ObjectStore
 from worker.queue import EXPIRED, JobQueue, Outcome, RenderJob
 
@@ -86,9 +87,7 @@ class Worker:
             elif await self.cache.get(job.key) is not None:
                 result = "cached"
             else:
-                data = await self.engine.render_object(self.store, job.key)
-                await self.cache.put(job.key, data)
-                metrics.CACHE_ENTRY_BYTES.observe(len(data))
+                await self._render(job)
         except Exception as exc:
             log.warning("job %s for %s failed: %s", entry_id, job.key, exc)
             outcome, result = Outcome.failure(exc), "failed"
@@ -98,6 +97,15 @@ class Worker:
             log.exception("could not acknowledge job %s; another worker will claim it", entry_id)
             return
         metrics.WORKER_JOBS.labels(result).inc()
+
+    async def _render(self, job: RenderJob) -> None:
+        """Render and cache; a delete that overtook the render makes it a ``not_found``."""
+        data = await self.engine.render_object(self.store, job.key)
+        try:
+            await self.cache.put(job.key, data)
+        except ImageDeleted:
+            raise ImageNotFound(job.key.image_id) from None
+        metrics.CACHE_ENTRY_BYTES.observe(len(data))
 
     async def _keep_claims(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
         """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth.

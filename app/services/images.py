@@ -130,7 +130,7 @@ class ImageService:
         metrics.IMAGES_UPLOADED.inc()
         metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
         metrics.STORED_BYTES.inc(meta.stored_bytes)
-        await self._record(meta, +1)
+        await self._credit(meta)
         return meta
 
     def _prepare(self, data: bytes) -> tuple[ImageMeta, bytes]:
@@ -199,22 +199,34 @@ class ImageService:
         return Rendition(data, media_type_of(data), etag, status, key.model)
 
     async def delete(self, image_id: str) -> None:
-        """Drop cached renditions before and after the object, so none outlives it."""
+        """Mark the image deleted in the cache before the object goes, then debit it once.
+
+        The mark comes first so that a render which read the object before the delete cannot
+        cache it after (see ``HRCache.drop_image``), and a DELETE that failed half-way can be
+        retried. Concurrent DELETEs of one image all answer 204; the ledger debits one.
+        """
         key = object_key(image_id)
         meta = await self.meta(image_id)
         await self.cache.drop_image(image_id)
         await self.store.delete(key)
-        await self.cache.drop_image(image_id)
-        metrics.IMAGES_DELETED.inc()
-        await self._record(meta, -1)
-
-    async def _record(self, meta: ImageMeta, sign: int) -> None:
-        """The object store already holds (or dropped) the image: a ledger failure only logs."""
         try:
-            await self.ledger.add(sign * meta.original_bytes, sign * meta.stored_bytes, sign)
+            debited = await self.ledger.debit_once(meta.id, meta.original_bytes, meta.stored_bytes)
         except LedgerUnavailable as exc:
-            metrics.LEDGER_ERRORS.inc()
-            log.warning("ledger not updated for %s: %s", meta.id, exc)
+            debited = True  # the image is gone either way; count the delete
+            self._ledger_failed(meta, exc)
+        if debited:
+            metrics.IMAGES_DELETED.inc()
+
+    async def _credit(self, meta: ImageMeta) -> None:
+        """The object store already holds the image: a ledger failure only logs."""
+        try:
+            await self.ledger.add(meta.original_bytes, meta.stored_bytes, 1)
+        except LedgerUnavailable as exc:
+            self._ledger_failed(meta, exc)
+
+    def _ledger_failed(self, meta: ImageMeta, exc: LedgerUnavailable) -> None:
+        metrics.LEDGER_ERRORS.inc()
+        log.warning("ledger not updated for %s: %s", meta.id, exc)
 
     async def check_ready(self) -> dict[str, str]:
         """Raise if a dependency is down; otherwise describe what serves."""

@@ -9,7 +9,6 @@ use, so a request that started on a version finishes on it even across a swap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -21,7 +20,7 @@ import torch
 from app import metrics
 from app.services.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from app.settings import Settings
-from cache import CacheKey, CacheUnavailable, HRCache
+from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
 from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
 from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
@@ -182,10 +181,15 @@ class LocalRenderer:
         self.cache = cache
 
     async def render(self, key: CacheKey) -> bytes:
+        """A render that a delete overtook answers 404, like every request after the delete."""
         data = await self.engine.render_object(self.store, key)
-        with contextlib.suppress(CacheUnavailable):
+        try:
             await self.cache.put(key, data)
-            metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        except CacheUnavailable:
+            return data
+        except ImageDeleted:
+            raise ImageNotFound(key.image_id) from None
+        metrics.CACHE_ENTRY_BYTES.observe(len(data))
         return data
 
     async def preload(self, label: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -51,6 +52,25 @@ async def test_an_upload_credits_every_total_and_a_delete_debits_it(ledger: Ledg
 
     assert moved(before, credited) == (1000, 70, 1)
     assert await ledger.totals() == before
+
+
+async def test_concurrent_debits_of_one_image_debit_it_once(
+    ledger: Ledger, open_ledger: Callable[[], Ledger]
+) -> None:
+    """Two processes (two ledger handles) racing twenty debits of the same image."""
+    other = open_ledger()
+    image_id = f"img-{uuid.uuid4().hex}"
+    await ledger.add(1000, 70, 1)
+    before = await ledger.totals()
+
+    debited = await asyncio.gather(
+        *(handle.debit_once(image_id, 1000, 70) for handle in [ledger, other] * 10)
+    )
+
+    assert debited.count(True) == 1
+    assert moved(before, await ledger.totals()) == (-1000, -70, -1)
+    assert await other.debit_once(image_id, 1000, 70) is False
+    await _close(other)
 
 
 async def test_totals_survive_reopening(ledger: Ledger, open_ledger: Callable[[], Ledger]) -> None:
