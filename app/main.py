@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.api import admin, health, images
 from app.errors import install_error_handlers
-from app.middleware import ResponseHeadersAndMetrics
+from app.middleware import RequestGate, ResponseHeadersAndMetrics
 from app.services.images import ImageService, Renderer
 from app.services.inference import InferenceEngine, LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(ResponseHeadersAndMetrics)
     return app
 
