@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,13 +16,25 @@ from typing import Literal, Protocol
 from pydantic import BaseModel
 
 from app import metrics
+from app.services.conditional import Preconditions, not_modified
+from app.services.renditions import (
+    RenditionPlan,
+    RenditionRequest,
+    check_access,
+    etag_of,
+    plan_rendition,
+)
 from app.services.singleflight import SingleFlight
 from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
 from imaging import (
+    SCALE,
     OutputFormat,
+    apply_geometry,
+    decode_stored,
     decode_upload,
     downscale,
+    encode_output,
     encode_stored,
     media_type_of,
 )
@@ -31,8 +44,8 @@ from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 log = logging.getLogger(__name__)
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
-_LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
-AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
+PLAIN_READ = RenditionRequest()  # the upload's own size and format
+NO_PRECONDITIONS = Preconditions()
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -58,6 +71,7 @@ class ImageMeta(BaseModel):
     stored_bytes: int
     served_format: OutputFormat
     created_at: datetime
+    greyscale: bool = False  # served as greyscale wherever the output format can hold it
 
     def to_metadata(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.model_dump(mode="json").items()}
@@ -91,7 +105,25 @@ class Rendition:
     etag: str
     cache: CacheStatus
     model: str
+    last_modified: datetime
+    negotiated: bool = False  # the format came from Accept: the response varies on it
+    degraded: bool = False  # bicubic served because no model does: cache briefly
     not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """The stored bytes (empty when only validators were asked for) and their validators."""
+
+    data: bytes
+    media_type: str
+    etag: str
+    last_modified: datetime
+    not_modified: bool = False
+
+
+def meta_etag(meta: ImageMeta) -> str:
+    return etag_of("meta:" + meta.model_dump_json())
 
 
 def new_image_id() -> str:
@@ -148,6 +180,7 @@ class ImageService:
             stored_bytes=len(stored),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
+            greyscale=decoded.greyscale,
         )
         return meta, stored
 
@@ -157,25 +190,75 @@ class ImageService:
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
 
-    async def stored(self, image_id: str) -> tuple[bytes, str]:
+    async def cached_meta(self, image_id: str) -> ImageMeta:
+        """The upload's metadata, kept in the HR cache beside its renditions.
+
+        Every read needs it (format, size, upload time), and a hit must not cost a round trip
+        to the object store; DELETE drops it with the renditions.
+        """
+        key = CacheKey(image_id, "meta", "json")
+        with contextlib.suppress(CacheUnavailable):
+            if (cached := await self.cache.get(key)) is not None:
+                return ImageMeta.model_validate_json(cached)
+        meta = await self.meta(image_id)
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.put(key, meta.model_dump_json().encode())
+        return meta
+
+    async def stored(
+        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+    ) -> StoredCopy:
+        """The stored copy's bytes; validators only when the client's copy is current."""
+        meta = await self.cached_meta(image_id)
+        etag = etag_of(f"stored:{image_id}:{meta.created_at.isoformat()}")
+        if not_modified(preconditions, etag, meta.created_at):
+            return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
         try:
             stored = await self.store.get(object_key(image_id))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
-        return stored.data, media_type_of(stored.data)
+        return StoredCopy(stored.data, media_type_of(stored.data), etag, meta.created_at)
 
     async def fetch(
         self,
         image_id: str,
-        fmt: OutputFormat | None,
-        quality: int | None,
-        if_none_match: str | None = None,
+        request: RenditionRequest = PLAIN_READ,
+        preconditions: Preconditions = NO_PRECONDITIONS,
     ) -> Rendition:
-        """Serve from the cache, or render once however many callers miss together."""
+        """Serve from the cache, or render once however many callers miss together.
+
+        A size at or below the stored copy's is made from the stored copy alone, in this
+        process: no model runs and no worker is asked.
+        """
         object_key(image_id)
-        quality = quality if fmt in _LOSSY else None
-        key = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
-        etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
+        check_access(image_id, request, self.settings)
+        meta = await self.cached_meta(image_id)
+        plan = plan_rendition(
+            image_id,
+            meta.width,
+            meta.height,
+            meta.served_format,
+            request,
+            self.models.label,
+            self.settings,
+        )
+        key = plan.key
+
+        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
+            return Rendition(
+                data,
+                media_type_of(data) if data else "",
+                plan.etag,
+                status,
+                key.model,
+                meta.created_at,
+                plan.negotiated,
+                plan.degraded,
+                unchanged,
+            )
+
+        if not_modified(preconditions, plan.etag, meta.created_at):
+            return rendition(b"", "HIT", unchanged=True)
         status: CacheStatus = "MISS"
         try:
             data = await self.cache.get(key)
@@ -183,20 +266,37 @@ class ImageService:
             data, status = None, "BYPASS"
         if data is not None:
             metrics.CACHE_REQUESTS.labels("hit").inc()
-            return Rendition(
-                data,
-                media_type_of(data),
-                etag,
-                "HIT",
-                key.model,
-                not_modified=_matches(if_none_match, etag),
-            )
+            return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
-        if _matches(if_none_match, etag):
-            await self.meta(image_id)
-            return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self.renderer.render(key))
-        return Rendition(data, media_type_of(data), etag, status, key.model)
+        if plan.from_stored_copy:
+            data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
+        else:
+            data = await self._flights.run(str(key), lambda: self.renderer.render(key))
+        return rendition(data, status)
+
+    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        """A thumbnail by antialiased downscale of the stored copy, cached like any rendition."""
+        try:
+            stored = await self.store.get(object_key(meta.id))
+        except ObjectNotFound:
+            raise ImageNotFound(meta.id) from None
+        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
+        metrics.RENDITIONS.labels("stored_copy").inc()
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.put(plan.key, data)
+            metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        return data
+
+    def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        started = time.perf_counter()
+        low_res = decode_stored(stored)
+        source = (0.0, 0.0, meta.width / SCALE, meta.height / SCALE)
+        image = apply_geometry(low_res, plan.geometry, source)
+        if meta.greyscale:
+            image = image.convert("L")
+        data = encode_output(image, plan.fmt, plan.key.quality, self.settings.output_encoding)
+        metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
+        return data
 
     async def delete(self, image_id: str) -> None:
         """Drop cached renditions before and after the object, so none outlives it."""
@@ -247,9 +347,3 @@ async def _answers(ping: Awaitable[None]) -> bool:
     except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
         return False
     return True
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]
