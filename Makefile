@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server promtool load
+.PHONY: run test lint clean redis-server promtool icc-profiles load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ redis-server:
 promtool:
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
-test: $(VENV)/.dev redis-server promtool
+# Wide-gamut and CMYK ICC profiles for the colour-management tests (Debian, DFSG-free).
+icc-profiles:
+	@[ -f /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ] && [ -f /usr/share/color/icc/ghostscript/ps_cmyk.icc ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q icc-profiles-free libgs-common; }
+
+test: $(VENV)/.dev redis-server promtool icc-profiles
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app models storage cache imaging ledger worker trainer bench

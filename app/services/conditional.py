@@ -93,12 +93,11 @@ def byte_range(
             raise RangeNotSatisfiable(length)
         return max(0, length - suffix), length - 1
     first = int(first_text)
-    last = int(last_text) if last_text else length - 1
-    if last < first:
-        return None
+    if last_text and int(last_text) < first:
+        return None  # invalid: ignored
     if first >= length:
         raise RangeNotSatisfiable(length)
-    return first, min(last, length - 1)
+    return first, min(int(last_text) if last_text else length - 1, length - 1)
 
 
 def _if_range_holds(if_range: str, etag: str, last_modified: datetime) -> bool:
