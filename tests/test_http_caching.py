@@ -25,7 +25,9 @@ async def upload(client: httpx.AsyncClient, data: bytes) -> dict:
 
 
 @pytest.fixture
-async def served_embedded(embedded_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def served_embedded(
+    embedded_settings: Settings,
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     async with serving(embedded_settings) as pair:
         yield pair
 
@@ -135,7 +137,9 @@ async def test_if_none_match_compares_weakly_and_takes_lists_and_star(
 
 
 async def test_a_revalidation_costs_no_render(
-    embedded: httpx.AsyncClient, served_embedded: tuple[FastAPI, httpx.AsyncClient], photo_bytes: bytes
+    embedded: httpx.AsyncClient,
+    served_embedded: tuple[FastAPI, httpx.AsyncClient],
+    photo_bytes: bytes,
 ) -> None:
     """The ETag is known from the request alone, so even an uncached rendition revalidates."""
     app = served_embedded[0]
@@ -183,7 +187,9 @@ async def test_if_none_match_takes_precedence_over_if_modified_since(
     assert garbage.status_code == 200
 
 
-async def test_range_requests_get_206_and_416(embedded: httpx.AsyncClient, photo_bytes: bytes) -> None:
+async def test_range_requests_get_206_and_416(
+    embedded: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
     meta = await upload(embedded, photo_bytes)
     url = f"/v1/images/{meta['id']}"
     whole = await embedded.get(url)
@@ -284,7 +290,9 @@ async def test_a_normal_answer_keeps_the_long_max_age(
     assert response.headers["cache-control"] == "public, max-age=86400"
 
 
-@pytest.mark.parametrize("path", ["/v1/images/AAAAAAAAAAAAAAAAAAAAAA", "/v1/images/bad id", "/nowhere"])
+@pytest.mark.parametrize(
+    "path", ["/v1/images/AAAAAAAAAAAAAAAAAAAAAA", "/v1/images/bad id", "/nowhere"]
+)
 async def test_errors_are_not_cacheable(embedded: httpx.AsyncClient, path: str) -> None:
     response = await embedded.get(path)
 

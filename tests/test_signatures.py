@@ -27,7 +27,9 @@ async def signing(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def test_a_plain_url_needs_no_signature(signing: httpx.AsyncClient, photo_bytes: bytes) -> None:
+async def test_a_plain_url_needs_no_signature(
+    signing: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
     image_id = await upload(signing, photo_bytes)
 
     assert (await signing.get(f"/v1/images/{image_id}")).status_code == 200
@@ -61,9 +63,7 @@ async def test_a_signed_url_is_served_in_any_parameter_order(
     sig = sign(KEY, image_id, query)
 
     response = await signing.get(f"/v1/images/{image_id}", params=[*query, ("sig", sig)])
-    reordered = await signing.get(
-        f"/v1/images/{image_id}", params=[("sig", sig), *reversed(query)]
-    )
+    reordered = await signing.get(f"/v1/images/{image_id}", params=[("sig", sig), *reversed(query)])
 
     assert response.status_code == reordered.status_code == 200
     assert response.headers["etag"] == reordered.headers["etag"]

@@ -74,7 +74,11 @@ def alpha_image(width: int = 203, height: int = 131) -> Image.Image:
 
 
 async def test_a_thumbnail_at_or_below_the_stored_size_runs_no_model(
-    client: httpx.AsyncClient, app: FastAPI, settings: Settings, photo: Image.Image, photo_bytes: bytes
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+    photo: Image.Image,
+    photo_bytes: bytes,
 ) -> None:
     image_id = await upload(client, photo_bytes)  # 602x402, stored at 151x101
     before = samples((await client.get("/metrics")).text)
@@ -95,7 +99,11 @@ async def test_a_thumbnail_at_or_below_the_stored_size_runs_no_model(
 
 
 async def test_a_size_above_the_stored_copy_is_super_resolved_then_resized(
-    client: httpx.AsyncClient, app: FastAPI, settings: Settings, photo: Image.Image, photo_bytes: bytes
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+    photo: Image.Image,
+    photo_bytes: bytes,
 ) -> None:
     image_id = await upload(client, photo_bytes)
     upscaler = await upscaler_of(app, settings)
@@ -219,9 +227,7 @@ async def test_enlarge_is_bounded_by_the_pixel_limit(tmp_path: Path, photo_bytes
     async with serving(Settings(data_dir=tmp_path, max_pixels=1_000_000)) as (_, client):
         image_id = await upload(client, photo_bytes)
 
-        response = await client.get(
-            f"/v1/images/{image_id}", params={"w": 16384, "enlarge": "1"}
-        )
+        response = await client.get(f"/v1/images/{image_id}", params={"w": 16384, "enlarge": "1"})
 
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_size"
@@ -234,5 +240,7 @@ async def test_greyscale_stays_greyscale_at_every_size(
     image_id = await upload(embedded, encode(photo.convert("L"), "PNG"), "image/png")
 
     for params in ({}, {"w": 100}, {"w": 300}):
-        served = decode(await embedded.get(f"/v1/images/{image_id}", params={**params, "format": fmt}))
+        served = decode(
+            await embedded.get(f"/v1/images/{image_id}", params={**params, "format": fmt})
+        )
         assert served.mode == mode, params
