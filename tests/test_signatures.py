@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.cli import main
 from app.services.renditions import sign
 from app.settings import Settings
 from tests.conftest import serving
@@ -126,3 +127,20 @@ async def test_a_signed_url_may_ask_for_any_width(tmp_path: Path, photo_bytes: b
         response = await client.get(f"/v1/images/{image_id}", params={"w": 123, "sig": sig})
 
     assert response.status_code == 200
+
+
+async def test_the_cli_prints_a_url_the_service_accepts(
+    signing: httpx.AsyncClient,
+    photo_bytes: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image_id = await upload(signing, photo_bytes)
+    monkeypatch.setenv("SRSTORE_URL_SIGNING_KEY", KEY)
+
+    assert main(["sign-url", image_id, "w=120", "fit=cover", "h=80"]) == 0
+
+    url = capsys.readouterr().out.strip()
+    response = await signing.get(url)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"

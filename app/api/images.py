@@ -60,8 +60,24 @@ async def upload_image(
     return meta
 
 
+def _header(description: str) -> dict[str, object]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+_IMAGE_HEADERS = {
+    "ETag": _header("Strong tag of the rendition: image, model, size, format, quality, encoder."),
+    "Last-Modified": _header("The upload time (If-Modified-Since compares with it)."),
+    "Cache-Control": _header(
+        "public, max-age=SRSTORE_HTTP_MAX_AGE_SECONDS; SRSTORE_HTTP_DEGRADED_MAX_AGE_SECONDS "
+        "when bicubic served (X-Model-Version: bicubic)."
+    ),
+    "Vary": _header("Accept, whenever the format was negotiated (no format= given)."),
+    "Accept-Ranges": _header("bytes"),
+    "X-Cache": _header("HIT, MISS or BYPASS (cache down)."),
+    "X-Model-Version": _header("The model that rendered it; none for a stored-copy thumbnail."),
+}
 _IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": _IMAGE_CONTENT},
+    200: {"content": _IMAGE_CONTENT, "headers": _IMAGE_HEADERS},
     206: {"description": "One byte range of the image (`Range: bytes=first-last`)"},
     304: {"description": "Not modified: `If-None-Match` or `If-Modified-Since` matched"},
     403: {"description": "A signing key is configured and `sig` is missing or wrong"},
