@@ -300,7 +300,7 @@ async def test_unknown_query_parameters_are_ignored(client: httpx.AsyncClient) -
     created = await post_raw(client, encode(Image.new("RGB", (8, 8)), "PNG"), "image/png")
 
     response = await client.get(
-        f"/v1/images/{created.json()['id']}", params={"width": "99999", "x": "\x00", "fit": "y"}
+        f"/v1/images/{created.json()['id']}", params={"width": "99999", "x": "\x00", "crop": "y"}
     )
 
     assert response.status_code == 200

@@ -298,3 +298,26 @@ async def test_errors_are_not_cacheable(embedded: httpx.AsyncClient, path: str) 
 
     assert response.status_code in (400, 404)
     assert response.headers["cache-control"] == "no-store"
+
+
+async def test_an_image_deleted_by_another_process_is_gone_here_too(
+    full_settings: Settings, photo_bytes: bytes
+) -> None:
+    """Each process remembers metadata; a delete elsewhere must still end every answer."""
+    async with serving(full_settings) as (_, here), serving(full_settings) as (_, there):
+        meta = await upload(here, photo_bytes)
+        url = f"/v1/images/{meta['id']}"
+        etag = (await here.get(url)).headers["etag"]
+        thumb_etag = (await here.get(url, params={"w": 100})).headers["etag"]
+
+        assert (await there.delete(url)).status_code == 204
+
+        plain = await here.get(url)
+        thumb = await here.get(url, params={"w": 100})
+        revalidated = await here.get(url, headers={"if-none-match": etag})
+        thumb_revalidated = await here.get(
+            url, params={"w": 100}, headers={"if-none-match": thumb_etag}
+        )
+
+    assert [plain.status_code, thumb.status_code] == [404, 404]
+    assert [revalidated.status_code, thumb_revalidated.status_code] == [404, 404]

@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 PLAIN_READ = RenditionRequest()  # the upload's own size and format
 NO_PRECONDITIONS = Preconditions()
+KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -154,6 +156,7 @@ class ImageService:
         self.models = models
         self.ledger = ledger
         self._flights: SingleFlight[bytes] = SingleFlight()
+        self._known: OrderedDict[str, ImageMeta] = OrderedDict()
 
     async def upload(self, data: bytes) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write."""
@@ -197,13 +200,34 @@ class ImageService:
         to the object store; DELETE drops it with the renditions.
         """
         key = CacheKey(image_id, "meta", "json")
+        meta: ImageMeta | None = None
         with contextlib.suppress(CacheUnavailable):
             if (cached := await self.cache.get(key)) is not None:
-                return ImageMeta.model_validate_json(cached)
-        meta = await self.meta(image_id)
-        with contextlib.suppress(CacheUnavailable):
-            await self.cache.put(key, meta.model_dump_json().encode())
+                meta = ImageMeta.model_validate_json(cached)
+        if meta is None:
+            meta = await self.meta(image_id)
+            with contextlib.suppress(CacheUnavailable):
+                await self.cache.put(key, meta.model_dump_json().encode())
+        return self._remember(meta)
+
+    def _remember(self, meta: ImageMeta) -> ImageMeta:
+        self._known[meta.id] = meta
+        self._known.move_to_end(meta.id)
+        while len(self._known) > KNOWN_IMAGES:
+            self._known.popitem(last=False)
         return meta
+
+    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
+        """Metadata remembered in this process when it is safe to, else from the shared cache.
+
+        Metadata never changes, but an image may be deleted by another process. A hit is still
+        right: DELETE drops the renditions, so a hit proves the image exists, and a miss reads
+        the object, which answers 404. A 304 proves nothing, so conditional requests always
+        read the shared copy.
+        """
+        conditional = preconditions != NO_PRECONDITIONS
+        known = None if conditional else self._known.get(image_id)
+        return known or await self.cached_meta(image_id)
 
     async def stored(
         self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
@@ -232,7 +256,7 @@ class ImageService:
         """
         object_key(image_id)
         check_access(image_id, request, self.settings)
-        meta = await self.cached_meta(image_id)
+        meta = await self._meta_for_read(image_id, preconditions)
         plan = plan_rendition(
             image_id,
             meta.width,
@@ -302,6 +326,7 @@ class ImageService:
         """Drop cached renditions before and after the object, so none outlives it."""
         key = object_key(image_id)
         meta = await self.meta(image_id)
+        self._known.pop(image_id, None)
         await self.cache.drop_image(image_id)
         await self.store.delete(key)
         await self.cache.drop_image(image_id)
