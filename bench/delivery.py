@@ -103,6 +103,21 @@ async def timed(http: httpx.AsyncClient, path: str, params: dict[str, str]) -> f
     return time.perf_counter() - started
 
 
+async def interleaved(
+    http: httpx.AsyncClient, requests: dict[str, list[tuple[str, dict[str, str]]]], pid: int
+) -> dict[str, tuple[list[float], float]]:
+    """Latencies and total API CPU seconds per kind, the kinds taking turns request by request."""
+    latencies: dict[str, list[float]] = {name: [] for name in requests}
+    cpu = dict.fromkeys(requests, 0.0)
+    for index in range(len(next(iter(requests.values())))):
+        for name, queue in requests.items():
+            path, params = queue[index]
+            before = cpu_seconds(pid)
+            latencies[name].append(await timed(http, path, params))
+            cpu[name] += cpu_seconds(pid) - before
+    return {name: (latencies[name], cpu[name]) for name in requests}
+
+
 async def http_rows(api: ApiProcess, static: Path, misses: int, hits: int) -> list[list[str]]:
     rows: list[list[str]] = []
     pid = api.process.pid
@@ -122,21 +137,20 @@ async def http_rows(api: ApiProcess, static: Path, misses: int, hits: int) -> li
         (static / "hot.jpg").write_bytes((await http.get(hot)).content)
         for params in kinds.values():  # warm both render paths
             await timed(http, (await upload(http, data, 1))[0], params)
-        for name, path in (("static file, same bytes", "/static/hot.jpg"), ("cache hit", hot)):
-            await timed(http, path, {})
-            before = cpu_seconds(pid)
-            latencies = [await timed(http, path, {}) for _ in range(hits)]
-            row(name, latencies, cpu_seconds(pid) - before)
-        paths = {name: await upload(http, data, misses) for name in kinds}
-        latencies_of: dict[str, list[float]] = {name: [] for name in kinds}
-        cpu_of = dict.fromkeys(kinds, 0.0)
-        for index in range(misses):
-            for name, params in kinds.items():
-                before = cpu_seconds(pid)
-                latencies_of[name].append(await timed(http, paths[name][index], params))
-                cpu_of[name] += cpu_seconds(pid) - before
-        for name in kinds:
-            row(name, latencies_of[name], cpu_of[name])
+        # The static file and the hit take turns request by request, as do the two misses,
+        # so each pair sees the same background load.
+        same = {"static file, same bytes": "/static/hot.jpg", "cache hit": hot}
+        no_params: dict[str, str] = {}
+        await interleaved(http, {n: [(p, no_params)] * 20 for n, p in same.items()}, pid)
+        hit_requests = {name: [(path, no_params)] * hits for name, path in same.items()}
+        for name, (latencies, cpu) in (await interleaved(http, hit_requests, pid)).items():
+            row(name, latencies, cpu)
+        miss_requests = {
+            name: [(path, params) for path in await upload(http, data, misses)]
+            for name, params in kinds.items()
+        }
+        for name, (latencies, cpu) in (await interleaved(http, miss_requests, pid)).items():
+            row(name, latencies, cpu)
     return rows
 
 
