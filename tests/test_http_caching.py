@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.services.conditional import RangeNotSatisfiable, byte_range
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import serving
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.cli import main
 from app.services.renditions import sign
-from app.settings import Settings
+from config.settings import Settings
+from srstore.cli import main
 from tests.conftest import serving
 
 KEY = "a-signing-key-of-32-characters!!"

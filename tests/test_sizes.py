@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import encode, serving
 from tests.support.metrics import samples
 

@@ -17,9 +17,10 @@ from app.services.conditional import (
     http_date,
     not_modified,
 )
-from app.services.images import ImageMeta, meta_etag
+from app.services.images import meta_etag
 from app.services.renditions import RenditionRequest
 from imaging import Fit, OutputFormat
+from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections import OrderedDict
@@ -13,8 +12,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
-
-from pydantic import BaseModel
 
 from app import metrics
 from app.services.conditional import Preconditions, not_modified
@@ -26,11 +23,10 @@ from app.services.renditions import (
     plan_rendition,
 )
 from app.services.singleflight import SingleFlight
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.settings import Settings
 from imaging import (
     SCALE,
-    OutputFormat,
     apply_geometry,
     decode_stored,
     decode_upload,
@@ -40,47 +36,17 @@ from imaging import (
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
+from render import metrics as render_metrics
+from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 PLAIN_READ = RenditionRequest()  # the upload's own size and format
 NO_PRECONDITIONS = Preconditions()
 KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
-
-
-class InvalidImageId(ValueError):
-    """The id is not one srstore could have issued."""
-
-
-class ImageNotFound(LookupError):
-    """No image with that id."""
-
-
-class ImageMeta(BaseModel):
-    """What srstore knows about an upload; kept as the stored object's metadata."""
-
-    id: str
-    width: int
-    height: int
-    stored_width: int
-    stored_height: int
-    content_type: str
-    original_bytes: int
-    stored_bytes: int
-    served_format: OutputFormat
-    created_at: datetime
-    greyscale: bool = False  # served as greyscale wherever the output format can hold it
-
-    def to_metadata(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
-        return cls.model_validate(metadata)
 
 
 class Renderer(Protocol):
@@ -131,12 +97,6 @@ def meta_etag(meta: ImageMeta) -> str:
 def new_image_id() -> str:
     """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
     return secrets.token_urlsafe(16)
-
-
-def object_key(image_id: str) -> str:
-    if not _ID_PATTERN.match(image_id):
-        raise InvalidImageId("image ids are 22 URL-safe base64 characters")
-    return f"images/{image_id}"
 
 
 class ImageService:
@@ -305,10 +265,10 @@ class ImageService:
         except ObjectNotFound:
             raise ImageNotFound(meta.id) from None
         data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
-        metrics.RENDITIONS.labels("stored_copy").inc()
+        render_metrics.RENDITIONS.labels("stored_copy").inc()
         with contextlib.suppress(CacheUnavailable):
             await self.cache.put(plan.key, data)
-            metrics.CACHE_ENTRY_BYTES.observe(len(data))
+            render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
         return data
 
     def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
@@ -319,7 +279,7 @@ class ImageService:
         if meta.greyscale:
             image = image.convert("L")
         data = encode_output(image, plan.fmt, plan.key.quality, self.settings.output_encoding)
-        metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
+        render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
         return data
 
     async def delete(self, image_id: str) -> None:

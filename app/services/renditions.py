@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from app.settings import Settings
 from cache import CacheKey
+from config.settings import Settings
 from imaging import (
     SCALE,
     Fit,

@@ -18,10 +18,8 @@ from typing import cast
 
 import torch
 
-from app import metrics
-from app.services.images import ImageMeta, ImageNotFound, object_key
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.settings import Settings
 from imaging import (
     Geometry,
     OutputEncoding,
@@ -35,6 +33,8 @@ from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
+from render import metrics
+from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)

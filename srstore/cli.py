@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from app import models_cli
+from srstore import models_cli
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
-    from app.settings import Settings
+    from config.settings import Settings
 
     settings = Settings()
     if args.command == "models":
