@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import encode, serving
 
 ICC = Path("/usr/share/color/icc")
