@@ -38,6 +38,7 @@ ENCODERS: list[tuple[str, str, dict[str, int]]] = [
     ("AVIF q60 speed 4", "AVIF", {"quality": 60, "speed": 4}),
     ("AVIF q60 speed 6 (Pillow default)", "AVIF", {"quality": 60, "speed": 6}),
     ("AVIF q60 speed 8 (served)", "AVIF", {"quality": 60, "speed": 8}),
+    ("AVIF q60 speed 9", "AVIF", {"quality": 60, "speed": 9}),
     ("AVIF q60 speed 10", "AVIF", {"quality": 60, "speed": 10}),
 ]
 

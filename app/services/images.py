@@ -26,6 +26,7 @@ from app.services.singleflight import SingleFlight
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.settings import Settings
 from imaging import (
+    MEDIA_TYPES,
     SCALE,
     apply_geometry,
     decode_stored,
@@ -231,7 +232,7 @@ class ImageService:
         def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
             return Rendition(
                 data,
-                media_type_of(data) if data else "",
+                MEDIA_TYPES[plan.fmt],
                 plan.etag,
                 status,
                 key.model,
