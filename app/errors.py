@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import QueueFull, RenderFailed, RenderTimeout
 from app.services.renditions import InvalidSignature, SizeNotAllowed
@@ -58,6 +59,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     InvalidSize: (422, "invalid_size"),
     SizeNotAllowed: (400, "size_not_allowed"),
     InvalidSignature: (403, "invalid_signature"),
+    InvalidCursor: (400, "invalid_cursor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),
     InvalidWeights: (422, "invalid_weights"),

@@ -1,4 +1,4 @@
-"""``/v1/images``: upload, fetch at full resolution, stored copy, metadata, delete."""
+"""``/v1/images``: upload, list, fetch at full resolution, stored copy, metadata, delete."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from app.services.conditional import (
     http_date,
     not_modified,
 )
-from app.services.images import meta_etag
+from app.services.images import ImagePage, meta_etag
 from app.services.renditions import RenditionRequest
 from imaging import Fit, OutputFormat
 from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
+MAX_PAGE = 100
 
 MAX_SIDE = 16_384  # the largest w or h accepted at all; the pixel limit bounds w x h
 MAX_DPR = 4.0
@@ -84,6 +85,17 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
     403: {"description": "A signing key is configured and `sig` is missing or wrong"},
     416: {"description": "The range lies outside the image's bytes"},
 }
+
+
+@router.get("", response_model=ImagePage, summary="A page of stored images, in id order")
+async def list_images(
+    images: ImageServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Images on this page.")] = 24,
+    cursor: Annotated[
+        str | None, Query(description="The previous page's next_cursor; omit for the first.")
+    ] = None,
+) -> ImagePage:
+    return await images.list_images(limit, cursor)
 
 
 @router.api_route(
