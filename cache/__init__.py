@@ -16,7 +16,7 @@ from cache.redis import RedisCache
 from cache.tombstones import Tombstones
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 
 def make_cache(settings: Settings) -> HRCache:

@@ -16,10 +16,10 @@ import pytest
 import redis
 from fastapi import FastAPI
 
-from app.services.inference import LocalRenderer
-from app.settings import Settings
 from bench.delete_soak import soak
 from cache import CacheKey
+from config.settings import Settings
+from render.inference import LocalRenderer
 from tests.conftest import encode, serving
 from tests.support.metrics import ledger
 from tests.support.process import start_api

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import serving
 from tests.support.process import ApiProcess, start_api
 from tests.test_bad_input import assert_error

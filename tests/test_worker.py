@@ -12,15 +12,15 @@ import redis
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.settings import Settings
 from cache import CacheKey
+from config.settings import Settings
 from models.archs import build_model
 from models.weights import weights_path
+from render.queue import GROUP
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
 from tests.support.process import WorkerProcess, start_worker
 from tests.support.proxy import DelayProxy
 from tests.support.servers import RedisServer, SeaweedServer
-from worker.queue import GROUP
 
 pytestmark = pytest.mark.full
 
@@ -236,7 +236,7 @@ async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
     async with serving(queue_settings) as (app, client):
         image_id = await upload(client, photo_bytes)
         service = app.state.image_service
-        key = CacheKey(image_id, app.state.models.label, "auto")
+        key = CacheKey(image_id, app.state.models.label, "jpeg", 90, "", "")
         await service.cache.put(key, b"already rendered elsewhere")
         before = jobs(worker, "cached")
 

@@ -13,12 +13,13 @@ import logging
 
 from redis.exceptions import RedisError
 
-from app import metrics
-from app.services.images import ImageNotFound
-from app.services.inference import InferenceEngine
 from cache import HRCache, ImageDeleted
+from render import metrics as render_metrics
+from render.images import ImageNotFound
+from render.inference import InferenceEngine
+from render.queue import EXPIRED, JobQueue, Outcome, RenderJob
 from storage import ObjectStore
-from worker.queue import EXPIRED, JobQueue, Outcome, RenderJob
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Worker:
             await self.cache.put(job.key, data)
         except ImageDeleted:
             raise ImageNotFound(job.key.image_id) from None
-        metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
 
     async def _keep_claims(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
         """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth.

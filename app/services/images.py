@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import base64
+import binascii
+import contextlib
 import logging
-import re
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,56 +18,58 @@ from typing import Literal, Protocol
 from pydantic import BaseModel
 
 from app import metrics
+from app.services.conditional import Preconditions, not_modified
+from app.services.renditions import (
+    RenditionPlan,
+    RenditionRequest,
+    check_access,
+    etag_of,
+    plan_rendition,
+)
 from app.services.singleflight import SingleFlight
-from app.settings import Settings
-from cache import CacheKey, CacheUnavailable, HRCache
+from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
+from config.settings import Settings
 from imaging import (
-    OutputFormat,
+    MEDIA_TYPES,
+    SCALE,
+    apply_geometry,
+    decode_stored,
     decode_upload,
     downscale,
+    encode_output,
     encode_stored,
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
+from render import metrics as render_metrics
+from render.images import (
+    IMAGES_PREFIX,
+    ImageMeta,
+    ImageNotFound,
+    InvalidImageId,
+    object_key,
+)
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
-_LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
-AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
+PLAIN_READ = RenditionRequest()  # the upload's own size and format
+NO_PRECONDITIONS = Preconditions()
+KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
+_MAX_CURSOR = 200
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
 
-class InvalidImageId(ValueError):
-    """The id is not one srstore could have issued."""
+class InvalidCursor(ValueError):
+    """The cursor is not one a listing page handed out."""
 
 
-class ImageNotFound(LookupError):
-    """No image with that id."""
+class ImagePage(BaseModel):
+    """One page of the image listing; ``next_cursor`` fetches the next (null: this is the last)."""
 
-
-class ImageMeta(BaseModel):
-    """What srstore knows about an upload; kept as the stored object's metadata."""
-
-    id: str
-    width: int
-    height: int
-    stored_width: int
-    stored_height: int
-    content_type: str
-    original_bytes: int
-    stored_bytes: int
-    served_format: OutputFormat
-    created_at: datetime
-
-    def to_metadata(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
-        return cls.model_validate(metadata)
+    images: list[ImageMeta]
+    next_cursor: str | None
 
 
 class Renderer(Protocol):
@@ -91,7 +96,25 @@ class Rendition:
     etag: str
     cache: CacheStatus
     model: str
+    last_modified: datetime
+    negotiated: bool = False  # the format came from Accept: the response varies on it
+    degraded: bool = False  # bicubic served because no model does: cache briefly
     not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """The stored bytes (empty when only validators were asked for) and their validators."""
+
+    data: bytes
+    media_type: str
+    etag: str
+    last_modified: datetime
+    not_modified: bool = False
+
+
+def meta_etag(meta: ImageMeta) -> str:
+    return etag_of("meta:" + meta.model_dump_json())
 
 
 def new_image_id() -> str:
@@ -99,10 +122,19 @@ def new_image_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def object_key(image_id: str) -> str:
-    if not _ID_PATTERN.match(image_id):
-        raise InvalidImageId("image ids are 22 URL-safe base64 characters")
-    return f"images/{image_id}"
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    """The store key a cursor resumes after: opaque to clients, so the key layout can change."""
+    key = ""
+    if len(cursor) <= _MAX_CURSOR:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    if not key.startswith(IMAGES_PREFIX):
+        raise InvalidCursor("the cursor is not the next_cursor of a listing page")
+    return key
 
 
 class ImageService:
@@ -122,6 +154,7 @@ class ImageService:
         self.models = models
         self.ledger = ledger
         self._flights: SingleFlight[bytes] = SingleFlight()
+        self._known: OrderedDict[str, ImageMeta] = OrderedDict()
 
     async def upload(self, data: bytes) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write."""
@@ -148,6 +181,7 @@ class ImageService:
             stored_bytes=len(stored),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
+            greyscale=decoded.greyscale,
         )
         return meta, stored
 
@@ -157,25 +191,125 @@ class ImageService:
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
 
-    async def stored(self, image_id: str) -> tuple[bytes, str]:
+    async def cached_meta(self, image_id: str) -> ImageMeta:
+        """The upload's metadata, kept in the HR cache beside its renditions.
+
+        Every read needs it (format, size, upload time), and a hit must not cost a round trip
+        to the object store; DELETE drops it with the renditions.
+        """
+        key = CacheKey(image_id, "meta", "json")
+        meta: ImageMeta | None = None
+        with contextlib.suppress(CacheUnavailable):
+            if (cached := await self.cache.get(key)) is not None:
+                meta = ImageMeta.model_validate_json(cached)
+        if meta is None:
+            meta = await self.meta(image_id)
+            await self._keep(key, meta.model_dump_json().encode())
+        return self._remember(meta)
+
+    async def _keep(self, key: CacheKey, data: bytes) -> bool:
+        """Cache best effort (False when the cache is down); a DELETE that overtook the read
+        makes it a 404, as for any request after the DELETE."""
+        try:
+            await self.cache.put(key, data)
+        except CacheUnavailable:
+            return False
+        except ImageDeleted:
+            raise ImageNotFound(key.image_id) from None
+        return True
+
+    def _remember(self, meta: ImageMeta) -> ImageMeta:
+        self._known[meta.id] = meta
+        self._known.move_to_end(meta.id)
+        while len(self._known) > KNOWN_IMAGES:
+            self._known.popitem(last=False)
+        return meta
+
+    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
+        """Metadata remembered in this process when it is safe to, else from the shared cache.
+
+        Metadata never changes, but an image may be deleted by another process. A hit is still
+        right: DELETE drops the renditions, so a hit proves the image exists, and a miss reads
+        the object, which answers 404. A 304 proves nothing, so conditional requests always
+        read the shared copy.
+        """
+        conditional = preconditions != NO_PRECONDITIONS
+        known = None if conditional else self._known.get(image_id)
+        return known or await self.cached_meta(image_id)
+
+    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+        """A page in id order from the store's own listing: one request, then one HEAD per image.
+
+        An image deleted between the two is left out, so a page may hold fewer than ``limit``.
+        """
+        after = _decode_cursor(cursor) if cursor is not None else None
+        page = await self.store.list_page(IMAGES_PREFIX, limit, after)
+        ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
+        found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
+        next_cursor = _encode_cursor(page.next_after) if page.next_after else None
+        return ImagePage(images=[m for m in found if m is not None], next_cursor=next_cursor)
+
+    async def _meta_if_present(self, image_id: str) -> ImageMeta | None:
+        """None for an image deleted meanwhile, or a key under images/ that is no image."""
+        try:
+            return await self.meta(image_id)
+        except (ImageNotFound, InvalidImageId):
+            return None
+
+    async def stored(
+        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+    ) -> StoredCopy:
+        """The stored copy's bytes; validators only when the client's copy is current."""
+        meta = await self.cached_meta(image_id)
+        etag = etag_of(f"stored:{image_id}:{meta.created_at.isoformat()}")
+        if not_modified(preconditions, etag, meta.created_at):
+            return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
         try:
             stored = await self.store.get(object_key(image_id))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
-        return stored.data, media_type_of(stored.data)
+        return StoredCopy(stored.data, media_type_of(stored.data), etag, meta.created_at)
 
     async def fetch(
         self,
         image_id: str,
-        fmt: OutputFormat | None,
-        quality: int | None,
-        if_none_match: str | None = None,
+        request: RenditionRequest = PLAIN_READ,
+        preconditions: Preconditions = NO_PRECONDITIONS,
     ) -> Rendition:
-        """Serve from the cache, or render once however many callers miss together."""
+        """Serve from the cache, or render once however many callers miss together.
+
+        A size at or below the stored copy's is made from the stored copy alone, in this
+        process: no model runs and no worker is asked.
+        """
         object_key(image_id)
-        quality = quality if fmt in _LOSSY else None
-        key = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
-        etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
+        check_access(image_id, request, self.settings)
+        meta = await self._meta_for_read(image_id, preconditions)
+        plan = plan_rendition(
+            image_id,
+            meta.width,
+            meta.height,
+            meta.served_format,
+            request,
+            self.models.label,
+            self.settings,
+        )
+        key = plan.key
+
+        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
+            return Rendition(
+                data,
+                MEDIA_TYPES[plan.fmt],
+                plan.etag,
+                status,
+                key.model,
+                meta.created_at,
+                plan.negotiated,
+                plan.degraded,
+                unchanged,
+            )
+
+        if not_modified(preconditions, plan.etag, meta.created_at):
+            return rendition(b"", "HIT", unchanged=True)
         status: CacheStatus = "MISS"
         try:
             data = await self.cache.get(key)
@@ -183,20 +317,36 @@ class ImageService:
             data, status = None, "BYPASS"
         if data is not None:
             metrics.CACHE_REQUESTS.labels("hit").inc()
-            return Rendition(
-                data,
-                media_type_of(data),
-                etag,
-                "HIT",
-                key.model,
-                not_modified=_matches(if_none_match, etag),
-            )
+            return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
-        if _matches(if_none_match, etag):
-            await self.meta(image_id)
-            return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self.renderer.render(key))
-        return Rendition(data, media_type_of(data), etag, status, key.model)
+        if plan.from_stored_copy:
+            data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
+        else:
+            data = await self._flights.run(str(key), lambda: self.renderer.render(key))
+        return rendition(data, status)
+
+    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        """A thumbnail by antialiased downscale of the stored copy, cached like any rendition."""
+        try:
+            stored = await self.store.get(object_key(meta.id))
+        except ObjectNotFound:
+            raise ImageNotFound(meta.id) from None
+        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
+        render_metrics.RENDITIONS.labels("stored_copy").inc()
+        if await self._keep(plan.key, data):
+            render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        return data
+
+    def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        started = time.perf_counter()
+        low_res = decode_stored(stored)
+        source = (0.0, 0.0, meta.width / SCALE, meta.height / SCALE)
+        image = apply_geometry(low_res, plan.geometry, source)
+        if meta.greyscale:
+            image = image.convert("L")
+        data = encode_output(image, plan.fmt, plan.key.quality, self.settings.output_encoding)
+        render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
+        return data
 
     async def delete(self, image_id: str) -> None:
         """Mark the image deleted in the cache before the object goes, then debit it once.
@@ -207,6 +357,7 @@ class ImageService:
         """
         key = object_key(image_id)
         meta = await self.meta(image_id)
+        self._known.pop(image_id, None)
         await self.cache.drop_image(image_id)
         await self.store.delete(key)
         try:
@@ -259,9 +410,3 @@ async def _answers(ping: Awaitable[None]) -> bool:
     except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
         return False
     return True
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]
