@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.errors import AdminDisabled, BadRequest, BodyTooLarge, Unauthorized, error_response
-from app.settings import Settings
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
