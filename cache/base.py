@@ -50,6 +50,10 @@ class HRCache(Protocol):
         ...
 
     async def drop_image(self, image_id: str) -> None:
+        """Remove every rendition of an image (it may be cached again)."""
+        ...
+
+    async def mark_deleted(self, image_id: str) -> None:
         """Mark the image deleted, then remove every rendition of it.
 
         The mark wins over renders in flight: a put after it raises :class:`ImageDeleted`,

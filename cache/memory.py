@@ -53,8 +53,11 @@ class MemoryCache:
         while self.size_bytes > self.max_bytes:
             self._remove(next(iter(self._entries)))
 
-    async def drop_image(self, image_id: str) -> None:
+    async def mark_deleted(self, image_id: str) -> None:
         self.tombstones.mark(image_id)
+        await self.drop_image(image_id)
+
+    async def drop_image(self, image_id: str) -> None:
         for key in [k for k in self._entries if k.image_id == image_id]:
             self._remove(key)
 

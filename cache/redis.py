@@ -88,6 +88,14 @@ class RedisCache:
             raise ImageDeleted(key.image_id)
 
     async def drop_image(self, image_id: str) -> None:
+        index = _index_key(image_id)
+        try:
+            members = await self.client.smembers(index)
+            await self.client.delete(index, *members)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def mark_deleted(self, image_id: str) -> None:
         keys = [_index_key(image_id), deleted_key(image_id)]
         try:
             await self._drop(keys=keys, args=[self.tombstone_seconds])

@@ -352,13 +352,13 @@ class ImageService:
         """Mark the image deleted in the cache before the object goes, then debit it once.
 
         The mark comes first so that a render which read the object before the delete cannot
-        cache it after (see ``HRCache.drop_image``), and a DELETE that failed half-way can be
+        cache it after (see ``HRCache.mark_deleted``), and a DELETE that failed half-way can be
         retried. Concurrent DELETEs of one image all answer 204; the ledger debits one.
         """
         key = object_key(image_id)
         meta = await self.meta(image_id)
         self._known.pop(image_id, None)
-        await self.cache.drop_image(image_id)
+        await self.cache.mark_deleted(image_id)
         await self.store.delete(key)
         try:
             debited = await self.ledger.debit_once(meta.id, meta.original_bytes, meta.stored_bytes)

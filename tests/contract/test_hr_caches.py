@@ -75,10 +75,21 @@ async def test_drop_image_removes_every_rendition_of_that_image_only(cache: HRCa
     assert await cache.get(key("other", "png")) == b"o"
 
 
-async def test_after_drop_image_no_rendition_of_it_is_kept_again(cache: HRCache) -> None:
+async def test_a_dropped_image_may_be_cached_again(cache: HRCache) -> None:
+    await cache.put(key("a4"), b"p")
+    await cache.drop_image("a4")
+
+    await cache.put(key("a4"), b"again")
+
+    assert await cache.get(key("a4")) == b"again"
+
+
+async def test_after_mark_deleted_no_rendition_of_it_is_kept_again(cache: HRCache) -> None:
     """A render that read the image before the delete finishes after it: refused."""
     image_id = f"d{uuid.uuid4().hex[:8]}"
-    await cache.drop_image(image_id)
+    await cache.put(key(image_id, "jpeg"), b"j")
+    await cache.mark_deleted(image_id)
+    assert await cache.get(key(image_id, "jpeg")) is None
 
     with pytest.raises(ImageDeleted):
         await cache.put(key(image_id, "png"), b"late render")
@@ -96,7 +107,7 @@ async def test_a_delete_in_one_process_empties_the_memory_cache_of_another(
     there = MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
     await there.put(key("x1"), b"cached over there")
 
-    await here.drop_image("x1")
+    await here.mark_deleted("x1")
 
     assert await there.get(key("x1")) is None
     assert there.size_bytes == 0
