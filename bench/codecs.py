@@ -30,7 +30,7 @@ from imaging import (
     encode_stored,
 )
 from models.engine import Upscaler
-from models.validation import luma_psnr
+from imaging.quality import luma_psnr
 from models.weights import shipped_upscaler
 
 CODECS = [
