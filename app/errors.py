@@ -17,6 +17,7 @@ from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
+from policy import InvalidFloor
 from storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
     InvalidImageId: (400, "invalid_id"),
+    InvalidFloor: (422, "invalid_floor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),
     InvalidWeights: (422, "invalid_weights"),

@@ -29,8 +29,8 @@ from imaging import (
     downscale,
     encode_stored,
 )
-from models.engine import Upscaler
 from imaging.quality import luma_psnr
+from models.engine import Upscaler
 from models.weights import shipped_upscaler
 
 CODECS = [

@@ -2,10 +2,12 @@
 
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
+    AVIF_SPEED,
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
     SCALE,
     DecodedImage,
+    FullCodecName,
     ImageError,
     ImageTooLarge,
     InvalidImage,
@@ -20,6 +22,7 @@ from imaging.pipeline import (
     decode_upload,
     degrade,
     downscale,
+    encode_full,
     encode_output,
     encode_stored,
     media_type_of,
@@ -29,10 +32,12 @@ from imaging.pipeline import (
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "AVIF_SPEED",
     "MEDIA_TYPES",
     "PILLOW_MAX_PIXELS",
     "SCALE",
     "DecodedImage",
+    "FullCodecName",
     "ImageError",
     "ImageTooLarge",
     "InvalidImage",
@@ -47,6 +52,7 @@ __all__ = [
     "decode_upload",
     "degrade",
     "downscale",
+    "encode_full",
     "encode_output",
     "encode_stored",
     "media_type_of",

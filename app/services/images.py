@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from app import metrics
 from app.services.singleflight import SingleFlight
 from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
 from imaging import (
+    DecodedImage,
     OutputFormat,
     decode_upload,
     downscale,
@@ -26,6 +28,8 @@ from imaging import (
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
+from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, Representation, StoragePolicy
+from policy import choose as choose_representation
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -58,13 +62,21 @@ class ImageMeta(BaseModel):
     stored_bytes: int
     served_format: OutputFormat
     created_at: datetime
+    representation: Representation = "x4"  # images stored before receipts existed are x4
+    receipt: Receipt | None = None
 
     def to_metadata(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
+        fields = self.model_dump(mode="json", exclude_none=True).items()
+        return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
         return cls.model_validate(metadata)
+
+    @field_validator("receipt", mode="before")
+    @classmethod
+    def _receipt_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
 
 
 class Renderer(Protocol):
@@ -75,6 +87,14 @@ class Renderer(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class UploadScorer(Protocol):
+    """The read path, run at upload time to score what a read of each candidate returns."""
+
+    async def reconstruct(
+        self, model: str, width: int, height: int, fmt: OutputFormat
+    ) -> Reconstruct: ...
 
 
 class ModelSource(Protocol):
@@ -92,6 +112,13 @@ class Rendition:
     cache: CacheStatus
     model: str
     not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class _Reduced:
+    data: bytes  # the encoded 4x-reduced copy
+    width: int
+    height: int
 
 
 def new_image_id() -> str:
@@ -114,6 +141,7 @@ class ImageService:
         renderer: Renderer,
         models: ModelSource,
         ledger: Ledger,
+        scorer: UploadScorer,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -121,35 +149,91 @@ class ImageService:
         self.renderer = renderer
         self.models = models
         self.ledger = ledger
+        self.scorer = scorer
         self._flights: SingleFlight[bytes] = SingleFlight()
 
-    async def upload(self, data: bytes) -> ImageMeta:
-        """Acknowledged (and counted in the ledger) only after the store confirmed the write."""
-        meta, stored = await asyncio.to_thread(self._prepare, data)
-        await self.store.put(object_key(meta.id), stored, meta.to_metadata())
-        metrics.IMAGES_UPLOADED.inc()
-        metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
-        metrics.STORED_BYTES.inc(meta.stored_bytes)
-        await self._record(meta, +1)
-        return meta
+    async def upload(
+        self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
+    ) -> ImageMeta:
+        """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
-    def _prepare(self, data: bytes) -> tuple[ImageMeta, bytes]:
-        decoded = decode_upload(data, self.settings.max_pixels)
-        low_res = downscale(decoded.image)
-        stored = encode_stored(low_res, self.settings.codec)
+        The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
+        given) from candidates scored as a read would serve them."""
+        decoded, reduced = await asyncio.to_thread(self._reduce, data)
+        decision = await self._decide(
+            decoded,
+            data,
+            reduced,
+            policy or self.settings.storage_policy,
+            floor or self.settings.floor,
+        )
+        full_size = decision.representation != "x4"
         meta = ImageMeta(
             id=new_image_id(),
             width=decoded.image.width,
             height=decoded.image.height,
-            stored_width=low_res.width,
-            stored_height=low_res.height,
+            stored_width=decoded.image.width if full_size else reduced.width,
+            stored_height=decoded.image.height if full_size else reduced.height,
             content_type=decoded.content_type,
             original_bytes=len(data),
-            stored_bytes=len(stored),
+            stored_bytes=len(decision.data),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
+            representation=decision.representation,
+            receipt=decision.receipt,
         )
-        return meta, stored
+        await self.store.put(object_key(meta.id), decision.data, meta.to_metadata())
+        metrics.IMAGES_UPLOADED.inc()
+        metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
+        metrics.STORED_BYTES.inc(meta.stored_bytes)
+        metrics.observe_receipt(decision.receipt)
+        await self._record(meta, +1)
+        return meta
+
+    def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
+        decoded = decode_upload(data, self.settings.max_pixels)
+        low_res = downscale(decoded.image)
+        stored = encode_stored(low_res, self.settings.codec)
+        return decoded, _Reduced(stored, low_res.width, low_res.height)
+
+    async def _decide(
+        self,
+        decoded: DecodedImage,
+        original: bytes,
+        reduced: _Reduced,
+        policy: StoragePolicy,
+        floor: Floor,
+    ) -> Decision:
+        """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
+        image, model = decoded.image, self.models.label
+        try:
+            reconstruct = await self.scorer.reconstruct(
+                model, image.width, image.height, decoded.served_format
+            )
+            with metrics.RECEIPT_SECONDS.labels(policy).time():
+                return await asyncio.to_thread(
+                    choose_representation,
+                    image=image,
+                    original=original,
+                    x4=reduced.data,
+                    policy=policy,
+                    floor=floor,
+                    codec=self.settings.full_codec,
+                    reconstruct=reconstruct,
+                    model=model,
+                )
+        except Exception as exc:  # scoring is a report on the upload, never a reason to refuse it
+            log.exception("scoring an upload failed; keeping the x4 copy unscored")
+            metrics.RECEIPT_FAILURES.inc()
+            receipt = Receipt(
+                policy=policy,
+                floor=str(floor),
+                representation="x4",
+                stored_bytes=len(reduced.data),
+                model=model,
+                error=f"scoring failed: {type(exc).__name__}",
+            )
+            return Decision("x4", reduced.data, receipt)
 
     async def meta(self, image_id: str) -> ImageMeta:
         try:
@@ -171,29 +255,38 @@ class ImageService:
         quality: int | None,
         if_none_match: str | None = None,
     ) -> Rendition:
-        """Serve from the cache, or render once however many callers miss together."""
+        """Serve from the cache, or render once however many callers miss together.
+
+        A rendition is cached under the model that made it: the active version for an x4
+        copy, ``none`` for a full-size copy (served without the network). A hit on either
+        needs no metadata; a miss reads it to know which of the two to render."""
         object_key(image_id)
         quality = quality if fmt in _LOSSY else None
-        key = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
-        etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
+        rebuilt = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
+        full_size = CacheKey(image_id, NO_MODEL, fmt or AUTO_FORMAT, quality)
         status: CacheStatus = "MISS"
-        try:
-            data = await self.cache.get(key)
-        except CacheUnavailable:
-            data, status = None, "BYPASS"
-        if data is not None:
-            metrics.CACHE_REQUESTS.labels("hit").inc()
-            return Rendition(
-                data,
-                media_type_of(data),
-                etag,
-                "HIT",
-                key.model,
-                not_modified=_matches(if_none_match, etag),
-            )
+        for key in (rebuilt, full_size):
+            try:
+                data = await self.cache.get(key)
+            except CacheUnavailable:
+                status = "BYPASS"
+                break
+            if data is not None:
+                metrics.CACHE_REQUESTS.labels("hit").inc()
+                etag = _etag(key)
+                return Rendition(
+                    data,
+                    media_type_of(data),
+                    etag,
+                    "HIT",
+                    key.model,
+                    not_modified=_matches(if_none_match, etag),
+                )
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
+        meta = await self.meta(image_id)
+        key = rebuilt if meta.representation == "x4" else full_size
+        etag = _etag(key)
         if _matches(if_none_match, etag):
-            await self.meta(image_id)
             return Rendition(b"", "", etag, status, key.model, not_modified=True)
         data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return Rendition(data, media_type_of(data), etag, status, key.model)
@@ -211,7 +304,9 @@ class ImageService:
     async def _record(self, meta: ImageMeta, sign: int) -> None:
         """The object store already holds (or dropped) the image: a ledger failure only logs."""
         try:
-            await self.ledger.add(sign * meta.original_bytes, sign * meta.stored_bytes, sign)
+            await self.ledger.add(
+                sign * meta.original_bytes, sign * meta.stored_bytes, sign, meta.representation
+            )
         except LedgerUnavailable as exc:
             metrics.LEDGER_ERRORS.inc()
             log.warning("ledger not updated for %s: %s", meta.id, exc)
@@ -247,6 +342,10 @@ async def _answers(ping: Awaitable[None]) -> bool:
     except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
         return False
     return True
+
+
+def _etag(key: CacheKey) -> str:
+    return '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -14,19 +14,32 @@ import logging
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import cast
 
 import torch
+from PIL import Image
 
 from app import metrics
 from app.services.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
-from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
+from imaging import (
+    MEDIA_TYPES,
+    PILLOW_MAX_PIXELS,
+    OutputEncoding,
+    OutputFormat,
+    crop_to,
+    decode_stored,
+    decode_upload,
+    encode_output,
+    media_type_of,
+)
 from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
+from policy import Reconstruct, Representation
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -109,28 +122,87 @@ def device_of(upscaler: Upscaler) -> str:
     return str(getattr(upscaler, "device", "cpu"))
 
 
-def render(
+@dataclass(frozen=True)
+class StageSeconds:
+    decode: float
+    superres: float | None  # None: a full-size copy, served without the network
+    encode: float
+
+
+def render_stages(
     stored: bytes,
+    representation: Representation,
     width: int,
     height: int,
-    upscaler: Upscaler,
+    upscaler: Upscaler | None,
+    fmt: OutputFormat,
+    quality: int | None,
+    encoding: OutputEncoding,
+) -> tuple[bytes, StageSeconds]:
+    """An x4 copy is decoded, super-resolved and cropped to the uploaded size; a full-size
+    copy is decoded only, or served as stored when it already is the format asked for."""
+    started = time.perf_counter()
+    if representation != "x4" and quality is None and media_type_of(stored) == MEDIA_TYPES[fmt]:
+        return stored, StageSeconds(0.0, None, 0.0)
+    if representation == "original":
+        image = decode_upload(stored, PILLOW_MAX_PIXELS).image
+    else:
+        image = decode_stored(stored)
+    decoded = time.perf_counter()
+    superres = None
+    if representation == "x4":
+        assert upscaler is not None, "an x4 copy needs an upscaler"
+        image = crop_to(upscaler.upscale(image), width, height)
+        superres = time.perf_counter() - decoded
+    upscaled = time.perf_counter()
+    data = encode_output(image, fmt, quality, encoding)
+    return data, StageSeconds(decoded - started, superres, time.perf_counter() - upscaled)
+
+
+def render(
+    stored: bytes,
+    representation: Representation,
+    width: int,
+    height: int,
+    upscaler: Upscaler | None,
     fmt: OutputFormat,
     quality: int | None,
     encoding: OutputEncoding,
 ) -> bytes:
-    """Decode, super-resolve, crop to the uploaded size, encode: the whole of a cache miss."""
-    started = time.perf_counter()
-    low_res = decode_stored(stored)
-    decoded = time.perf_counter()
-    high_res = crop_to(upscaler.upscale(low_res), width, height)
-    upscaled = time.perf_counter()
-    data = encode_output(high_res, fmt, quality, encoding)
-    encoded = time.perf_counter()
-    metrics.RENDER_SECONDS.labels("decode").observe(decoded - started)
-    metrics.RENDER_SECONDS.labels("superres").observe(upscaled - decoded)
-    metrics.RENDER_SECONDS.labels("encode").observe(encoded - upscaled)
-    metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(upscaled - decoded)
+    """The whole of a cache miss, timed by stage."""
+    data, seconds = render_stages(
+        stored, representation, width, height, upscaler, fmt, quality, encoding
+    )
+    metrics.RENDER_SECONDS.labels("decode").observe(seconds.decode)
+    metrics.RENDER_SECONDS.labels("encode").observe(seconds.encode)
+    if seconds.superres is not None and upscaler is not None:
+        metrics.RENDER_SECONDS.labels("superres").observe(seconds.superres)
+        metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(
+            seconds.superres
+        )
     return data
+
+
+class ReadPath:
+    """The read path at upload time: what ``GET`` would return for each candidate, decoded as
+    a client decodes it, for the quality receipt. Shares the engine's loaded models."""
+
+    def __init__(self, models: UpscalerPool, encoding: OutputEncoding) -> None:
+        self.models = models
+        self.encoding = encoding
+
+    async def reconstruct(
+        self, model: str, width: int, height: int, fmt: OutputFormat
+    ) -> Reconstruct:
+        upscaler = await self.models.get(model)
+
+        def read(stored: bytes, representation: Representation) -> Image.Image:
+            data, _ = render_stages(
+                stored, representation, width, height, upscaler, fmt, None, self.encoding
+            )
+            return decode_upload(data, PILLOW_MAX_PIXELS).image
+
+        return read
 
 
 class InferenceEngine:
@@ -148,18 +220,20 @@ class InferenceEngine:
 
     async def render_object(self, store: ObjectStore, key: CacheKey) -> bytes:
         """Fetch the stored copy named by ``key`` and render the rendition it names."""
-        upscaler = await self.models.get(key.model)
         try:
             stored = await store.get(object_key(key.image_id))
         except ObjectNotFound:
             raise ImageNotFound(key.image_id) from None
         meta = ImageMeta.from_metadata(dict(stored.metadata))
         fmt = meta.served_format if key.fmt == AUTO_FORMAT else cast(OutputFormat, key.fmt)
+        full_size = meta.representation != "x4"
+        upscaler = None if full_size else await self.models.get(key.model)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._pool,
             render,
             stored.data,
+            meta.representation,
             meta.width,
             meta.height,
             upscaler,
