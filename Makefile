@@ -33,7 +33,8 @@ promtool:
 test: $(VENV)/.dev redis-server promtool
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app models storage cache imaging ledger policy worker trainer bench
+	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger
+	$(BIN)/lint-imports
 	timeout -k 30 2700 $(BIN)/python -m pytest -q
 
 # The bounded load run of RELIABILITY.md (not part of `make test`): LOAD_ARGS=--duration 20

@@ -9,7 +9,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.services.images import ImageNotFound, InvalidImageId
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import QueueFull, RenderFailed, RenderTimeout
 from cache import CacheUnavailable
@@ -18,6 +17,7 @@ from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
 from policy import InvalidFloor
+from render.images import ImageNotFound, InvalidImageId
 from storage import StorageUnavailable
 
 log = logging.getLogger(__name__)

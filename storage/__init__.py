@@ -9,7 +9,7 @@ from storage.local import LocalStore
 from storage.s3 import S3Store
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 
 def make_store(settings: Settings) -> ObjectStore:

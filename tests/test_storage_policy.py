@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import SecretStr, ValidationError
 from skimage.metrics import structural_similarity
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import encode, serving
 from tests.support.metrics import samples
 

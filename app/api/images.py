@@ -8,8 +8,8 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.api.uploads import read_upload
 from app.deps import ImageServiceDep, SettingsDep
-from app.services.images import ImageMeta
 from policy import Floor, StoragePolicy
+from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 

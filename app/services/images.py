@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import re
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, field_validator
-
 from app import metrics
 from app.services.singleflight import SingleFlight
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.settings import Settings
 from imaging import (
     DecodedImage,
     OutputFormat,
@@ -28,55 +24,16 @@ from imaging import (
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
-from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, Representation, StoragePolicy
+from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
+from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
-AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
-
-
-class InvalidImageId(ValueError):
-    """The id is not one srstore could have issued."""
-
-
-class ImageNotFound(LookupError):
-    """No image with that id."""
-
-
-class ImageMeta(BaseModel):
-    """What srstore knows about an upload; kept as the stored object's metadata."""
-
-    id: str
-    width: int
-    height: int
-    stored_width: int
-    stored_height: int
-    content_type: str
-    original_bytes: int
-    stored_bytes: int
-    served_format: OutputFormat
-    created_at: datetime
-    representation: Representation = "x4"  # images stored before receipts existed are x4
-    receipt: Receipt | None = None
-
-    def to_metadata(self) -> dict[str, str]:
-        fields = self.model_dump(mode="json", exclude_none=True).items()
-        return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
-        return cls.model_validate(metadata)
-
-    @field_validator("receipt", mode="before")
-    @classmethod
-    def _receipt_from_json(cls, value: object) -> object:
-        return json.loads(value) if isinstance(value, str) else value
 
 
 class Renderer(Protocol):
@@ -124,12 +81,6 @@ class _Reduced:
 def new_image_id() -> str:
     """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
     return secrets.token_urlsafe(16)
-
-
-def object_key(image_id: str) -> str:
-    if not _ID_PATTERN.match(image_id):
-        raise InvalidImageId("image ids are 22 URL-safe base64 characters")
-    return f"images/{image_id}"
 
 
 class ImageService:

@@ -20,10 +20,8 @@ from typing import cast
 import torch
 from PIL import Image
 
-from app import metrics
-from app.services.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
@@ -40,6 +38,8 @@ from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscal
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation
+from render import metrics
+from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,59 @@
+"""A stored image as every process names it: its object key, its metadata, its absence."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, field_validator
+
+from imaging import OutputFormat
+from policy import Receipt, Representation
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
+
+
+class InvalidImageId(ValueError):
+    """The id is not one srstore could have issued."""
+
+
+class ImageNotFound(LookupError):
+    """No image with that id."""
+
+
+class ImageMeta(BaseModel):
+    """What srstore knows about an upload; kept as the stored object's metadata."""
+
+    id: str
+    width: int
+    height: int
+    stored_width: int
+    stored_height: int
+    content_type: str
+    original_bytes: int
+    stored_bytes: int
+    served_format: OutputFormat
+    created_at: datetime
+    representation: Representation = "x4"  # images stored before receipts existed are x4
+    receipt: Receipt | None = None
+
+    def to_metadata(self) -> dict[str, str]:
+        fields = self.model_dump(mode="json", exclude_none=True).items()
+        return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
+        return cls.model_validate(metadata)
+
+    @field_validator("receipt", mode="before")
+    @classmethod
+    def _receipt_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+def object_key(image_id: str) -> str:
+    if not _ID_PATTERN.match(image_id):
+        raise InvalidImageId("image ids are 22 URL-safe base64 characters")
+    return f"images/{image_id}"
