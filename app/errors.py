@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import QueueFull, RenderFailed, RenderTimeout
 from cache import CacheUnavailable
@@ -55,6 +56,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
     InvalidImageId: (400, "invalid_id"),
+    InvalidCursor: (400, "invalid_cursor"),
     InvalidFloor: (422, "invalid_floor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),

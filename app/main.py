@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import admin, health, images
+from app.api.console import mount_console
 from app.errors import install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
 from app.services.images import ImageService, Renderer
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    mount_console(app)
     app.add_middleware(ResponseHeadersAndMetrics)
     return app
 

@@ -12,6 +12,7 @@ from imaging import OutputFormat
 from policy import Receipt, Representation
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+IMAGES_PREFIX = "images/"  # every image's object key starts with it
 AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 
@@ -56,4 +57,4 @@ class ImageMeta(BaseModel):
 def object_key(image_id: str) -> str:
     if not _ID_PATTERN.match(image_id):
         raise InvalidImageId("image ids are 22 URL-safe base64 characters")
-    return f"images/{image_id}"
+    return f"{IMAGES_PREFIX}{image_id}"

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from storage.base import ObjectNotFound, ObjectStore, StorageUnavailable, StoredObject
+from storage.base import (
+    MAX_LIST_LIMIT,
+    KeyPage,
+    ObjectNotFound,
+    ObjectStore,
+    StorageUnavailable,
+    StoredObject,
+)
 from storage.local import LocalStore
 from storage.s3 import S3Store
 
@@ -22,6 +29,8 @@ def make_store(settings: Settings) -> ObjectStore:
 
 
 __all__ = [
+    "MAX_LIST_LIMIT",
+    "KeyPage",
     "LocalStore",
     "ObjectNotFound",
     "ObjectStore",

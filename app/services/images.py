@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -10,6 +13,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
+
+from pydantic import BaseModel
 
 from app import metrics
 from app.services.singleflight import SingleFlight
@@ -26,14 +31,33 @@ from imaging import (
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
-from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
+from render.images import (
+    AUTO_FORMAT,
+    IMAGES_PREFIX,
+    ImageMeta,
+    ImageNotFound,
+    InvalidImageId,
+    object_key,
+)
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+_MAX_CURSOR = 200
 _LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+
+
+class InvalidCursor(ValueError):
+    """The cursor is not one a listing page handed out."""
+
+
+class ImagePage(BaseModel):
+    """One page of the image listing; ``next_cursor`` fetches the next (null: this is the last)."""
+
+    images: list[ImageMeta]
+    next_cursor: str | None
 
 
 class Renderer(Protocol):
@@ -81,6 +105,21 @@ class _Reduced:
 def new_image_id() -> str:
     """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
     return secrets.token_urlsafe(16)
+
+
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    """The store key a cursor resumes after: opaque to clients, so the key layout can change."""
+    key = ""
+    if len(cursor) <= _MAX_CURSOR:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    if not key.startswith(IMAGES_PREFIX):
+        raise InvalidCursor("the cursor is not the next_cursor of a listing page")
+    return key
 
 
 class ImageService:
@@ -191,6 +230,25 @@ class ImageService:
             return ImageMeta.from_metadata(dict(await self.store.head(object_key(image_id))))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
+
+    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+        """A page in id order from the store's own listing: one request, then one HEAD per image.
+
+        An image deleted between the two is left out, so a page may hold fewer than ``limit``.
+        """
+        after = _decode_cursor(cursor) if cursor is not None else None
+        page = await self.store.list_page(IMAGES_PREFIX, limit, after)
+        ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
+        found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
+        next_cursor = _encode_cursor(page.next_after) if page.next_after else None
+        return ImagePage(images=[m for m in found if m is not None], next_cursor=next_cursor)
+
+    async def _meta_if_present(self, image_id: str) -> ImageMeta | None:
+        """None for an image deleted meanwhile, or a key under images/ that is no image."""
+        try:
+            return await self.meta(image_id)
+        except (ImageNotFound, InvalidImageId):
+            return None
 
     async def stored(self, image_id: str) -> tuple[bytes, str]:
         try:
