@@ -52,8 +52,9 @@ from imaging import (
 )
 from models.engine import BicubicUpscaler, Upscaler
 from models.weights import shipped_upscaler
-from policy import STORAGE_POLICIES, Floor, Reconstruct, Representation, Score, choose, score
-from render.inference import render_stages
+from policy import STORAGE_POLICIES, Floor, Reconstruct, Score, choose, score
+from render.images import ImageMeta
+from render.inference import read_back
 
 STORED_QUALITIES = (70, 80, 90, 95)
 FULL_QUALITIES = (20, 35, 50, 65, 80, 90)
@@ -199,23 +200,26 @@ def equal_bytes_table(originals: list[Image.Image], names: list[str], espcn: Ups
     return "\n".join(lines)
 
 
-def service_read(original: Image.Image, upscaler: Upscaler, settings: Settings) -> Reconstruct:
-    """What ``GET`` returns for each candidate (JPEG uploads are served as JPEG), decoded."""
-
-    def read(stored: bytes, representation: Representation) -> Image.Image:
-        data, _ = render_stages(
-            stored,
-            representation,
-            original.width,
-            original.height,
-            upscaler,
-            "jpeg",
-            None,
-            settings.output_encoding,
-        )
-        return decode_upload(data, PILLOW_MAX_PIXELS).image
-
-    return read
+def service_read(
+    original: bytes, image: Image.Image, espcn: Upscaler, settings: Settings
+) -> Reconstruct:
+    """The service's own read path for this upload (``render.inference.read_back``)."""
+    decoded = decode_upload(original, PILLOW_MAX_PIXELS)
+    low_res = downscale(image)
+    meta = ImageMeta(
+        id="bench",
+        width=image.width,
+        height=image.height,
+        stored_width=low_res.width,
+        stored_height=low_res.height,
+        content_type=decoded.content_type,
+        original_bytes=len(original),
+        stored_bytes=0,
+        served_format=decoded.served_format,
+        created_at=datetime.now(UTC),
+        greyscale=decoded.greyscale,
+    )
+    return read_back(meta, espcn, settings.output_encoding)
 
 
 def policy_table(
@@ -239,7 +243,7 @@ def policy_table(
                     policy=policy,
                     floor=floor,
                     codec=settings.full_codec,
-                    reconstruct=service_read(original, espcn, settings),
+                    reconstruct=service_read(data, original, espcn, settings),
                     model=espcn.label,
                 )
                 seconds.append(time.perf_counter() - started)

@@ -3,6 +3,7 @@
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
     AVIF_SPEED,
+    LOSSY_FORMATS,
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
     SCALE,
@@ -28,24 +29,31 @@ from imaging.pipeline import (
     media_type_of,
     pad_to_scale,
     padded_size,
+    to_srgb,
 )
+from imaging.resize import Fit, Geometry, InvalidSize, apply_geometry, plan_geometry
 
 __all__ = [
     "ACCEPTED_FORMATS",
     "AVIF_SPEED",
+    "LOSSY_FORMATS",
     "MEDIA_TYPES",
     "PILLOW_MAX_PIXELS",
     "SCALE",
     "DecodedImage",
+    "Fit",
     "FullCodecName",
+    "Geometry",
     "ImageError",
     "ImageTooLarge",
     "InvalidImage",
+    "InvalidSize",
     "OutputEncoding",
     "OutputFormat",
     "StoredCodec",
     "StoredCodecName",
     "UnsupportedImage",
+    "apply_geometry",
     "bicubic_upscale",
     "crop_to",
     "decode_stored",
@@ -58,4 +66,6 @@ __all__ = [
     "media_type_of",
     "pad_to_scale",
     "padded_size",
+    "plan_geometry",
+    "to_srgb",
 ]

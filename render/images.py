@@ -13,7 +13,6 @@ from policy import Receipt, Representation
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 IMAGES_PREFIX = "images/"  # every image's object key starts with it
-AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 
 class InvalidImageId(ValueError):
@@ -37,6 +36,7 @@ class ImageMeta(BaseModel):
     stored_bytes: int
     served_format: OutputFormat
     created_at: datetime
+    greyscale: bool = False  # served as greyscale wherever the output format can hold it
     representation: Representation = "x4"  # images stored before receipts existed are x4
     receipt: Receipt | None = None
 

@@ -14,7 +14,6 @@ import logging
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -25,8 +24,11 @@ from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
+    SCALE,
+    Geometry,
     OutputEncoding,
     OutputFormat,
+    apply_geometry,
     crop_to,
     decode_stored,
     decode_upload,
@@ -39,7 +41,7 @@ from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation
 from render import metrics
-from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
+from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -122,87 +124,120 @@ def device_of(upscaler: Upscaler) -> str:
     return str(getattr(upscaler, "device", "cpu"))
 
 
-@dataclass(frozen=True)
-class StageSeconds:
-    decode: float
-    superres: float | None  # None: a full-size copy, served without the network
-    encode: float
-
-
-def render_stages(
+def rebuild(
     stored: bytes,
-    representation: Representation,
-    width: int,
-    height: int,
-    upscaler: Upscaler | None,
+    meta: ImageMeta,
+    upscaler: Upscaler,
     fmt: OutputFormat,
     quality: int | None,
     encoding: OutputEncoding,
-) -> tuple[bytes, StageSeconds]:
-    """An x4 copy is decoded, super-resolved and cropped to the uploaded size; a full-size
-    copy is decoded only, or served as stored when it already is the format asked for."""
+    geometry: Geometry | None = None,
+) -> tuple[bytes, dict[str, float]]:
+    """Decode, super-resolve, crop to the uploaded size, resize, encode; seconds by stage."""
     started = time.perf_counter()
-    if representation != "x4" and quality is None and media_type_of(stored) == MEDIA_TYPES[fmt]:
-        return stored, StageSeconds(0.0, None, 0.0)
-    if representation == "original":
-        image = decode_upload(stored, PILLOW_MAX_PIXELS).image
-    else:
-        image = decode_stored(stored)
+    low_res = decode_stored(stored)
     decoded = time.perf_counter()
-    superres = None
-    if representation == "x4":
-        assert upscaler is not None, "an x4 copy needs an upscaler"
-        image = crop_to(upscaler.upscale(image), width, height)
-        superres = time.perf_counter() - decoded
+    high_res = crop_to(upscaler.upscale(low_res), meta.width, meta.height)
     upscaled = time.perf_counter()
-    data = encode_output(image, fmt, quality, encoding)
-    return data, StageSeconds(decoded - started, superres, time.perf_counter() - upscaled)
+    if geometry is not None:
+        high_res = apply_geometry(high_res, geometry)
+    if meta.greyscale:
+        high_res = high_res.convert("L")
+    resized = time.perf_counter()
+    data = encode_output(high_res, fmt, quality, encoding)
+    encoded = time.perf_counter()
+    return data, {
+        "decode": decoded - started,
+        "superres": upscaled - decoded,
+        "resize": resized - upscaled,
+        "encode": encoded - resized,
+    }
 
 
 def render(
     stored: bytes,
-    representation: Representation,
-    width: int,
-    height: int,
-    upscaler: Upscaler | None,
+    meta: ImageMeta,
+    upscaler: Upscaler,
     fmt: OutputFormat,
     quality: int | None,
     encoding: OutputEncoding,
+    geometry: Geometry | None = None,
 ) -> bytes:
-    """The whole of a cache miss, timed by stage."""
-    data, seconds = render_stages(
-        stored, representation, width, height, upscaler, fmt, quality, encoding
+    """A model cache miss, timed by stage."""
+    data, seconds = rebuild(stored, meta, upscaler, fmt, quality, encoding, geometry)
+    metrics.RENDITIONS.labels("model").inc()
+    for stage, elapsed in seconds.items():
+        metrics.RENDER_SECONDS.labels(stage).observe(elapsed)
+    metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(
+        seconds["superres"]
     )
-    metrics.RENDER_SECONDS.labels("decode").observe(seconds.decode)
-    metrics.RENDER_SECONDS.labels("encode").observe(seconds.encode)
-    if seconds.superres is not None and upscaler is not None:
-        metrics.RENDER_SECONDS.labels("superres").observe(seconds.superres)
-        metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(
-            seconds.superres
-        )
     return data
 
 
+def render_stored_copy(
+    stored: bytes,
+    meta: ImageMeta,
+    fmt: OutputFormat,
+    quality: int | None,
+    encoding: OutputEncoding,
+    geometry: Geometry,
+) -> bytes:
+    """A rendition made without the network: a thumbnail of an x4 copy, or any size of a
+    full-size copy, which is served as stored when it already is what was asked for."""
+    if meta.representation == "x4":
+        image = decode_stored(stored)
+        source: tuple[float, float, float, float] | None = (
+            0.0,
+            0.0,
+            meta.width / SCALE,
+            meta.height / SCALE,
+        )
+    else:
+        as_stored = (
+            geometry == Geometry.identity(meta.width, meta.height)
+            and media_type_of(stored) == MEDIA_TYPES[fmt]
+            and quality == encoding.quality_of(fmt, None)
+        )
+        if as_stored:
+            return stored
+        if meta.representation == "original":
+            image = decode_upload(stored, PILLOW_MAX_PIXELS).image
+        else:
+            image = decode_stored(stored)
+        source = None
+    image = apply_geometry(image, geometry, source)
+    if meta.greyscale:
+        image = image.convert("L")
+    return encode_output(image, fmt, quality, encoding)
+
+
+def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> Reconstruct:
+    """What a plain ``GET`` of ``meta``'s image returns for bytes kept as each representation,
+    decoded as a client decodes it: the quality receipt scores this."""
+    fmt = meta.served_format  # what a read without options or Accept gets
+    quality = encoding.quality_of(fmt, None)
+    full_size = Geometry.identity(meta.width, meta.height)
+
+    def read(stored: bytes, representation: Representation) -> Image.Image:
+        if representation == "x4":
+            data, _ = rebuild(stored, meta, upscaler, fmt, quality, encoding)
+        else:
+            kept = meta.model_copy(update={"representation": representation})
+            data = render_stored_copy(stored, kept, fmt, quality, encoding, full_size)
+        return decode_upload(data, PILLOW_MAX_PIXELS).image
+
+    return read
+
+
 class ReadPath:
-    """The read path at upload time: what ``GET`` would return for each candidate, decoded as
-    a client decodes it, for the quality receipt. Shares the engine's loaded models."""
+    """The read path at upload time, sharing the engine's loaded models (see ``read_back``)."""
 
     def __init__(self, models: UpscalerPool, encoding: OutputEncoding) -> None:
         self.models = models
         self.encoding = encoding
 
-    async def reconstruct(
-        self, model: str, width: int, height: int, fmt: OutputFormat
-    ) -> Reconstruct:
-        upscaler = await self.models.get(model)
-
-        def read(stored: bytes, representation: Representation) -> Image.Image:
-            data, _ = render_stages(
-                stored, representation, width, height, upscaler, fmt, None, self.encoding
-            )
-            return decode_upload(data, PILLOW_MAX_PIXELS).image
-
-        return read
+    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
+        return read_back(meta, await self.models.get(model), self.encoding)
 
 
 class InferenceEngine:
@@ -225,21 +260,32 @@ class InferenceEngine:
         except ObjectNotFound:
             raise ImageNotFound(key.image_id) from None
         meta = ImageMeta.from_metadata(dict(stored.metadata))
-        fmt = meta.served_format if key.fmt == AUTO_FORMAT else cast(OutputFormat, key.fmt)
-        full_size = meta.representation != "x4"
-        upscaler = None if full_size else await self.models.get(key.model)
+        fmt = cast(OutputFormat, key.fmt)
+        geometry = Geometry.parse(key.variant) if key.variant else None
         loop = asyncio.get_running_loop()
+        if meta.representation != "x4":  # the API serves these itself; a worker can too
+            full = geometry or Geometry.identity(meta.width, meta.height)
+            return await loop.run_in_executor(
+                self._pool,
+                render_stored_copy,
+                stored.data,
+                meta,
+                fmt,
+                key.quality,
+                self.encoding,
+                full,
+            )
+        upscaler = await self.models.get(key.model)
         return await loop.run_in_executor(
             self._pool,
             render,
             stored.data,
-            meta.representation,
-            meta.width,
-            meta.height,
+            meta,
             upscaler,
             fmt,
             key.quality,
             self.encoding,
+            geometry,
         )
 
     def close(self) -> None:

@@ -6,23 +6,33 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import logging
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from PIL import Image
 from pydantic import BaseModel
 
 from app import metrics
+from app.services.conditional import Preconditions, not_modified
+from app.services.renditions import (
+    RenditionPlan,
+    RenditionRequest,
+    check_access,
+    etag_of,
+    plan_rendition,
+)
 from app.services.singleflight import SingleFlight
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.settings import Settings
 from imaging import (
+    MEDIA_TYPES,
     DecodedImage,
-    OutputFormat,
     decode_upload,
     downscale,
     encode_stored,
@@ -31,20 +41,23 @@ from imaging import (
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
+from render import metrics as render_metrics
 from render.images import (
-    AUTO_FORMAT,
     IMAGES_PREFIX,
     ImageMeta,
     ImageNotFound,
     InvalidImageId,
     object_key,
 )
+from render.inference import render_stored_copy
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+PLAIN_READ = RenditionRequest()  # the upload's own size and format
+NO_PRECONDITIONS = Preconditions()
+KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
 _MAX_CURSOR = 200
-_LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -73,9 +86,9 @@ class Renderer(Protocol):
 class UploadScorer(Protocol):
     """The read path, run at upload time to score what a read of each candidate returns."""
 
-    async def reconstruct(
-        self, model: str, width: int, height: int, fmt: OutputFormat
-    ) -> Reconstruct: ...
+    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
+        """What a plain read of ``meta``'s image returns, for bytes kept as each representation."""
+        ...
 
 
 class ModelSource(Protocol):
@@ -92,6 +105,9 @@ class Rendition:
     etag: str
     cache: CacheStatus
     model: str
+    last_modified: datetime
+    negotiated: bool = False  # the format came from Accept: the response varies on it
+    degraded: bool = False  # bicubic served because no model does: cache briefly
     not_modified: bool = False
 
 
@@ -100,6 +116,21 @@ class _Reduced:
     data: bytes  # the encoded 4x-reduced copy
     width: int
     height: int
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """The stored bytes (empty when only validators were asked for) and their validators."""
+
+    data: bytes
+    media_type: str
+    etag: str
+    last_modified: datetime
+    not_modified: bool = False
+
+
+def meta_etag(meta: ImageMeta) -> str:
+    return etag_of("meta:" + meta.model_dump_json())
 
 
 def new_image_id() -> str:
@@ -141,6 +172,7 @@ class ImageService:
         self.ledger = ledger
         self.scorer = scorer
         self._flights: SingleFlight[bytes] = SingleFlight()
+        self._known: OrderedDict[str, ImageMeta] = OrderedDict()
 
     async def upload(
         self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
@@ -150,27 +182,36 @@ class ImageService:
         The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
         given) from candidates scored as a read would serve them."""
         decoded, reduced = await asyncio.to_thread(self._reduce, data)
+        as_x4 = ImageMeta(
+            id=new_image_id(),
+            width=decoded.image.width,
+            height=decoded.image.height,
+            stored_width=reduced.width,
+            stored_height=reduced.height,
+            content_type=decoded.content_type,
+            original_bytes=len(data),
+            stored_bytes=len(reduced.data),
+            served_format=decoded.served_format,
+            created_at=datetime.now(UTC),
+            greyscale=decoded.greyscale,
+        )
         decision = await self._decide(
-            decoded,
+            as_x4,
+            decoded.image,
             data,
-            reduced,
+            reduced.data,
             policy or self.settings.storage_policy,
             floor or self.settings.floor,
         )
         full_size = decision.representation != "x4"
-        meta = ImageMeta(
-            id=new_image_id(),
-            width=decoded.image.width,
-            height=decoded.image.height,
-            stored_width=decoded.image.width if full_size else reduced.width,
-            stored_height=decoded.image.height if full_size else reduced.height,
-            content_type=decoded.content_type,
-            original_bytes=len(data),
-            stored_bytes=len(decision.data),
-            served_format=decoded.served_format,
-            created_at=datetime.now(UTC),
-            representation=decision.representation,
-            receipt=decision.receipt,
+        meta = as_x4.model_copy(
+            update={
+                "stored_width": as_x4.width if full_size else as_x4.stored_width,
+                "stored_height": as_x4.height if full_size else as_x4.stored_height,
+                "stored_bytes": len(decision.data),
+                "representation": decision.representation,
+                "receipt": decision.receipt,
+            }
         )
         await self.store.put(object_key(meta.id), decision.data, meta.to_metadata())
         metrics.IMAGES_UPLOADED.inc()
@@ -188,24 +229,23 @@ class ImageService:
 
     async def _decide(
         self,
-        decoded: DecodedImage,
+        meta: ImageMeta,
+        image: Image.Image,
         original: bytes,
-        reduced: _Reduced,
+        reduced: bytes,
         policy: StoragePolicy,
         floor: Floor,
     ) -> Decision:
         """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
-        image, model = decoded.image, self.models.label
+        model = self.models.label
         try:
-            reconstruct = await self.scorer.reconstruct(
-                model, image.width, image.height, decoded.served_format
-            )
+            reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await asyncio.to_thread(
                     choose_representation,
                     image=image,
                     original=original,
-                    x4=reduced.data,
+                    x4=reduced,
                     policy=policy,
                     floor=floor,
                     codec=self.settings.full_codec,
@@ -219,17 +259,53 @@ class ImageService:
                 policy=policy,
                 floor=str(floor),
                 representation="x4",
-                stored_bytes=len(reduced.data),
+                stored_bytes=len(reduced),
                 model=model,
                 error=f"scoring failed: {type(exc).__name__}",
             )
-            return Decision("x4", reduced.data, receipt)
+            return Decision("x4", reduced, receipt)
 
     async def meta(self, image_id: str) -> ImageMeta:
         try:
             return ImageMeta.from_metadata(dict(await self.store.head(object_key(image_id))))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
+
+    async def cached_meta(self, image_id: str) -> ImageMeta:
+        """The upload's metadata, kept in the HR cache beside its renditions.
+
+        Every read needs it (format, size, upload time), and a hit must not cost a round trip
+        to the object store; DELETE drops it with the renditions.
+        """
+        key = CacheKey(image_id, "meta", "json")
+        meta: ImageMeta | None = None
+        with contextlib.suppress(CacheUnavailable):
+            if (cached := await self.cache.get(key)) is not None:
+                meta = ImageMeta.model_validate_json(cached)
+        if meta is None:
+            meta = await self.meta(image_id)
+            with contextlib.suppress(CacheUnavailable):
+                await self.cache.put(key, meta.model_dump_json().encode())
+        return self._remember(meta)
+
+    def _remember(self, meta: ImageMeta) -> ImageMeta:
+        self._known[meta.id] = meta
+        self._known.move_to_end(meta.id)
+        while len(self._known) > KNOWN_IMAGES:
+            self._known.popitem(last=False)
+        return meta
+
+    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
+        """Metadata remembered in this process when it is safe to, else from the shared cache.
+
+        Metadata never changes, but an image may be deleted by another process. A hit is still
+        right: DELETE drops the renditions, so a hit proves the image exists, and a miss reads
+        the object, which answers 404. A 304 proves nothing, so conditional requests always
+        read the shared copy.
+        """
+        conditional = preconditions != NO_PRECONDITIONS
+        known = None if conditional else self._known.get(image_id)
+        return known or await self.cached_meta(image_id)
 
     async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
         """A page in id order from the store's own listing: one request, then one HEAD per image.
@@ -250,60 +326,103 @@ class ImageService:
         except (ImageNotFound, InvalidImageId):
             return None
 
-    async def stored(self, image_id: str) -> tuple[bytes, str]:
+    async def stored(
+        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+    ) -> StoredCopy:
+        """The stored copy's bytes; validators only when the client's copy is current."""
+        meta = await self.cached_meta(image_id)
+        etag = etag_of(f"stored:{image_id}:{meta.created_at.isoformat()}")
+        if not_modified(preconditions, etag, meta.created_at):
+            return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
         try:
             stored = await self.store.get(object_key(image_id))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
-        return stored.data, media_type_of(stored.data)
+        return StoredCopy(stored.data, media_type_of(stored.data), etag, meta.created_at)
 
     async def fetch(
         self,
         image_id: str,
-        fmt: OutputFormat | None,
-        quality: int | None,
-        if_none_match: str | None = None,
+        request: RenditionRequest = PLAIN_READ,
+        preconditions: Preconditions = NO_PRECONDITIONS,
     ) -> Rendition:
         """Serve from the cache, or render once however many callers miss together.
 
-        A rendition is cached under the model that made it: the active version for an x4
-        copy, ``none`` for a full-size copy (served without the network). A hit on either
-        needs no metadata; a miss reads it to know which of the two to render."""
+        A size at or below the stored copy's is made from the stored copy alone, in this
+        process: no model runs and no worker is asked.
+        """
         object_key(image_id)
-        quality = quality if fmt in _LOSSY else None
-        rebuilt = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
-        full_size = CacheKey(image_id, NO_MODEL, fmt or AUTO_FORMAT, quality)
+        check_access(image_id, request, self.settings)
+        meta = await self._meta_for_read(image_id, preconditions)
+        rebuilt = meta.representation == "x4"  # a full-size copy is served without the network
+        plan = plan_rendition(
+            image_id,
+            meta.width,
+            meta.height,
+            meta.served_format,
+            request,
+            self.models.label if rebuilt else NO_MODEL,
+            self.settings,
+        )
+        key = plan.key
+
+        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
+            return Rendition(
+                data,
+                MEDIA_TYPES[plan.fmt],
+                plan.etag,
+                status,
+                key.model,
+                meta.created_at,
+                plan.negotiated,
+                plan.degraded,
+                unchanged,
+            )
+
+        if not_modified(preconditions, plan.etag, meta.created_at):
+            return rendition(b"", "HIT", unchanged=True)
         status: CacheStatus = "MISS"
-        for key in (rebuilt, full_size):
-            try:
-                data = await self.cache.get(key)
-            except CacheUnavailable:
-                status = "BYPASS"
-                break
-            if data is not None:
-                metrics.CACHE_REQUESTS.labels("hit").inc()
-                etag = _etag(key)
-                return Rendition(
-                    data,
-                    media_type_of(data),
-                    etag,
-                    "HIT",
-                    key.model,
-                    not_modified=_matches(if_none_match, etag),
-                )
+        try:
+            data = await self.cache.get(key)
+        except CacheUnavailable:
+            data, status = None, "BYPASS"
+        if data is not None:
+            metrics.CACHE_REQUESTS.labels("hit").inc()
+            return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
-        meta = await self.meta(image_id)
-        key = rebuilt if meta.representation == "x4" else full_size
-        etag = _etag(key)
-        if _matches(if_none_match, etag):
-            return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self.renderer.render(key))
-        return Rendition(data, media_type_of(data), etag, status, key.model)
+        if plan.from_stored_copy or not rebuilt:
+            data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
+        else:
+            data = await self._flights.run(str(key), lambda: self.renderer.render(key))
+        return rendition(data, status)
+
+    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
+        stored bytes alone, in this process, and cached like any rendition."""
+        try:
+            stored = await self.store.get(object_key(meta.id))
+        except ObjectNotFound:
+            raise ImageNotFound(meta.id) from None
+        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
+        render_metrics.RENDITIONS.labels("stored_copy").inc()
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.put(plan.key, data)
+            render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        return data
+
+    def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        started = time.perf_counter()
+        data = render_stored_copy(
+            stored, meta, plan.fmt, plan.key.quality, self.settings.output_encoding, plan.geometry
+        )
+        render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
+        return data
 
     async def delete(self, image_id: str) -> None:
         """Drop cached renditions before and after the object, so none outlives it."""
         key = object_key(image_id)
         meta = await self.meta(image_id)
+        self._known.pop(image_id, None)
         await self.cache.drop_image(image_id)
         await self.store.delete(key)
         await self.cache.drop_image(image_id)
@@ -351,13 +470,3 @@ async def _answers(ping: Awaitable[None]) -> bool:
     except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
         return False
     return True
-
-
-def _etag(key: CacheKey) -> str:
-    return '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]
