@@ -156,18 +156,20 @@ async def test_a_page_of_small_text_falls_back_to_the_uploaded_bytes(
     assert meta["receipt"]["psnr"] == "Infinity" and meta["receipt"]["ssim"] == 1.0
 
 
-async def test_another_format_of_a_full_size_copy_is_transcoded(
+async def test_another_format_or_size_of_a_full_size_copy_is_made_without_the_network(
     embedded_settings: Settings, captioned_png: bytes, text_png: bytes
 ) -> None:
     async with serving(embedded_settings) as (_, client):
         for data in (captioned_png, text_png):
             meta = await upload(client, data, "image/png", policy="guarded", floor="ssim:0.9")
             webp = await client.get(f"/v1/images/{meta['id']}", params={"format": "webp"})
+            small = await client.get(f"/v1/images/{meta['id']}", params={"w": 240})
 
             assert meta["representation"] in ("avif", "original")
             assert webp.headers["content-type"] == "image/webp"
-            assert webp.headers["x-model-version"] == "none"
+            assert webp.headers["x-model-version"] == small.headers["x-model-version"] == "none"
             assert decoded(webp.content).size == (meta["width"], meta["height"])
+            assert decoded(small.content).width == 240
 
 
 async def test_downscale_keeps_the_x4_copy_even_below_the_floor(
