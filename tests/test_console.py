@@ -339,12 +339,14 @@ def test_compare_shows_the_served_image_against_bicubic_with_the_stored_copy_and
         assert all(key.replace("_", " ") in receipt for key in meta["receipt"])
     else:
         assert receipt == "This image's /meta carries no quality receipt."
-    # The left side is Pillow's bicubic upscale of the stored copy, the service's baseline.
+    # The left side is Pillow's bicubic upscale of the stored copy, the service's baseline:
+    # identical here (Chromium and Pillow decode the WebP with the same libwebp); one level of
+    # rounding is allowed for another decoder.
     expected = crop_to(bicubic_upscale(Image.open(io.BytesIO(stored)).convert("RGB")), 602, 402)
     shown = canvas_pixels(browser, "compare-bicubic")
     difference = np.abs(shown - np.asarray(expected, dtype=np.int16))
     assert shown.shape == (402, 602, 3)
-    assert difference.mean() < 0.5 and difference.max() <= 3
+    assert difference.max() <= 1
     screenshot(browser, screenshots / "compare.png")
 
 
@@ -470,19 +472,24 @@ def test_an_admin_activates_past_the_canary_verdict_and_rolls_back(
 def test_the_fleet_panel_shows_the_ledger_and_hit_rate_from_metrics(
     browser: Chrome, service: ApiProcess, api: httpx.Client
 ) -> None:
-    metrics = {
-        line.split()[0]: float(line.split()[1])
+    image = upload_via_api(api, PHOTOS[3])
+    for _ in range(3):
+        assert api.get(f"/v1/images/{image['id']}").status_code == 200
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in api.get("/metrics").text.splitlines()
-        if line.startswith("srstore_fleet_") and " " in line
+        if line.startswith(("srstore_fleet_", "srstore_cache_requests_total"))
     }
+    lookups = sum(v for k, v in samples.items() if k.startswith("srstore_cache_requests_total"))
+    hits = samples['srstore_cache_requests_total{result="hit"}']
+
     open_view(browser, service, "admin")
-    by_id(browser, "fleet-refresh").click()
     wait(browser).until(lambda d: "Images" in by_id(d, "fleet-facts").text)
 
     facts = by_id(browser, "fleet-facts").text
-    assert f"Images\n{int(metrics['srstore_fleet_images'])}" in facts
-    assert f"Saved\n{percent(metrics['srstore_fleet_savings_ratio'])}" in facts
-    assert "Cache hit rate\n" in facts and "% of " in facts
+    assert f"Images\n{int(samples['srstore_fleet_images'])}" in facts
+    assert f"Saved\n{percent(samples['srstore_fleet_savings_ratio'])}" in facts
+    assert f"Cache hit rate\n{percent(hits / lookups)} of {int(lookups)} reads" in facts
 
 
 CONTRAST = """
