@@ -102,6 +102,12 @@ async function admin(path, options = {}) {
 
 export const models = {
   list: () => admin("/models"),
+  upload: async (weights, card) => {
+    const form = new FormData();
+    form.append("weights", weights, weights.name);
+    form.append("card", await card.text());
+    return admin("/models", { method: "POST", body: form });
+  },
   history: () => admin("/models/history"),
   rollback: () => admin("/models/rollback", { method: "POST" }),
   activate: (name, version, force) =>
