@@ -312,12 +312,14 @@ def test_the_gallery_pages_through_every_image_with_thumbnails(
         )
     )
     screenshot(browser, screenshots / "gallery.png")
-    card = browser.find_element(By.CSS_SELECTOR, "#gallery-grid li")
-    meta = first["images"][0]
-    thumbnail = card.find_element(By.TAG_NAME, "img")
-    assert thumbnail.get_property("naturalWidth") == meta["stored_width"]
-    assert thumbnail.get_attribute("alt").startswith(f"{meta['width']}{BY}{meta['height']} ")
-    assert percent(meta["stored_bytes"] / meta["original_bytes"]) in card.text
+    cards = browser.find_elements(By.CSS_SELECTOR, "#gallery-grid li")
+    for card, meta in zip(cards, first["images"], strict=True):
+        thumbnail = card.find_element(By.TAG_NAME, "img")
+        assert thumbnail.get_property("naturalWidth") == min(320, meta["width"] // 4)
+        made = api.get(str(thumbnail.get_property("src")))  # sized on read from the stored copy
+        assert made.headers["x-model-version"] == "none"
+        assert thumbnail.get_attribute("alt").startswith(f"{meta['width']}{BY}{meta['height']} ")
+        assert percent(meta["stored_bytes"] / meta["original_bytes"]) in card.text
     assert by_id(browser, "gallery-prev").get_property("disabled") is True
 
     by_id(browser, "gallery-next").click()
