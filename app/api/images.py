@@ -234,7 +234,12 @@ def _validators(etag: str, last_modified: datetime, max_age: int) -> dict[str, s
     "/{image_id}/stored",
     methods=["GET", "HEAD"],
     response_class=Response,
-    responses={200: {"content": _IMAGE_CONTENT}, 206: {}, 304: {}, 416: {}},
+    responses={
+        200: {"content": _IMAGE_CONTENT},
+        206: _IMAGE_RESPONSES[206],
+        304: _IMAGE_RESPONSES[304],
+        416: _IMAGE_RESPONSES[416],
+    },
     summary="The stored low-resolution copy, byte for byte",
 )
 async def get_stored(
