@@ -119,12 +119,34 @@ def test_every_stored_codec_round_trips_and_lossless_ones_exactly(codec: str) ->
         assert np.array_equal(np.asarray(back), pixels)
 
 
-def test_alpha_survives_a_jpeg_stored_codec() -> None:
-    image = Image.new("RGBA", (8, 8), (1, 2, 3, 100))
+def transparent_gradient(width: int = 40, height: int = 24) -> Image.Image:
+    """Colour noise under an alpha ramp from fully transparent to opaque, left to right."""
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 255, (height, width, 4), dtype=np.uint8)
+    pixels[..., 3] = np.linspace(0, 255, width).round().astype(np.uint8)[None, :]
+    return Image.fromarray(pixels, "RGBA")
 
-    back = decode_stored(encode_stored(image, StoredCodec("jpeg", 90)))
+
+@pytest.mark.parametrize("codec", ["jpeg", "webp", "webp-lossless", "png"])
+def test_every_stored_codec_keeps_the_alpha_values(codec: str) -> None:
+    image = transparent_gradient()
+
+    back = decode_stored(encode_stored(image, StoredCodec(codec, 90)))
 
     assert back.mode == "RGBA"
+    assert np.array_equal(np.asarray(back.getchannel("A")), np.asarray(image.getchannel("A")))
+
+
+@pytest.mark.parametrize(("codec", "min_psnr"), [("jpeg", 40), ("webp", 38)])
+def test_lossy_stored_codecs_stay_close_to_the_photo(
+    photo: Image.Image, codec: str, min_psnr: float
+) -> None:
+    low = downscale(photo)
+
+    back = decode_stored(encode_stored(low, StoredCodec(codec, 90)))
+
+    error = np.asarray(back, np.float64) - np.asarray(low, np.float64)
+    assert 10 * np.log10(255**2 / np.mean(error**2)) > min_psnr
 
 
 def test_degrade_is_downscale_then_the_storage_round_trip(photo: Image.Image) -> None:
