@@ -7,13 +7,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
 from app.settings import Settings
-from tests.conftest import serving
-from tests.support.weights import noisy, to_bytes
+from imaging import StoredCodec, bicubic_upscale, degrade
+from models.validation import canary_images, luma_psnr
+from tests.conftest import SHIPPED_ESPCN_LEVELS, serving
+from tests.support.pixels import decode, expected_render, mean_difference, upscaler_for
+from tests.support.weights import noisy, rendered_by_brightened, to_bytes
 
 TOKEN = "test-admin-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -62,15 +66,31 @@ async def activate(http: httpx.AsyncClient, name: str, version: int, **extra) ->
     return await http.put("/v1/admin/models/active", json=body, headers=AUTH)
 
 
-async def test_shipped_weights_are_registered_and_the_configured_model_is_active(
+def canary_psnr(levels: int) -> tuple[float, float]:
+    """Mean Y-PSNR on the canary set of what :func:`brightened` renders, and of bicubic."""
+    model, baseline = [], []
+    for original in canary_images():
+        low = degrade(original, StoredCodec())
+        model.append(luma_psnr(rendered_by_brightened(low, levels), original))
+        baseline.append(luma_psnr(bicubic_upscale(low), original))
+    return float(np.mean(model)), float(np.mean(baseline))
+
+
+async def test_shipped_weights_are_registered_scored_and_the_configured_model_is_active(
     admin: httpx.AsyncClient,
 ) -> None:
     listing = (await admin.get("/v1/admin/models", headers=AUTH)).json()
 
     assert listing["active"] == {"name": "espcn", "version": 1}
     assert [(m["name"], m["version"]) for m in listing["models"]] == [("espcn", 1), ("srcnn", 1)]
-    for model in listing["models"]:
-        assert abs(model["card"]["canary"]["gain_db"]) < 0.5
+    canary = {m["name"]: m["card"]["canary"] for m in listing["models"]}
+    for name, levels in (("espcn", SHIPPED_ESPCN_LEVELS), ("srcnn", 0)):
+        model_psnr, bicubic_psnr = canary_psnr(levels)
+        assert canary[name]["model_psnr"] == pytest.approx(model_psnr, abs=1e-3)
+        assert canary[name]["bicubic_psnr"] == pytest.approx(bicubic_psnr, abs=1e-3)
+        assert canary[name]["gain_db"] == pytest.approx(model_psnr - bicubic_psnr, abs=2e-3)
+    # Brightening every pixel costs PSNR: the brighter version scores far lower.
+    assert canary["espcn"]["gain_db"] < canary["srcnn"]["gain_db"] - 3
 
 
 async def test_an_uploaded_version_is_scored_and_listed(admin: httpx.AsyncClient) -> None:
@@ -126,12 +146,13 @@ async def test_activating_an_unknown_version_is_404(admin: httpx.AsyncClient) ->
 
 
 async def test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_warm(
-    admin: httpx.AsyncClient, admin_app: FastAPI, photo_bytes: bytes
+    admin: httpx.AsyncClient, admin_app: FastAPI, shipped_dir: Path, photo_bytes: bytes
 ) -> None:
     image = await admin.post(
         "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
     )
     url = f"/v1/images/{image.json()['id']}"
+    stored = (await admin.get(f"{url}/stored")).content
     before = await admin.get(url)
     await activate(admin, "srcnn", 1)
     await admin_app.state.models.refresh()
@@ -146,6 +167,12 @@ async def test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_w
     assert rolled.json()["active"] == {"name": "espcn", "version": 1}
     assert (again.headers["x-model-version"], again.headers["x-cache"]) == ("espcn:1", "HIT")
     assert again.content == before.content
+    # What each response shows is the named version's rendering, and the two differ.
+    for response in (before, after):
+        label = response.headers["x-model-version"]
+        expected = expected_render(stored, (602, 402), upscaler_for(label, shipped_dir))
+        assert mean_difference(decode(response.content), expected) < 1.5
+    assert mean_difference(decode(before.content), decode(after.content)) > 5
 
 
 async def test_every_swap_is_recorded(admin: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import trainer.train
 from models.archs import ESPCN, build_model
 from models.engine import NeuralUpscaler
 from models.validation import load_checked
@@ -89,13 +91,29 @@ def test_fine_tuning_keeps_the_start_weights_variant_and_the_card_names_them(
     assert card["training"]["init_weights"] == str(tmp_path / "start.pt")
 
 
-def test_training_resumes_from_its_checkpoint(photos: Path, tmp_path: Path) -> None:
-    train(smoke_config(photos, tmp_path, steps=20))
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Model, optimiser, schedule and both random streams all come back from the checkpoint."""
+    save = trainer.train._checkpoint
 
-    _, resumed = train(smoke_config(photos, tmp_path, steps=30), tmp_path / "checkpoint.pt")
+    def keeping_step_20(path: Path, step: int, *args: object) -> None:
+        save(path, step, *args)  # type: ignore[arg-type]
+        if step == 20:
+            shutil.copy(path, tmp_path / "at-20.pt")
 
-    assert resumed.steps[0] == 1 and resumed.steps[-1] == 30
-    assert len(resumed.losses) == 30
+    monkeypatch.setattr(trainer.train, "_checkpoint", keeping_step_20)
+    straight, full = train(smoke_config(photos, tmp_path / "straight", steps=30))
+
+    resumed, history = train(
+        smoke_config(photos, tmp_path / "resumed", steps=30), tmp_path / "at-20.pt"
+    )
+
+    assert history.steps == list(range(1, 31))
+    assert history.losses == full.losses
+    assert history.val_psnr == full.val_psnr
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
 
 
 def test_the_command_writes_weights_the_service_loads_and_a_card(
