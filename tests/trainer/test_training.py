@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+import trainer.corpus
 import trainer.train
 from models.archs import ESPCN, build_model
 from models.engine import NeuralUpscaler
@@ -189,3 +190,28 @@ def test_the_validation_photos_are_fixed_and_never_trained_on() -> None:
     assert len(validation) == VALIDATION_IMAGES
     assert validation == validation_set()
     assert validation < set(PHOTOGRAPHS)
+
+
+def test_the_corpus_build_writes_every_validation_photo_to_val_and_none_to_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each source photo is told apart by its pixels, so a misplaced one is seen in the files."""
+    root = tmp_path / "root"
+    colour_of: dict[str, tuple[int, int, int]] = {}
+    for index, relative in enumerate(PHOTOGRAPHS):
+        colour_of[relative] = (index, 255 - index, (7 * index) % 256)
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 12), colour_of[relative]).save(root / relative, "PNG")
+    monkeypatch.setattr(trainer.corpus, "fetch_packages", lambda cache: root)
+
+    entries = trainer.corpus.build(tmp_path / "cache", tmp_path / "corpus")
+
+    def colours(split: str) -> set[tuple[int, int, int]]:
+        files = (tmp_path / "corpus" / split).glob("*.png")
+        return {Image.open(path).convert("RGB").getpixel((0, 0)) for path in files}
+
+    validation = validation_set()
+    assert colours("val") == {colour_of[p] for p in validation}
+    assert colours("train") == {colour_of[p] for p in PHOTOGRAPHS if p not in validation}
+    assert {e.path for e in entries if e.split == "val"} == validation
+    assert len(entries) == len(PHOTOGRAPHS)
