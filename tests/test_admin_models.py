@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import redis
 from fastapi import FastAPI
+from PIL import Image
 from pydantic import SecretStr, ValidationError
 
 from app.settings import Settings
 from imaging import StoredCodec, bicubic_upscale, degrade
+from models.control import RedisControl
 from models.validation import canary_images, luma_psnr
 from tests.conftest import SHIPPED_ESPCN_LEVELS, serving
-from tests.support.pixels import decode, expected_render, mean_difference, upscaler_for
+from tests.support.pixels import (
+    decode,
+    expected_render,
+    max_difference,
+    mean_difference,
+    upscaler_for,
+)
 from tests.support.weights import noisy, rendered_by_brightened, to_bytes
 
 TOKEN = "test-admin-token-123"
@@ -243,3 +254,71 @@ def test_a_blank_token_leaves_the_admin_api_off_and_a_short_one_is_refused() -> 
     assert Settings(admin_token="  ").admin_token is None
     with pytest.raises(ValidationError, match="at least 16"):
         Settings(admin_token="secret")
+
+
+async def test_a_request_in_flight_during_a_swap_finishes_on_the_version_it_started_on(
+    admin: httpx.AsyncClient, admin_app: FastAPI, shipped_dir: Path, photo_bytes: bytes
+) -> None:
+    image = await admin.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    url = f"/v1/images/{image.json()['id']}"
+    stored = (await admin.get(f"{url}/stored")).content
+    upscaler = await admin_app.state.image_service.renderer.engine.models.get("espcn:1")
+    entered, release = threading.Event(), threading.Event()
+    original = upscaler.upscale
+
+    def held(low_res: Image.Image) -> Image.Image:
+        entered.set()
+        assert release.wait(timeout=60)
+        return original(low_res)
+
+    upscaler.upscale = held
+    try:
+        in_flight = asyncio.create_task(admin.get(url, params={"format": "png"}))
+        assert await asyncio.to_thread(entered.wait, 60)
+        assert (await activate(admin, "srcnn", 1)).status_code == 200
+        await admin_app.state.models.refresh()
+        release.set()
+        started_before = await in_flight
+    finally:
+        release.set()
+        del upscaler.upscale
+    started_after = await admin.get(url, params={"format": "png"})
+
+    for response, label in ((started_before, "espcn:1"), (started_after, "srcnn:1")):
+        assert response.headers["x-model-version"] == label
+        expected = expected_render(stored, (602, 402), upscaler_for(label, shipped_dir))
+        assert max_difference(decode(response.content), expected) <= 1
+
+
+@pytest.mark.full
+@pytest.mark.parametrize(("poll_seconds", "follows"), [(0.2, True), (3600, False)])
+async def test_without_an_announcement_each_process_polls_the_pointer(
+    full_settings: Settings,
+    shipped_dir: Path,
+    redis_client: redis.Redis,
+    photo_bytes: bytes,
+    poll_seconds: float,
+    follows: bool,
+) -> None:
+    """SRSTORE_MODEL_POLL_SECONDS: a swap whose announcement was lost still arrives."""
+    configured = full_settings.model_copy(
+        update={"weights_dir": shipped_dir, "model_poll_seconds": poll_seconds}
+    )
+    async with serving(configured) as (_, http):
+        image = await http.post(
+            "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+        )
+        url = f"/v1/images/{image.json()['id']}"
+        before = (await http.get(url)).headers["x-model-version"]
+        redis_client.set(RedisControl.ACTIVE, "srcnn:1")  # the pointer moves, nobody is told
+        deadline = asyncio.get_running_loop().time() + 3
+        while asyncio.get_running_loop().time() < deadline:
+            after = (await http.get(url)).headers["x-model-version"]
+            if after == "srcnn:1":
+                break
+            await asyncio.sleep(0.1)
+
+    assert before == "espcn:1"
+    assert after == ("srcnn:1" if follows else "espcn:1")
