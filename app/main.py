@@ -9,18 +9,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import admin, health, images
+from app.api.console import mount_console
 from app.errors import install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
 from app.services.images import ImageService, Renderer
-from app.services.inference import InferenceEngine, LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
-from app.settings import Settings
 from cache import make_cache
+from config.settings import Settings
 from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
+from render.inference import InferenceEngine, LocalRenderer
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    mount_console(app)
     app.add_middleware(ResponseHeadersAndMetrics)
     return app
 

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("app", "render", "models", "imaging", "cache", "ledger", "storage", "trainer", "worker")
+PACKAGES = (
+    *("srstore", "app", "worker", "trainer", "render", "config", "models", "imaging"),
+    *("storage", "cache", "ledger"),
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from PIL import Image
 from pydantic import SecretStr, ValidationError
 
-from app.settings import Settings
+from config.settings import Settings
 from imaging import StoredCodec, bicubic_upscale, degrade
 from models.control import RedisControl
 from models.validation import canary_images, luma_psnr

@@ -25,11 +25,11 @@ import yaml
 from redis import asyncio as aioredis
 
 from app.main import create_app
-from app.settings import Settings
 from cache import CacheKey
+from config.settings import Settings
 from ledger import RedisLedger, Totals
+from render.queue import JobQueue, RenderJob
 from tests.support.servers import TEST_REDIS_CONFIG, start_redis
-from worker.queue import JobQueue, RenderJob
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from app.main import create_app
-from app.settings import Settings
+from config.settings import Settings
 from ledger.redis import LEDGER_KEY
 from tests.conftest import encode, serving
 from tests.support.metrics import ledger, samples

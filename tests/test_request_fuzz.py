@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.main import create_app
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import unique_bucket
 from tests.support.servers import RedisServer, SeaweedServer
 

@@ -58,7 +58,7 @@ def start_api(
     Its output is appended to ``log_path`` when given (tests read what it logged).
     """
     port = port or free_port()
-    command = ["app.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
+    command = ["srstore.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
     log = log_path.open("ab") if log_path else None
     process = subprocess.Popen(
         [
@@ -118,7 +118,7 @@ def start_worker(env: Mapping[str, str], name: str, log_dir: Path) -> WorkerProc
     port = free_port()
     log = (log_dir / f"worker-{name}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--name", name],
+        [sys.executable, "-m", "srstore.cli", "worker", "--name", name],
         env={**os.environ, **env, "SRSTORE_WORKER_METRICS_PORT": str(port)},
         stdout=log,
         stderr=subprocess.STDOUT,
