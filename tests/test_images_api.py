@@ -12,11 +12,13 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
+from cache import CacheKey
 from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
 from models.engine import BicubicUpscaler
 from models.validation import luma_psnr
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
+from render.images import AUTO_FORMAT
 from tests.conftest import encode
 from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
 
@@ -246,3 +248,62 @@ async def test_transparency_comes_back_where_it_was(client: httpx.AsyncClient) -
     # A 4x reduction and bicubic enlargement of a smooth ramp: off by a few levels at most.
     assert np.abs(alpha - pixels[..., 3]).mean() < 3
     assert alpha[:, :8].mean() < 20 and alpha[:, -8:].mean() > 235
+
+
+async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image(
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    service = app.state.image_service
+    key = CacheKey(meta["id"], app.state.models.label, AUTO_FORMAT)
+    delete_object = service.store.delete
+
+    async def delete_as_a_render_lands(object_key: str) -> None:
+        await service.cache.put(key, b"a render that finished during the delete")
+        await delete_object(object_key)
+
+    service.store.delete = delete_as_a_render_lands
+    try:
+        deleted = await client.delete(f"/v1/images/{meta['id']}")
+    finally:
+        del service.store.delete
+
+    assert deleted.status_code == 204
+    assert await service.cache.get(key) is None
+
+
+async def test_renditions_are_gone_before_the_object_is(
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+) -> None:
+    """A process that dies right after removing the object leaves no rendition behind."""
+    meta = await upload(client, photo_bytes)
+    await client.get(f"/v1/images/{meta['id']}")
+    service = app.state.image_service
+    key = CacheKey(meta["id"], app.state.models.label, AUTO_FORMAT)
+    left_when_the_object_went: list[bytes | None] = []
+    delete_object = service.store.delete
+
+    async def observed(object_key: str) -> None:
+        left_when_the_object_went.append(await service.cache.get(key))
+        await delete_object(object_key)
+
+    service.store.delete = observed
+    try:
+        assert (await client.delete(f"/v1/images/{meta['id']}")).status_code == 204
+    finally:
+        del service.store.delete
+
+    assert left_when_the_object_went == [None]
+
+
+async def test_an_explicit_quality_is_a_rendition_of_its_own(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    url = f"/v1/images/{meta['id']}"
+
+    lowest = await client.get(url, params={"format": "jpeg", "quality": 1})
+    default = await client.get(url, params={"format": "jpeg"})
+
+    assert (lowest.headers["x-cache"], default.headers["x-cache"]) == ("MISS", "MISS")
+    assert len(lowest.content) < len(default.content) / 3

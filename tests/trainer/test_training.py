@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
 import shutil
 from pathlib import Path
 
@@ -115,6 +116,19 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
     assert history.val_psnr == full.val_psnr
     for name, tensor in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+class Payload:
+    """Anything but tensors and plain containers: unpickling it could run code."""
+
+
+def test_resuming_refuses_a_checkpoint_that_holds_more_than_tensors(
+    photos: Path, tmp_path: Path
+) -> None:
+    torch.save({"step": 1, "model": Payload()}, tmp_path / "hostile.pt")
+
+    with pytest.raises(pickle.UnpicklingError):
+        train(smoke_config(photos, tmp_path / "run", steps=2), tmp_path / "hostile.pt")
 
 
 def test_the_command_writes_weights_the_service_loads_and_a_card(
