@@ -12,8 +12,9 @@ from starlette.exceptions import HTTPException
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import QueueFull, RenderFailed, RenderTimeout
+from app.services.renditions import InvalidSignature, SizeNotAllowed
 from cache import CacheUnavailable
-from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
+from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
@@ -55,6 +56,9 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
     InvalidImageId: (400, "invalid_id"),
+    InvalidSize: (422, "invalid_size"),
+    SizeNotAllowed: (400, "size_not_allowed"),
+    InvalidSignature: (403, "invalid_signature"),
     InvalidCursor: (400, "invalid_cursor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),
@@ -86,7 +90,10 @@ _UNAVAILABLE_MESSAGES = {
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status == 503 else None
+    """An error is never stored by a cache: the next request may well succeed."""
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = "5"
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 

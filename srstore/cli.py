@@ -10,10 +10,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from srstore import models_cli
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "train", help="the offline trainer (see `srstore train --help`)", add_help=False
     )
+    sign_url = commands.add_parser(
+        "sign-url", help="print a rendition URL signed with SRSTORE_URL_SIGNING_KEY"
+    )
+    sign_url.add_argument("image_id")
+    sign_url.add_argument("options", nargs="*", help="name=value, e.g. w=300 h=200 fit=cover")
     models_cli.add_commands(commands)
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -43,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         return models_cli.run(args, token)
+    if args.command == "sign-url":
+        return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":
         import asyncio
 
@@ -58,6 +69,20 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port or settings.port,
             workers=args.workers,
         )
+    return 0
+
+
+def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> int:
+    from urllib.parse import urlencode
+
+    from app.services.renditions import SIGNATURE_PARAM, sign
+
+    if settings.url_signing_key is None:
+        print("SRSTORE_URL_SIGNING_KEY is not set", file=sys.stderr)
+        return 2
+    pairs = [(name, value) for name, _, value in (option.partition("=") for option in options)]
+    signature = sign(settings.url_signing_key.get_secret_value(), image_id, pairs)
+    print(f"/v1/images/{image_id}?{urlencode([*pairs, (SIGNATURE_PARAM, signature)])}")
     return 0
 
 

@@ -18,7 +18,6 @@ from imaging import bicubic_upscale, crop_to
 from models.engine import BicubicUpscaler
 from models.validation import luma_psnr
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
-from render.images import AUTO_FORMAT
 from tests.conftest import encode
 from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
 
@@ -250,12 +249,31 @@ async def test_transparency_comes_back_where_it_was(client: httpx.AsyncClient) -
     assert alpha[:, :8].mean() < 20 and alpha[:, -8:].mean() > 235
 
 
+async def served_key(client: httpx.AsyncClient, app: FastAPI, url: str) -> CacheKey:
+    """Fetch ``url`` once; the key its rendition was looked up under (not the metadata's)."""
+    cache = app.state.image_service.cache
+    looked_up: list[CacheKey] = []
+    get = cache.get
+
+    async def recording(key: CacheKey) -> bytes | None:
+        looked_up.append(key)
+        return await get(key)
+
+    cache.get = recording
+    try:
+        assert (await client.get(url)).status_code == 200
+    finally:
+        del cache.get
+    (key,) = {key for key in looked_up if key.model == app.state.models.label}
+    return key
+
+
 async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image(
     client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
     service = app.state.image_service
-    key = CacheKey(meta["id"], app.state.models.label, AUTO_FORMAT)
+    key = await served_key(client, app, f"/v1/images/{meta['id']}")
     delete_object = service.store.delete
 
     async def delete_as_a_render_lands(object_key: str) -> None:
@@ -277,9 +295,9 @@ async def test_renditions_are_gone_before_the_object_is(
 ) -> None:
     """A process that dies right after removing the object leaves no rendition behind."""
     meta = await upload(client, photo_bytes)
-    await client.get(f"/v1/images/{meta['id']}")
     service = app.state.image_service
-    key = CacheKey(meta["id"], app.state.models.label, AUTO_FORMAT)
+    key = await served_key(client, app, f"/v1/images/{meta['id']}")
+    assert await service.cache.get(key) is not None
     left_when_the_object_went: list[bytes | None] = []
     delete_object = service.store.delete
 
