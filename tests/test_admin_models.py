@@ -18,8 +18,9 @@ from pydantic import SecretStr, ValidationError
 
 from config.settings import Settings
 from imaging import StoredCodec, bicubic_upscale, degrade
+from imaging.quality import luma_psnr
 from models.control import RedisControl
-from models.validation import canary_images, luma_psnr
+from models.validation import canary_images
 from tests.conftest import SHIPPED_ESPCN_LEVELS, serving
 from tests.support.pixels import (
     decode,

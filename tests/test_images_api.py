@@ -15,8 +15,8 @@ from PIL import Image
 from cache import CacheKey
 from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
+from imaging.quality import luma_psnr
 from models.engine import BicubicUpscaler
-from models.validation import luma_psnr
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
 from tests.conftest import encode
 from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
