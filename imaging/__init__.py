@@ -2,7 +2,6 @@
 
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
-    LOSSY_FORMATS,
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
     SCALE,
@@ -32,7 +31,6 @@ from imaging.resize import Fit, Geometry, InvalidSize, apply_geometry, plan_geom
 
 __all__ = [
     "ACCEPTED_FORMATS",
-    "LOSSY_FORMATS",
     "MEDIA_TYPES",
     "PILLOW_MAX_PIXELS",
     "SCALE",

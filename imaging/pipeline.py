@@ -21,7 +21,6 @@ PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2*
 
 StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
 OutputFormat = Literal["jpeg", "png", "webp", "avif", "bmp", "tiff"]
-LOSSY_FORMATS: frozenset[str] = frozenset({"jpeg", "webp", "avif"})  # the ones with a quality
 
 # Formats accepted on upload, by Pillow's format name, and the format each is served in.
 ACCEPTED_FORMATS: dict[str, OutputFormat] = {
