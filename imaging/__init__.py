@@ -2,10 +2,12 @@
 
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
+    AVIF_SPEED,
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
     SCALE,
     DecodedImage,
+    FullCodecName,
     ImageError,
     ImageTooLarge,
     InvalidImage,
@@ -20,6 +22,7 @@ from imaging.pipeline import (
     decode_upload,
     degrade,
     downscale,
+    encode_full,
     encode_output,
     encode_stored,
     media_type_of,
@@ -31,11 +34,13 @@ from imaging.resize import Fit, Geometry, InvalidSize, apply_geometry, plan_geom
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "AVIF_SPEED",
     "MEDIA_TYPES",
     "PILLOW_MAX_PIXELS",
     "SCALE",
     "DecodedImage",
     "Fit",
+    "FullCodecName",
     "Geometry",
     "ImageError",
     "ImageTooLarge",
@@ -53,6 +58,7 @@ __all__ = [
     "decode_upload",
     "degrade",
     "downscale",
+    "encode_full",
     "encode_output",
     "encode_stored",
     "media_type_of",
