@@ -4,11 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-<<<<<<< HEAD
-.PHONY: run test lint clean redis-server promtool icc-profiles load
-=======
-.PHONY: run test lint clean redis-server promtool chromium load
->>>>>>> main
+.PHONY: run test lint clean redis-server promtool icc-profiles chromium load mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,23 +30,19 @@ redis-server:
 promtool:
 	@command -v promtool >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
 
-<<<<<<< HEAD
 # Wide-gamut and CMYK ICC profiles for the colour-management tests (Debian, DFSG-free).
 icc-profiles:
 	@[ -f /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ] && [ -f /usr/share/color/icc/ghostscript/ps_cmyk.icc ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q icc-profiles-free libgs-common; }
 
-test: $(VENV)/.dev redis-server promtool icc-profiles
-=======
 # Headless Chromium and its WebDriver drive the console's browser tests (Debian's packages,
 # no browser download).
 chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
-test: $(VENV)/.dev redis-server promtool chromium
->>>>>>> main
+test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy srstore app worker trainer bench render config models imaging storage cache ledger
+	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger
 	$(BIN)/lint-imports
 	timeout -k 30 2700 $(BIN)/python -m pytest -q
 
@@ -58,9 +50,15 @@ test: $(VENV)/.dev redis-server promtool chromium
 load: $(VENV)/.dev redis-server
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
+# Mutation testing (not part of `make test`; CPU-heavy): the named breakages in mutations/named.py
+# must each fail their tests, then mutmut scores the critical functions (MUTATE_ARGS=--minutes 20).
+mutate: $(VENV)/.dev redis-server
+	$(BIN)/python mutations/named.py
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python mutations/score.py $(MUTATE_ARGS)
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data mutants

@@ -1,7 +1,7 @@
-"""The ledger as a one-row SQLite file beside the local objects: the embedded default.
+"""The ledger as a small SQLite file beside the local objects: the embedded default.
 
 SQLite makes each update atomic and durable, and serialises the uvicorn worker processes
-that share the file.
+that share the file. One row holds the totals; one row per representation its share.
 """
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
-from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Totals
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -23,6 +26,12 @@ CREATE TABLE IF NOT EXISTS ledger (
     images INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO ledger VALUES (1, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS representations (
+    name TEXT PRIMARY KEY,
+    original_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    images INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS debited (image_id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS debited_at ON debited (at);
 """
@@ -30,43 +39,63 @@ _ADD = (
     "UPDATE ledger SET original_bytes = original_bytes + ?, stored_bytes = stored_bytes + ?,"
     " images = images + ? WHERE id = 1"
 )
+_ADD_SHARE = (
+    "INSERT INTO representations VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+    " original_bytes = original_bytes + excluded.original_bytes,"
+    " stored_bytes = stored_bytes + excluded.stored_bytes, images = images + excluded.images"
+)
 _READ = "SELECT original_bytes, stored_bytes, images FROM ledger WHERE id = 1"
+_READ_SHARES = "SELECT name, original_bytes, stored_bytes, images FROM representations"
 
 
 class LocalLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
-        await asyncio.to_thread(self._run, _ADD, (original_bytes, stored_bytes, images))
+    async def add(
+        self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
+    ) -> None:
+        amounts = (original_bytes, stored_bytes, images)
 
-    async def debit_once(self, image_id: str, original_bytes: int, stored_bytes: int) -> bool:
-        return await asyncio.to_thread(self._debit_once, image_id, original_bytes, stored_bytes)
+        def add(db: sqlite3.Connection) -> None:
+            db.execute(_ADD, amounts)
+            db.execute(_ADD_SHARE, (representation, *amounts))
 
-    async def totals(self) -> Totals:
-        return Totals(*await asyncio.to_thread(self._run, _READ, ()))
+        await asyncio.to_thread(self._run, add)
 
-    def _run(self, statement: str, parameters: tuple[int, ...]) -> tuple[int, ...]:
-        with self._transaction() as db:
-            return tuple(db.execute(statement, parameters).fetchone() or ())
+    async def debit_once(
+        self, image_id: str, original_bytes: int, stored_bytes: int, representation: str = "x4"
+    ) -> bool:
+        amounts = (-original_bytes, -stored_bytes, -1)
 
-    def _debit_once(self, image_id: str, original_bytes: int, stored_bytes: int) -> bool:
-        """One transaction: SQLite serialises it against every other process's."""
-        now = time.time()
-        with self._transaction() as db:
+        def debit(db: sqlite3.Connection) -> bool:
+            """One transaction: SQLite serialises it against every other process's."""
+            now = time.time()
             db.execute("DELETE FROM debited WHERE at < ?", (now - DEBIT_MEMORY_SECONDS,))
             marked = db.execute("INSERT OR IGNORE INTO debited VALUES (?, ?)", (image_id, now))
             if marked.rowcount != 1:
                 return False
-            db.execute(_ADD, (-original_bytes, -stored_bytes, -1))
+            db.execute(_ADD, amounts)
+            db.execute(_ADD_SHARE, (representation, *amounts))
             return True
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        return await asyncio.to_thread(self._run, debit)
+
+    async def totals(self) -> Totals:
+        return await asyncio.to_thread(self._run, _read)
+
+    def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        """``action`` in one transaction: all of it is kept, or none."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=10)) as db, db:
                 db.executescript(_SCHEMA)
-                yield db
+                return action(db)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailable(f"ledger {self.path}: {exc}") from exc
+
+
+def _read(db: sqlite3.Connection) -> Totals:
+    shares = {name: Share(*amounts) for name, *amounts in db.execute(_READ_SHARES) if any(amounts)}
+    original_bytes, stored_bytes, images = db.execute(_READ).fetchone()
+    return Totals(original_bytes, stored_bytes, images, shares)

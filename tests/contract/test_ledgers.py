@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Totals
+from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Share, Totals
 from tests.support.servers import RedisServer, free_port
 
 
@@ -60,16 +60,23 @@ async def test_concurrent_debits_of_one_image_debit_it_once(
     """Two processes (two ledger handles) racing twenty debits of the same image."""
     other = open_ledger()
     image_id = f"img-{uuid.uuid4().hex}"
-    await ledger.add(1000, 70, 1)
+    await ledger.add(1000, 70, 1, "webp")
     before = await ledger.totals()
 
     debited = await asyncio.gather(
-        *(handle.debit_once(image_id, 1000, 70) for handle in [ledger, other] * 10)
+        *(handle.debit_once(image_id, 1000, 70, "webp") for handle in [ledger, other] * 10)
     )
+    after = await ledger.totals()
 
     assert debited.count(True) == 1
-    assert moved(before, await ledger.totals()) == (-1000, -70, -1)
-    assert await other.debit_once(image_id, 1000, 70) is False
+    assert moved(before, after) == (-1000, -70, -1)
+    share_before, share_after = (
+        before.by_representation["webp"],
+        after.by_representation.get("webp", Share()),
+    )
+    assert share_before.images - share_after.images == 1
+    assert share_before.stored_bytes - share_after.stored_bytes == 70
+    assert await other.debit_once(image_id, 1000, 70, "webp") is False
     await _close(other)
 
 
