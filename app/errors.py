@@ -9,12 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from app.services.decoding import DecodeBusy
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import QueueFull, RenderFailed, RenderTimeout
 from app.services.renditions import InvalidSignature, SizeNotAllowed
 from cache import CacheUnavailable
-from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnsupportedImage
+from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnencodableFormat, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
@@ -56,6 +57,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ImageTooLarge: (413, "image_too_large"),
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
+    UnencodableFormat: (422, "unencodable_format"),
     InvalidImageId: (400, "invalid_id"),
     InvalidSize: (422, "invalid_size"),
     SizeNotAllowed: (400, "size_not_allowed"),
@@ -74,6 +76,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     StorageUnavailable: (503, "storage_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
     QueueFull: (503, "queue_full"),
+    DecodeBusy: (503, "decode_busy"),
     RenderTimeout: (503, "render_timeout"),
     RenderFailed: (503, "render_failed"),
 }
@@ -86,6 +89,7 @@ _UNAVAILABLE_MESSAGES = {
     "cache_unavailable": "the cache is unavailable; retry later",
     "control_unavailable": "the model registry is unavailable; retry later",
     "queue_full": "too many images are waiting to be rendered; retry later",
+    "decode_busy": "too many uploads are being decoded; retry later",
     "render_timeout": "no inference worker rendered the image in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
 }

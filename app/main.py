@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,9 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.models = active
         app.state.model_admin = model_admin
-        app.state.image_service = ImageService(
-            settings, store, cache, renderer, active, ledger, scorer
-        )
+        image_service = ImageService(settings, store, cache, renderer, active, ledger, scorer)
+        app.state.image_service = image_service
+        await image_service.dependencies.start()
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
@@ -84,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await active.stop()
+            await image_service.dependencies.stop()
             await renderer.close()
             upscalers.close()
+            await asyncio.to_thread(image_service.decoding.close)
             await control.close()
             for closeable in (cache, ledger):
                 close = getattr(closeable, "close", None)

@@ -156,7 +156,7 @@ class _ScrapeCollector:
                 yield family
         up = GaugeMetricFamily(
             "srstore_dependency_up",
-            "1 when the dependency answered a ping during this scrape.",
+            "1 when the dependency answered its last ping (SRSTORE_DEPENDENCY_CHECK_SECONDS).",
             labels=["dependency"],
         )
         for dependency, answered in sorted(self.snapshot.dependencies.items()):

@@ -85,6 +85,29 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="Largest accepted image, in pixels."
     )
+    decode_threads: int = Field(
+        2, ge=1, description="Uploads decoded at once per process, on a pool of their own."
+    )
+    decode_memory_budget_bytes: int = Field(
+        768 * 2**20,
+        ge=1,
+        description="Memory uploads being decoded may hold at once per process (estimated "
+        "from each header); an upload waits for room, then gets 503.",
+    )
+    decode_wait_seconds: float = Field(
+        10.0, ge=0, description="How long an upload waits for decode budget before 503."
+    )
+    dependency_check_seconds: float = Field(
+        1.0, gt=0, description="How often the object store and cache are pinged for the probes."
+    )
+    dependency_timeout_seconds: float = Field(
+        1.0, gt=0, description="A ping (or ledger read for /metrics) slower than this is down."
+    )
+    local_min_free_bytes: int = Field(
+        64 * 2**20,
+        ge=0,
+        description="The local store is unready (and refuses uploads) below this free space.",
+    )
     max_model_upload_bytes: int = Field(
         32 * 2**20, ge=1, description="Largest body of an admin model upload (weights + card)."
     )

@@ -1,5 +1,7 @@
 """The image pipeline shared by the service and the trainer."""
 
+from imaging.errors import UnencodableFormat
+from imaging.limits import declared_size, decode_memory_bytes, encodable
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
     AVIF_SPEED,
@@ -50,14 +52,18 @@ __all__ = [
     "OutputFormat",
     "StoredCodec",
     "StoredCodecName",
+    "UnencodableFormat",
     "UnsupportedImage",
     "apply_geometry",
     "bicubic_upscale",
     "crop_to",
+    "declared_size",
+    "decode_memory_bytes",
     "decode_stored",
     "decode_upload",
     "degrade",
     "downscale",
+    "encodable",
     "encode_full",
     "encode_output",
     "encode_stored",

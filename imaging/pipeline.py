@@ -15,12 +15,15 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
+from imaging.errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImage
+from imaging.limits import MAX_JPEG_SCANS, encodable, jpeg_scans, jpeg_too_short
+
 SCALE = 4
 # Pillow refuses to open anything over this many pixels, whatever SRSTORE_MAX_PIXELS says.
 PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2**63 - 1
 
 StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
-OutputFormat = Literal["jpeg", "png", "webp", "avif", "bmp", "tiff"]
+OutputFormat = Literal["jpeg", "png", "webp", "avif"]
 FullCodecName = Literal["avif", "webp"]  # a full-size copy kept instead of the 4x-reduced one
 AVIF_SPEED = 8  # libavif's 0 (slowest) .. 10: 4x faster than its default 6 for ~20% more bytes
 
@@ -31,8 +34,10 @@ ACCEPTED_FORMATS: dict[str, OutputFormat] = {
     "PNG": "png",
     "WEBP": "webp",
     "AVIF": "avif",
-    "BMP": "bmp",
-    "TIFF": "tiff",
+    # Uncompressed at full size (a 226 KB deflate TIFF of 7000x7000 was served as 147 MB):
+    # served as PNG, lossless and compressed.
+    "BMP": "png",
+    "TIFF": "png",
     "GIF": "png",  # a super-resolved frame has far more than 256 colours: served as PNG
 }
 
@@ -41,25 +46,7 @@ MEDIA_TYPES: dict[str, str] = {
     "png": "image/png",
     "webp": "image/webp",
     "avif": "image/avif",
-    "bmp": "image/bmp",
-    "tiff": "image/tiff",
 }
-
-
-class ImageError(ValueError):
-    """Base class of everything a client's bytes can be wrong about."""
-
-
-class UnsupportedImage(ImageError):
-    """Not an image format srstore accepts (HTTP 415)."""
-
-
-class InvalidImage(ImageError):
-    """Claims to be an image but cannot be decoded (HTTP 422)."""
-
-
-class ImageTooLarge(ImageError):
-    """Declares more pixels than the configured limit (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +120,8 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
         raise ImageTooLarge(
             f"image is {width}x{height} pixels; the limit is {max_pixels} pixels in all"
         )
+    if probe.format in ("JPEG", "MPO"):
+        _refuse_costly_or_cut_jpeg(data, width, height)
     try:
         probe.seek(0)
         probe.load()
@@ -186,9 +175,24 @@ def _without_profile(image: Image.Image) -> Image.Image:
     return image
 
 
+def _refuse_costly_or_cut_jpeg(data: bytes, width: int, height: int) -> None:
+    scans = jpeg_scans(data)
+    if scans > MAX_JPEG_SCANS:
+        raise ImageTooLarge(
+            f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded (each costs "
+            "a full decode)"
+        )
+    if jpeg_too_short(data, width, height):
+        raise InvalidImage(
+            f"the JPEG is too short for the {width}x{height} pixels it declares: truncated"
+        )
+
+
 def _normalise_mode(image: Image.Image) -> Image.Image:
     """Bring every input to L, RGB or RGBA at 8 bits per channel."""
     mode = image.mode
+    if mode in ("L", "RGB") and "transparency" in image.info:
+        return image.convert("RGBA")  # a tRNS colour key: that colour is transparent
     if mode in ("L", "RGB", "RGBA"):
         return image.copy()
     if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
@@ -234,6 +238,8 @@ def encode_stored(image: Image.Image, codec: StoredCodec) -> bytes:
     name = codec.name
     if name == "jpeg" and image.mode == "RGBA":
         name = "webp"
+    if not encodable(name.removesuffix("-lossless"), *image.size):
+        name = "png"  # a side beyond WebP's 16383 or JPEG's 65535 pixels
     if name == "jpeg":
         image.save(buffer, "JPEG", quality=codec.quality, subsampling=0, optimize=True)
     elif name == "webp":
@@ -297,12 +303,8 @@ def encode_output(
         image.save(
             buffer, "AVIF", quality=quality or settings.avif_quality, speed=settings.avif_speed
         )
-    elif fmt == "png":
-        image.save(buffer, "PNG", compress_level=settings.png_compress_level)
-    elif fmt == "bmp":
-        image.save(buffer, "BMP")
     else:
-        image.save(buffer, "TIFF")
+        image.save(buffer, "PNG", compress_level=settings.png_compress_level)
     return buffer.getvalue()
 
 

@@ -40,6 +40,12 @@ class ImageMeta(BaseModel):
     representation: Representation = "x4"  # images stored before receipts existed are x4
     receipt: Receipt | None = None
 
+    @field_validator("served_format", mode="before")
+    @classmethod
+    def _uncompressed_is_served_as_png(cls, value: object) -> object:
+        """BMP and TIFF uploads kept before they were served as PNG: served as PNG too."""
+        return "png" if value in ("bmp", "tiff") else value
+
     def to_metadata(self) -> dict[str, str]:
         fields = self.model_dump(mode="json", exclude_none=True).items()
         return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields}

@@ -34,7 +34,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from cache import CacheKey, CacheUnavailable
-from imaging import InvalidImage
+from imaging import InvalidImage, UnencodableFormat
 from render.images import ImageNotFound
 from storage import StorageUnavailable
 
@@ -55,6 +55,7 @@ return 'queued'
 ERRORS: dict[str, type[Exception]] = {
     "not_found": ImageNotFound,
     "invalid_image": InvalidImage,
+    "unencodable_format": UnencodableFormat,
     "storage_unavailable": StorageUnavailable,
     "cache_unavailable": CacheUnavailable,
 }
@@ -171,10 +172,17 @@ class JobQueue:
         return [_entry(e) for _, entries in streams for e in entries]
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
-        """Jobs whose worker has not renewed its claim for ``min_idle_ms`` (it died)."""
-        reply = await self.client.xautoclaim(
-            self.stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
-        )
+        """Jobs whose worker has not renewed its claim for ``min_idle_ms`` (it died); a lost
+        group is made again, as in :meth:`read`."""
+        try:
+            reply = await self.client.xautoclaim(
+                self.stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
         return [_entry(e) for e in reply[1] if e[1]]  # a deleted entry comes back empty
 
     async def renew(self, consumer: str, entry_ids: list[str]) -> None:

@@ -25,7 +25,7 @@ def make_store(settings: Settings) -> ObjectStore:
         return S3Store(
             settings.s3_bucket, settings.s3_endpoint_url, settings.s3_region, settings.s3_prefix
         )
-    return LocalStore(settings.data_dir / "objects")
+    return LocalStore(settings.data_dir / "objects", settings.local_min_free_bytes)
 
 
 __all__ = [

@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +27,9 @@ class LocalStore:
     exists exactly when its data file does; a crash leaves at most an orphan sidecar.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = root.resolve()
+        self.min_free_bytes = min_free_bytes
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -36,6 +38,7 @@ class LocalStore:
         return path
 
     async def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        await asyncio.to_thread(self._ping)  # a full disk refuses the upload with 503
         await asyncio.to_thread(self._put, self._path(key), data, dict(metadata))
 
     async def get(self, key: str) -> StoredObject:
@@ -62,12 +65,21 @@ class LocalStore:
         return KeyPage(page, page[-1] if more else None)
 
     async def ping(self) -> None:
+        await asyncio.to_thread(self._ping)
+
+    def _ping(self) -> None:
+        """Down when the root cannot be written, or its disk is (nearly) full."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(self.root).free
         except OSError as exc:
             raise StorageUnavailable(f"cannot create the store root: {exc.strerror}") from exc
         if not os.access(self.root, os.W_OK):
             raise StorageUnavailable("the store root is not writable")
+        if free < self.min_free_bytes:
+            raise StorageUnavailable(
+                f"the store's disk has {free} bytes free, under {self.min_free_bytes}"
+            )
 
     def _put(self, path: Path, data: bytes, metadata: dict[str, str]) -> None:
         try:

@@ -43,6 +43,12 @@ class S3Store:
                 max_pool_connections=32,
             ),
         )
+        self._ping_client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"total_max_attempts": 1}),
+        )
 
     async def put(self, key: str, data: bytes, metadata: Mapping[str, str]) -> None:
         await self._call("put_object", Key=self.prefix + key, Body=data, Metadata=dict(metadata))
@@ -82,12 +88,21 @@ class S3Store:
         return KeyPage(keys, keys[-1] if more else None)
 
     async def ping(self) -> None:
-        await self._call("head_bucket")
+        """One attempt with short timeouts: a probe must learn in seconds that S3 is frozen."""
+        try:
+            await asyncio.to_thread(self._ping_client.head_bucket, Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in _MISSING:
+                raise ObjectNotFound(self.bucket) from None
+            raise StorageUnavailable(f"S3 head_bucket failed: {code}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 head_bucket failed: {exc}") from exc
 
     async def ensure_bucket(self) -> None:
         """Create the bucket when it is missing (first start of a fresh deployment)."""
         try:
-            await self.ping()
+            await self._call("head_bucket")
         except ObjectNotFound:
             await self._call("create_bucket")
 

@@ -158,8 +158,8 @@ ODD_IMAGES = [
     ("16-bit png", encode(Image.new("I;16", (10, 7), 40_000), "PNG"), (10, 7), "image/png", "L"),
     ("palette with transparency", palette_with_transparency(), (13, 9), "image/png", "RGBA"),
     ("exif-rotated jpeg", exif_rotated_jpeg(), (20, 40), "image/jpeg", "RGB"),
-    ("tiff", encode(Image.new("RGB", (6, 5)), "TIFF"), (6, 5), "image/tiff", "RGB"),
-    ("bmp", encode(Image.new("RGB", (6, 5)), "BMP"), (6, 5), "image/bmp", "RGB"),
+    ("tiff", encode(Image.new("RGB", (6, 5)), "TIFF"), (6, 5), "image/png", "RGB"),
+    ("bmp", encode(Image.new("RGB", (6, 5)), "BMP"), (6, 5), "image/png", "RGB"),
 ]  # fmt: skip
 
 

@@ -1,8 +1,9 @@
 """One worker's loop: take jobs, render them with the shared engine, cache, acknowledge.
 
 A worker holds at most ``concurrency`` jobs at a time; their tiles meet in the engine's
-batcher, together with nothing else, so a batch mixes tiles of several images. Between reads
-it renews the claim on the jobs it holds and claims the jobs of workers that died. When
+batcher, together with nothing else, so a batch mixes tiles of several images. Before each
+read it claims the jobs of workers that died; meanwhile it renews the claim on the jobs it
+holds. When
 ``stop`` is set it reads nothing more, finishes what it holds, and returns.
 """
 
@@ -49,29 +50,43 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.ensure_group()
         drained = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_claims(stop, drained))
+        keeper = asyncio.create_task(self._keep_claims(drained))
         metrics.WORKER_UP.set(1)
         log.info("worker %s takes jobs from %s", self.name, self.queue.stream)
         try:
             while not stop.is_set():
-                free = self.concurrency - len(self._jobs)
-                if free == 0:
+                if self._free() <= 0:
                     await asyncio.wait(self._jobs.values(), return_when=asyncio.FIRST_COMPLETED)
                     continue
                 try:
-                    entries = await self.queue.read(self.name, free, READ_BLOCK_MS)
+                    await self._take_jobs()
                 except RedisError as exc:
                     log.warning("cannot read jobs: %s; retrying", exc)
                     await asyncio.sleep(1)
-                    continue
-                for entry_id, job in entries:
-                    self._start(entry_id, job)
         finally:
             metrics.WORKER_UP.set(0)
             log.info("worker %s drains %d job(s)", self.name, len(self._jobs))
             await asyncio.gather(*self._jobs.values(), return_exceptions=True)
             drained.set()
             keeper.cancel()
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._jobs)
+
+    async def _take_jobs(self) -> None:
+        """Adopt dead workers' jobs first, then read new ones into the slots still free.
+
+        One task does both in turn, so they never count the same free slot twice (issue 12:
+        a worker held more jobs than its limit, then asked Redis for a negative count).
+        """
+        for entry_id, job in await self.queue.claim_stale(
+            self.name, self.claim_idle_ms, self._free()
+        ):
+            log.info("claimed job %s of a worker that stopped answering", entry_id)
+            self._start(entry_id, job)
+        if self._free() > 0:
+            for entry_id, job in await self.queue.read(self.name, self._free(), READ_BLOCK_MS):
+                self._start(entry_id, job)
 
     def _start(self, entry_id: str, job: RenderJob) -> None:
         if entry_id in self._jobs:
@@ -108,8 +123,8 @@ class Worker:
             raise ImageNotFound(job.key.image_id) from None
         render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
 
-    async def _keep_claims(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
-        """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth.
+    async def _keep_claims(self, drained: asyncio.Event) -> None:
+        """Renew this worker's claims and sample the queue depth.
 
         It runs until the jobs in hand are drained; the event, not only the cancellation,
         ends it (see ``ModelControl.announcements``).
@@ -118,13 +133,6 @@ class Worker:
         while not drained.is_set():
             try:
                 await self.queue.renew(self.name, list(self._jobs))
-                free = self.concurrency - len(self._jobs)
-                if free > 0 and not stop.is_set():
-                    for entry_id, job in await self.queue.claim_stale(
-                        self.name, self.claim_idle_ms, free
-                    ):
-                        log.info("claimed job %s of a worker that stopped answering", entry_id)
-                        self._start(entry_id, job)
                 metrics.WORKER_QUEUE_DEPTH.set(await self.queue.depth())
             except Exception:
                 log.exception("queue housekeeping failed; retrying")

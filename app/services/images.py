@@ -10,7 +10,6 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -20,6 +19,8 @@ from pydantic import BaseModel
 
 from app import metrics
 from app.services.conditional import Preconditions, not_modified
+from app.services.decoding import DecodeGate
+from app.services.dependencies import DependencyMonitor
 from app.services.renditions import (
     RenditionPlan,
     RenditionRequest,
@@ -33,6 +34,8 @@ from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
     DecodedImage,
+    declared_size,
+    decode_memory_bytes,
     decode_upload,
     downscale,
     encode_stored,
@@ -173,6 +176,16 @@ class ImageService:
         self.scorer = scorer
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._known: OrderedDict[str, ImageMeta] = OrderedDict()
+        self.dependencies = DependencyMonitor(
+            {"object_store": store.ping, "cache": cache.ping},
+            settings.dependency_check_seconds,
+            settings.dependency_timeout_seconds,
+        )
+        self.decoding = DecodeGate(
+            settings.decode_threads,
+            settings.decode_memory_budget_bytes,
+            settings.decode_wait_seconds,
+        )
 
     async def upload(
         self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
@@ -180,29 +193,33 @@ class ImageService:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
         The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
-        given) from candidates scored as a read would serve them."""
-        decoded, reduced = await asyncio.to_thread(self._reduce, data)
-        as_x4 = ImageMeta(
-            id=new_image_id(),
-            width=decoded.image.width,
-            height=decoded.image.height,
-            stored_width=reduced.width,
-            stored_height=reduced.height,
-            content_type=decoded.content_type,
-            original_bytes=len(data),
-            stored_bytes=len(reduced.data),
-            served_format=decoded.served_format,
-            created_at=datetime.now(UTC),
-            greyscale=decoded.greyscale,
-        )
-        decision = await self._decide(
-            as_x4,
-            decoded.image,
-            data,
-            reduced.data,
-            policy or self.settings.storage_policy,
-            floor or self.settings.floor,
-        )
+        given) from candidates scored as a read would serve them. Decoding and scoring hold
+        the upload's estimated peak memory from the decode budget (see ``DecodeGate``)."""
+        width, height = declared_size(data) or (0, 0)
+        cost = max(decode_memory_bytes(width, height), 2 * len(data))
+        async with self.decoding.reserve(cost):  # the decoded pixels live until scored
+            decoded, reduced = await self.decoding.run(lambda: self._reduce(data))
+            as_x4 = ImageMeta(
+                id=new_image_id(),
+                width=decoded.image.width,
+                height=decoded.image.height,
+                stored_width=reduced.width,
+                stored_height=reduced.height,
+                content_type=decoded.content_type,
+                original_bytes=len(data),
+                stored_bytes=len(reduced.data),
+                served_format=decoded.served_format,
+                created_at=datetime.now(UTC),
+                greyscale=decoded.greyscale,
+            )
+            decision = await self._decide(
+                as_x4,
+                decoded.image,
+                data,
+                reduced.data,
+                policy or self.settings.storage_policy,
+                floor or self.settings.floor,
+            )
         full_size = decision.representation != "x4"
         meta = as_x4.model_copy(
             update={
@@ -461,33 +478,28 @@ class ImageService:
         log.warning("ledger not updated for %s: %s", meta.id, exc)
 
     async def check_ready(self) -> dict[str, str]:
-        """Raise if a dependency is down; otherwise describe what serves."""
-        await self.store.ping()
-        await self.cache.ping()
+        """Ready when this process can serve reads: the object store answers.
+
+        A cache that is down does not make it unready (reads are served uncached, BYPASS);
+        the last answers come from :class:`DependencyMonitor`, so this never waits.
+        """
+        up = self.dependencies.up()
+        if not up["object_store"]:
+            raise StorageUnavailable("the object store did not answer its last ping")
         return {
             "storage": type(self.store).__name__,
             "cache": type(self.cache).__name__,
+            "cache_state": "up" if up["cache"] else "down: reads are served uncached",
             "model": self.models.label,
         }
 
     async def snapshot(self) -> metrics.Snapshot:
-        """The fleet ledger and whether each dependency answers now, for a metrics scrape."""
-        store_up, cache_up = await asyncio.gather(
-            _answers(self.store.ping()), _answers(self.cache.ping())
-        )
+        """The fleet ledger and whether each dependency answered its last ping, at once."""
         try:
-            totals = await self.ledger.totals()
-        except LedgerUnavailable as exc:
-            log.warning("ledger unreadable: %s", exc)
+            totals = await asyncio.wait_for(
+                self.ledger.totals(), self.settings.dependency_timeout_seconds
+            )
+        except (LedgerUnavailable, TimeoutError) as exc:
+            log.warning("ledger unreadable: %s", str(exc) or "timed out")
             totals = None
-        return metrics.Snapshot(
-            totals, {"object_store": store_up, "cache": cache_up}, self.models.label
-        )
-
-
-async def _answers(ping: Awaitable[None]) -> bool:
-    try:
-        await ping
-    except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
-        return False
-    return True
+        return metrics.Snapshot(totals, self.dependencies.up(), self.models.label)

@@ -24,6 +24,8 @@ from imaging import (
     Geometry,
     OutputEncoding,
     OutputFormat,
+    UnencodableFormat,
+    encodable,
     plan_geometry,
 )
 from models.engine import BICUBIC_LABEL
@@ -168,6 +170,7 @@ def plan_rendition(
         bool(request.enlarge),
         settings.max_pixels,
     )
+    fmt = _encodable_format(fmt, geometry.canvas, explicit=request.fmt is not None)
     full_size = geometry == Geometry.identity(width, height)
     from_stored = not full_size and geometry.fits_inside(width / SCALE, height / SCALE)
     key = CacheKey(
@@ -187,6 +190,16 @@ def plan_rendition(
         negotiated=request.fmt is None,
         degraded=key.model == BICUBIC_LABEL,
     )
+
+
+def _encodable_format(fmt: OutputFormat, size: tuple[int, int], explicit: bool) -> OutputFormat:
+    """The format, if its codec can encode the output (WebP: 16383 px a side); else PNG when
+    the format was not asked for by name, or a 422 from the plan, before any render."""
+    if encodable(fmt, *size):
+        return fmt
+    if not explicit:
+        return "png"
+    raise UnencodableFormat(f"{fmt} cannot encode a {size[0]}x{size[1]} image; ask for png")
 
 
 def etag_of(name: str) -> str:

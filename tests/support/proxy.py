@@ -14,15 +14,17 @@ class _Relay(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         time.sleep(self.server.delay)
         with socket.create_connection(("127.0.0.1", self.server.target_port)) as upstream:
-            pump = threading.Thread(target=_copy, args=(upstream, self.request), daemon=True)
+            relay = (upstream, self.request, self.server.thawed)
+            pump = threading.Thread(target=_copy, args=relay, daemon=True)
             pump.start()
-            _copy(self.request, upstream)
+            _copy(self.request, upstream, self.server.thawed)
             pump.join()
 
 
-def _copy(source: socket.socket, target: socket.socket) -> None:
+def _copy(source: socket.socket, target: socket.socket, thawed: threading.Event) -> None:
     try:
         while data := source.recv(65536):
+            thawed.wait()
             target.sendall(data)
         target.shutdown(socket.SHUT_WR)
     except OSError:
@@ -30,7 +32,11 @@ def _copy(source: socket.socket, target: socket.socket) -> None:
 
 
 class DelayProxy(socketserver.ThreadingTCPServer):
-    """Relays 127.0.0.1:port to ``target_port`` after ``delay`` seconds per connection."""
+    """Relays 127.0.0.1:port to ``target_port`` after ``delay`` seconds per connection.
+
+    ``freeze()`` stops relaying on every connection, open ones too (a dependency that hangs:
+    SIGSTOP without touching the shared server); ``thaw()`` resumes it.
+    """
 
     daemon_threads = True
 
@@ -38,12 +44,21 @@ class DelayProxy(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _Relay)
         self.target_port = target_port
         self.delay = delay
+        self.thawed = threading.Event()
+        self.thawed.set()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def freeze(self) -> None:
+        self.thawed.clear()
+
+    def thaw(self) -> None:
+        self.thawed.set()
+
     def stop(self) -> None:
+        self.thaw()
         self.shutdown()
         self.server_close()
