@@ -1,6 +1,6 @@
 """The deployment files are valid before anything runs them: checked offline, no engine.
 
-promtool (Debian package ``prometheus``) checks the Prometheus config, the alert rules and
+promtool (taken out of Debian's ``prometheus`` package into the venv by ``make``) checks the Prometheus config, the alert rules and
 their unit tests, and every PromQL expression of the dashboard; the compose file is validated
 against the Compose Specification's JSON schema; the Dockerfile goes through hadolint; the
 Kubernetes manifests through kubernetes-validate (the ServiceMonitor CRD has no schema there).
@@ -37,16 +37,38 @@ WORKER_METRICS = {
 CRDS = {"monitoring.coreos.com/v1"}
 KUBERNETES_VERSION = "1.30.0"
 
+VENV_PROMTOOL = Path(sys.executable).parent / "promtool"
+PROMTOOL = str(VENV_PROMTOOL) if VENV_PROMTOOL.exists() else shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool is missing: apt-get install prometheus (make test does)",
+    PROMTOOL is None, reason="promtool is missing: `make promtool` puts it in the venv"
 )
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
     return subprocess.run(
-        ["promtool", *map(str, args)], capture_output=True, text=True, check=False, timeout=60
+        [PROMTOOL, *map(str, args)], capture_output=True, text=True, check=False, timeout=60
     )
+
+
+def test_make_takes_promtool_from_the_package_without_installing_a_prometheus_server(
+    tmp_path: Path,
+) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").touch()
+
+    planned = subprocess.run(
+        ["make", "-n", "-B", "promtool", f"VENV={venv}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert "apt-get download -q prometheus" in planned
+    assert f"install -m 755 usr/bin/promtool {venv}/bin/promtool" in planned
+    assert "apt-get install" not in planned
 
 
 def dashboard_queries() -> list[str]:
