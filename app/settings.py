@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Local object store root (embedded mode).")
     s3_bucket: str | None = Field(None, description="S3 bucket; setting it selects the S3 store.")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. MinIO.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. SeaweedFS.")
     s3_region: str = Field("us-east-1", description="Region passed to boto3.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     redis_url: str | None = Field(
