@@ -1,9 +1,10 @@
 """The deployment files are valid before anything runs them: checked offline, no engine.
 
-promtool (taken out of Debian's ``prometheus`` package into the venv by ``make``) checks the Prometheus config, the alert rules and
-their unit tests, and every PromQL expression of the dashboard; the compose file is validated
-against the Compose Specification's JSON schema; the Dockerfile goes through hadolint; the
-Kubernetes manifests through kubernetes-validate (the ServiceMonitor CRD has no schema there).
+promtool (unpacked from Debian's ``prometheus`` package into the venv by ``make``) checks the
+Prometheus config, the alert rules and their unit tests, and every PromQL expression of the
+dashboard; the compose file is validated against the Compose Specification's JSON schema; the
+Dockerfile goes through hadolint; the Kubernetes manifests through kubernetes-validate (the
+ServiceMonitor CRD has no schema there) and their kustomization through ``kubectl kustomize``.
 """
 
 from __future__ import annotations

@@ -201,10 +201,7 @@ def test_an_existing_weight_file_is_replaced_only_with_force(
     error = capsys.readouterr().err
 
     assert refused == 2
-    assert (
-        error
-        == f"srstore train: error: {target} exists: pass --force to replace it, or another --version\n"
-    )
+    assert error.startswith(f"srstore train: error: {target} exists: pass --force to replace it")
     assert target.read_bytes() == b"earlier weights"
     assert not (tmp_path / "run").exists(), "refused before any training"
     assert train_cli(quick_run(photos, *where, "--force")) == 0
