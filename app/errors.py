@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from app.services.images import ImageNotFound, InvalidImageId
@@ -81,6 +83,52 @@ _UNAVAILABLE_MESSAGES = {
     "render_timeout": "no inference worker rendered the image in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable reason, e.g. not_found, queue_full.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+_STATUS_MEANINGS = {
+    400: "Malformed request or image id",
+    401: "Missing or wrong bearer token",
+    403: "The admin API is off: no SRSTORE_ADMIN_TOKEN is configured",
+    404: "No such image or model version",
+    409: "Conflicts with the registry's state (version exists, scores worse, nothing to undo)",
+    413: "Body or image too large",
+    415: "Not a supported image type",
+    422: "Corrupt image, or an invalid query, body, card or weight file",
+    500: "Unexpected failure (internal_error); the answer names no internals",
+    503: "A dependency is down or renders are saturated; retry after Retry-After seconds",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the real error envelope."""
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": _STATUS_MEANINGS[status],
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+        for status in statuses
+    }
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:

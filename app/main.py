@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from app.api import admin, health, images
-from app.errors import install_error_handlers
+from app.errors import error_responses, install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
+from app.openapi import publish_envelope_only
 from app.services.images import ImageService, Renderer
 from app.services.inference import InferenceEngine, LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
@@ -85,18 +88,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if close is not None:
                     await close()
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts and styles from this process, not from a CDN.
+    app = FastAPIOffline(
         title="srstore",
         version="0.1.0",
         summary="Stores images at 1/16 of their pixels and rebuilds them with super-resolution.",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        responses=error_responses(500),
     )
     install_error_handlers(app)
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(ResponseHeadersAndMetrics)
+    publish_envelope_only(app)
     return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """The route's name (``get_image``, ``head_image``): unique, and readable in clients."""
+    return route.name
 
 
 app = create_app()

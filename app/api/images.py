@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.api.uploads import read_upload
 from app.deps import ImageServiceDep, SettingsDep
+from app.errors import error_responses
 from app.services.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -35,6 +36,7 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=ImageMeta,
     openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(400, 413, 415, 422, 503),
     summary="Upload an image (multipart field 'file', or a raw image/* body)",
 )
 async def upload_image(
@@ -46,11 +48,18 @@ async def upload_image(
     return meta
 
 
-@router.api_route(
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": _IMAGE_CONTENT},
+    304: {"description": "Not modified"},
+    **error_responses(400, 404, 422, 503),
+}
+_IDENTIFIED = error_responses(400, 404, 503)
+
+
+@router.get(
     "/{image_id}",
-    methods=["GET", "HEAD"],
     response_class=Response,
-    responses={200: {"content": _IMAGE_CONTENT}, 304: {"description": "Not modified"}},
+    responses=_IMAGE_RESPONSES,
     summary="The image at its original size, rebuilt by super-resolution",
 )
 async def get_image(
@@ -76,10 +85,21 @@ async def get_image(
     return Response(rendition.data, media_type=rendition.media_type, headers=headers)
 
 
+router.add_api_route(
+    "/{image_id}",
+    get_image,
+    methods=["HEAD"],
+    name="head_image",
+    response_class=Response,
+    responses=_IMAGE_RESPONSES,
+    summary="The headers GET would send, without the body",
+)
+
+
 @router.get(
     "/{image_id}/stored",
     response_class=Response,
-    responses={200: {"content": _IMAGE_CONTENT}},
+    responses={200: {"content": _IMAGE_CONTENT}, **_IDENTIFIED},
     summary="The stored low-resolution copy, byte for byte",
 )
 async def get_stored(image_id: str, images: ImageServiceDep) -> Response:
@@ -87,7 +107,12 @@ async def get_stored(image_id: str, images: ImageServiceDep) -> Response:
     return Response(data, media_type=media_type)
 
 
-@router.get("/{image_id}/meta", response_model=ImageMeta, summary="What srstore knows of an image")
+@router.get(
+    "/{image_id}/meta",
+    response_model=ImageMeta,
+    responses=_IDENTIFIED,
+    summary="What srstore knows of an image",
+)
 async def get_meta(image_id: str, images: ImageServiceDep) -> ImageMeta:
     return await images.meta(image_id)
 
@@ -96,6 +121,7 @@ async def get_meta(image_id: str, images: ImageServiceDep) -> ImageMeta:
     "/{image_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
+    responses=_IDENTIFIED,
     summary="Delete the stored copy and every cached rendition",
 )
 async def delete_image(image_id: str, images: ImageServiceDep) -> Response:

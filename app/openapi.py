@@ -1,0 +1,36 @@
+"""The published OpenAPI schema: FastAPI's, less the validation error shape we never send.
+
+FastAPI documents a ``422`` with its own ``{"detail": [...]}`` body on every route that takes a
+parameter. srstore answers ``422`` with the error envelope (``app.errors``), and only where a
+route declares it, so the framework's entries are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+_FRAMEWORK_SCHEMAS = ("HTTPValidationError", "ValidationError")
+_FRAMEWORK_422 = "#/components/schemas/HTTPValidationError"
+
+
+def publish_envelope_only(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _drop_framework_errors(generate())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _drop_framework_errors(schema: dict[str, Any]) -> None:
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            content = operation["responses"].get("422", {}).get("content", {})
+            if content.get("application/json", {}).get("schema", {}).get("$ref") == _FRAMEWORK_422:
+                del operation["responses"]["422"]
+    for name in _FRAMEWORK_SCHEMAS:
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
