@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from app.services.admission import QueueFull, RenderTimeout, Saturated
 from app.services.images import ImageNotFound, InvalidImageId
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
-from app.services.queue import QueueFull, RenderFailed, RenderTimeout
+from app.services.queue import RenderFailed
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
@@ -80,7 +81,7 @@ _UNAVAILABLE_MESSAGES = {
     "cache_unavailable": "the cache is unavailable; retry later",
     "control_unavailable": "the model registry is unavailable; retry later",
     "queue_full": "too many images are waiting to be rendered; retry later",
-    "render_timeout": "no inference worker rendered the image in time; retry later",
+    "render_timeout": "the image could not be rendered in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
 }
 
@@ -131,8 +132,13 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status == 503 else None
+OUTAGE_RETRY_AFTER = 5  # seconds a client waits out a dependency outage
+
+
+def error_response(
+    status: int, code: str, message: str, retry_after: int = OUTAGE_RETRY_AFTER
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if status == 503 else None
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
@@ -143,6 +149,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 503:
             log.warning("dependency unavailable: %s", exc)
             message = _UNAVAILABLE_MESSAGES.get(code, "a dependency is unavailable; retry later")
+        if isinstance(exc, Saturated):
+            return error_response(status, code, message, exc.retry_after)
         return error_response(status, code, message)
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:

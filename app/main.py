@@ -14,6 +14,7 @@ from app.api import admin, health, images
 from app.errors import error_responses, install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
+from app.services.admission import AdmittedRenderer, Backlog, RenderSlots
 from app.services.images import ImageService, Renderer
 from app.services.inference import InferenceEngine, LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             active = ActiveModel(control, settings.model_poll_seconds)
         else:
             local = LocalRenderer(InferenceEngine.from_settings(registry, settings), store, cache)
-            renderer = local
+            renderer = AdmittedRenderer(local, render_slots(settings))
             active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
         await active.start()
         app.state.settings = settings
@@ -104,6 +105,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ResponseHeadersAndMetrics)
     publish_envelope_only(app)
     return app
+
+
+def render_slots(settings: Settings) -> RenderSlots:
+    """The embedded default's admission control, on the bounds queue mode uses."""
+    return RenderSlots(
+        concurrent=settings.render_threads,
+        max_waiting=settings.queue_max_length,
+        wait_seconds=settings.request_deadline_seconds,
+        backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
+    )
 
 
 def _operation_id(route: APIRoute) -> str:

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         4, ge=1, description="Most tiles in one forward pass (4 suits a CPU; raise it on a GPU)."
     )
     render_threads: int = Field(
-        2, ge=1, description="Images decoded and encoded at once per process (API or worker)."
+        2,
+        ge=1,
+        description="Images rendered at once per process (API in local mode, or worker).",
     )
 
     inference: Literal["local", "queue"] = Field(
@@ -62,10 +64,16 @@ class Settings(BaseSettings):
     )
     queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
     queue_max_length: int = Field(
-        256, ge=1, description="Unfinished jobs in the stream beyond which misses get 503."
+        256,
+        ge=1,
+        description="Misses waiting to be rendered (local: for a render slot; queue: unfinished"
+        " jobs in the stream) beyond which a new miss gets 503 at once.",
     )
     request_deadline_seconds: float = Field(
-        20.0, gt=0, description="How long a miss waits for a worker before it gets 503."
+        20.0,
+        gt=0,
+        description="How long a miss waits (local: for a render slot; queue: for a worker)"
+        " before it gets 503.",
     )
     claim_idle_seconds: float = Field(
         5.0, gt=0, description="A job idle this long (its worker died) is claimed by another."

@@ -15,19 +15,12 @@ import time
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from app.services.admission import Backlog, QueueFull, RenderTimeout
 from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
 from worker.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
 log = logging.getLogger(__name__)
-
-
-class QueueFull(RuntimeError):
-    """Too many renders are waiting for a worker; the client should come back later."""
-
-
-class RenderTimeout(RuntimeError):
-    """No worker finished the render before the request's deadline."""
 
 
 class RenderFailed(RuntimeError):
@@ -41,6 +34,8 @@ class QueueRenderer:
         self.queue = JobQueue(self.client, settings.queue_stream, settings.queue_max_length)
         self.cache = cache
         self.deadline_seconds = settings.request_deadline_seconds
+        # Every API process hears every completion: the fleet's rate, for Retry-After.
+        self.backlog = Backlog(fallback_seconds=settings.request_deadline_seconds)
         self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self._waiters: dict[str, set[asyncio.Future[Outcome]]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -64,7 +59,8 @@ class QueueRenderer:
                 if (data := await self._cached(key)) is not None:
                     return data
                 raise RenderTimeout(
-                    f"no inference worker finished within {self.deadline_seconds:g} s"
+                    f"no inference worker finished within {self.deadline_seconds:g} s",
+                    self.backlog.retry_after(await self._depth()),
                 )
             if outcome.code == EXPIRED:
                 continue  # the job we joined outlived its first waiter; queue our own
@@ -83,11 +79,21 @@ class QueueRenderer:
         except RedisError as exc:
             raise RenderFailed(f"the render queue is unreachable: {exc}") from exc
         if enqueued == "full":
-            raise QueueFull(f"{self.queue.max_length} renders are already waiting for a worker")
+            raise QueueFull(
+                f"{self.queue.max_length} renders are already waiting for a worker",
+                self.backlog.retry_after(self.queue.max_length),
+            )
         try:
             return await asyncio.wait_for(done, max(0.0, job.deadline - time.time()))
         except TimeoutError:
             return None
+
+    async def _depth(self) -> int:
+        """Unfinished jobs in the stream; the queue's bound when Redis does not answer."""
+        try:
+            return await self.queue.depth()
+        except RedisError:
+            return self.queue.max_length
 
     def _wait_for(self, key: str) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -113,6 +119,7 @@ class QueueRenderer:
                 continue
             if message is None or message["type"] != "pmessage":
                 continue
+            self.backlog.finished()
             key = self.queue.key_of_channel(message["channel"])
             for future in self._waiters.get(key, ()):
                 if not future.done():
