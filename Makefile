@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server promtool load
+.PHONY: run test lint clean redis-server promtool chromium load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,16 @@ $(BIN)/promtool: | $(BIN)/python
 	apt-get download -q prometheus 2>/dev/null || { $(SUDO) apt-get update -q && apt-get download -q prometheus; }; \
 	dpkg-deb -x prometheus_*.deb .; install -m 755 usr/bin/promtool $(abspath $(BIN))/promtool
 
-test: $(VENV)/.dev redis-server promtool
+# Headless Chromium and its WebDriver drive the console's browser tests (Debian's packages,
+# no browser download).
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
+test: $(VENV)/.dev redis-server promtool chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app models storage cache imaging ledger worker trainer bench
+	$(BIN)/mypy srstore app worker trainer bench render config models imaging storage cache ledger
+	$(BIN)/lint-imports
 	timeout -k 30 2700 $(BIN)/python -m pytest -q
 
 # The bounded load run of RELIABILITY.md (not part of `make test`): LOAD_ARGS=--duration 20

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.services.images import ImageService
-from app.settings import Settings
+from config.settings import Settings
 
 
 def get_image_service(request: Request) -> ImageService:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from app.services.admission import QueueFull, RenderTimeout, Saturated
-from app.services.images import ImageNotFound, InvalidImageId
+from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import RenderFailed
 from cache import CacheUnavailable
@@ -20,6 +20,7 @@ from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
+from render.images import ImageNotFound, InvalidImageId
 from storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
     InvalidImageId: (400, "invalid_id"),
+    InvalidCursor: (400, "invalid_cursor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),
     InvalidWeights: (422, "invalid_weights"),

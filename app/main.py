@@ -11,20 +11,21 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
 from app.api import admin, health, images
+from app.api.console import mount_console
 from app.errors import error_responses, install_error_handlers
 from app.middleware import ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
 from app.services.admission import AdmittedRenderer, Backlog, RenderSlots
 from app.services.images import ImageService, Renderer
-from app.services.inference import InferenceEngine, LocalRenderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
-from app.settings import Settings
 from cache import make_cache
+from config.settings import Settings
 from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
+from render.inference import InferenceEngine, LocalRenderer
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
+    mount_console(app)
     app.add_middleware(ResponseHeadersAndMetrics)
     publish_envelope_only(app)
     return app

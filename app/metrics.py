@@ -1,4 +1,7 @@
-"""Every Prometheus metric the service exports, named in one place.
+"""The API's own Prometheus metrics, and the ``/metrics`` exposition of everything it records.
+
+The rendering metrics it shares with the worker are in ``render.metrics``; the worker's own
+are in ``worker.metrics``.
 
 Counters and histograms live in the process (or, with ``PROMETHEUS_MULTIPROC_DIR`` set, in
 files that ``/metrics`` merges across uvicorn workers). What every process would report alike
@@ -17,7 +20,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -39,47 +41,10 @@ CACHE_REQUESTS = Counter(
     "HR cache lookups by result: hit, miss, or bypass when the cache is unavailable.",
     ["result"],
 )
-SUPERRES_SECONDS = Histogram(
-    "srstore_superres_seconds",
-    "Seconds to super-resolve one image (the network or bicubic, without encoding).",
-    ["model", "device"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-RENDER_SECONDS = Histogram(
-    "srstore_render_seconds",
-    "Seconds of a cache miss by stage: fetch, decode, superres, encode.",
-    ["stage"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
 REQUEST_SECONDS = Histogram(
     "srstore_http_request_seconds",
     "HTTP request duration by route template, method and status.",
     ["route", "method", "status"],
-)
-INFERENCE_BATCH_TILES = Histogram(
-    "srstore_batch_size",
-    "Tiles in one forward pass of the network (from one or many images).",
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-)
-INFERENCE_TILES = Counter(
-    "srstore_tiles",
-    "Tiles run through the network; its rate is the tiles per second.",
-    ["model", "device"],
-)
-INFERENCE_BATCH_SECONDS = Histogram(
-    "srstore_inference_batch_seconds",
-    "Seconds of one forward pass over a batch of tiles.",
-    ["model", "device"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-WORKER_UP = Gauge("srstore_worker_up", "1 while this worker takes jobs, 0 while it drains.")
-WORKER_QUEUE_DEPTH = Gauge(
-    "srstore_queue_depth", "Render jobs in the stream not yet finished, as last sampled."
-)
-WORKER_JOBS = Counter(
-    "srstore_worker_jobs",
-    "Render jobs finished by this worker: rendered, cached (already done), expired, failed.",
-    ["outcome"],
 )
 
 FETCH_SECONDS = Histogram(
@@ -87,11 +52,6 @@ FETCH_SECONDS = Histogram(
     "Duration of full-size image requests by cache result (hit, miss, bypass).",
     ["cache"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-CACHE_ENTRY_BYTES = Histogram(
-    "srstore_cache_entry_bytes",
-    "Size of each rendered image written to the HR cache.",
-    buckets=tuple(2**n for n in range(14, 27)),  # 16 KiB .. 64 MiB
 )
 LEDGER_ERRORS = Counter(
     "srstore_ledger_errors",

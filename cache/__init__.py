@@ -9,7 +9,7 @@ from cache.memory import MemoryCache
 from cache.redis import RedisCache
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 
 def make_cache(settings: Settings) -> HRCache:

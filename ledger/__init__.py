@@ -9,7 +9,7 @@ from ledger.local import LocalLedger
 from ledger.redis import RedisLedger
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 
 def make_ledger(settings: Settings) -> Ledger:

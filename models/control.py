@@ -22,7 +22,7 @@ from models.registry import ModelRef
 from storage.local import write_atomically
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 SwapAction = Literal["bootstrap", "activate", "rollback"]
 

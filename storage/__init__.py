@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from storage.base import ObjectNotFound, ObjectStore, StorageUnavailable, StoredObject
+from storage.base import (
+    MAX_LIST_LIMIT,
+    KeyPage,
+    ObjectNotFound,
+    ObjectStore,
+    StorageUnavailable,
+    StoredObject,
+)
 from storage.local import LocalStore
 from storage.s3 import S3Store
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
 
 
 def make_store(settings: Settings) -> ObjectStore:
@@ -22,6 +29,8 @@ def make_store(settings: Settings) -> ObjectStore:
 
 
 __all__ = [
+    "MAX_LIST_LIMIT",
+    "KeyPage",
     "LocalStore",
     "ObjectNotFound",
     "ObjectStore",

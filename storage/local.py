@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from storage.base import ObjectNotFound, StorageUnavailable, StoredObject
+from storage.base import (
+    KeyPage,
+    ObjectNotFound,
+    StorageUnavailable,
+    StoredObject,
+    check_list_limit,
+)
 
 
 class LocalStore:
@@ -46,6 +53,14 @@ class LocalStore:
     async def list_keys(self, prefix: str) -> list[str]:
         return await asyncio.to_thread(self._list, prefix)
 
+    async def list_page(self, prefix: str, limit: int, after: str | None = None) -> KeyPage:
+        check_list_limit(limit)
+        keys = await asyncio.to_thread(self._list, prefix)
+        start = bisect.bisect_right(keys, after) if after is not None else 0
+        page = keys[start : start + limit]
+        more = start + limit < len(keys)
+        return KeyPage(page, page[-1] if more else None)
+
     async def ping(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -63,11 +78,13 @@ class LocalStore:
             raise StorageUnavailable(f"cannot write {path.name}: {exc.strerror}") from exc
 
     def _list(self, prefix: str) -> list[str]:
-        if not self.root.exists():
+        """Walks only the directory the prefix names, not the whole store."""
+        top = self.root / prefix.rpartition("/")[0]
+        if not top.is_dir():
             return []
         keys = (
             path.relative_to(self.root).as_posix()
-            for path in self.root.rglob("*")
+            for path in top.rglob("*")
             if path.is_file()
             and not path.name.startswith(".tmp-")
             and not path.name.endswith(".meta.json")

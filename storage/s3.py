@@ -10,7 +10,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.base import ObjectNotFound, StorageUnavailable, StoredObject
+from storage.base import (
+    KeyPage,
+    ObjectNotFound,
+    StorageUnavailable,
+    StoredObject,
+    check_list_limit,
+)
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
@@ -64,6 +70,16 @@ class S3Store:
             raise StorageUnavailable(f"S3 list_objects_v2 failed: {exc}") from exc
         keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
         return sorted(key.removeprefix(self.prefix) for key in keys)
+
+    async def list_page(self, prefix: str, limit: int, after: str | None = None) -> KeyPage:
+        check_list_limit(limit)
+        request: dict[str, Any] = {"Prefix": self.prefix + prefix, "MaxKeys": limit}
+        if after is not None:
+            request["StartAfter"] = self.prefix + after
+        response = await self._call("list_objects_v2", **request)
+        keys = [item["Key"].removeprefix(self.prefix) for item in response.get("Contents", [])]
+        more = bool(response.get("IsTruncated")) and bool(keys)
+        return KeyPage(keys, keys[-1] if more else None)
 
     async def ping(self) -> None:
         await self._call("head_bucket")

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.main import create_app
-from app.settings import Settings
+from config.settings import Settings
 from models.control import RedisControl
 from tests.support.process import WorkerProcess, start_worker
 from tests.support.servers import (

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import serving
 from tests.support.weights import noisy, to_bytes
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.services.admission import Backlog, QueueFull, RenderSlots, RenderTimeout
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import serving
 
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import encode
 
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from app.main import create_app
-from app.settings import Settings
+from config.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

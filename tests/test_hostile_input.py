@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import encode
 from tests.support.process import ApiProcess, start_api
 from tests.test_bad_input import assert_error

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from app.settings import Settings
+from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
 from models.validation import luma_psnr
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import encode
 from tests.support.metrics import ledger, samples
 from tests.support.servers import free_port

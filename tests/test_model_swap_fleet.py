@@ -45,7 +45,7 @@ def fleet(
 
 def srstore_models(api: ApiProcess, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "models", "--url", api.url, *args],
+        [sys.executable, "-m", "srstore.cli", "models", "--url", api.url, *args],
         env={**os.environ, "SRSTORE_ADMIN_TOKEN": TOKEN},
         capture_output=True,
         text=True,

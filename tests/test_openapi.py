@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-from app.settings import Settings
+from config.settings import Settings
 from tests.conftest import serving
 
 TOKEN = "a-test-admin-token-of-some-length"

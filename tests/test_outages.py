@@ -24,9 +24,9 @@ import pytest
 import redis
 from PIL import Image
 
-from app.services.images import ImageMeta
-from app.settings import Settings
+from config.settings import Settings
 from imaging import decode_upload, downscale, encode_stored
+from render.images import ImageMeta
 from tests.support.process import start_api
 from tests.support.servers import (
     S3_ACCESS_KEY,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.main import create_app
-from app.settings import Settings
+from config.settings import Settings
 
 FUZZ = settings(
     max_examples=150,

@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.main import create_app
-from app.services.images import InvalidImageId, new_image_id, object_key
-from app.settings import Settings
+from app.services.images import new_image_id
+from config.settings import Settings
+from render.images import InvalidImageId, object_key
 from tests.conftest import encode
 from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
 

@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from app.services.models import ActiveModel
-from app.settings import Settings
+from config.settings import Settings
 from models.control import LocalControl
 from models.registry import ModelRef
 from tests.conftest import serving

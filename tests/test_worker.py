@@ -12,15 +12,15 @@ import redis
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.settings import Settings
 from cache import CacheKey
+from config.settings import Settings
 from models.archs import build_model
 from models.weights import weights_path
+from render.queue import GROUP
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
 from tests.support.process import WorkerProcess, start_worker
 from tests.support.proxy import DelayProxy
 from tests.support.servers import RedisServer, SeaweedServer, free_port
-from worker.queue import GROUP
 
 pytestmark = pytest.mark.full
 

@@ -13,11 +13,12 @@ import logging
 
 from redis.exceptions import RedisError
 
-from app import metrics
-from app.services.inference import InferenceEngine
 from cache import HRCache
+from render import metrics as render_metrics
+from render.inference import InferenceEngine
+from render.queue import EXPIRED, JobQueue, Outcome, RenderJob
 from storage import ObjectStore
-from worker.queue import EXPIRED, JobQueue, Outcome, RenderJob
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Worker:
             else:
                 data = await self.engine.render_object(self.store, job.key)
                 await self.cache.put(job.key, data)
-                metrics.CACHE_ENTRY_BYTES.observe(len(data))
+                render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
         except Exception as exc:
             log.warning("job %s for %s failed: %s", entry_id, job.key, exc)
             outcome, result = Outcome.failure(exc), "failed"

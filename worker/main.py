@@ -13,13 +13,13 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import start_http_server
 from redis import asyncio as aioredis
 
-from app.services.inference import InferenceEngine
-from app.settings import Settings
 from cache import make_cache
+from config.settings import Settings
 from models.registry import ModelRegistry
+from render.inference import InferenceEngine
+from render.queue import JobQueue
 from storage import make_store
 from worker.consumer import Worker
-from worker.queue import JobQueue
 
 log = logging.getLogger("srstore.worker")
 

@@ -1,4 +1,4 @@
-"""``/v1/images``: upload, fetch at full resolution, stored copy, metadata, delete."""
+"""``/v1/images``: upload, list, fetch at full resolution, stored copy, metadata, delete."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from app.api.uploads import read_upload
 from app.deps import ImageServiceDep, SettingsDep
 from app.errors import error_responses
-from app.services.images import ImageMeta
+from app.services.images import ImagePage
+from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
+MAX_PAGE = 100
 
 _IMAGE_CONTENT = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
 _UPLOAD_BODY = {
@@ -46,6 +48,22 @@ async def upload_image(
     meta = await images.upload(data)
     response.headers["Location"] = f"/v1/images/{meta.id}"
     return meta
+
+
+@router.get(
+    "",
+    response_model=ImagePage,
+    responses=error_responses(400, 422, 503),
+    summary="A page of stored images, in id order",
+)
+async def list_images(
+    images: ImageServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Images on this page.")] = 24,
+    cursor: Annotated[
+        str | None, Query(description="The previous page's next_cursor; omit for the first.")
+    ] = None,
+) -> ImagePage:
+    return await images.list_images(limit, cursor)
 
 
 _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {

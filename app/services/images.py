@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
 import hashlib
 import logging
-import re
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -16,8 +18,8 @@ from pydantic import BaseModel
 
 from app import metrics
 from app.services.singleflight import SingleFlight
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.settings import Settings
 from imaging import (
     OutputFormat,
     decode_upload,
@@ -26,45 +28,33 @@ from imaging import (
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
+from render.images import (
+    AUTO_FORMAT,
+    IMAGES_PREFIX,
+    ImageMeta,
+    ImageNotFound,
+    InvalidImageId,
+    object_key,
+)
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
+_MAX_CURSOR = 200
 _LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
-AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
 
-class InvalidImageId(ValueError):
-    """The id is not one srstore could have issued."""
+class InvalidCursor(ValueError):
+    """The cursor is not one a listing page handed out."""
 
 
-class ImageNotFound(LookupError):
-    """No image with that id."""
+class ImagePage(BaseModel):
+    """One page of the image listing; ``next_cursor`` fetches the next (null: this is the last)."""
 
-
-class ImageMeta(BaseModel):
-    """What srstore knows about an upload; kept as the stored object's metadata."""
-
-    id: str
-    width: int
-    height: int
-    stored_width: int
-    stored_height: int
-    content_type: str
-    original_bytes: int
-    stored_bytes: int
-    served_format: OutputFormat
-    created_at: datetime
-
-    def to_metadata(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
-        return cls.model_validate(metadata)
+    images: list[ImageMeta]
+    next_cursor: str | None
 
 
 class Renderer(Protocol):
@@ -99,10 +89,19 @@ def new_image_id() -> str:
     return secrets.token_urlsafe(16)
 
 
-def object_key(image_id: str) -> str:
-    if not _ID_PATTERN.match(image_id):
-        raise InvalidImageId("image ids are 22 URL-safe base64 characters")
-    return f"images/{image_id}"
+def _encode_cursor(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    """The store key a cursor resumes after: opaque to clients, so the key layout can change."""
+    key = ""
+    if len(cursor) <= _MAX_CURSOR:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    if not key.startswith(IMAGES_PREFIX):
+        raise InvalidCursor("the cursor is not the next_cursor of a listing page")
+    return key
 
 
 class ImageService:
@@ -156,6 +155,25 @@ class ImageService:
             return ImageMeta.from_metadata(dict(await self.store.head(object_key(image_id))))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
+
+    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+        """A page in id order from the store's own listing: one request, then one HEAD per image.
+
+        An image deleted between the two is left out, so a page may hold fewer than ``limit``.
+        """
+        after = _decode_cursor(cursor) if cursor is not None else None
+        page = await self.store.list_page(IMAGES_PREFIX, limit, after)
+        ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
+        found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
+        next_cursor = _encode_cursor(page.next_after) if page.next_after else None
+        return ImagePage(images=[m for m in found if m is not None], next_cursor=next_cursor)
+
+    async def _meta_if_present(self, image_id: str) -> ImageMeta | None:
+        """None for an image deleted meanwhile, or a key under images/ that is no image."""
+        try:
+            return await self.meta(image_id)
+        except (ImageNotFound, InvalidImageId):
+            return None
 
     async def stored(self, image_id: str) -> tuple[bytes, str]:
         try:

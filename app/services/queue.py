@@ -1,6 +1,6 @@
 """Queue mode: the API hands a cache miss to ``srstore worker`` and waits for it.
 
-See :mod:`worker.queue` for the transport, the wake-up and the dedupe. This process keeps one
+See :mod:`render.queue` for the transport, the wake-up and the dedupe. This process keeps one
 pattern subscription for completions and a future per waiting key; a miss enqueues a job (or
 joins the one in flight), waits until the deadline, then reads the rendition from the cache.
 """
@@ -16,9 +16,9 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.services.admission import Backlog, QueueFull, RenderTimeout
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
-from worker.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
+from config.settings import Settings
+from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
 log = logging.getLogger(__name__)
 

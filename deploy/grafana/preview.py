@@ -64,7 +64,7 @@ def main() -> int:
 def start_api(work: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SRSTORE_DATA_DIR": str(work), "SRSTORE_TORCH_THREADS": "1"}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "multiproc")
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"]
+    command = [sys.executable, "-m", "srstore.cli", "serve", "--port", str(port), "--workers", "2"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/readyz"
     wait_until(lambda: _answers(url), 60, "srstore serve")

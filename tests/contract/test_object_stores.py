@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from storage import LocalStore, ObjectNotFound, ObjectStore, S3Store, StorageUnavailable
+from storage import (
+    MAX_LIST_LIMIT,
+    LocalStore,
+    ObjectNotFound,
+    ObjectStore,
+    S3Store,
+    StorageUnavailable,
+)
 from tests.conftest import unique_bucket
 from tests.support.servers import SeaweedServer, free_port
 
@@ -67,6 +74,46 @@ async def test_list_names_the_keys_under_a_prefix(store: ObjectStore) -> None:
 
     assert await store.list_keys("models/") == ["models/espcn/1/weights", "models/espcn/2/weights"]
     assert await store.list_keys("nothing/") == []
+
+
+async def test_a_listing_pages_through_a_prefix_in_key_order(store: ObjectStore) -> None:
+    for key in ("images/d", "images/b", "images/a", "images/e", "images/c", "models/x", "imagesz"):
+        await store.put(key, b"x", {})
+
+    first = await store.list_page("images/", 2)
+    second = await store.list_page("images/", 2, after=first.next_after)
+    last = await store.list_page("images/", 2, after=second.next_after)
+
+    assert (first.keys, first.next_after) == (["images/a", "images/b"], "images/b")
+    assert (second.keys, second.next_after) == (["images/c", "images/d"], "images/d")
+    assert (last.keys, last.next_after) == (["images/e"], None)
+
+
+async def test_a_listing_that_ends_on_a_page_boundary_says_it_is_done(store: ObjectStore) -> None:
+    for key in ("images/a", "images/b"):
+        await store.put(key, b"x", {})
+
+    page = await store.list_page("images/", 2)
+
+    assert (page.keys, page.next_after) == (["images/a", "images/b"], None)
+    assert (await store.list_page("images/", 2, after="images/b")).keys == []
+
+
+async def test_a_listing_resumes_after_any_key_even_a_deleted_one(store: ObjectStore) -> None:
+    for key in ("images/a", "images/b", "images/c"):
+        await store.put(key, b"x", {})
+    await store.delete("images/b")
+
+    page = await store.list_page("images/", 10, after="images/b")
+
+    assert (page.keys, page.next_after) == (["images/c"], None)
+    assert (await store.list_page("empty/", 10)).keys == []
+
+
+@pytest.mark.parametrize("limit", [0, -1, MAX_LIST_LIMIT + 1])
+async def test_a_listing_page_is_bounded(store: ObjectStore, limit: int) -> None:
+    with pytest.raises(ValueError, match="1 to 1000"):
+        await store.list_page("images/", limit)
 
 
 async def test_ping_succeeds_on_a_working_store(store: ObjectStore) -> None:

@@ -59,7 +59,7 @@ def start_api(
     Its output is appended to ``log_path`` when given (tests read what it logged).
     """
     port = port or free_port()
-    command = ["app.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
+    command = ["srstore.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
     log = log_path.open("ab") if log_path else None
     process = subprocess.Popen(
         [
@@ -133,7 +133,7 @@ def start_worker(
     log_path = log_dir / f"worker-{name}.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--name", name],
+        [sys.executable, "-m", "srstore.cli", "worker", "--name", name],
         env={
             **os.environ,
             **env,

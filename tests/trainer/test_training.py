@@ -228,7 +228,11 @@ def test_help_shows_every_default() -> None:
 
 def test_help_works_without_the_train_extra() -> None:
     blocked = "import sys; sys.modules['matplotlib'] = sys.modules['tqdm'] = None; "
-    run = [sys.executable, "-c", blocked + "from app.cli import main; sys.exit(main(sys.argv[1:]))"]
+    run = [
+        sys.executable,
+        "-c",
+        blocked + "from srstore.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
 
     helped = subprocess.run([*run, "train", "--help"], capture_output=True, text=True)
     training = subprocess.run(

@@ -18,15 +18,15 @@ from typing import cast
 
 import torch
 
-from app import metrics
-from app.services.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
-from app.settings import Settings
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.settings import Settings
 from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
 from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
+from render import metrics
+from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)

@@ -33,9 +33,9 @@ from typing import Literal, cast
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from app.services.images import ImageNotFound
 from cache import CacheKey, CacheUnavailable
 from imaging import InvalidImage
+from render.images import ImageNotFound
 from storage import StorageUnavailable
 
 GROUP = "workers"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
-from app import models_cli
+from srstore import models_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
-    from app.settings import Settings
+    from config.settings import Settings
 
     settings = Settings()
     if args.command == "models":

@@ -1,0 +1,113 @@
+// The public HTTP API, and nothing else: every call goes to this page's own origin.
+
+const TOKEN_KEY = "srstore.adminToken";
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function failure(response) {
+  let code = "http_error";
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    code = body.error.code;
+    message = body.error.message;
+  } catch {
+    // not the JSON error envelope: keep the status line
+  }
+  return new ApiError(response.status, code, message);
+}
+
+async function call(path, options = {}) {
+  const response = await fetch(path, { cache: "no-store", ...options });
+  if (!response.ok) throw await failure(response);
+  return response;
+}
+
+export async function listImages(limit, cursor) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (cursor) query.set("cursor", cursor);
+  return (await call(`/v1/images?${query}`)).json();
+}
+
+export async function imageMeta(id) {
+  return (await call(`/v1/images/${encodeURIComponent(id)}/meta`)).json();
+}
+
+/** The bytes of a URL with the headers that describe them. */
+export async function fetchBlob(path) {
+  const response = await call(path);
+  return { blob: await response.blob(), headers: response.headers };
+}
+
+export function storedUrl(id) {
+  return `/v1/images/${encodeURIComponent(id)}/stored`;
+}
+
+export function servedUrl(id) {
+  return `/v1/images/${encodeURIComponent(id)}`;
+}
+
+export async function deleteImage(id) {
+  await call(`/v1/images/${encodeURIComponent(id)}`, { method: "DELETE" });
+}
+
+/**
+ * POST one file with XMLHttpRequest: fetch() cannot report upload progress.
+ * `onProgress` gets the fraction sent, 0..1.
+ */
+export function uploadFile(file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", "/v1/images");
+    request.responseType = "json";
+    request.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    });
+    request.addEventListener("load", () => {
+      const body = request.response;
+      if (request.status === 201) {
+        resolve(body);
+      } else {
+        const error = body && body.error ? body.error : { code: "http_error", message: `${request.status}` };
+        reject(new ApiError(request.status, error.code, error.message));
+      }
+    });
+    request.addEventListener("error", () => reject(new ApiError(0, "network", "the upload did not reach the server")));
+    const form = new FormData();
+    form.append("file", file, file.name);
+    request.send(form);
+  });
+}
+
+export async function metricsText() {
+  return (await call("/metrics")).text();
+}
+
+export const adminToken = {
+  get: () => sessionStorage.getItem(TOKEN_KEY),
+  set: (token) => sessionStorage.setItem(TOKEN_KEY, token),
+  forget: () => sessionStorage.removeItem(TOKEN_KEY),
+};
+
+async function admin(path, options = {}) {
+  const headers = { Authorization: `Bearer ${adminToken.get() || ""}`, ...(options.headers || {}) };
+  return (await call(`/v1/admin${path}`, { ...options, headers })).json();
+}
+
+export const models = {
+  list: () => admin("/models"),
+  history: () => admin("/models/history"),
+  rollback: () => admin("/models/rollback", { method: "POST" }),
+  activate: (name, version, force) =>
+    admin("/models/active", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name, version, force }),
+    }),
+};

@@ -1,0 +1,1 @@
+"""The one Settings object every process builds at start-up (``config.settings``)."""

@@ -1,0 +1,43 @@
+"""The metrics of rendering, recorded alike by the API (local mode) and the worker.
+
+Each process that imports this module registers them in its own registry: the API's
+``/metrics`` (see ``app.metrics``) and the worker's metrics port both export them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+SUPERRES_SECONDS = Histogram(
+    "srstore_superres_seconds",
+    "Seconds to super-resolve one image (the network or bicubic, without encoding).",
+    ["model", "device"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RENDER_SECONDS = Histogram(
+    "srstore_render_seconds",
+    "Seconds of a cache miss by stage: fetch, decode, superres, encode.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INFERENCE_BATCH_TILES = Histogram(
+    "srstore_batch_size",
+    "Tiles in one forward pass of the network (from one or many images).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+INFERENCE_TILES = Counter(
+    "srstore_tiles",
+    "Tiles run through the network; its rate is the tiles per second.",
+    ["model", "device"],
+)
+INFERENCE_BATCH_SECONDS = Histogram(
+    "srstore_inference_batch_seconds",
+    "Seconds of one forward pass over a batch of tiles.",
+    ["model", "device"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+CACHE_ENTRY_BYTES = Histogram(
+    "srstore_cache_entry_bytes",
+    "Size of each rendered image written to the HR cache.",
+    buckets=tuple(2**n for n in range(14, 27)),  # 16 KiB .. 64 MiB
+)

@@ -1,0 +1,1 @@
+"""The ``srstore`` command: one entry point over the API, the worker, the trainer, the admin."""
