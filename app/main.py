@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,14 +14,15 @@ from fastapi_offline import FastAPIOffline
 from app.api import admin, health, images
 from app.api.console import mount_console
 from app.errors import error_responses, install_error_handlers
-from app.middleware import ResponseHeadersAndMetrics
+from app.middleware import RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
 from app.services.admission import AdmittedRenderer, Backlog, RenderSlots
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
 from cache import make_cache
-from config.settings import Settings
+from config.logs import configure_logging
+from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     mount_console(app)
     app.add_middleware(ResponseHeadersAndMetrics)
+    app.add_middleware(RequestId)
     publish_envelope_only(app)
     return app
 
@@ -124,4 +127,16 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-app = create_app()
+def app_from_environment(environ: Mapping[str, str]) -> FastAPI:
+    """The ASGI app of ``srstore serve`` and of ``uvicorn app.main:app``, logging configured."""
+    try:
+        settings = load_settings(environ)
+    except SettingsError as exc:
+        raise SystemExit(exc.report()) from None
+    configure_logging(settings.log_format, settings.log_level)
+    for problem in unknown_variables(environ):
+        log.warning("%s: ignored", problem)
+    return create_app(settings)
+
+
+app = app_from_environment(os.environ)

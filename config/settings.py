@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imaging import PILLOW_MAX_PIXELS, OutputEncoding, StoredCodec, StoredCodecName
@@ -100,6 +102,13 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often a process re-reads the active model pointer."
     )
 
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text for a terminal, or one JSON object per line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The least severe log level written."
+    )
+
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
     port: int = Field(8000, ge=1, le=65535)
 
@@ -137,3 +146,59 @@ class Settings(BaseSettings):
             webp_quality=self.output_webp_quality,
             png_compress_level=self.output_png_compress_level,
         )
+
+
+PREFIX = "SRSTORE_"
+
+
+class SettingsError(ValueError):
+    """The environment names settings wrongly; one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    def report(self) -> str:
+        return "srstore: bad configuration:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Settings from ``environ``, or a SettingsError that names each bad variable and why."""
+    try:
+        return Settings(**_env_values(environ))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError([_problem(error, environ) for error in exc.errors()]) from None
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """The SRSTORE_* variables as field values (pydantic-settings reads the same names)."""
+    fields = set(Settings.model_fields)
+    values = {}
+    for name, value in environ.items():
+        field = name.removeprefix(PREFIX).lower()
+        if name.upper().startswith(PREFIX) and field in fields:
+            values[field] = value
+    return values
+
+
+def _problem(error: object, environ: Mapping[str, str]) -> str:
+    assert isinstance(error, dict)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule across settings: its message names the variables
+        return message
+    variable = PREFIX + str(error["loc"][0]).upper()
+    value = environ.get(variable, "")
+    shown = "(hidden)" if variable == "SRSTORE_ADMIN_TOKEN" else repr(value)
+    return f"{variable}={shown}: {message}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """An SRSTORE_* variable that is no setting, with the setting it may be a typo of."""
+    known = [PREFIX + name.upper() for name in Settings.model_fields]
+    problems = []
+    for name in sorted(environ):
+        if name.upper().startswith(PREFIX) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name} is not an srstore setting{hint}")
+    return problems

@@ -64,6 +64,7 @@ ERRORS: dict[str, type[Exception]] = {
 class RenderJob:
     key: CacheKey
     deadline: float  # Unix time after which nobody waits for the result
+    request_id: str = ""  # of the request that queued it: the worker logs under it
 
     def expired(self) -> bool:
         return time.time() > self.deadline
@@ -75,13 +76,14 @@ class RenderJob:
             "fmt": self.key.fmt,
             "quality": str(self.key.quality or 0),
             "deadline": repr(self.deadline),
+            "request_id": self.request_id,
         }
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> RenderJob:
         quality = int(fields["quality"]) or None
         key = CacheKey(fields["image_id"], fields["model"], fields["fmt"], quality)
-        return cls(key, float(fields["deadline"]))
+        return cls(key, float(fields["deadline"]), fields.get("request_id", ""))
 
 
 @dataclass(frozen=True)

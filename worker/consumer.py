@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.exceptions import RedisError
 
 from cache import HRCache
+from config.logs import REQUEST_ID
 from render import metrics as render_metrics
 from render.inference import InferenceEngine
 from render.queue import EXPIRED, JobQueue, Outcome, RenderJob
@@ -80,6 +82,8 @@ class Worker:
         task.add_done_callback(lambda _: self._jobs.pop(entry_id, None))
 
     async def _handle(self, entry_id: str, job: RenderJob) -> None:
+        REQUEST_ID.set(job.request_id or None)  # this task's own context: its log lines
+        started = time.perf_counter()
         outcome, result = Outcome(), "rendered"
         try:
             if job.expired():
@@ -99,6 +103,8 @@ class Worker:
             log.exception("could not acknowledge job %s; another worker will claim it", entry_id)
             return
         metrics.WORKER_JOBS.labels(result).inc()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("job %s for %s: %s in %.0f ms", entry_id, job.key, result, elapsed_ms)
 
     async def _keep_claims(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
         """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth.

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from app.services.admission import Backlog, QueueFull, RenderTimeout
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.logs import REQUEST_ID
 from config.settings import Settings
 from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
@@ -47,10 +48,11 @@ class QueueRenderer:
 
     async def render(self, key: CacheKey) -> bytes:
         deadline = time.time() + self.deadline_seconds
+        job = RenderJob(key, deadline, REQUEST_ID.get() or "")
         while True:
             done = self._wait_for(str(key))
             try:
-                outcome = await self._enqueue_and_wait(RenderJob(key, deadline), done)
+                outcome = await self._enqueue_and_wait(job, done)
             finally:
                 self._waiters[str(key)].discard(done)
                 if not self._waiters[str(key)]:
