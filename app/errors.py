@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from app.services.admission import QueueFull, RenderTimeout, Saturated
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import RenderFailed
@@ -20,6 +19,7 @@ from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
+from render.admission import QueueFull, RenderTimeout, Saturated
 from render.images import ImageNotFound, InvalidImageId
 from storage import StorageUnavailable
 

@@ -16,7 +16,6 @@ from app.api.console import mount_console
 from app.errors import error_responses, install_error_handlers
 from app.middleware import RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
-from app.services.admission import AdmittedRenderer, Backlog, RenderSlots
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
@@ -27,6 +26,7 @@ from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
+from render.admission import Backlog, RenderSlots
 from render.inference import InferenceEngine, LocalRenderer
 from storage import S3Store, StorageUnavailable, make_store
 
@@ -67,8 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await renderer.start()
             active = ActiveModel(control, settings.model_poll_seconds)
         else:
-            local = LocalRenderer(InferenceEngine.from_settings(registry, settings), store, cache)
-            renderer = AdmittedRenderer(local, render_slots(settings))
+            engine = InferenceEngine.from_settings(registry, settings)
+            local = LocalRenderer(engine, store, cache, render_slots(settings))
+            renderer = local
             active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
         await active.start()
         app.state.settings = settings

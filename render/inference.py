@@ -26,6 +26,7 @@ from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscal
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from render import metrics
+from render.admission import RenderSlots
 from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
@@ -176,13 +177,17 @@ class InferenceEngine:
 class LocalRenderer:
     """The embedded transport: a miss is rendered in this process and cached on the way out."""
 
-    def __init__(self, engine: InferenceEngine, store: ObjectStore, cache: HRCache) -> None:
+    def __init__(
+        self, engine: InferenceEngine, store: ObjectStore, cache: HRCache, slots: RenderSlots
+    ) -> None:
         self.engine = engine
         self.store = store
         self.cache = cache
+        self.slots = slots  # admission control, as queue mode has its bounded queue
 
     async def render(self, key: CacheKey) -> bytes:
-        data = await self.engine.render_object(self.store, key)
+        async with self.slots.slot():
+            data = await self.engine.render_object(self.store, key)
         with contextlib.suppress(CacheUnavailable):
             await self.cache.put(key, data)
             metrics.CACHE_ENTRY_BYTES.observe(len(data))

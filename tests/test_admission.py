@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.services.admission import Backlog, QueueFull, RenderSlots, RenderTimeout
 from config.settings import Settings
+from render.admission import Backlog, QueueFull, RenderSlots, RenderTimeout
 from tests.conftest import serving
 
 

@@ -15,10 +15,10 @@ import time
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.services.admission import Backlog, QueueFull, RenderTimeout
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.logs import REQUEST_ID
 from config.settings import Settings
+from render.admission import Backlog, QueueFull, RenderTimeout
 from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from app.services.images import Renderer
-from cache import CacheKey
-
 RETRY_AFTER_BOUNDS = (1, 300)  # seconds: never "now", never "in an hour"
 
 
@@ -114,18 +111,3 @@ class RenderSlots:
             self._running -= 1
             self._slots.release()
             self.backlog.finished()
-
-
-class AdmittedRenderer:
-    """The embedded default's renderer behind render slots, as queue mode is behind its queue."""
-
-    def __init__(self, renderer: Renderer, slots: RenderSlots) -> None:
-        self.renderer = renderer
-        self.slots = slots
-
-    async def render(self, key: CacheKey) -> bytes:
-        async with self.slots.slot():
-            return await self.renderer.render(key)
-
-    async def close(self) -> None:
-        await self.renderer.close()
