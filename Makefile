@@ -21,6 +21,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.service
 	touch $@
 
 run: $(VENV)/.service
+	@echo "srstore is installed in $(BIN): 'source $(BIN)/activate' puts it on your PATH"
 	$(BIN)/srstore serve
 
 redis-server:

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imaging import PILLOW_MAX_PIXELS, OutputEncoding, StoredCodec, StoredCodecName
-from models.weights import SHIPPED_WEIGHTS_DIR
+from models import SHIPPED_WEIGHTS_DIR
 
 
 class Settings(BaseSettings):
