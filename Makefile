@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server promtool chromium load
+.PHONY: run test lint clean redis-server promtool icc-profiles chromium load
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,16 @@ $(BIN)/promtool: | $(BIN)/python
 	apt-get download -q prometheus 2>/dev/null || { $(SUDO) apt-get update -q && apt-get download -q prometheus; }; \
 	dpkg-deb -x prometheus_*.deb .; install -m 755 usr/bin/promtool $(abspath $(BIN))/promtool
 
+# Wide-gamut and CMYK ICC profiles for the colour-management tests (Debian, DFSG-free).
+icc-profiles:
+	@[ -f /usr/share/color/icc/compatibleWithAdobeRGB1998.icc ] && [ -f /usr/share/color/icc/ghostscript/ps_cmyk.icc ] || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q icc-profiles-free libgs-common; }
+
 # Headless Chromium and its WebDriver drive the console's browser tests (Debian's packages,
 # no browser download).
 chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
-test: $(VENV)/.dev redis-server promtool chromium
+test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy srstore app worker trainer bench render config models imaging storage cache ledger

@@ -14,8 +14,9 @@ from starlette.exceptions import HTTPException
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import RenderFailed
+from app.services.renditions import InvalidSignature, SizeNotAllowed
 from cache import CacheUnavailable
-from imaging import ImageTooLarge, InvalidImage, UnsupportedImage
+from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
@@ -58,6 +59,9 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     UnsupportedImage: (415, "unsupported_media_type"),
     InvalidImage: (422, "invalid_image"),
     InvalidImageId: (400, "invalid_id"),
+    InvalidSize: (422, "invalid_size"),
+    SizeNotAllowed: (400, "size_not_allowed"),
+    InvalidSignature: (403, "invalid_signature"),
     InvalidCursor: (400, "invalid_cursor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),
@@ -122,15 +126,21 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for these error statuses, each with the real error envelope."""
+def error_responses(
+    *statuses: int, described: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the real error envelope.
+
+    ``described`` adds statuses whose meaning is the route's own.
+    """
+    meanings = {**{s: _STATUS_MEANINGS[s] for s in statuses}, **(described or {})}
     return {
         status: {
             "model": ErrorEnvelope,
-            "description": _STATUS_MEANINGS[status],
+            "description": meaning,
             **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
         }
-        for status in statuses
+        for status, meaning in sorted(meanings.items())
     }
 
 
@@ -140,7 +150,10 @@ OUTAGE_RETRY_AFTER = 5  # seconds a client waits out a dependency outage
 def error_response(
     status: int, code: str, message: str, retry_after: int = OUTAGE_RETRY_AFTER
 ) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if status == 503 else None
+    """An error is never stored by a cache: the next request may well succeed."""
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 

@@ -50,7 +50,8 @@ class ResponseHeadersAndMetrics:
                 raise
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             error = {"error": {"code": "internal_error", "message": "internal server error"}}
-            await JSONResponse(error, 500)(scope, receive, send_with_headers)
+            response = JSONResponse(error, 500, headers={"Cache-Control": "no-store"})
+            await response(scope, receive, send_with_headers)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started

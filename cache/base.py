@@ -12,15 +12,24 @@ class CacheUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class CacheKey:
-    """One rendition of one image: the model version and output encoding are part of its name."""
+    """One rendition of one image: everything that shapes its bytes is part of its name.
+
+    ``variant`` is the size (an ``imaging.Geometry`` token, empty at the upload's own size);
+    ``encoding`` the encoder settings besides quality.
+    """
 
     image_id: str
     model: str
     fmt: str
     quality: int | None = None
+    variant: str = ""
+    encoding: str = ""
 
     def __str__(self) -> str:
-        return f"hr:{self.image_id}:{self.model}:{self.fmt}:{self.quality or 0}"
+        return (
+            f"hr:{self.image_id}:{self.model}:{self.fmt}:{self.quality or 0}"
+            f":{self.variant}:{self.encoding}"
+        )
 
 
 class HRCache(Protocol):

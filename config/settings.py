@@ -6,10 +6,10 @@ import difflib
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imaging import PILLOW_MAX_PIXELS, OutputEncoding, StoredCodec, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
@@ -93,7 +93,23 @@ class Settings(BaseSettings):
     output_jpeg_quality: int = Field(90, ge=1, le=100)
     output_webp_quality: int = Field(85, ge=1, le=100)
     output_png_compress_level: int = Field(1, ge=0, le=9)
+    output_avif_quality: int = Field(60, ge=1, le=100)
+    output_avif_speed: int = Field(
+        8, ge=0, le=10, description="AVIF encoder speed (0 slowest, 10 fastest); see bench."
+    )
+    output_avif: bool = Field(
+        True, description="Offer AVIF to clients whose Accept names image/avif."
+    )
     http_max_age_seconds: int = Field(86_400, ge=0, description="Cache-Control max-age.")
+    http_degraded_max_age_seconds: int = Field(
+        60, ge=0, description="max-age of an image served by bicubic because no model serves."
+    )
+    url_signing_key: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key; when set, URLs with rendition options need `sig`."
+    )
+    allowed_widths: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset(), description="Comma-separated widths unsigned URLs may ask for (empty: any)."
+    )
 
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; the admin API is off without one."
@@ -123,6 +139,23 @@ class Settings(BaseSettings):
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
         return value
 
+    @field_validator("url_signing_key", mode="before")
+    @classmethod
+    def _no_blank_or_short_signing_key(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if len(secret) < 16:
+            raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
+        return value
+
+    @field_validator("allowed_widths", mode="before")
+    @classmethod
+    def _comma_separated_widths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(int(part) for part in value.split(",") if part.strip())
+        return value
+
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:
         if self.s3_endpoint_url and not self.s3_bucket:
@@ -145,6 +178,8 @@ class Settings(BaseSettings):
             jpeg_quality=self.output_jpeg_quality,
             webp_quality=self.output_webp_quality,
             png_compress_level=self.output_png_compress_level,
+            avif_quality=self.output_avif_quality,
+            avif_speed=self.output_avif_speed,
         )
 
 

@@ -2,6 +2,7 @@
 
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
+    LOSSY_FORMATS,
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
     SCALE,
@@ -25,22 +26,29 @@ from imaging.pipeline import (
     media_type_of,
     pad_to_scale,
     padded_size,
+    to_srgb,
 )
+from imaging.resize import Fit, Geometry, InvalidSize, apply_geometry, plan_geometry
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "LOSSY_FORMATS",
     "MEDIA_TYPES",
     "PILLOW_MAX_PIXELS",
     "SCALE",
     "DecodedImage",
+    "Fit",
+    "Geometry",
     "ImageError",
     "ImageTooLarge",
     "InvalidImage",
+    "InvalidSize",
     "OutputEncoding",
     "OutputFormat",
     "StoredCodec",
     "StoredCodecName",
     "UnsupportedImage",
+    "apply_geometry",
     "bicubic_upscale",
     "crop_to",
     "decode_stored",
@@ -52,4 +60,6 @@ __all__ = [
     "media_type_of",
     "pad_to_scale",
     "padded_size",
+    "plan_geometry",
+    "to_srgb",
 ]

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 SCALE = 4
 # Pillow refuses to open anything over this many pixels, whatever SRSTORE_MAX_PIXELS says.
 PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2**63 - 1
 
 StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
-OutputFormat = Literal["jpeg", "png", "webp", "bmp", "tiff"]
+OutputFormat = Literal["jpeg", "png", "webp", "avif", "bmp", "tiff"]
+LOSSY_FORMATS: frozenset[str] = frozenset({"jpeg", "webp", "avif"})  # the ones with a quality
 
 # Formats accepted on upload, by Pillow's format name, and the format each is served in.
 ACCEPTED_FORMATS: dict[str, OutputFormat] = {
@@ -28,6 +29,7 @@ ACCEPTED_FORMATS: dict[str, OutputFormat] = {
     "MPO": "jpeg",
     "PNG": "png",
     "WEBP": "webp",
+    "AVIF": "avif",
     "BMP": "bmp",
     "TIFF": "tiff",
     "GIF": "png",  # a super-resolved frame has far more than 256 colours: served as PNG
@@ -37,6 +39,7 @@ MEDIA_TYPES: dict[str, str] = {
     "jpeg": "image/jpeg",
     "png": "image/png",
     "webp": "image/webp",
+    "avif": "image/avif",
     "bmp": "image/bmp",
     "tiff": "image/tiff",
 }
@@ -74,13 +77,32 @@ class OutputEncoding:
     webp_quality: int = 85
     webp_method: int = 2
     png_compress_level: int = 1
+    avif_quality: int = 60
+    avif_speed: int = 8
+
+    def quality_of(self, fmt: OutputFormat, requested: int | None) -> int | None:
+        """The quality a lossy format is encoded at; ``None`` for the lossless ones."""
+        defaults = {"jpeg": self.jpeg_quality, "webp": self.webp_quality, "avif": self.avif_quality}
+        return requested or defaults[fmt] if fmt in defaults else None
+
+    def settings_tag(self, fmt: OutputFormat) -> str:
+        """The encoder settings besides quality that shape ``fmt``'s bytes, for cache keys."""
+        return {
+            "webp": f"m{self.webp_method}",
+            "png": f"z{self.png_compress_level}",
+            "avif": f"s{self.avif_speed}",
+        }.get(fmt, "")
 
 
 @dataclass(frozen=True)
 class DecodedImage:
-    image: Image.Image  # mode L, RGB or RGBA, EXIF orientation applied
+    image: Image.Image  # mode L, RGB or RGBA in sRGB, EXIF orientation applied
     served_format: OutputFormat
     content_type: str  # of the upload, from its own bytes
+
+    @property
+    def greyscale(self) -> bool:
+        return self.image.mode == "L"
 
 
 def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
@@ -114,13 +136,53 @@ def decode_upload(data: bytes, max_pixels: int) -> DecodedImage:
         probe.seek(0)
         probe.load()
         oriented = ImageOps.exif_transpose(probe)
-        image = _normalise_mode(oriented)
+        image = _normalise_mode(to_srgb(oriented))
     except ImageError:
         raise
     except Exception as exc:
         raise InvalidImage(f"the {probe.format} image is corrupt or truncated: {exc}") from exc
-    content_type = Image.MIME.get(probe.format or "", "application/octet-stream")
+    content_type = (
+        Image.MIME.get(probe.format or "") or _signature_of(data) or "application/octet-stream"
+    )
     return DecodedImage(image=image, served_format=served, content_type=content_type)
+
+
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """Convert an image with an embedded ICC profile to sRGB, the only space output assumes.
+
+    Wide-gamut (Display P3, Adobe RGB) photos would otherwise come back washed out; CMYK goes
+    through its own profile. Greyscale stays greyscale. A profile that cannot be parsed is
+    ignored, as browsers do, and the pixels are taken as sRGB.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image
+    if image.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+        image = _normalise_mode(image)
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except (OSError, ImageCms.PyCMSError):
+        return _without_profile(image)
+    alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
+    colour = image.convert({"RGBA": "RGB", "LA": "L"}.get(image.mode, image.mode))
+    try:
+        converted = ImageCms.profileToProfile(colour, source, _SRGB, outputMode="RGB")
+    except ImageCms.PyCMSError:
+        return _without_profile(image)
+    assert converted is not None
+    if colour.mode == "L":
+        converted = converted.convert("L")
+    if alpha is not None:
+        converted.putalpha(alpha)
+    return _without_profile(converted)
+
+
+def _without_profile(image: Image.Image) -> Image.Image:
+    image.info.pop("icc_profile", None)
+    return image
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:
@@ -220,6 +282,10 @@ def encode_output(
         image.save(
             buffer, "WEBP", quality=quality or settings.webp_quality, method=settings.webp_method
         )
+    elif fmt == "avif":
+        image.save(
+            buffer, "AVIF", quality=quality or settings.avif_quality, speed=settings.avif_speed
+        )
     elif fmt == "png":
         image.save(buffer, "PNG", compress_level=settings.png_compress_level)
     elif fmt == "bmp":
@@ -247,11 +313,23 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 )
 
 
+_AVIF_BRANDS = (b"avif", b"avis")
+
+
 def _signature_of(data: bytes) -> str | None:
+    if data[4:8] == b"ftyp" and _names_avif(data):
+        return "image/avif"
     for signature, offset, media_type in _SIGNATURES:
         if data[offset : offset + len(signature)] == signature:
             return media_type
     return None
+
+
+def _names_avif(data: bytes) -> bool:
+    """An ISO-BMFF ``ftyp`` box naming AVIF as its major or a compatible brand."""
+    size = int.from_bytes(data[0:4], "big")
+    brands = data[8 : min(max(size, 16), 64)]
+    return any(brands[i : i + 4] in _AVIF_BRANDS for i in range(0, len(brands) - 3, 4))
 
 
 def media_type_of(data: bytes) -> str:

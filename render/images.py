@@ -11,7 +11,6 @@ from imaging import OutputFormat
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 IMAGES_PREFIX = "images/"  # every image's object key starts with it
-AUTO_FORMAT = "auto"  # a cache key's format when the upload's own format is served
 
 
 class InvalidImageId(ValueError):
@@ -35,6 +34,7 @@ class ImageMeta(BaseModel):
     stored_bytes: int
     served_format: OutputFormat
     created_at: datetime
+    greyscale: bool = False  # served as greyscale wherever the output format can hold it
 
     def to_metadata(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.model_dump(mode="json").items()}

@@ -20,14 +20,22 @@ import torch
 
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.settings import Settings
-from imaging import OutputEncoding, OutputFormat, crop_to, decode_stored, encode_output
+from imaging import (
+    Geometry,
+    OutputEncoding,
+    OutputFormat,
+    apply_geometry,
+    crop_to,
+    decode_stored,
+    encode_output,
+)
 from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from render import metrics
 from render.admission import RenderSlots
-from render.images import AUTO_FORMAT, ImageMeta, ImageNotFound, object_key
+from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -112,24 +120,31 @@ def device_of(upscaler: Upscaler) -> str:
 
 def render(
     stored: bytes,
-    width: int,
-    height: int,
+    meta: ImageMeta,
     upscaler: Upscaler,
     fmt: OutputFormat,
     quality: int | None,
     encoding: OutputEncoding,
+    geometry: Geometry | None = None,
 ) -> bytes:
-    """Decode, super-resolve, crop to the uploaded size, encode: the whole of a cache miss."""
+    """Decode, super-resolve, crop to the uploaded size, resize, encode: a model cache miss."""
     started = time.perf_counter()
     low_res = decode_stored(stored)
     decoded = time.perf_counter()
-    high_res = crop_to(upscaler.upscale(low_res), width, height)
+    high_res = crop_to(upscaler.upscale(low_res), meta.width, meta.height)
     upscaled = time.perf_counter()
+    if geometry is not None:
+        high_res = apply_geometry(high_res, geometry)
+    if meta.greyscale:
+        high_res = high_res.convert("L")
+    resized = time.perf_counter()
     data = encode_output(high_res, fmt, quality, encoding)
     encoded = time.perf_counter()
+    metrics.RENDITIONS.labels("model").inc()
     metrics.RENDER_SECONDS.labels("decode").observe(decoded - started)
     metrics.RENDER_SECONDS.labels("superres").observe(upscaled - decoded)
-    metrics.RENDER_SECONDS.labels("encode").observe(encoded - upscaled)
+    metrics.RENDER_SECONDS.labels("resize").observe(resized - upscaled)
+    metrics.RENDER_SECONDS.labels("encode").observe(encoded - resized)
     metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(upscaled - decoded)
     return data
 
@@ -155,18 +170,17 @@ class InferenceEngine:
         except ObjectNotFound:
             raise ImageNotFound(key.image_id) from None
         meta = ImageMeta.from_metadata(dict(stored.metadata))
-        fmt = meta.served_format if key.fmt == AUTO_FORMAT else cast(OutputFormat, key.fmt)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._pool,
             render,
             stored.data,
-            meta.width,
-            meta.height,
+            meta,
             upscaler,
-            fmt,
+            cast(OutputFormat, key.fmt),
             key.quality,
             self.encoding,
+            Geometry.parse(key.variant) if key.variant else None,
         )
 
     def close(self) -> None:

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+RENDITIONS = Counter(
+    "srstore_renditions",
+    "Renditions rendered on a cache miss, by source: model (super-resolution, then resize) or "
+    "stored_copy (a size at or below the stored copy's, downscaled from it: no model runs).",
+    ["source"],
+)
 SUPERRES_SECONDS = Histogram(
     "srstore_superres_seconds",
     "Seconds to super-resolve one image (the network or bicubic, without encoding).",
@@ -16,7 +22,8 @@ SUPERRES_SECONDS = Histogram(
 )
 RENDER_SECONDS = Histogram(
     "srstore_render_seconds",
-    "Seconds of a cache miss by stage: fetch, decode, superres, encode.",
+    "Seconds of a cache miss by stage: decode, superres, resize, encode; stored_copy for the "
+    "whole of a rendition made from the stored copy.",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

@@ -75,6 +75,8 @@ class RenderJob:
             "model": self.key.model,
             "fmt": self.key.fmt,
             "quality": str(self.key.quality or 0),
+            "variant": self.key.variant,
+            "encoding": self.key.encoding,
             "deadline": repr(self.deadline),
             "request_id": self.request_id,
         }
@@ -82,7 +84,14 @@ class RenderJob:
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> RenderJob:
         quality = int(fields["quality"]) or None
-        key = CacheKey(fields["image_id"], fields["model"], fields["fmt"], quality)
+        key = CacheKey(
+            fields["image_id"],
+            fields["model"],
+            fields["fmt"],
+            quality,
+            fields.get("variant", ""),
+            fields.get("encoding", ""),
+        )
         return cls(key, float(fields["deadline"]), fields.get("request_id", ""))
 
 

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check the configuration and every service it names"
     )
     doctor.add_argument("--json", action="store_true", help="the checks as JSON, for scripts")
+    sign_url = commands.add_parser(
+        "sign-url", help="print a rendition URL signed with SRSTORE_URL_SIGNING_KEY"
+    )
+    sign_url.add_argument("image_id")
+    sign_url.add_argument("options", nargs="*", help="name=value, e.g. w=300 h=200 fit=cover")
     commands.add_parser("train", help="the offline trainer (srstore train --help)", add_help=False)
     return parser
 
@@ -82,6 +87,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return commands.run(args, api)
         finally:
             api.close()
+    if args.command == "sign-url":
+        return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":
         import asyncio
 
@@ -102,6 +109,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             workers=args.workers,
             log_config=None,  # app.main configures logging from SRSTORE_LOG_FORMAT
         )
+    return 0
+
+
+def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> int:
+    from urllib.parse import urlencode
+
+    from app.services.renditions import SIGNATURE_PARAM, sign
+
+    if settings.url_signing_key is None:
+        raise CommandFailed("SRSTORE_URL_SIGNING_KEY is not set")
+    pairs = [(name, value) for name, _, value in (option.partition("=") for option in options)]
+    signature = sign(settings.url_signing_key.get_secret_value(), image_id, pairs)
+    print(f"/v1/images/{image_id}?{urlencode([*pairs, (SIGNATURE_PARAM, signature)])}")
     return 0
 
 

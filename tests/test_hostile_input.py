@@ -150,12 +150,12 @@ def palette_with_transparency() -> bytes:
 
 ODD_IMAGES = [
     ("1x1", encode(Image.new("RGB", (1, 1), (5, 6, 7)), "PNG"), (1, 1), "image/png", "RGB"),
-    ("3x2 grey", encode(Image.new("L", (3, 2), 90), "PNG"), (3, 2), "image/png", "RGB"),
+    ("3x2 grey", encode(Image.new("L", (3, 2), 90), "PNG"), (3, 2), "image/png", "L"),
     ("1x1 jpeg", encode(Image.new("RGB", (1, 1)), "JPEG"), (1, 1), "image/jpeg", "RGB"),
     ("animated gif", animated_gif(), (20, 12), "image/png", "RGB"),
     ("cmyk jpeg", encode(Image.new("CMYK", (17, 9), (0, 255, 0, 0)), "JPEG"), (17, 9),
      "image/jpeg", "RGB"),
-    ("16-bit png", encode(Image.new("I;16", (10, 7), 40_000), "PNG"), (10, 7), "image/png", "RGB"),
+    ("16-bit png", encode(Image.new("I;16", (10, 7), 40_000), "PNG"), (10, 7), "image/png", "L"),
     ("palette with transparency", palette_with_transparency(), (13, 9), "image/png", "RGBA"),
     ("exif-rotated jpeg", exif_rotated_jpeg(), (20, 40), "image/jpeg", "RGB"),
     ("tiff", encode(Image.new("RGB", (6, 5)), "TIFF"), (6, 5), "image/tiff", "RGB"),
@@ -300,7 +300,7 @@ async def test_unknown_query_parameters_are_ignored(client: httpx.AsyncClient) -
     created = await post_raw(client, encode(Image.new("RGB", (8, 8)), "PNG"), "image/png")
 
     response = await client.get(
-        f"/v1/images/{created.json()['id']}", params={"width": "99999", "x": "\x00", "fit": "y"}
+        f"/v1/images/{created.json()['id']}", params={"width": "99999", "x": "\x00", "crop": "y"}
     )
 
     assert response.status_code == 200

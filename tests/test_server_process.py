@@ -45,7 +45,8 @@ def test_upload_fetch_and_sliding_ttl_over_http(
         assert created.status_code == 201
         image_id = created.json()["id"]
         miss = http.get(f"/v1/images/{image_id}")
-        (entry,) = [k for k in redis_client.scan_iter(f"hr:{image_id}:*") if b":keys" not in k]
+        renditions = redis_client.scan_iter(f"hr:{image_id}:*")
+        (entry,) = [k for k in renditions if b":keys" not in k and b":meta:" not in k]
         redis_client.expire(entry, 10)
         hit = http.get(f"/v1/images/{image_id}")
 

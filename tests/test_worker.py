@@ -260,7 +260,7 @@ async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
     async with serving(queue_settings) as (app, client):
         image_id = await upload(client, photo_bytes)
         service = app.state.image_service
-        key = CacheKey(image_id, app.state.models.label, "auto")
+        key = CacheKey(image_id, app.state.models.label, "jpeg", 90, "", "")
         await service.cache.put(key, b"already rendered elsewhere")
         before = jobs(worker, "cached")
 

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.api.uploads import read_upload
 from app.deps import ImageServiceDep, SettingsDep
-from app.errors import error_responses
-from app.services.images import ImagePage
+from app.errors import error_response, error_responses
+from app.services.conditional import (
+    Preconditions,
+    RangeNotSatisfiable,
+    byte_range,
+    http_date,
+    not_modified,
+)
+from app.services.images import ImagePage, meta_etag
+from app.services.renditions import RenditionRequest
+from imaging import Fit, OutputFormat
 from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
 MAX_PAGE = 100
+
+MAX_SIDE = 16_384  # the largest w or h accepted at all; the pixel limit bounds w x h
+MAX_DPR = 4.0
 
 _IMAGE_CONTENT = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
 _UPLOAD_BODY = {
@@ -50,6 +63,46 @@ async def upload_image(
     return meta
 
 
+def _header(description: str) -> dict[str, object]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+_IMAGE_HEADERS = {
+    "ETag": _header("Strong tag of the rendition: image, model, size, format, quality, encoder."),
+    "Last-Modified": _header("The upload time (If-Modified-Since compares with it)."),
+    "Cache-Control": _header(
+        "public, max-age=SRSTORE_HTTP_MAX_AGE_SECONDS; SRSTORE_HTTP_DEGRADED_MAX_AGE_SECONDS "
+        "when bicubic served (X-Model-Version: bicubic)."
+    ),
+    "Vary": _header("Accept, whenever the format was negotiated (no format= given)."),
+    "Accept-Ranges": _header("bytes"),
+    "X-Cache": _header("HIT, MISS or BYPASS (cache down)."),
+    "X-Model-Version": _header("The model that rendered it; none for a stored-copy thumbnail."),
+}
+_RANGE_ERRORS = {416: "The range lies outside the image's bytes"}
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": _IMAGE_CONTENT, "headers": _IMAGE_HEADERS},
+    206: {"description": "One byte range of the image (`Range: bytes=first-last`)"},
+    304: {"description": "Not modified: `If-None-Match` or `If-Modified-Since` matched"},
+    **error_responses(
+        400,
+        404,
+        422,
+        503,
+        described={
+            403: "A signing key is configured and `sig` is missing or wrong",
+            **_RANGE_ERRORS,
+        },
+    ),
+}
+_STORED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": _IMAGE_CONTENT},
+    206: {"description": "One byte range of the stored copy"},
+    304: {"description": "Not modified"},
+    **error_responses(400, 404, 503, described=_RANGE_ERRORS),
+}
+
+
 @router.get(
     "",
     response_model=ImagePage,
@@ -66,80 +119,174 @@ async def list_images(
     return await images.list_images(limit, cursor)
 
 
-_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": _IMAGE_CONTENT},
-    304: {"description": "Not modified"},
-    **error_responses(400, 404, 422, 503),
-}
-_IDENTIFIED = error_responses(400, 404, 503)
-
-
-@router.get(
+@router.api_route(
     "/{image_id}",
+    methods=["GET", "HEAD"],
     response_class=Response,
     responses=_IMAGE_RESPONSES,
-    summary="The image at its original size, rebuilt by super-resolution",
+    summary="The image at any permitted size and format, rebuilt by super-resolution",
+    description=(
+        "Without options: the upload's size and format. `w`/`h` ask for a size (times `dpr`): "
+        "sizes at or below the stored copy are downscaled from it with no model run; larger "
+        "ones are super-resolved, then resized, never beyond the upload's size unless "
+        "`enlarge`. Without `format`, the format follows `Accept` (AVIF, else WebP, else the "
+        "upload's own) and the response carries `Vary: Accept`."
+    ),
 )
 async def get_image(
+    request: Request,
     image_id: str,
     images: ImageServiceDep,
     settings: SettingsDep,
-    format: Annotated[
-        Literal["jpeg", "png", "webp"] | None,
-        Query(description="Output format; the upload's own format when omitted."),
+    w: Annotated[
+        int | None, Query(ge=1, le=MAX_SIDE, description="Width in CSS pixels (times dpr).")
     ] = None,
-    quality: Annotated[int | None, Query(ge=1, le=100, description="JPEG/WebP quality.")] = None,
+    h: Annotated[
+        int | None, Query(ge=1, le=MAX_SIDE, description="Height in CSS pixels (times dpr).")
+    ] = None,
+    fit: Annotated[
+        Fit | None,
+        Query(
+            description="How the image fills a w x h box: inside (default; keeps the aspect "
+            "ratio within the box), contain (the same, padded to the box), cover (fills the "
+            "box, cropping the overflow), fill (stretched to the box)."
+        ),
+    ] = None,
+    dpr: Annotated[
+        float | None, Query(gt=0, le=MAX_DPR, description="Device pixel ratio, 1 by default.")
+    ] = None,
+    enlarge: Annotated[
+        bool | None, Query(description="Allow a size beyond the upload's (pixel limit applies).")
+    ] = None,
+    format: Annotated[
+        OutputFormat | None,
+        Query(description="Output format; negotiated from Accept when omitted."),
+    ] = None,
+    quality: Annotated[
+        int | None, Query(ge=1, le=100, description="JPEG/WebP/AVIF quality.")
+    ] = None,
+    sig: Annotated[
+        str | None,
+        Query(max_length=128, description="HMAC signature, when SRSTORE_URL_SIGNING_KEY is set."),
+    ] = None,
+    accept: Annotated[str, Header()] = "",
     if_none_match: Annotated[str | None, Header()] = None,
+    if_modified_since: Annotated[str | None, Header()] = None,
+    range: Annotated[str | None, Header()] = None,
+    if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
-    rendition = await images.fetch(image_id, format, quality, if_none_match)
+    query = tuple(request.query_params.multi_items())
+    options = RenditionRequest(w, h, fit, dpr, enlarge, format, quality, accept, sig, query)
+    preconditions = Preconditions(if_none_match, if_modified_since)
+    rendition = await images.fetch(image_id, options, preconditions)
+    max_age = (
+        settings.http_degraded_max_age_seconds
+        if rendition.degraded
+        else settings.http_max_age_seconds
+    )
     headers = {
         "ETag": rendition.etag,
-        "Cache-Control": f"public, max-age={settings.http_max_age_seconds}",
+        "Last-Modified": http_date(rendition.last_modified),
+        "Cache-Control": f"public, max-age={max_age}",
+        "Accept-Ranges": "bytes",
         "X-Cache": rendition.cache,
         "X-Model-Version": rendition.model,
     }
+    if rendition.negotiated:
+        headers["Vary"] = "Accept"
     if rendition.not_modified:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(rendition.data, media_type=rendition.media_type, headers=headers)
+    return ranged(
+        rendition.data, rendition.media_type, headers, range, if_range, rendition.last_modified
+    )
 
 
-router.add_api_route(
-    "/{image_id}",
-    get_image,
-    methods=["HEAD"],
-    name="head_image",
-    response_class=Response,
-    responses=_IMAGE_RESPONSES,
-    summary="The headers GET would send, without the body",
-)
+def ranged(
+    data: bytes,
+    media_type: str,
+    headers: dict[str, str],
+    range_header: str | None,
+    if_range: str | None,
+    last_modified: datetime,
+) -> Response:
+    """The whole body, or the one byte range asked for (``206``; ``416`` when outside)."""
+    try:
+        span = byte_range(range_header, if_range, len(data), headers["ETag"], last_modified)
+    except RangeNotSatisfiable as exc:
+        response = error_response(416, "range_not_satisfiable", str(exc))
+        response.headers["Content-Range"] = f"bytes */{exc.length}"
+        return response
+    if span is None:
+        return Response(data, media_type=media_type, headers=headers)
+    first, last = span
+    headers = {**headers, "Content-Range": f"bytes {first}-{last}/{len(data)}"}
+    return Response(
+        data[first : last + 1],
+        status_code=status.HTTP_206_PARTIAL_CONTENT,
+        media_type=media_type,
+        headers=headers,
+    )
 
 
-@router.get(
+def _validators(etag: str, last_modified: datetime, max_age: int) -> dict[str, str]:
+    return {
+        "ETag": etag,
+        "Last-Modified": http_date(last_modified),
+        "Cache-Control": f"public, max-age={max_age}",
+    }
+
+
+@router.api_route(
     "/{image_id}/stored",
+    methods=["GET", "HEAD"],
     response_class=Response,
-    responses={200: {"content": _IMAGE_CONTENT}, **_IDENTIFIED},
+    responses=_STORED_RESPONSES,
     summary="The stored low-resolution copy, byte for byte",
 )
-async def get_stored(image_id: str, images: ImageServiceDep) -> Response:
-    data, media_type = await images.stored(image_id)
-    return Response(data, media_type=media_type)
+async def get_stored(
+    image_id: str,
+    images: ImageServiceDep,
+    settings: SettingsDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+    if_modified_since: Annotated[str | None, Header()] = None,
+    range: Annotated[str | None, Header()] = None,
+    if_range: Annotated[str | None, Header()] = None,
+) -> Response:
+    stored = await images.stored(image_id, Preconditions(if_none_match, if_modified_since))
+    headers = _validators(stored.etag, stored.last_modified, settings.http_max_age_seconds)
+    headers["Accept-Ranges"] = "bytes"
+    if stored.not_modified:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return ranged(stored.data, stored.media_type, headers, range, if_range, stored.last_modified)
 
 
-@router.get(
+@router.api_route(
     "/{image_id}/meta",
+    methods=["GET", "HEAD"],
     response_model=ImageMeta,
-    responses=_IDENTIFIED,
+    responses={304: {"description": "Not modified"}, **error_responses(400, 404, 503)},
     summary="What srstore knows of an image",
 )
-async def get_meta(image_id: str, images: ImageServiceDep) -> ImageMeta:
-    return await images.meta(image_id)
+async def get_meta(
+    image_id: str,
+    images: ImageServiceDep,
+    settings: SettingsDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+    if_modified_since: Annotated[str | None, Header()] = None,
+) -> Response:
+    meta = await images.cached_meta(image_id)
+    etag = meta_etag(meta)
+    headers = _validators(etag, meta.created_at, settings.http_max_age_seconds)
+    if not_modified(Preconditions(if_none_match, if_modified_since), etag, meta.created_at):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(meta.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.delete(
     "/{image_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=_IDENTIFIED,
+    responses=error_responses(400, 404, 503),
     summary="Delete the stored copy and every cached rendition",
 )
 async def delete_image(image_id: str, images: ImageServiceDep) -> Response:

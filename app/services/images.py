@@ -6,9 +6,10 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import logging
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,19 +18,31 @@ from typing import Literal, Protocol
 from pydantic import BaseModel
 
 from app import metrics
+from app.services.conditional import Preconditions, not_modified
+from app.services.renditions import (
+    RenditionPlan,
+    RenditionRequest,
+    check_access,
+    etag_of,
+    plan_rendition,
+)
 from app.services.singleflight import SingleFlight
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.settings import Settings
 from imaging import (
-    OutputFormat,
+    MEDIA_TYPES,
+    SCALE,
+    apply_geometry,
+    decode_stored,
     decode_upload,
     downscale,
+    encode_output,
     encode_stored,
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
+from render import metrics as render_metrics
 from render.images import (
-    AUTO_FORMAT,
     IMAGES_PREFIX,
     ImageMeta,
     ImageNotFound,
@@ -40,8 +53,10 @@ from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+PLAIN_READ = RenditionRequest()  # the upload's own size and format
+NO_PRECONDITIONS = Preconditions()
+KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
 _MAX_CURSOR = 200
-_LOSSY = {"jpeg", "webp"}  # quality names a distinct rendition only for these
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -81,7 +96,25 @@ class Rendition:
     etag: str
     cache: CacheStatus
     model: str
+    last_modified: datetime
+    negotiated: bool = False  # the format came from Accept: the response varies on it
+    degraded: bool = False  # bicubic served because no model does: cache briefly
     not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """The stored bytes (empty when only validators were asked for) and their validators."""
+
+    data: bytes
+    media_type: str
+    etag: str
+    last_modified: datetime
+    not_modified: bool = False
+
+
+def meta_etag(meta: ImageMeta) -> str:
+    return etag_of("meta:" + meta.model_dump_json())
 
 
 def new_image_id() -> str:
@@ -121,6 +154,7 @@ class ImageService:
         self.models = models
         self.ledger = ledger
         self._flights: SingleFlight[bytes] = SingleFlight()
+        self._known: OrderedDict[str, ImageMeta] = OrderedDict()
 
     async def upload(self, data: bytes) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write."""
@@ -147,6 +181,7 @@ class ImageService:
             stored_bytes=len(stored),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
+            greyscale=decoded.greyscale,
         )
         return meta, stored
 
@@ -155,6 +190,42 @@ class ImageService:
             return ImageMeta.from_metadata(dict(await self.store.head(object_key(image_id))))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
+
+    async def cached_meta(self, image_id: str) -> ImageMeta:
+        """The upload's metadata, kept in the HR cache beside its renditions.
+
+        Every read needs it (format, size, upload time), and a hit must not cost a round trip
+        to the object store; DELETE drops it with the renditions.
+        """
+        key = CacheKey(image_id, "meta", "json")
+        meta: ImageMeta | None = None
+        with contextlib.suppress(CacheUnavailable):
+            if (cached := await self.cache.get(key)) is not None:
+                meta = ImageMeta.model_validate_json(cached)
+        if meta is None:
+            meta = await self.meta(image_id)
+            with contextlib.suppress(CacheUnavailable):
+                await self.cache.put(key, meta.model_dump_json().encode())
+        return self._remember(meta)
+
+    def _remember(self, meta: ImageMeta) -> ImageMeta:
+        self._known[meta.id] = meta
+        self._known.move_to_end(meta.id)
+        while len(self._known) > KNOWN_IMAGES:
+            self._known.popitem(last=False)
+        return meta
+
+    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
+        """Metadata remembered in this process when it is safe to, else from the shared cache.
+
+        Metadata never changes, but an image may be deleted by another process. A hit is still
+        right: DELETE drops the renditions, so a hit proves the image exists, and a miss reads
+        the object, which answers 404. A 304 proves nothing, so conditional requests always
+        read the shared copy.
+        """
+        conditional = preconditions != NO_PRECONDITIONS
+        known = None if conditional else self._known.get(image_id)
+        return known or await self.cached_meta(image_id)
 
     async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
         """A page in id order from the store's own listing: one request, then one HEAD per image.
@@ -175,25 +246,60 @@ class ImageService:
         except (ImageNotFound, InvalidImageId):
             return None
 
-    async def stored(self, image_id: str) -> tuple[bytes, str]:
+    async def stored(
+        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+    ) -> StoredCopy:
+        """The stored copy's bytes; validators only when the client's copy is current."""
+        meta = await self.cached_meta(image_id)
+        etag = etag_of(f"stored:{image_id}:{meta.created_at.isoformat()}")
+        if not_modified(preconditions, etag, meta.created_at):
+            return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
         try:
             stored = await self.store.get(object_key(image_id))
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
-        return stored.data, media_type_of(stored.data)
+        return StoredCopy(stored.data, media_type_of(stored.data), etag, meta.created_at)
 
     async def fetch(
         self,
         image_id: str,
-        fmt: OutputFormat | None,
-        quality: int | None,
-        if_none_match: str | None = None,
+        request: RenditionRequest = PLAIN_READ,
+        preconditions: Preconditions = NO_PRECONDITIONS,
     ) -> Rendition:
-        """Serve from the cache, or render once however many callers miss together."""
+        """Serve from the cache, or render once however many callers miss together.
+
+        A size at or below the stored copy's is made from the stored copy alone, in this
+        process: no model runs and no worker is asked.
+        """
         object_key(image_id)
-        quality = quality if fmt in _LOSSY else None
-        key = CacheKey(image_id, self.models.label, fmt or AUTO_FORMAT, quality)
-        etag = '"' + hashlib.sha256(str(key).encode()).hexdigest()[:32] + '"'
+        check_access(image_id, request, self.settings)
+        meta = await self._meta_for_read(image_id, preconditions)
+        plan = plan_rendition(
+            image_id,
+            meta.width,
+            meta.height,
+            meta.served_format,
+            request,
+            self.models.label,
+            self.settings,
+        )
+        key = plan.key
+
+        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
+            return Rendition(
+                data,
+                MEDIA_TYPES[plan.fmt],
+                plan.etag,
+                status,
+                key.model,
+                meta.created_at,
+                plan.negotiated,
+                plan.degraded,
+                unchanged,
+            )
+
+        if not_modified(preconditions, plan.etag, meta.created_at):
+            return rendition(b"", "HIT", unchanged=True)
         status: CacheStatus = "MISS"
         try:
             data = await self.cache.get(key)
@@ -201,25 +307,43 @@ class ImageService:
             data, status = None, "BYPASS"
         if data is not None:
             metrics.CACHE_REQUESTS.labels("hit").inc()
-            return Rendition(
-                data,
-                media_type_of(data),
-                etag,
-                "HIT",
-                key.model,
-                not_modified=_matches(if_none_match, etag),
-            )
+            return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
-        if _matches(if_none_match, etag):
-            await self.meta(image_id)
-            return Rendition(b"", "", etag, status, key.model, not_modified=True)
-        data = await self._flights.run(str(key), lambda: self.renderer.render(key))
-        return Rendition(data, media_type_of(data), etag, status, key.model)
+        if plan.from_stored_copy:
+            data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
+        else:
+            data = await self._flights.run(str(key), lambda: self.renderer.render(key))
+        return rendition(data, status)
+
+    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        """A thumbnail by antialiased downscale of the stored copy, cached like any rendition."""
+        try:
+            stored = await self.store.get(object_key(meta.id))
+        except ObjectNotFound:
+            raise ImageNotFound(meta.id) from None
+        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
+        render_metrics.RENDITIONS.labels("stored_copy").inc()
+        with contextlib.suppress(CacheUnavailable):
+            await self.cache.put(plan.key, data)
+            render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        return data
+
+    def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+        started = time.perf_counter()
+        low_res = decode_stored(stored)
+        source = (0.0, 0.0, meta.width / SCALE, meta.height / SCALE)
+        image = apply_geometry(low_res, plan.geometry, source)
+        if meta.greyscale:
+            image = image.convert("L")
+        data = encode_output(image, plan.fmt, plan.key.quality, self.settings.output_encoding)
+        render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
+        return data
 
     async def delete(self, image_id: str) -> None:
         """Drop cached renditions before and after the object, so none outlives it."""
         key = object_key(image_id)
         meta = await self.meta(image_id)
+        self._known.pop(image_id, None)
         await self.cache.drop_image(image_id)
         await self.store.delete(key)
         await self.cache.drop_image(image_id)
@@ -265,9 +389,3 @@ async def _answers(ping: Awaitable[None]) -> bool:
     except (StorageUnavailable, ObjectNotFound, CacheUnavailable):
         return False
     return True
-
-
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    return if_none_match.strip() == "*" or etag in [t.strip() for t in if_none_match.split(",")]

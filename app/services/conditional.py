@@ -1,0 +1,109 @@
+"""Conditional and range requests (RFC 9110 §13 and §14), as pure functions of header values.
+
+The service evaluates preconditions before it renders, so a revalidation never costs a render.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+_ENTITY_TAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
+_BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(ValueError):
+    """No byte of the representation lies in the requested range (HTTP 416)."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"the range lies outside the {length} bytes of the representation")
+        self.length = length
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    if_none_match: str | None = None
+    if_modified_since: str | None = None
+
+
+def http_date(moment: datetime) -> str:
+    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), to the second."""
+    return format_datetime(moment.replace(microsecond=0), usegmt=True)
+
+
+def not_modified(preconditions: Preconditions, etag: str, last_modified: datetime) -> bool:
+    """Whether a GET or HEAD is answered ``304`` (RFC 9110 §13.1.2, §13.1.3, §13.2.2).
+
+    ``If-None-Match`` compares weakly, takes lists and ``*``; when it is present,
+    ``If-Modified-Since`` is ignored. An unparseable date is ignored too.
+    """
+    if preconditions.if_none_match is not None:
+        return _none_match_fails(preconditions.if_none_match, etag)
+    if preconditions.if_modified_since is not None:
+        since = _parse_date(preconditions.if_modified_since)
+        return since is not None and last_modified.replace(microsecond=0) <= since
+    return False
+
+
+def _none_match_fails(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag == opaque for _, tag in _entity_tags(header))
+
+
+def _entity_tags(header: str) -> list[tuple[bool, str]]:
+    """``(weak, opaque-tag)`` for each entity tag in a list; malformed members are skipped."""
+    return [(bool(m.group(1)), m.group(2)) for m in _ENTITY_TAG.finditer(header)]
+
+
+def _parse_date(value: str) -> datetime | None:
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def byte_range(
+    header: str | None,
+    if_range: str | None,
+    length: int,
+    etag: str,
+    last_modified: datetime,
+) -> tuple[int, int] | None:
+    """The inclusive ``(first, last)`` byte range to send, or ``None`` for the whole body.
+
+    One range is served; several ranges, a malformed header, or an ``If-Range`` that does not
+    match strongly get the whole representation, as RFC 9110 §14.2 allows.
+    """
+    if header is None:
+        return None
+    if if_range is not None and not _if_range_holds(if_range, etag, last_modified):
+        return None
+    match = _BYTE_RANGE.match(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first_text, last_text = match.groups()
+    if first_text == "":
+        suffix = int(last_text)
+        if suffix == 0 or length == 0:
+            raise RangeNotSatisfiable(length)
+        return max(0, length - suffix), length - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:
+        return None  # invalid: ignored
+    if first >= length:
+        raise RangeNotSatisfiable(length)
+    return first, min(int(last_text) if last_text else length - 1, length - 1)
+
+
+def _if_range_holds(if_range: str, etag: str, last_modified: datetime) -> bool:
+    """Strong comparison for a tag; an exact date match for a date (RFC 9110 §13.1.5)."""
+    value = if_range.strip()
+    if value.startswith(('"', "W/")):
+        return not value.startswith("W/") and value == etag
+    since = _parse_date(value)
+    return since is not None and since == last_modified.replace(microsecond=0)
