@@ -26,7 +26,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     get = actions.add_parser(
         "get", parents=[common], help="fetch an image at full size, rebuilt by the model"
     )
-    get.add_argument("id")
+    get.add_argument("id", help="the image's id, as upload printed it")
     get.add_argument(
         "-o", "--output", type=Path, help="where to write it (default: ID.EXT in this folder)"
     )
@@ -35,11 +35,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     get.add_argument("--quality", type=int, help="JPEG/WebP quality, 1-100")
     meta = actions.add_parser("meta", parents=[common], help="what srstore knows of an image")
-    meta.add_argument("id")
+    meta.add_argument("id", help="the image's id, as upload printed it")
     delete = actions.add_parser(
         "delete", parents=[common], help="delete an image and its cached renditions"
     )
-    delete.add_argument("id")
+    delete.add_argument("id", help="the image's id, as upload printed it")
 
 
 def run(args: argparse.Namespace, api: ApiClient) -> int:

@@ -36,7 +36,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "activate", parents=[common], help="activate a version across the fleet"
     )
     activate.add_argument("name", help="espcn or srcnn")
-    activate.add_argument("version", type=int)
+    activate.add_argument("version", type=int, help="the version number, e.g. 2")
     activate.add_argument(
         "--force", action="store_true", help="even if it scores worse on the canary set"
     )

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from app.main import create_app
-from config.settings import Settings
+from config.settings import Settings, unknown_variables
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -303,3 +303,19 @@ def test_kubernetes_probes_gpus_and_autoscaling_are_declared() -> None:
     assert ("HorizontalPodAutoscaler", "srstore-api") in resources
     assert {("PodDisruptionBudget", "srstore-api"), ("ServiceMonitor", "srstore")} <= set(resources)
     assert {"ConfigMap", "Secret", "Service"} <= {kind for kind, _ in resources}
+
+
+def test_the_deployments_set_only_settings_that_exist() -> None:
+    """A misspelt SRSTORE_* name in a deployment would be ignored: none is."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    names = {name for service in compose.values() for name in service.get("environment", {})}
+    for resource in kubernetes_resources():
+        names |= set(resource.get("data", {}))
+        for container in (
+            resource.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        ):
+            names |= {variable["name"] for variable in container.get("env", [])}
+    names |= set(re.findall(r"\b(SRSTORE_[A-Z_]+)=", (DEPLOY / "docker/Dockerfile").read_text()))
+
+    assert {n for n in names if n.startswith("SRSTORE_")} >= {"SRSTORE_LOG_FORMAT", "SRSTORE_HOST"}
+    assert unknown_variables(dict.fromkeys(names, "")) == []
