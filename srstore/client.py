@@ -53,11 +53,24 @@ def describe_error(response: httpx.Response) -> str:
         return f"{response.status_code} {response.reason_phrase} from {response.request.url}"
 
 
+def add_client_arguments(parser: argparse.ArgumentParser, *, inherited: bool = False) -> None:
+    """--url and --json, before the action (``models --url U list``) or after it.
+
+    After the action they default to nothing, so that they do not undo values given before.
+    """
+    unset: dict[str, Any] = {"default": argparse.SUPPRESS} if inherited else {}
+    parser.add_argument(
+        "--url", help="the srstore API (default: http://SRSTORE_HOST:SRSTORE_PORT)", **unset
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the API's JSON, for scripts", **unset
+    )
+
+
 def client_arguments() -> argparse.ArgumentParser:
-    """--url and --json, shared by every command that talks to the API."""
+    """The parent parser of every action that talks to the API."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the srstore API (default: http://SRSTORE_HOST:SRSTORE_PORT)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON, for scripts")
+    add_client_arguments(common, inherited=True)
     return common
 
 

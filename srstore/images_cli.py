@@ -7,7 +7,14 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from srstore.client import ApiClient, CommandFailed, client_arguments, emit, table
+from srstore.client import (
+    ApiClient,
+    CommandFailed,
+    add_client_arguments,
+    client_arguments,
+    emit,
+    table,
+)
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
@@ -19,6 +26,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="upload, get, describe or delete images",
         description="The image API from a shell.",
     )
+    add_client_arguments(images)
     actions = images.add_subparsers(dest="action", required=True)
     upload = actions.add_parser("upload", parents=[common], help="store one or more images")
     upload.add_argument("files", type=Path, nargs="+", help="image files")

@@ -7,7 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from srstore.client import ApiClient, CommandFailed, client_arguments, emit, table
+from srstore.client import (
+    ApiClient,
+    CommandFailed,
+    add_client_arguments,
+    client_arguments,
+    emit,
+    table,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +24,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="list, upload, activate or roll back model versions",
         description="The admin API's model versions. The token is SRSTORE_ADMIN_TOKEN.",
     )
+    add_client_arguments(models)
     actions = models.add_subparsers(dest="action", required=True)
     actions.add_parser("list", parents=[common], help="every version, and which one is active")
     actions.add_parser("history", parents=[common], help="every swap, oldest first")

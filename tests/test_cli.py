@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.conftest import forget_active_model
 from tests.support.process import ApiProcess, start_api
 from tests.support.servers import RedisServer, SeaweedServer, free_port
 
@@ -169,6 +170,7 @@ def test_a_bad_setting_stops_serve_with_one_line_per_variable() -> None:
 def test_doctor_reaches_every_service_and_flags_what_is_wrong(
     redis_server: RedisServer, seaweed_server: SeaweedServer, tmp_path: Path
 ) -> None:
+    forget_active_model(redis_server.url)  # a fresh fleet: no version active yet
     env = {
         "SRSTORE_REDIS_URL": redis_server.url,
         "SRSTORE_S3_BUCKET": "srstore-doctor",

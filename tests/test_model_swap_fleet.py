@@ -100,5 +100,5 @@ def test_activate_and_rollback_reach_every_process_under_load(
     assert switched and rolled_back
     assert (served_after_swap, served_after_rollback) == ({"srcnn:1"}, {"espcn:1"})
     assert statuses and set(statuses) == {200}
-    history = srstore_models(fleet[0], "history").stdout
+    history = srstore_models(fleet[0], "history", "--json").stdout
     assert '"to_label": "srcnn:1"' in history
