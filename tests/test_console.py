@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from imaging import bicubic_upscale, crop_to
 from tests.support.browser import RefusingProxy, chromium, requested_urls
 from tests.support.process import ApiProcess, start_api
+from tests.support.weights import noisy, to_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = [
@@ -62,6 +64,26 @@ def proxy() -> Iterator[RefusingProxy]:
 def browser(proxy: RefusingProxy) -> Iterator[Chrome]:
     with chromium(proxy) as driver:
         yield driver
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A script error in the page fails the test that caused it, whatever it asserted.
+
+    Failed requests (a 401 or 404 the test asked for) are logged too; only those are allowed.
+    """
+    if "browser" not in request.fixturenames:
+        yield
+        return
+    browser: Chrome = request.getfixturevalue("browser")
+    browser.get_log("browser")
+    yield
+    errors = [
+        e["message"]
+        for e in browser.get_log("browser")
+        if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+    ]
+    assert errors == []
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +156,7 @@ def test_the_root_redirects_to_a_console_that_loads_with_the_network_blocked(
         f"{service.url}/console/js/main.js" in urls and f"{service.url}/v1/images?limit=24" in urls
     )
     assert [u for u in urls if not u.startswith((service.url + "/", "blob:", "data:"))] == []
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
-    assert errors == []
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_the_console_is_served_with_a_policy_that_allows_its_own_origin_only(
@@ -291,12 +312,14 @@ def test_the_gallery_pages_through_every_image_with_thumbnails(
         )
     )
     screenshot(browser, screenshots / "gallery.png")
-    card = browser.find_element(By.CSS_SELECTOR, "#gallery-grid li")
-    meta = first["images"][0]
-    thumbnail = card.find_element(By.TAG_NAME, "img")
-    assert thumbnail.get_property("naturalWidth") == meta["stored_width"]
-    assert thumbnail.get_attribute("alt").startswith(f"{meta['width']}{BY}{meta['height']} ")
-    assert percent(meta["stored_bytes"] / meta["original_bytes"]) in card.text
+    cards = browser.find_elements(By.CSS_SELECTOR, "#gallery-grid li")
+    for card, meta in zip(cards, first["images"], strict=True):
+        thumbnail = card.find_element(By.TAG_NAME, "img")
+        assert thumbnail.get_property("naturalWidth") == min(320, meta["width"] // 4)
+        made = api.get(str(thumbnail.get_property("src")))  # sized on read from the stored copy
+        assert made.headers["x-model-version"] == "none"
+        assert thumbnail.get_attribute("alt").startswith(f"{meta['width']}{BY}{meta['height']} ")
+        assert percent(meta["stored_bytes"] / meta["original_bytes"]) in card.text
     assert by_id(browser, "gallery-prev").get_property("disabled") is True
 
     by_id(browser, "gallery-next").click()
@@ -335,16 +358,18 @@ def test_compare_shows_the_served_image_against_bicubic_with_the_stored_copy_and
     assert by_id(browser, "compare-stored").get_property("naturalWidth") == 151
     assert by_id(browser, "compare-served").get_property("naturalWidth") == 602
     receipt = by_id(browser, "compare-receipt").text
-    if "receipt" in meta:
-        assert all(key.replace("_", " ") in receipt for key in meta["receipt"])
+    if meta.get("receipt"):  # once uploads carry quality receipts
+        assert f"Y-PSNR vs upload\n{meta['receipt']['psnr']:.2f} dB" in receipt
     else:
         assert receipt == "This image's /meta carries no quality receipt."
-    # The left side is Pillow's bicubic upscale of the stored copy, the service's baseline.
+    # The left side is Pillow's bicubic upscale of the stored copy, the service's baseline:
+    # identical here (Chromium and Pillow decode the WebP with the same libwebp); one level of
+    # rounding is allowed for another decoder.
     expected = crop_to(bicubic_upscale(Image.open(io.BytesIO(stored)).convert("RGB")), 602, 402)
     shown = canvas_pixels(browser, "compare-bicubic")
     difference = np.abs(shown - np.asarray(expected, dtype=np.int16))
     assert shown.shape == (402, 602, 3)
-    assert difference.mean() < 0.5 and difference.max() <= 3
+    assert difference.max() <= 1
     screenshot(browser, screenshots / "compare.png")
 
 
@@ -470,19 +495,24 @@ def test_an_admin_activates_past_the_canary_verdict_and_rolls_back(
 def test_the_fleet_panel_shows_the_ledger_and_hit_rate_from_metrics(
     browser: Chrome, service: ApiProcess, api: httpx.Client
 ) -> None:
-    metrics = {
-        line.split()[0]: float(line.split()[1])
+    image = upload_via_api(api, PHOTOS[3])
+    for _ in range(3):
+        assert api.get(f"/v1/images/{image['id']}").status_code == 200
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in api.get("/metrics").text.splitlines()
-        if line.startswith("srstore_fleet_") and " " in line
+        if line.startswith(("srstore_fleet_", "srstore_cache_requests_total"))
     }
+    lookups = sum(v for k, v in samples.items() if k.startswith("srstore_cache_requests_total"))
+    hits = samples['srstore_cache_requests_total{result="hit"}']
+
     open_view(browser, service, "admin")
-    by_id(browser, "fleet-refresh").click()
     wait(browser).until(lambda d: "Images" in by_id(d, "fleet-facts").text)
 
     facts = by_id(browser, "fleet-facts").text
-    assert f"Images\n{int(metrics['srstore_fleet_images'])}" in facts
-    assert f"Saved\n{percent(metrics['srstore_fleet_savings_ratio'])}" in facts
-    assert "Cache hit rate\n" in facts and "% of " in facts
+    assert f"Images\n{int(samples['srstore_fleet_images'])}" in facts
+    assert f"Saved\n{percent(samples['srstore_fleet_savings_ratio'])}" in facts
+    assert f"Cache hit rate\n{percent(hits / lookups)} of {int(lookups)} reads" in facts
 
 
 CONTRAST = """
@@ -512,10 +542,13 @@ return worst;
 
 
 def test_every_control_is_labelled_reachable_by_keyboard_and_legible(
-    browser: Chrome, service: ApiProcess
+    browser: Chrome, service: ApiProcess, api: httpx.Client
 ) -> None:
-    for view in ("upload", "gallery", "admin"):
+    image = upload_via_api(api, PHOTOS[0])
+    for view in ("upload", "gallery", f"compare/{image['id']}", "admin"):
         open_view(browser, service, view)
+        if view.startswith("compare"):
+            wait(browser).until(lambda d: by_id(d, "compare-body").is_displayed())
         unlabelled = browser.execute_script(
             """
             return [...document.querySelectorAll("input, button, progress, canvas, img")]
@@ -539,3 +572,52 @@ def test_every_control_is_labelled_reachable_by_keyboard_and_legible(
     ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB * 3).key_up(Keys.SHIFT).perform()
     ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait(browser).until(lambda d: by_id(d, "view-upload").is_displayed())
+
+
+def test_an_admin_adds_a_model_version_that_the_service_scores_first(
+    browser: Chrome, service: ApiProcess, api: httpx.Client, tmp_path: Path
+) -> None:
+    weights = tmp_path / "espcn-x4-v3.pt"
+    weights.write_bytes(to_bytes(noisy("espcn")))
+    card = tmp_path / "espcn-x4-v3.json"
+    card.write_text(json.dumps({"name": "espcn", "version": 3}))
+    wrong_card = tmp_path / "srcnn-x4-v3.json"
+    wrong_card.write_text(json.dumps({"name": "srcnn", "version": 3}))
+    open_view(browser, service, "admin")
+    by_id(browser, "admin-token").send_keys(TOKEN, Keys.ENTER)
+    wait(browser).until(lambda d: by_id(d, "admin-body").is_displayed())
+
+    by_id(browser, "model-weights").send_keys(str(weights))
+    by_id(browser, "model-card").send_keys(str(wrong_card))
+    by_id(browser, "model-form").submit()
+    wait(browser).until(lambda d: admin_status(d).startswith("Not registered: "))
+    assert "(422 invalid_weights)" in admin_status(browser)
+
+    by_id(browser, "model-weights").send_keys(str(weights))
+    by_id(browser, "model-card").send_keys(str(card))
+    by_id(browser, "model-form").submit()
+    wait(browser).until(lambda d: admin_status(d).startswith("Registered espcn:3: "))
+
+    listing = api.get("/v1/admin/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    added = next(m for m in listing["models"] if (m["name"], m["version"]) == ("espcn", 3))
+    canary = added["card"]["canary"]
+    assert f"{canary['model_psnr']:.2f} dB on the canary set" in admin_status(browser)
+    assert not added["active"] and listing["active"] == {"name": "espcn", "version": 2}
+    new_card = browser.find_element(By.CSS_SELECTOR, '#model-cards li[data-model="espcn:3"]')
+    assert "worse than the active version" in new_card.text
+
+
+def test_an_image_deleted_from_compare_is_gone(
+    browser: Chrome, service: ApiProcess, api: httpx.Client
+) -> None:
+    meta = upload_via_api(api, PHOTOS[4])
+    open_view(browser, service, f"compare/{meta['id']}")
+    wait(browser).until(lambda d: by_id(d, "compare-body").is_displayed())
+
+    by_id(browser, "compare-delete").click()
+    wait(browser).until(lambda d: by_id(d, "confirm-dialog").get_property("open"))
+    by_id(browser, "confirm-ok").click()
+    wait(browser).until(lambda d: by_id(d, "compare-status").text == f"Deleted image {meta['id']}.")
+
+    assert not by_id(browser, "compare-body").is_displayed()
+    assert api.get(f"/v1/images/{meta['id']}").status_code == 404

@@ -24,6 +24,7 @@ export function init() {
     say("Token forgotten.");
   });
   document.getElementById("rollback").addEventListener("click", rollback);
+  document.getElementById("model-form").addEventListener("submit", addModel);
   document.getElementById("fleet-refresh").addEventListener("click", refreshFleet);
 }
 
@@ -200,6 +201,24 @@ async function activateModel(model, force) {
       }
       outcome = { text: `Refused by the canary check: ${error.message}`, error: true };
     }
+  }
+  await refreshModels(outcome);
+}
+
+async function addModel(event) {
+  event.preventDefault();
+  const weights = document.getElementById("model-weights").files[0];
+  const card = document.getElementById("model-card").files[0];
+  say(`Scoring ${weights.name} on the canary set…`);
+  let outcome;
+  try {
+    const added = await models.upload(weights, card);
+    const canary = added.card.canary;
+    const gain = `${canary.gain_db >= 0 ? "+" : ""}${canary.gain_db.toFixed(2)} dB`;
+    outcome = { text: `Registered ${added.name}:${added.version}: ${canary.model_psnr.toFixed(2)} dB on the canary set (${gain} over bicubic). Not active yet.` };
+    event.target.reset();
+  } catch (error) {
+    outcome = { text: `Not registered: ${error.message} (${error.status} ${error.code})`, error: true };
   }
   await refreshModels(outcome);
 }

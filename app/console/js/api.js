@@ -49,6 +49,18 @@ export function storedUrl(id) {
   return `/v1/images/${encodeURIComponent(id)}/stored`;
 }
 
+const THUMBNAIL_WIDTH = 320;
+
+/**
+ * A thumbnail no larger than a quarter of the upload, so the service makes it from the stored
+ * copy without running the model (size on read). A quarter, not the stored copy's size: that
+ * copy is padded to a multiple of 4, so it can be a pixel larger than a quarter.
+ */
+export function thumbnailUrl(meta) {
+  const width = Math.max(1, Math.min(THUMBNAIL_WIDTH, Math.floor(meta.width / 4)));
+  return `/v1/images/${encodeURIComponent(meta.id)}?w=${width}`;
+}
+
 export function servedUrl(id) {
   return `/v1/images/${encodeURIComponent(id)}`;
 }
@@ -102,6 +114,12 @@ async function admin(path, options = {}) {
 
 export const models = {
   list: () => admin("/models"),
+  upload: async (weights, card) => {
+    const form = new FormData();
+    form.append("weights", weights, weights.name);
+    form.append("card", await card.text());
+    return admin("/models", { method: "POST", body: form });
+  },
   history: () => admin("/models/history"),
   rollback: () => admin("/models/rollback", { method: "POST" }),
   activate: (name, version, force) =>

@@ -4,7 +4,15 @@
 import { deleteImage, fetchBlob, imageMeta, servedUrl, storedUrl } from "./api.js";
 import { bicubicResize } from "./bicubic.js";
 import { confirmAction } from "./confirm.js";
-import { bytes, fillFacts, formatName, receiptRows, savingSentence, when } from "./format.js";
+import {
+  bytes,
+  fillFacts,
+  formatName,
+  receiptRows,
+  representationWords,
+  savingSentence,
+  when,
+} from "./format.js";
 
 const SCALE = 4; // the stored copy is the upload downscaled 4x (padded to a multiple of 4)
 let el;
@@ -15,7 +23,7 @@ let objectUrls = [];
 export function init() {
   el = Object.fromEntries(
     ["form", "id", "status", "body", "viewport", "stage", "bicubic", "served", "divider",
-      "served-facts", "stored", "stored-facts", "receipt", "delete", "tag-right"].map((name) => [
+      "served-facts", "stored", "stored-facts", "receipt", "delete", "tag-left", "tag-right"].map((name) => [
       name,
       document.getElementById(`compare-${name}`),
     ]),
@@ -91,10 +99,14 @@ async function decode(blob) {
   return context.getImageData(0, 0, bitmap.width, bitmap.height);
 }
 
-/** The bicubic side: the stored copy upscaled 4x and cropped to the upload's size. */
+/**
+ * The left side: the stored copy upscaled 4x with bicubic and cropped to the upload's size;
+ * a full-size stored copy (a quality-guarded policy kept one) is shown as it is.
+ */
 function drawBicubic(stored, meta) {
   const downscaled = meta.stored_width < meta.width || meta.stored_height < meta.height;
   const scale = downscaled ? SCALE : 1;
+  el["tag-left"].textContent = downscaled ? "bicubic" : "stored copy";
   const upscaled = scale === 1 ? stored : bicubicResize(stored, stored.width * scale, stored.height * scale);
   el.bicubic.width = meta.width;
   el.bicubic.height = meta.height;
@@ -153,7 +165,7 @@ function describe(meta, served, stored, model) {
     ["Upload", `${bytes(meta.original_bytes)} ${formatName(meta.content_type)}`],
     ["Saving", savingSentence(meta)],
     ["Uploaded", when(meta.created_at)],
-    ...(meta.representation ? [["Representation", meta.representation]] : []),
+    ...(meta.representation ? [["Representation", representationWords(meta.representation)]] : []),
   ]);
   const rows = receiptRows(meta);
   if (rows.length) {

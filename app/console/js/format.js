@@ -55,21 +55,56 @@ export function shapeSentence(meta) {
   return (
     `${meta.width}×${meta.height} ${formatName(meta.content_type)}, ` +
     `stored as ${meta.stored_width}×${meta.stored_height}` +
-    (meta.representation ? ` (${meta.representation})` : "") +
+    (meta.representation ? ` (${representationWords(meta.representation)})` : "") +
     `, served as ${formatName("image/" + meta.served_format)}.`
   );
+}
+
+const REPRESENTATIONS = {
+  x4: "the 4x-downscaled copy, rebuilt by super-resolution on read",
+  avif: "the full-size image as AVIF",
+  webp: "the full-size image as WebP",
+  original: "the original bytes",
+};
+
+/** A representation in words (the quality-guarded storage policies name several). */
+export function representationWords(representation) {
+  return REPRESENTATIONS[representation] || String(representation);
+}
+
+function score(value, digits, unit = "") {
+  if (value === "inf" || value === Infinity) return "∞ (identical)";
+  return typeof value === "number" ? `${value.toFixed(digits)}${unit}` : String(value);
 }
 
 function receiptValue(value) {
   if (typeof value === "number") return Number.isInteger(value) ? String(value) : value.toFixed(4);
   if (value === null || value === undefined) return "—";
-  if (typeof value === "object") return JSON.stringify(value);
+  if (typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k} ${receiptValue(v)}`).join(", ");
+  }
   return String(value);
 }
 
-/** The quality receipt of an upload answer or /meta, when the service gives one. */
+const RECEIPT_LABELS = {
+  psnr: ["Y-PSNR vs upload", (v) => score(v, 2, " dB")],
+  ssim: ["SSIM vs upload", (v) => score(v, 4)],
+  meets_floor: ["Meets the floor", (v) => (v ? "yes" : "no")],
+  representation: ["Kept as", representationWords],
+  stored_bytes: ["Bytes kept", (v) => `${bytes(v)} (${v} bytes)`],
+  model: ["Scored with", String],
+  x4: ["The x4 copy scored", receiptValue],
+  error: ["Scoring failed", String],
+};
+
+/** The quality receipt of an upload answer or /meta, as [term, description] rows; [] without. */
 export function receiptRows(meta) {
-  const receipt = meta.receipt || meta.quality_receipt;
+  const receipt = meta.receipt;
   if (!receipt || typeof receipt !== "object") return [];
-  return Object.entries(receipt).map(([key, value]) => [key.replaceAll("_", " "), receiptValue(value)]);
+  return Object.entries(receipt)
+    .filter(([, value]) => value !== null && value !== undefined)
+    .map(([key, value]) => {
+      const [label, show] = RECEIPT_LABELS[key] || [key.replaceAll("_", " "), receiptValue];
+      return [label, show(value)];
+    });
 }

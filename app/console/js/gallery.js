@@ -1,6 +1,6 @@
 // A page of stored images at a time, from GET /v1/images and its cursors.
 
-import { deleteImage, listImages, storedUrl } from "./api.js";
+import { deleteImage, listImages, storedUrl, thumbnailUrl } from "./api.js";
 import { confirmAction } from "./confirm.js";
 import { bytes, formatName, percent } from "./format.js";
 
@@ -55,7 +55,9 @@ function card(meta) {
   const item = document.createElement("li");
   item.dataset.id = meta.id;
   const thumb = document.createElement("img");
-  thumb.src = storedUrl(meta.id);
+  thumb.src = thumbnailUrl(meta);
+  // Where sized URLs must be signed (SRSTORE_URL_SIGNING_KEY), show the stored copy instead.
+  thumb.addEventListener("error", () => (thumb.src = storedUrl(meta.id)), { once: true });
   thumb.loading = "lazy";
   thumb.alt = `${meta.width}×${meta.height} ${formatName(meta.content_type)} image ${meta.id}`;
   const facts = document.createElement("p");

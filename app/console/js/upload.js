@@ -70,7 +70,7 @@ function describe(meta) {
   const parts = [element("p", "saving", savingSentence(meta)), element("p", "", shapeSentence(meta))];
   const receipt = receiptRows(meta);
   if (receipt.length) {
-    parts.push(element("p", "", "Quality receipt: " + receipt.map(([k, v]) => `${k} ${v}`).join(", ") + "."));
+    parts.push(element("p", "", "Quality receipt: " + receipt.map(([k, v]) => `${k}: ${v}`).join("; ") + "."));
   }
   const links = element("p");
   const compare = element("a", "", "Compare");
