@@ -228,6 +228,9 @@ def test_several_files_upload_with_a_progress_bar_each_and_the_answer_in_words(
         assert f"{ratio:.1f}x smaller" in text
         assert f"{meta['width']}{BY}{meta['height']} JPEG, stored as " in text
         assert f"stored as {meta['stored_width']}{BY}{meta['stored_height']}" in text
+        if meta.get("receipt"):  # once uploads carry quality receipts
+            receipt = meta["receipt"]
+            assert f"Y-PSNR {receipt['psnr']:.2f} dB, SSIM {receipt['ssim']:.4f}" in text
         thumbnail = item.find_element(By.TAG_NAME, "img")
         wait(browser).until(lambda _, t=thumbnail: t.get_property("naturalWidth"))
         assert thumbnail.get_property("naturalWidth") == meta["stored_width"]
