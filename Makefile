@@ -42,7 +42,7 @@ chromium:
 test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy srstore app worker trainer bench render config models imaging storage cache ledger
+	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger
 	$(BIN)/lint-imports
 	timeout -k 30 2700 $(BIN)/python -m pytest -q
 

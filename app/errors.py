@@ -18,6 +18,7 @@ from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
+from policy import InvalidFloor
 from render.images import ImageNotFound, InvalidImageId
 from storage import StorageUnavailable
 
@@ -60,6 +61,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     SizeNotAllowed: (400, "size_not_allowed"),
     InvalidSignature: (403, "invalid_signature"),
     InvalidCursor: (400, "invalid_cursor"),
+    InvalidFloor: (422, "invalid_floor"),
     ImageNotFound: (404, "not_found"),
     InvalidCard: (422, "invalid_card"),
     InvalidWeights: (422, "invalid_weights"),

@@ -21,7 +21,7 @@ from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
-from render.inference import InferenceEngine, LocalRenderer
+from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
@@ -59,16 +59,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.inference == "queue":
             renderer = QueueRenderer(settings, cache)
             await renderer.start()
-            active = ActiveModel(control, settings.model_poll_seconds)
+            # Uploads are scored here, beside the original: see README, "Quality receipts".
+            upscalers = UpscalerPool(registry, settings)
         else:
             local = LocalRenderer(InferenceEngine.from_settings(registry, settings), store, cache)
             renderer = local
-            active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
+            upscalers = local.engine.models
+        active = ActiveModel(control, settings.model_poll_seconds, preload=upscalers.get)
         await active.start()
+        scorer = ReadPath(upscalers, settings.output_encoding)
         app.state.settings = settings
         app.state.models = active
         app.state.model_admin = model_admin
-        app.state.image_service = ImageService(settings, store, cache, renderer, active, ledger)
+        app.state.image_service = ImageService(
+            settings, store, cache, renderer, active, ledger, scorer
+        )
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await active.stop()
             await renderer.close()
+            upscalers.close()
             await control.close()
             for closeable in (cache, ledger):
                 close = getattr(closeable, "close", None)

@@ -29,8 +29,8 @@ from imaging import (
     downscale,
     encode_stored,
 )
+from imaging.quality import luma_psnr
 from models.engine import Upscaler
-from models.validation import luma_psnr
 from models.weights import shipped_upscaler
 
 CODECS = [

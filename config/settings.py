@@ -9,8 +9,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from imaging import PILLOW_MAX_PIXELS, OutputEncoding, StoredCodec, StoredCodecName
+from imaging import (
+    PILLOW_MAX_PIXELS,
+    FullCodecName,
+    OutputEncoding,
+    StoredCodec,
+    StoredCodecName,
+)
 from models.weights import SHIPPED_WEIGHTS_DIR
+from policy import Floor, StoragePolicy
 
 
 class Settings(BaseSettings):
@@ -80,6 +87,19 @@ class Settings(BaseSettings):
     )
     stored_codec: StoredCodecName = Field("webp", description="Codec of the stored copy.")
     stored_quality: int = Field(90, ge=1, le=100, description="Quality of a lossy stored codec.")
+    storage_policy: StoragePolicy = Field(
+        "downscale",
+        description="downscale: always the x4 copy; guarded: the x4 copy unless it scores below"
+        " the floor; smallest: the fewest bytes that meet the floor (see README).",
+    )
+    quality_floor: str = Field(
+        "ssim:0.9",
+        description="metric:value (psnr:<dB> or ssim:<0..1>) a served image must meet against"
+        " its upload under the guarded and smallest policies.",
+    )
+    full_codec: FullCodecName = Field(
+        "avif", description="Codec of a full-size copy kept when the x4 copy fails the floor."
+    )
     output_jpeg_quality: int = Field(90, ge=1, le=100)
     output_webp_quality: int = Field(85, ge=1, le=100)
     output_png_compress_level: int = Field(1, ge=0, le=9)
@@ -122,6 +142,12 @@ class Settings(BaseSettings):
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
         return value
 
+    @field_validator("quality_floor")
+    @classmethod
+    def _floor_parses(cls, value: str) -> str:
+        Floor.parse(value)
+        return value
+
     @field_validator("url_signing_key", mode="before")
     @classmethod
     def _no_blank_or_short_signing_key(cls, value: object) -> object:
@@ -154,6 +180,10 @@ class Settings(BaseSettings):
     @cached_property
     def codec(self) -> StoredCodec:
         return StoredCodec(self.stored_codec, self.stored_quality)
+
+    @cached_property
+    def floor(self) -> Floor:
+        return Floor.parse(self.quality_floor)
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledger.base import Ledger, LedgerUnavailable, Totals
+from ledger.base import Ledger, LedgerUnavailable, Share, Totals
 from ledger.local import LocalLedger
 from ledger.redis import RedisLedger
 
@@ -19,4 +19,12 @@ def make_ledger(settings: Settings) -> Ledger:
     return LocalLedger(settings.data_dir / "ledger.sqlite3")
 
 
-__all__ = ["Ledger", "LedgerUnavailable", "LocalLedger", "RedisLedger", "Totals", "make_ledger"]
+__all__ = [
+    "Ledger",
+    "LedgerUnavailable",
+    "LocalLedger",
+    "RedisLedger",
+    "Share",
+    "Totals",
+    "make_ledger",
+]

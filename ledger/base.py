@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -11,12 +12,23 @@ class LedgerUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Totals:
-    """Bytes of the uploaded originals, bytes of the stored copies, and how many images."""
+class Share:
+    """The part of the totals kept as one representation (x4, avif, webp, original)."""
 
     original_bytes: int = 0
     stored_bytes: int = 0
     images: int = 0
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Bytes of the uploaded originals, bytes of the stored copies, and how many images; and
+    the same by representation, so the savings of each are known apart."""
+
+    original_bytes: int = 0
+    stored_bytes: int = 0
+    images: int = 0
+    by_representation: Mapping[str, Share] = field(default_factory=dict)
 
     @property
     def savings_ratio(self) -> float:
@@ -29,8 +41,11 @@ class Totals:
 class Ledger(Protocol):
     """Shared by every process and replica, and kept across restarts."""
 
-    async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
-        """Move every total at once (negative amounts debit a deleted image)."""
+    async def add(
+        self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
+    ) -> None:
+        """Move every total, and the representation's share, at once (negative amounts debit
+        a deleted image)."""
         ...
 
     async def totals(self) -> Totals: ...

@@ -1,17 +1,21 @@
-"""The ledger as a one-row SQLite file beside the local objects: the embedded default.
+"""The ledger as a small SQLite file beside the local objects: the embedded default.
 
 SQLite makes each update atomic and durable, and serialises the uvicorn worker processes
-that share the file.
+that share the file. One row holds the totals; one row per representation its share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
-from ledger.base import LedgerUnavailable, Totals
+from ledger.base import LedgerUnavailable, Share, Totals
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -21,29 +25,56 @@ CREATE TABLE IF NOT EXISTS ledger (
     images INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO ledger VALUES (1, 0, 0, 0);
+CREATE TABLE IF NOT EXISTS representations (
+    name TEXT PRIMARY KEY,
+    original_bytes INTEGER NOT NULL,
+    stored_bytes INTEGER NOT NULL,
+    images INTEGER NOT NULL
+);
 """
 _ADD = (
     "UPDATE ledger SET original_bytes = original_bytes + ?, stored_bytes = stored_bytes + ?,"
     " images = images + ? WHERE id = 1"
 )
+_ADD_SHARE = (
+    "INSERT INTO representations VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+    " original_bytes = original_bytes + excluded.original_bytes,"
+    " stored_bytes = stored_bytes + excluded.stored_bytes, images = images + excluded.images"
+)
 _READ = "SELECT original_bytes, stored_bytes, images FROM ledger WHERE id = 1"
+_READ_SHARES = "SELECT name, original_bytes, stored_bytes, images FROM representations"
 
 
 class LocalLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
-        await asyncio.to_thread(self._run, _ADD, (original_bytes, stored_bytes, images))
+    async def add(
+        self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
+    ) -> None:
+        amounts = (original_bytes, stored_bytes, images)
+
+        def add(db: sqlite3.Connection) -> None:
+            db.execute(_ADD, amounts)
+            db.execute(_ADD_SHARE, (representation, *amounts))
+
+        await asyncio.to_thread(self._run, add)
 
     async def totals(self) -> Totals:
-        return Totals(*await asyncio.to_thread(self._run, _READ, ()))
+        return await asyncio.to_thread(self._run, _read)
 
-    def _run(self, statement: str, parameters: tuple[int, ...]) -> tuple[int, ...]:
+    def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        """``action`` in one transaction: all of it is kept, or none."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=10)) as db, db:
                 db.executescript(_SCHEMA)
-                return tuple(db.execute(statement, parameters).fetchone() or ())
+                return action(db)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailable(f"ledger {self.path}: {exc}") from exc
+
+
+def _read(db: sqlite3.Connection) -> Totals:
+    shares = {name: Share(*amounts) for name, *amounts in db.execute(_READ_SHARES) if any(amounts)}
+    original_bytes, stored_bytes, images = db.execute(_READ).fetchone()
+    return Totals(original_bytes, stored_bytes, images, shares)

@@ -1,15 +1,20 @@
 """The ledger as one Redis hash, moved with ``HINCRBY`` in a transaction: full mode.
 
+The totals are the fields ``original_bytes``, ``stored_bytes`` and ``images``; each
+representation's share is the same three fields prefixed ``{representation}:``.
+
 The hash has no TTL, so a Redis that evicts with ``volatile-lru`` (every cache entry has a
 TTL) never evicts it; keep AOF persistence on so it survives a Redis restart.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ledger.base import LedgerUnavailable, Totals
+from ledger.base import LedgerUnavailable, Share, Totals
 
 LEDGER_KEY = "srstore:ledger"
 _FIELDS = ("original_bytes", "stored_bytes", "images")
@@ -19,23 +24,41 @@ class RedisLedger:
     def __init__(self, url: str) -> None:
         self.client = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
-    async def add(self, original_bytes: int, stored_bytes: int, images: int) -> None:
+    async def add(
+        self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
+    ) -> None:
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 for field, amount in zip(
                     _FIELDS, (original_bytes, stored_bytes, images), strict=True
                 ):
                     pipe.hincrby(LEDGER_KEY, field, amount)
+                    pipe.hincrby(LEDGER_KEY, f"{representation}:{field}", amount)
                 await pipe.execute()
         except RedisError as exc:
             raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
 
     async def totals(self) -> Totals:
         try:
-            values = await self.client.hmget(LEDGER_KEY, _FIELDS)
+            values = await self.client.hgetall(LEDGER_KEY)
         except RedisError as exc:
             raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
-        return Totals(*(int(v or 0) for v in values))
+        fields = {_text(key): int(value) for key, value in values.items()}
+        shares: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        for key, value in fields.items():
+            representation, _, field = key.rpartition(":")
+            if representation and field in _FIELDS:
+                shares[representation][field] = value
+        return Totals(
+            fields.get("original_bytes", 0),
+            fields.get("stored_bytes", 0),
+            fields.get("images", 0),
+            {name: Share(**share) for name, share in shares.items() if any(share.values())},
+        )
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from imaging import StoredCodec, bicubic_upscale, degrade
+from imaging.quality import luma_psnr
 from models.archs import build_model
 from models.engine import NeuralUpscaler
 
@@ -35,19 +36,6 @@ class CanaryScore:
     @property
     def gain(self) -> float:
         return self.model_psnr - self.bicubic_psnr
-
-
-def studio_luma(image: Image.Image, border: int = 4) -> np.ndarray:
-    """BT.601 studio-swing Y (16..235, as MATLAB's rgb2ycbcr) with the border shaved."""
-    rgb = np.asarray(image.convert("RGB"), np.float64) / 255.0
-    y = 16 + 65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]
-    return y[border:-border, border:-border] if border else y
-
-
-def luma_psnr(a: Image.Image, b: Image.Image, border: int = 4) -> float:
-    """PSNR on studio-swing Y with the 4-pixel border shaved, as in the SR literature."""
-    error = float(np.mean((studio_luma(a, border) - studio_luma(b, border)) ** 2))
-    return math.inf if error == 0 else 10 * math.log10(255.0**2 / error)
 
 
 def load_checked(name: str, weights: bytes) -> torch.nn.Module:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from imaging import OutputFormat
+from policy import Receipt, Representation
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22}$")
 IMAGES_PREFIX = "images/"  # every image's object key starts with it
@@ -35,13 +37,21 @@ class ImageMeta(BaseModel):
     served_format: OutputFormat
     created_at: datetime
     greyscale: bool = False  # served as greyscale wherever the output format can hold it
+    representation: Representation = "x4"  # images stored before receipts existed are x4
+    receipt: Receipt | None = None
 
     def to_metadata(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.model_dump(mode="json").items()}
+        fields = self.model_dump(mode="json", exclude_none=True).items()
+        return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in fields}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> ImageMeta:
         return cls.model_validate(metadata)
+
+    @field_validator("receipt", mode="before")
+    @classmethod
+    def _receipt_from_json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
 
 
 def object_key(image_id: str) -> str:

@@ -17,22 +17,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 import torch
+from PIL import Image
 
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.settings import Settings
 from imaging import (
+    MEDIA_TYPES,
+    PILLOW_MAX_PIXELS,
+    SCALE,
     Geometry,
     OutputEncoding,
     OutputFormat,
     apply_geometry,
     crop_to,
     decode_stored,
+    decode_upload,
     encode_output,
+    media_type_of,
 )
 from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
+from policy import Reconstruct, Representation
 from render import metrics
 from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
@@ -117,7 +124,7 @@ def device_of(upscaler: Upscaler) -> str:
     return str(getattr(upscaler, "device", "cpu"))
 
 
-def render(
+def rebuild(
     stored: bytes,
     meta: ImageMeta,
     upscaler: Upscaler,
@@ -125,8 +132,8 @@ def render(
     quality: int | None,
     encoding: OutputEncoding,
     geometry: Geometry | None = None,
-) -> bytes:
-    """Decode, super-resolve, crop to the uploaded size, resize, encode: a model cache miss."""
+) -> tuple[bytes, dict[str, float]]:
+    """Decode, super-resolve, crop to the uploaded size, resize, encode; seconds by stage."""
     started = time.perf_counter()
     low_res = decode_stored(stored)
     decoded = time.perf_counter()
@@ -139,13 +146,98 @@ def render(
     resized = time.perf_counter()
     data = encode_output(high_res, fmt, quality, encoding)
     encoded = time.perf_counter()
+    return data, {
+        "decode": decoded - started,
+        "superres": upscaled - decoded,
+        "resize": resized - upscaled,
+        "encode": encoded - resized,
+    }
+
+
+def render(
+    stored: bytes,
+    meta: ImageMeta,
+    upscaler: Upscaler,
+    fmt: OutputFormat,
+    quality: int | None,
+    encoding: OutputEncoding,
+    geometry: Geometry | None = None,
+) -> bytes:
+    """A model cache miss, timed by stage."""
+    data, seconds = rebuild(stored, meta, upscaler, fmt, quality, encoding, geometry)
     metrics.RENDITIONS.labels("model").inc()
-    metrics.RENDER_SECONDS.labels("decode").observe(decoded - started)
-    metrics.RENDER_SECONDS.labels("superres").observe(upscaled - decoded)
-    metrics.RENDER_SECONDS.labels("resize").observe(resized - upscaled)
-    metrics.RENDER_SECONDS.labels("encode").observe(encoded - resized)
-    metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(upscaled - decoded)
+    for stage, elapsed in seconds.items():
+        metrics.RENDER_SECONDS.labels(stage).observe(elapsed)
+    metrics.SUPERRES_SECONDS.labels(upscaler.label, device_of(upscaler)).observe(
+        seconds["superres"]
+    )
     return data
+
+
+def render_stored_copy(
+    stored: bytes,
+    meta: ImageMeta,
+    fmt: OutputFormat,
+    quality: int | None,
+    encoding: OutputEncoding,
+    geometry: Geometry,
+) -> bytes:
+    """A rendition made without the network: a thumbnail of an x4 copy, or any size of a
+    full-size copy, which is served as stored when it already is what was asked for."""
+    if meta.representation == "x4":
+        image = decode_stored(stored)
+        source: tuple[float, float, float, float] | None = (
+            0.0,
+            0.0,
+            meta.width / SCALE,
+            meta.height / SCALE,
+        )
+    else:
+        as_stored = (
+            geometry == Geometry.identity(meta.width, meta.height)
+            and media_type_of(stored) == MEDIA_TYPES[fmt]
+            and quality == encoding.quality_of(fmt, None)
+        )
+        if as_stored:
+            return stored
+        if meta.representation == "original":
+            image = decode_upload(stored, PILLOW_MAX_PIXELS).image
+        else:
+            image = decode_stored(stored)
+        source = None
+    image = apply_geometry(image, geometry, source)
+    if meta.greyscale:
+        image = image.convert("L")
+    return encode_output(image, fmt, quality, encoding)
+
+
+def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> Reconstruct:
+    """What a plain ``GET`` of ``meta``'s image returns for bytes kept as each representation,
+    decoded as a client decodes it: the quality receipt scores this."""
+    fmt = meta.served_format  # what a read without options or Accept gets
+    quality = encoding.quality_of(fmt, None)
+    full_size = Geometry.identity(meta.width, meta.height)
+
+    def read(stored: bytes, representation: Representation) -> Image.Image:
+        if representation == "x4":
+            data, _ = rebuild(stored, meta, upscaler, fmt, quality, encoding)
+        else:
+            kept = meta.model_copy(update={"representation": representation})
+            data = render_stored_copy(stored, kept, fmt, quality, encoding, full_size)
+        return decode_upload(data, PILLOW_MAX_PIXELS).image
+
+    return read
+
+
+class ReadPath:
+    """The read path at upload time, sharing the engine's loaded models (see ``read_back``)."""
+
+    def __init__(self, models: UpscalerPool, encoding: OutputEncoding) -> None:
+        self.models = models
+        self.encoding = encoding
+
+    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
+        return read_back(meta, await self.models.get(model), self.encoding)
 
 
 class InferenceEngine:
@@ -163,23 +255,37 @@ class InferenceEngine:
 
     async def render_object(self, store: ObjectStore, key: CacheKey) -> bytes:
         """Fetch the stored copy named by ``key`` and render the rendition it names."""
-        upscaler = await self.models.get(key.model)
         try:
             stored = await store.get(object_key(key.image_id))
         except ObjectNotFound:
             raise ImageNotFound(key.image_id) from None
         meta = ImageMeta.from_metadata(dict(stored.metadata))
+        fmt = cast(OutputFormat, key.fmt)
+        geometry = Geometry.parse(key.variant) if key.variant else None
         loop = asyncio.get_running_loop()
+        if meta.representation != "x4":  # the API serves these itself; a worker can too
+            full = geometry or Geometry.identity(meta.width, meta.height)
+            return await loop.run_in_executor(
+                self._pool,
+                render_stored_copy,
+                stored.data,
+                meta,
+                fmt,
+                key.quality,
+                self.encoding,
+                full,
+            )
+        upscaler = await self.models.get(key.model)
         return await loop.run_in_executor(
             self._pool,
             render,
             stored.data,
             meta,
             upscaler,
-            cast(OutputFormat, key.fmt),
+            fmt,
             key.quality,
             self.encoding,
-            Geometry.parse(key.variant) if key.variant else None,
+            geometry,
         )
 
     def close(self) -> None:

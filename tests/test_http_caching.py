@@ -321,3 +321,21 @@ async def test_an_image_deleted_by_another_process_is_gone_here_too(
 
     assert [plain.status_code, thumb.status_code] == [404, 404]
     assert [revalidated.status_code, thumb_revalidated.status_code] == [404, 404]
+
+
+async def test_the_openapi_document_names_every_delivery_option(
+    embedded: httpx.AsyncClient,
+) -> None:
+    schema = (await embedded.get("/openapi.json")).json()
+    image = schema["paths"]["/v1/images/{image_id}"]["get"]
+    stored = schema["paths"]["/v1/images/{image_id}/stored"]
+
+    names = {p["name"] for p in image["parameters"]}
+    assert {"w", "h", "fit", "dpr", "enlarge", "format", "quality", "sig"} <= names
+    assert {"accept", "if-none-match", "if-modified-since", "range", "if-range"} <= names
+    assert {"200", "206", "304", "403", "416"} <= set(image["responses"])
+    assert {"ETag", "Last-Modified", "Vary", "Cache-Control"} <= set(
+        image["responses"]["200"]["headers"]
+    )
+    assert {"get", "head"} <= set(stored)
+    assert "avif" in str(next(p for p in image["parameters"] if p["name"] == "format"))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
-from models.validation import luma_psnr
+from imaging.quality import luma_psnr
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
 from tests.conftest import encode
 

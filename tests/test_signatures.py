@@ -87,6 +87,18 @@ async def test_a_signature_does_not_carry_over_to_other_options_or_images(
     assert [r.status_code for r in (tampered, elsewhere, wrong_key)] == [403, 403, 403]
 
 
+@pytest.mark.parametrize("sig", ["é" * 43, "", "x" * 128, "%00"])
+async def test_a_malformed_signature_is_a_403_not_a_crash(
+    signing: httpx.AsyncClient, photo_bytes: bytes, sig: str
+) -> None:
+    image_id = await upload(signing, photo_bytes)
+
+    response = await signing.get(f"/v1/images/{image_id}", params={"w": 100, "sig": sig})
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "invalid_signature"
+
+
 @pytest.fixture
 async def widths(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(data_dir=tmp_path, allowed_widths="100,300")  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from app.services.conditional import (
 from app.services.images import ImagePage, meta_etag
 from app.services.renditions import RenditionRequest
 from imaging import Fit, OutputFormat
+from policy import Floor, StoragePolicy
 from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -54,10 +55,24 @@ _UPLOAD_BODY = {
     summary="Upload an image (multipart field 'file', or a raw image/* body)",
 )
 async def upload_image(
-    request: Request, response: Response, images: ImageServiceDep, settings: SettingsDep
+    request: Request,
+    response: Response,
+    images: ImageServiceDep,
+    settings: SettingsDep,
+    policy: Annotated[
+        StoragePolicy | None,
+        Query(description="Storage policy for this upload; SRSTORE_STORAGE_POLICY if omitted."),
+    ] = None,
+    floor: Annotated[
+        str | None,
+        Query(
+            description="Quality floor, psnr:<dB> or ssim:<0..1>; SRSTORE_QUALITY_FLOOR if omitted."
+        ),
+    ] = None,
 ) -> ImageMeta:
+    quality_floor = Floor.parse(floor) if floor is not None else None
     data = await read_upload(request, settings.max_upload_bytes)
-    meta = await images.upload(data)
+    meta = await images.upload(data, policy, quality_floor)
     response.headers["Location"] = f"/v1/images/{meta.id}"
     return meta
 
@@ -219,7 +234,12 @@ def _validators(etag: str, last_modified: datetime, max_age: int) -> dict[str, s
     "/{image_id}/stored",
     methods=["GET", "HEAD"],
     response_class=Response,
-    responses={200: {"content": _IMAGE_CONTENT}, 206: {}, 304: {}, 416: {}},
+    responses={
+        200: {"content": _IMAGE_CONTENT},
+        206: _IMAGE_RESPONSES[206],
+        304: _IMAGE_RESPONSES[304],
+        416: _IMAGE_RESPONSES[416],
+    },
     summary="The stored low-resolution copy, byte for byte",
 )
 async def get_stored(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+from PIL import Image
 from pydantic import BaseModel
 
 from app import metrics
@@ -31,16 +32,15 @@ from cache import CacheKey, CacheUnavailable, HRCache
 from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
-    SCALE,
-    apply_geometry,
-    decode_stored,
+    DecodedImage,
     decode_upload,
     downscale,
-    encode_output,
     encode_stored,
     media_type_of,
 )
 from ledger import Ledger, LedgerUnavailable
+from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
+from policy import choose as choose_representation
 from render import metrics as render_metrics
 from render.images import (
     IMAGES_PREFIX,
@@ -49,6 +49,7 @@ from render.images import (
     InvalidImageId,
     object_key,
 )
+from render.inference import render_stored_copy
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,14 @@ class Renderer(Protocol):
     async def close(self) -> None: ...
 
 
+class UploadScorer(Protocol):
+    """The read path, run at upload time to score what a read of each candidate returns."""
+
+    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
+        """What a plain read of ``meta``'s image returns, for bytes kept as each representation."""
+        ...
+
+
 class ModelSource(Protocol):
     """Which model version serves right now (see ``app.services.models.ActiveModel``)."""
 
@@ -100,6 +109,13 @@ class Rendition:
     negotiated: bool = False  # the format came from Accept: the response varies on it
     degraded: bool = False  # bicubic served because no model does: cache briefly
     not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class _Reduced:
+    data: bytes  # the encoded 4x-reduced copy
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,7 @@ class ImageService:
         renderer: Renderer,
         models: ModelSource,
         ledger: Ledger,
+        scorer: UploadScorer,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -153,37 +170,100 @@ class ImageService:
         self.renderer = renderer
         self.models = models
         self.ledger = ledger
+        self.scorer = scorer
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._known: OrderedDict[str, ImageMeta] = OrderedDict()
 
-    async def upload(self, data: bytes) -> ImageMeta:
-        """Acknowledged (and counted in the ledger) only after the store confirmed the write."""
-        meta, stored = await asyncio.to_thread(self._prepare, data)
-        await self.store.put(object_key(meta.id), stored, meta.to_metadata())
-        metrics.IMAGES_UPLOADED.inc()
-        metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
-        metrics.STORED_BYTES.inc(meta.stored_bytes)
-        await self._record(meta, +1)
-        return meta
+    async def upload(
+        self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
+    ) -> ImageMeta:
+        """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
-    def _prepare(self, data: bytes) -> tuple[ImageMeta, bytes]:
-        decoded = decode_upload(data, self.settings.max_pixels)
-        low_res = downscale(decoded.image)
-        stored = encode_stored(low_res, self.settings.codec)
-        meta = ImageMeta(
+        The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
+        given) from candidates scored as a read would serve them."""
+        decoded, reduced = await asyncio.to_thread(self._reduce, data)
+        as_x4 = ImageMeta(
             id=new_image_id(),
             width=decoded.image.width,
             height=decoded.image.height,
-            stored_width=low_res.width,
-            stored_height=low_res.height,
+            stored_width=reduced.width,
+            stored_height=reduced.height,
             content_type=decoded.content_type,
             original_bytes=len(data),
-            stored_bytes=len(stored),
+            stored_bytes=len(reduced.data),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
             greyscale=decoded.greyscale,
         )
-        return meta, stored
+        decision = await self._decide(
+            as_x4,
+            decoded.image,
+            data,
+            reduced.data,
+            policy or self.settings.storage_policy,
+            floor or self.settings.floor,
+        )
+        full_size = decision.representation != "x4"
+        meta = as_x4.model_copy(
+            update={
+                "stored_width": as_x4.width if full_size else as_x4.stored_width,
+                "stored_height": as_x4.height if full_size else as_x4.stored_height,
+                "stored_bytes": len(decision.data),
+                "representation": decision.representation,
+                "receipt": decision.receipt,
+            }
+        )
+        await self.store.put(object_key(meta.id), decision.data, meta.to_metadata())
+        metrics.IMAGES_UPLOADED.inc()
+        metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
+        metrics.STORED_BYTES.inc(meta.stored_bytes)
+        metrics.observe_receipt(decision.receipt)
+        await self._record(meta, +1)
+        return meta
+
+    def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
+        decoded = decode_upload(data, self.settings.max_pixels)
+        low_res = downscale(decoded.image)
+        stored = encode_stored(low_res, self.settings.codec)
+        return decoded, _Reduced(stored, low_res.width, low_res.height)
+
+    async def _decide(
+        self,
+        meta: ImageMeta,
+        image: Image.Image,
+        original: bytes,
+        reduced: bytes,
+        policy: StoragePolicy,
+        floor: Floor,
+    ) -> Decision:
+        """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
+        model = self.models.label
+        try:
+            reconstruct = await self.scorer.reconstruct(model, meta)
+            with metrics.RECEIPT_SECONDS.labels(policy).time():
+                return await asyncio.to_thread(
+                    choose_representation,
+                    image=image,
+                    original=original,
+                    x4=reduced,
+                    policy=policy,
+                    floor=floor,
+                    codec=self.settings.full_codec,
+                    reconstruct=reconstruct,
+                    model=model,
+                )
+        except Exception as exc:  # scoring is a report on the upload, never a reason to refuse it
+            log.exception("scoring an upload failed; keeping the x4 copy unscored")
+            metrics.RECEIPT_FAILURES.inc()
+            receipt = Receipt(
+                policy=policy,
+                floor=str(floor),
+                representation="x4",
+                stored_bytes=len(reduced),
+                model=model,
+                error=f"scoring failed: {type(exc).__name__}",
+            )
+            return Decision("x4", reduced, receipt)
 
     async def meta(self, image_id: str) -> ImageMeta:
         try:
@@ -274,13 +354,14 @@ class ImageService:
         object_key(image_id)
         check_access(image_id, request, self.settings)
         meta = await self._meta_for_read(image_id, preconditions)
+        rebuilt = meta.representation == "x4"  # a full-size copy is served without the network
         plan = plan_rendition(
             image_id,
             meta.width,
             meta.height,
             meta.served_format,
             request,
-            self.models.label,
+            self.models.label if rebuilt else NO_MODEL,
             self.settings,
         )
         key = plan.key
@@ -309,14 +390,15 @@ class ImageService:
             metrics.CACHE_REQUESTS.labels("hit").inc()
             return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
-        if plan.from_stored_copy:
+        if plan.from_stored_copy or not rebuilt:
             data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
         else:
             data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return rendition(data, status)
 
     async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
-        """A thumbnail by antialiased downscale of the stored copy, cached like any rendition."""
+        """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
+        stored bytes alone, in this process, and cached like any rendition."""
         try:
             stored = await self.store.get(object_key(meta.id))
         except ObjectNotFound:
@@ -330,12 +412,9 @@ class ImageService:
 
     def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
         started = time.perf_counter()
-        low_res = decode_stored(stored)
-        source = (0.0, 0.0, meta.width / SCALE, meta.height / SCALE)
-        image = apply_geometry(low_res, plan.geometry, source)
-        if meta.greyscale:
-            image = image.convert("L")
-        data = encode_output(image, plan.fmt, plan.key.quality, self.settings.output_encoding)
+        data = render_stored_copy(
+            stored, meta, plan.fmt, plan.key.quality, self.settings.output_encoding, plan.geometry
+        )
         render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
         return data
 
@@ -353,7 +432,9 @@ class ImageService:
     async def _record(self, meta: ImageMeta, sign: int) -> None:
         """The object store already holds (or dropped) the image: a ledger failure only logs."""
         try:
-            await self.ledger.add(sign * meta.original_bytes, sign * meta.stored_bytes, sign)
+            await self.ledger.add(
+                sign * meta.original_bytes, sign * meta.stored_bytes, sign, meta.representation
+            )
         except LedgerUnavailable as exc:
             metrics.LEDGER_ERRORS.inc()
             log.warning("ledger not updated for %s: %s", meta.id, exc)

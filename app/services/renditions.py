@@ -106,7 +106,7 @@ def check_access(image_id: str, request: RenditionRequest, settings: Settings) -
         if not request.signature:
             raise InvalidSignature("this URL has rendition options and must be signed (sig=)")
         expected = sign(settings.url_signing_key.get_secret_value(), image_id, request.query)
-        if not hmac.compare_digest(expected, request.signature):
+        if not hmac.compare_digest(expected.encode(), request.signature.encode()):
             raise InvalidSignature("the URL's signature does not match its options")
         return
     if settings.allowed_widths and request.sized:

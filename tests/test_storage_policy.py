@@ -1,0 +1,345 @@
+"""Quality receipts and storage policies, as a client and an operator see them.
+
+Every upload is scored against its original through the read path; ``guarded`` and
+``smallest`` keep a full-size copy (or the upload itself) when the 4x copy would fall below
+the floor. Scores here are recomputed from their definition on the bytes a GET returns.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from pydantic import SecretStr, ValidationError
+from skimage.metrics import structural_similarity
+
+from config.settings import Settings
+from tests.conftest import encode, serving
+from tests.support.metrics import samples
+
+TOKEN = "test-admin-token-123"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def small_text(background: Image.Image | None = None) -> Image.Image:
+    """Lines of 11-pixel text: strokes a pixel wide, which a 4x reduction cannot keep."""
+    image = background.copy() if background else Image.new("RGB", (480, 200), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=11)
+    for line in range(image.height // 14):
+        draw.text((4, 4 + 14 * line), "The quick brown fox jumps over 0123456789", "black", font)
+    return image
+
+
+@pytest.fixture(scope="module")
+def text_png() -> bytes:
+    """A page of small text: a tiny PNG that no lossy full-size copy undercuts."""
+    return encode(small_text(), "PNG")
+
+
+@pytest.fixture(scope="module")
+def captioned_png(photo: Image.Image) -> bytes:
+    """Small text over a photograph, as a PNG: the 4x copy fails, AVIF beats the upload."""
+    return encode(small_text(photo), "PNG")
+
+
+def studio_y(image: Image.Image) -> np.ndarray:
+    rgb = np.asarray(image.convert("RGB"), np.float64)
+    return 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255
+
+
+def psnr_by_definition(served: Image.Image, original: Image.Image) -> float:
+    mse = float(np.mean((studio_y(served) - studio_y(original)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def ssim_by_definition(served: Image.Image, original: Image.Image) -> float:
+    return float(
+        structural_similarity(
+            studio_y(served),
+            studio_y(original),
+            data_range=255,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+    )
+
+
+def as_float(value: float | str) -> float:
+    return float(value)  # JSON carries an infinite PSNR as the string "Infinity"
+
+
+def decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+async def upload(client: httpx.AsyncClient, data: bytes, content_type: str, **query: str) -> dict:
+    response = await client.post(
+        "/v1/images", params=query, content=data, headers={"content-type": content_type}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_every_upload_carries_a_receipt_that_scores_what_a_read_returns(
+    client: httpx.AsyncClient, photo_bytes: bytes, captioned_png: bytes
+) -> None:
+    for data, content_type in ((photo_bytes, "image/jpeg"), (captioned_png, "image/png")):
+        meta = await upload(client, data, content_type, policy="guarded", floor="ssim:0.9")
+        served = await client.get(f"/v1/images/{meta['id']}")
+        receipt = (await client.get(f"/v1/images/{meta['id']}/meta")).json()["receipt"]
+
+        original = decoded(data)
+        assert receipt == meta["receipt"]
+        assert as_float(receipt["psnr"]) == pytest.approx(
+            psnr_by_definition(decoded(served.content), original), abs=1e-6
+        )
+        assert receipt["ssim"] == pytest.approx(
+            ssim_by_definition(decoded(served.content), original), abs=1e-4
+        )
+        assert receipt["ssim"] >= 0.9 and receipt["meets_floor"] is True
+        assert receipt["stored_bytes"] == meta["stored_bytes"]
+        assert receipt["representation"] == meta["representation"]
+
+
+async def test_a_smooth_photo_meets_the_floor_and_keeps_the_x4_copy(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes, "image/jpeg", policy="guarded", floor="ssim:0.9")
+    served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert meta["representation"] == "x4"
+    assert (meta["stored_width"], meta["stored_height"]) == (151, 101)
+    assert meta["receipt"]["model"] == served.headers["x-model-version"] != "none"
+    assert meta["receipt"]["x4"] is None  # the x4 copy's own score is the receipt's
+
+
+async def test_small_text_over_a_photo_fails_the_floor_and_is_kept_full_size_as_avif(
+    client: httpx.AsyncClient, captioned_png: bytes
+) -> None:
+    meta = await upload(client, captioned_png, "image/png", policy="guarded", floor="ssim:0.9")
+    image_id = meta["id"]
+    first = await client.get(f"/v1/images/{image_id}")
+    second = await client.get(f"/v1/images/{image_id}")
+    stored = await client.get(f"/v1/images/{image_id}/stored")
+
+    assert meta["receipt"]["x4"]["ssim"] < 0.9  # what the x4 copy would have served
+    assert meta["representation"] == "avif"
+    assert 5 <= meta["receipt"]["quality"] <= 100
+    assert meta["stored_bytes"] == len(stored.content) < len(captioned_png)
+    assert stored.headers["content-type"] == "image/avif"
+    assert decoded(stored.content).size == (meta["width"], meta["height"])
+    assert (meta["stored_width"], meta["stored_height"]) == (602, 402)
+    assert first.headers["x-model-version"] == second.headers["x-model-version"] == "none"
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+    assert first.headers["content-type"] == "image/png"
+    assert ssim_by_definition(decoded(first.content), decoded(captioned_png)) >= 0.9
+
+
+async def test_a_page_of_small_text_falls_back_to_the_uploaded_bytes(
+    client: httpx.AsyncClient, text_png: bytes
+) -> None:
+    meta = await upload(client, text_png, "image/png", policy="guarded", floor="psnr:32")
+    served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert meta["receipt"]["x4"]["psnr"] < 32
+    assert meta["representation"] == "original"
+    assert meta["stored_bytes"] == len(text_png)
+    assert served.content == text_png
+    assert served.headers["x-model-version"] == "none"
+    assert meta["receipt"]["psnr"] == "Infinity" and meta["receipt"]["ssim"] == 1.0
+
+
+async def test_another_format_or_size_of_a_full_size_copy_is_made_without_the_network(
+    embedded_settings: Settings, captioned_png: bytes, text_png: bytes
+) -> None:
+    async with serving(embedded_settings) as (_, client):
+        for data in (captioned_png, text_png):
+            meta = await upload(client, data, "image/png", policy="guarded", floor="ssim:0.9")
+            webp = await client.get(f"/v1/images/{meta['id']}", params={"format": "webp"})
+            small = await client.get(f"/v1/images/{meta['id']}", params={"w": 240})
+
+            assert meta["representation"] in ("avif", "original")
+            assert webp.headers["content-type"] == "image/webp"
+            assert webp.headers["x-model-version"] == small.headers["x-model-version"] == "none"
+            assert decoded(webp.content).size == (meta["width"], meta["height"])
+            assert decoded(small.content).width == 240
+
+
+async def test_downscale_keeps_the_x4_copy_even_below_the_floor(
+    embedded_settings: Settings, text_png: bytes
+) -> None:
+    async with serving(embedded_settings) as (_, client):
+        meta = await upload(client, text_png, "image/png", floor="ssim:0.9")
+
+    assert embedded_settings.storage_policy == "downscale"
+    assert meta["representation"] == "x4"
+    assert meta["receipt"]["policy"] == "downscale"
+    assert meta["receipt"]["meets_floor"] is False
+    assert meta["receipt"]["ssim"] < 0.9
+
+
+@pytest.mark.parametrize("floor", ["ssim:0.9", "psnr:36"])
+async def test_smallest_never_stores_more_than_guarded(
+    embedded_settings: Settings,
+    photo_bytes: bytes,
+    captioned_png: bytes,
+    text_png: bytes,
+    floor: str,
+) -> None:
+    uploads = ((photo_bytes, "image/jpeg"), (captioned_png, "image/png"), (text_png, "image/png"))
+    async with serving(embedded_settings) as (_, client):
+        for data, content_type in uploads:
+            guarded = await upload(client, data, content_type, policy="guarded", floor=floor)
+            smallest = await upload(client, data, content_type, policy="smallest", floor=floor)
+
+            assert smallest["stored_bytes"] <= guarded["stored_bytes"] <= len(data)
+            assert smallest["receipt"]["meets_floor"] is guarded["receipt"]["meets_floor"] is True
+
+
+async def test_the_policy_and_floor_settings_apply_to_uploads_without_a_query(
+    tmp_path: Path, text_png: bytes
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data", storage_policy="guarded", quality_floor="psnr:30"
+    )
+    async with serving(settings) as (_, client):
+        meta = await upload(client, text_png, "image/png")
+
+    assert (meta["receipt"]["policy"], meta["receipt"]["floor"]) == ("guarded", "psnr:30")
+    assert meta["representation"] == "original"
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"floor": "ssim"}, "invalid_floor"),
+        ({"floor": "ssim:1.5"}, "invalid_floor"),
+        ({"floor": "butteraugli:2"}, "invalid_floor"),
+        ({"floor": "psnr:nan"}, "invalid_floor"),
+        ({"policy": "cheapest"}, "invalid_request"),
+    ],
+)
+async def test_a_bad_policy_or_floor_is_a_422_and_nothing_is_stored(
+    embedded_settings: Settings, photo_bytes: bytes, query: dict, code: str
+) -> None:
+    async with serving(embedded_settings) as (_, client):
+        response = await client.post(
+            "/v1/images", params=query, content=photo_bytes, headers={"content-type": "image/jpeg"}
+        )
+        values = samples((await client.get("/metrics")).text)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == code
+    assert values["srstore_fleet_images"] == 0
+
+
+def test_a_malformed_floor_setting_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="floor"):
+        Settings(quality_floor="ssim:2")
+
+
+async def test_the_ledger_and_metrics_count_each_representation_and_deletes_debit_them(
+    client: httpx.AsyncClient, photo_bytes: bytes, captioned_png: bytes, text_png: bytes
+) -> None:
+    """The ledger is fleet-wide (shared by the tests in full mode): compare before and after."""
+    before = samples((await client.get("/metrics")).text)
+    uploads = [(photo_bytes, "image/jpeg"), (captioned_png, "image/png"), (text_png, "image/png")]
+    kept = [
+        await upload(client, data, content_type, policy="guarded", floor="ssim:0.9")
+        for data, content_type in uploads
+    ]
+    after = samples((await client.get("/metrics")).text)
+
+    def moved(name: str, representation: str) -> float:
+        series = f'{name}{{representation="{representation}"}}'
+        return after.get(series, 0) - before.get(series, 0)
+
+    assert [m["representation"] for m in kept] == ["x4", "avif", "original"]
+    for meta, (data, _) in zip(kept, uploads, strict=True):
+        representation = meta["representation"]
+        assert moved("srstore_fleet_representation_images", representation) == 1
+        assert (
+            moved("srstore_fleet_representation_stored_bytes", representation)
+            == (meta["stored_bytes"])
+        )
+        assert moved("srstore_fleet_representation_original_bytes", representation) == len(data)
+        assert (
+            moved("srstore_representation_stored_bytes_total", representation)
+            == (meta["stored_bytes"])
+        )
+        assert moved("srstore_receipt_ssim_count", representation) == 1
+    assert after["srstore_fleet_stored_bytes"] - before["srstore_fleet_stored_bytes"] == sum(
+        m["stored_bytes"] for m in kept
+    )
+
+    for meta in kept:
+        await client.get(f"/v1/images/{meta['id']}")
+        assert (await client.delete(f"/v1/images/{meta['id']}")).status_code == 204
+        assert (await client.get(f"/v1/images/{meta['id']}")).status_code == 404
+    after = samples((await client.get("/metrics")).text)
+
+    for representation in ("x4", "avif", "original"):
+        assert moved("srstore_fleet_representation_images", representation) == 0
+        assert moved("srstore_fleet_representation_stored_bytes", representation) == 0
+    assert after["srstore_fleet_images"] == before["srstore_fleet_images"]
+
+
+async def test_a_model_swap_after_uploads_changes_only_what_the_x4_copies_serve(
+    settings: Settings, photo_bytes: bytes, captioned_png: bytes
+) -> None:
+    configured = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
+    async with serving(configured) as (application, client):
+        rebuilt = await upload(client, photo_bytes, "image/jpeg", policy="guarded")
+        full = await upload(client, captioned_png, "image/png", policy="guarded")
+        before = [await client.get(f"/v1/images/{m['id']}") for m in (rebuilt, full)]
+        swapped = await client.put(
+            "/v1/admin/models/active",
+            json={"name": "srcnn", "version": 2, "force": True},
+            headers=AUTH,
+        )
+        models = application.state.models
+        for _ in range(100):
+            if models.label == "srcnn:2":
+                break
+            await models.refresh()
+        after = [await client.get(f"/v1/images/{m['id']}") for m in (rebuilt, full)]
+        later = await upload(client, photo_bytes, "image/jpeg", policy="guarded")
+
+    assert swapped.status_code == 200, swapped.text
+    assert (rebuilt["representation"], full["representation"]) == ("x4", "avif")
+    assert before[0].headers["x-model-version"] == "espcn:2"
+    assert after[0].headers["x-model-version"] == "srcnn:2"
+    assert after[0].headers["x-cache"] == "MISS"
+    assert before[1].headers["x-model-version"] == after[1].headers["x-model-version"] == "none"
+    assert after[1].headers["x-cache"] == "HIT"  # a full-size rendition outlives the swap
+    assert after[1].content == before[1].content
+    assert later["receipt"]["model"] == "srcnn:2"
+    assert rebuilt["receipt"]["model"] == "espcn:2"
+
+
+class BrokenScorer:
+    async def reconstruct(self, *args: object) -> object:
+        raise RuntimeError("the scoring path broke")
+
+
+async def test_a_scoring_failure_keeps_the_x4_copy_and_the_receipt_says_so(
+    embedded_settings: Settings, captioned_png: bytes
+) -> None:
+    async with serving(embedded_settings) as (application, client):
+        application.state.image_service.scorer = BrokenScorer()
+        meta = await upload(client, captioned_png, "image/png", policy="guarded")
+        served = await client.get(f"/v1/images/{meta['id']}")
+        values = samples((await client.get("/metrics")).text)
+
+    assert meta["representation"] == "x4"
+    assert meta["receipt"]["error"] == "scoring failed: RuntimeError"
+    assert meta["receipt"]["psnr"] is None and meta["receipt"]["meets_floor"] is None
+    assert served.status_code == 200
+    assert values["srstore_receipt_failures_total"] >= 1
