@@ -292,8 +292,8 @@ def gallery_ids(driver: Chrome) -> list[str]:
 def test_the_gallery_pages_through_every_image_with_thumbnails(
     browser: Chrome, service: ApiProcess, api: httpx.Client, screenshots: Path
 ) -> None:
-    photo = Image.open(PHOTOS[1]).convert("RGB")
     for n in range(25):
+        photo = Image.open(PHOTOS[n % 2]).convert("RGB")
         left, top = (n * 37) % (photo.width - 240), (n * 23) % (photo.height - 160)
         crop = photo.crop((left, top, left + 240, top + 160))
         data = io.BytesIO()
