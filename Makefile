@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint clean redis-server promtool icc-profiles chromium load
+.PHONY: run test lint clean redis-server promtool icc-profiles chromium load mutate
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,15 @@ test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 load: $(VENV)/.dev redis-server
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
+# Mutation testing (not part of `make test`; CPU-heavy): the named breakages in mutations/named.py
+# must each fail their tests, then mutmut scores the critical functions (MUTATE_ARGS=--minutes 20).
+mutate: $(VENV)/.dev redis-server
+	$(BIN)/python mutations/named.py
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python mutations/score.py $(MUTATE_ARGS)
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data mutants

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from app.api import admin, health, images
 from app.api.console import mount_console
 from app.errors import install_error_handlers
-from app.middleware import ResponseHeadersAndMetrics
+from app.middleware import RequestGate, ResponseHeadersAndMetrics
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     mount_console(app)
+    app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(ResponseHeadersAndMetrics)
     return app
 

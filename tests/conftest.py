@@ -32,7 +32,7 @@ from tests.support.servers import (
     start_redis,
     start_seaweed,
 )
-from tests.support.weights import bicubic_equivalent, write_shipped
+from tests.support.weights import brightened, write_shipped, zero_residual
 
 DATA = Path(__file__).parent / "data"
 
@@ -74,12 +74,19 @@ def unique_bucket() -> str:
     return f"srstore-{uuid.uuid4().hex[:12]}"
 
 
+SHIPPED_ESPCN_LEVELS = 12
+
+
 @pytest.fixture
 def shipped_dir(tmp_path: Path) -> Path:
-    """A weights directory shipping ESPCN v1 and SRCNN v1, both scoring like bicubic."""
+    """A weights directory shipping two versions that render visibly different pixels.
+
+    ESPCN v1 (active first) brightens luma by ``SHIPPED_ESPCN_LEVELS``; SRCNN v1 adds nothing
+    to its bicubic upscale, so it scores higher and may be activated without ``force``.
+    """
     directory = tmp_path / "weights"
-    write_shipped(directory, "espcn", 1, bicubic_equivalent("espcn"))
-    write_shipped(directory, "srcnn", 1, bicubic_equivalent("srcnn"))
+    write_shipped(directory, "espcn", 1, brightened("espcn", SHIPPED_ESPCN_LEVELS))
+    write_shipped(directory, "srcnn", 1, zero_residual("srcnn"))
     return directory
 
 

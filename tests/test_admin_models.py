@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import redis
 from fastapi import FastAPI
+from PIL import Image
 from pydantic import SecretStr, ValidationError
 
 from config.settings import Settings
-from tests.conftest import serving
-from tests.support.weights import noisy, to_bytes
+from imaging import StoredCodec, bicubic_upscale, degrade
+from imaging.quality import luma_psnr
+from models.control import RedisControl
+from models.validation import canary_images
+from tests.conftest import SHIPPED_ESPCN_LEVELS, serving
+from tests.support.pixels import (
+    decode,
+    expected_render,
+    max_difference,
+    mean_difference,
+    upscaler_for,
+)
+from tests.support.weights import noisy, rendered_by_brightened, to_bytes
 
 TOKEN = "test-admin-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -62,15 +78,31 @@ async def activate(http: httpx.AsyncClient, name: str, version: int, **extra) ->
     return await http.put("/v1/admin/models/active", json=body, headers=AUTH)
 
 
-async def test_shipped_weights_are_registered_and_the_configured_model_is_active(
+def canary_psnr(levels: int) -> tuple[float, float]:
+    """Mean Y-PSNR on the canary set of what :func:`brightened` renders, and of bicubic."""
+    model, baseline = [], []
+    for original in canary_images():
+        low = degrade(original, StoredCodec())
+        model.append(luma_psnr(rendered_by_brightened(low, levels), original))
+        baseline.append(luma_psnr(bicubic_upscale(low), original))
+    return float(np.mean(model)), float(np.mean(baseline))
+
+
+async def test_shipped_weights_are_registered_scored_and_the_configured_model_is_active(
     admin: httpx.AsyncClient,
 ) -> None:
     listing = (await admin.get("/v1/admin/models", headers=AUTH)).json()
 
     assert listing["active"] == {"name": "espcn", "version": 1}
     assert [(m["name"], m["version"]) for m in listing["models"]] == [("espcn", 1), ("srcnn", 1)]
-    for model in listing["models"]:
-        assert abs(model["card"]["canary"]["gain_db"]) < 0.5
+    canary = {m["name"]: m["card"]["canary"] for m in listing["models"]}
+    for name, levels in (("espcn", SHIPPED_ESPCN_LEVELS), ("srcnn", 0)):
+        model_psnr, bicubic_psnr = canary_psnr(levels)
+        assert canary[name]["model_psnr"] == pytest.approx(model_psnr, abs=1e-3)
+        assert canary[name]["bicubic_psnr"] == pytest.approx(bicubic_psnr, abs=1e-3)
+        assert canary[name]["gain_db"] == pytest.approx(model_psnr - bicubic_psnr, abs=2e-3)
+    # Brightening every pixel costs PSNR: the brighter version scores far lower.
+    assert canary["espcn"]["gain_db"] < canary["srcnn"]["gain_db"] - 3
 
 
 async def test_an_uploaded_version_is_scored_and_listed(admin: httpx.AsyncClient) -> None:
@@ -126,12 +158,13 @@ async def test_activating_an_unknown_version_is_404(admin: httpx.AsyncClient) ->
 
 
 async def test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_warm(
-    admin: httpx.AsyncClient, admin_app: FastAPI, photo_bytes: bytes
+    admin: httpx.AsyncClient, admin_app: FastAPI, shipped_dir: Path, photo_bytes: bytes
 ) -> None:
     image = await admin.post(
         "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
     )
     url = f"/v1/images/{image.json()['id']}"
+    stored = (await admin.get(f"{url}/stored")).content
     before = await admin.get(url)
     await activate(admin, "srcnn", 1)
     await admin_app.state.models.refresh()
@@ -146,6 +179,12 @@ async def test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_w
     assert rolled.json()["active"] == {"name": "espcn", "version": 1}
     assert (again.headers["x-model-version"], again.headers["x-cache"]) == ("espcn:1", "HIT")
     assert again.content == before.content
+    # What each response shows is the named version's rendering, and the two differ.
+    for response in (before, after):
+        label = response.headers["x-model-version"]
+        expected = expected_render(stored, (602, 402), upscaler_for(label, shipped_dir))
+        assert mean_difference(decode(response.content), expected) < 1.5
+    assert mean_difference(decode(before.content), decode(after.content)) > 5
 
 
 async def test_every_swap_is_recorded(admin: httpx.AsyncClient) -> None:
@@ -216,3 +255,71 @@ def test_a_blank_token_leaves_the_admin_api_off_and_a_short_one_is_refused() -> 
     assert Settings(admin_token="  ").admin_token is None
     with pytest.raises(ValidationError, match="at least 16"):
         Settings(admin_token="secret")
+
+
+async def test_a_request_in_flight_during_a_swap_finishes_on_the_version_it_started_on(
+    admin: httpx.AsyncClient, admin_app: FastAPI, shipped_dir: Path, photo_bytes: bytes
+) -> None:
+    image = await admin.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    url = f"/v1/images/{image.json()['id']}"
+    stored = (await admin.get(f"{url}/stored")).content
+    upscaler = await admin_app.state.image_service.renderer.engine.models.get("espcn:1")
+    entered, release = threading.Event(), threading.Event()
+    original = upscaler.upscale
+
+    def held(low_res: Image.Image) -> Image.Image:
+        entered.set()
+        assert release.wait(timeout=60)
+        return original(low_res)
+
+    upscaler.upscale = held
+    try:
+        in_flight = asyncio.create_task(admin.get(url, params={"format": "png"}))
+        assert await asyncio.to_thread(entered.wait, 60)
+        assert (await activate(admin, "srcnn", 1)).status_code == 200
+        await admin_app.state.models.refresh()
+        release.set()
+        started_before = await in_flight
+    finally:
+        release.set()
+        del upscaler.upscale
+    started_after = await admin.get(url, params={"format": "png"})
+
+    for response, label in ((started_before, "espcn:1"), (started_after, "srcnn:1")):
+        assert response.headers["x-model-version"] == label
+        expected = expected_render(stored, (602, 402), upscaler_for(label, shipped_dir))
+        assert max_difference(decode(response.content), expected) <= 1
+
+
+@pytest.mark.full
+@pytest.mark.parametrize(("poll_seconds", "follows"), [(0.2, True), (3600, False)])
+async def test_without_an_announcement_each_process_polls_the_pointer(
+    full_settings: Settings,
+    shipped_dir: Path,
+    redis_client: redis.Redis,
+    photo_bytes: bytes,
+    poll_seconds: float,
+    follows: bool,
+) -> None:
+    """SRSTORE_MODEL_POLL_SECONDS: a swap whose announcement was lost still arrives."""
+    configured = full_settings.model_copy(
+        update={"weights_dir": shipped_dir, "model_poll_seconds": poll_seconds}
+    )
+    async with serving(configured) as (_, http):
+        image = await http.post(
+            "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+        )
+        url = f"/v1/images/{image.json()['id']}"
+        before = (await http.get(url)).headers["x-model-version"]
+        redis_client.set(RedisControl.ACTIVE, "srcnn:1")  # the pointer moves, nobody is told
+        deadline = asyncio.get_running_loop().time() + 3
+        while asyncio.get_running_loop().time() < deadline:
+            after = (await http.get(url)).headers["x-model-version"]
+            if after == "srcnn:1":
+                break
+            await asyncio.sleep(0.1)
+
+    assert before == "espcn:1"
+    assert after == ("srcnn:1" if follows else "espcn:1")

@@ -8,11 +8,13 @@ Kubernetes manifests through kubernetes-validate (the ServiceMonitor CRD has no 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -20,9 +22,14 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from redis import asyncio as aioredis
 
 from app.main import create_app
+from cache import CacheKey
 from config.settings import Settings
+from ledger import RedisLedger, Totals
+from render.queue import JobQueue, RenderJob
+from tests.support.servers import TEST_REDIS_CONFIG, start_redis
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -234,3 +241,59 @@ def test_kubernetes_probes_gpus_and_autoscaling_are_declared() -> None:
     assert ("HorizontalPodAutoscaler", "srstore-api") in resources
     assert {("PodDisruptionBudget", "srstore-api"), ("ServiceMonitor", "srstore")} <= set(resources)
     assert {"ConfigMap", "Secret", "Service"} <= {kind for kind, _ in resources}
+
+
+def compose_redis_config() -> list[str]:
+    """The options docker compose starts Redis with (the binary's name dropped)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = compose["services"]["redis"]["command"]
+    assert command[0] == "redis-server"
+    return [str(arg) for arg in command[1:]]
+
+
+async def write_ledger_and_a_job(url: str) -> None:
+    ledger = RedisLedger(url)
+    await ledger.add(1000, 70, 1)
+    await ledger.close()
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    queue = JobQueue(client, "srstore:render", max_length=10)
+    job = RenderJob(CacheKey("AAAAAAAAAAAAAAAAAAAAAA", "espcn:2", "png"), time.time() + 3600)
+    assert await queue.enqueue(job) == "queued"
+    await client.aclose()
+
+
+async def ledger_and_jobs(url: str) -> tuple[Totals, list[dict[str, str]]]:
+    ledger = RedisLedger(url)
+    totals = await ledger.totals()
+    await ledger.close()
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    jobs = [fields for _, fields in await client.xrange("srstore:render")]
+    await client.aclose()
+    return totals, jobs
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["compose-config", "without-aof"])
+async def test_the_compose_redis_keeps_the_ledger_and_the_queue_across_a_kill(
+    tmp_path: Path, persistent: bool
+) -> None:
+    """SIGKILL a second and a half after the writes (AOF fsyncs every second), then restart.
+
+    The same run without AOF (the test suite's own Redis) loses both: the check can fail.
+    """
+    config = compose_redis_config() if persistent else list(TEST_REDIS_CONFIG)
+    server = start_redis(tmp_path, config=config)
+    try:
+        await write_ledger_and_a_job(server.url)
+        await asyncio.sleep(1.5)
+        server.kill()
+        server.restart()
+        totals, jobs = await ledger_and_jobs(server.url)
+    finally:
+        server.stop()
+
+    kept = (totals.original_bytes, totals.stored_bytes, totals.images)
+    if persistent:
+        assert kept == (1000, 70, 1)
+        assert [job["model"] for job in jobs] == ["espcn:2"]
+    else:
+        assert (kept, jobs) == ((0, 0, 0), [])

@@ -12,11 +12,14 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
+from cache import CacheKey, ImageDeleted
 from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
 from imaging.quality import luma_psnr
+from models.engine import BicubicUpscaler
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
 from tests.conftest import encode
+from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
 
 
 async def upload(client: httpx.AsyncClient, data: bytes, content_type: str = "image/jpeg") -> dict:
@@ -87,16 +90,22 @@ async def test_format_query_converts_the_output(
     assert decode(response).format == fmt.upper()
 
 
-async def test_model_version_header_names_what_served_the_image(
-    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+async def test_the_pixels_served_are_those_of_the_model_the_header_names(
+    client: httpx.AsyncClient, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
 
-    response = await client.get(f"/v1/images/{meta['id']}")
+    response = await client.get(f"/v1/images/{meta['id']}", params={"format": "png"})
+    stored = (await client.get(f"/v1/images/{meta['id']}/stored")).content
 
-    assert response.headers["x-model-version"] == app.state.models.label
     newest = find_weights(SHIPPED_WEIGHTS_DIR, "espcn")
-    assert response.headers["x-model-version"] in {f"espcn:{newest.version}", "bicubic"}
+    assert newest is not None
+    assert response.headers["x-model-version"] == f"espcn:{newest.version}"
+    served = decode(response)
+    named = upscaler_for(response.headers["x-model-version"], SHIPPED_WEIGHTS_DIR)
+    assert max_difference(served, expected_render(stored, served.size, named)) <= 1
+    # The network visibly changes the picture: bicubic in its place would not pass.
+    assert mean_difference(served, expected_render(stored, served.size, BicubicUpscaler())) > 0.5
 
 
 async def test_if_none_match_gets_304_without_a_body(
@@ -223,3 +232,101 @@ async def test_a_textured_photo_comes_back_closer_than_bicubic_would_bring_it(
     assert served.size == original.size
     baseline = crop_to(bicubic_upscale(stored.convert("RGB")), *original.size)
     assert luma_psnr(served, original) > luma_psnr(baseline, original)
+
+
+async def test_transparency_comes_back_where_it_was(client: httpx.AsyncClient) -> None:
+    width, height = 96, 64
+    pixels = np.random.default_rng(3).integers(0, 255, (height, width, 4), dtype=np.uint8)
+    pixels[..., 3] = np.linspace(0, 255, width).round().astype(np.uint8)[None, :]
+    meta = await upload(client, encode(Image.fromarray(pixels, "RGBA"), "PNG"), "image/png")
+
+    served = decode(await client.get(f"/v1/images/{meta['id']}"))
+
+    alpha = np.asarray(served.getchannel("A"), np.float64)
+    assert served.size == (width, height)
+    # A 4x reduction and bicubic enlargement of a smooth ramp: off by a few levels at most.
+    assert np.abs(alpha - pixels[..., 3]).mean() < 3
+    assert alpha[:, :8].mean() < 20 and alpha[:, -8:].mean() > 235
+
+
+async def served_key(client: httpx.AsyncClient, app: FastAPI, url: str) -> CacheKey:
+    """Fetch ``url`` once; the key its rendition was looked up under (not the metadata's)."""
+    cache = app.state.image_service.cache
+    looked_up: list[CacheKey] = []
+    get = cache.get
+
+    async def recording(key: CacheKey) -> bytes | None:
+        looked_up.append(key)
+        return await get(key)
+
+    cache.get = recording
+    try:
+        assert (await client.get(url)).status_code == 200
+    finally:
+        del cache.get
+    (key,) = {key for key in looked_up if key.model == app.state.models.label}
+    return key
+
+
+async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image(
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    service = app.state.image_service
+    key = await served_key(client, app, f"/v1/images/{meta['id']}")
+    delete_object = service.store.delete
+    refused: list[str] = []
+
+    async def delete_as_a_render_lands(object_key: str) -> None:
+        try:
+            await service.cache.put(key, b"a render that finished during the delete")
+        except ImageDeleted:
+            refused.append(object_key)  # the delete mark came first: see test_delete_finality
+        await delete_object(object_key)
+
+    service.store.delete = delete_as_a_render_lands
+    try:
+        deleted = await client.delete(f"/v1/images/{meta['id']}")
+    finally:
+        del service.store.delete
+
+    assert deleted.status_code == 204
+    assert refused == [f"images/{meta['id']}"]
+    assert await service.cache.get(key) is None
+
+
+async def test_renditions_are_gone_before_the_object_is(
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
+) -> None:
+    """A process that dies right after removing the object leaves no rendition behind."""
+    meta = await upload(client, photo_bytes)
+    service = app.state.image_service
+    key = await served_key(client, app, f"/v1/images/{meta['id']}")
+    assert await service.cache.get(key) is not None
+    left_when_the_object_went: list[bytes | None] = []
+    delete_object = service.store.delete
+
+    async def observed(object_key: str) -> None:
+        left_when_the_object_went.append(await service.cache.get(key))
+        await delete_object(object_key)
+
+    service.store.delete = observed
+    try:
+        assert (await client.delete(f"/v1/images/{meta['id']}")).status_code == 204
+    finally:
+        del service.store.delete
+
+    assert left_when_the_object_went == [None]
+
+
+async def test_an_explicit_quality_is_a_rendition_of_its_own(
+    client: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(client, photo_bytes)
+    url = f"/v1/images/{meta['id']}"
+
+    lowest = await client.get(url, params={"format": "jpeg", "quality": 1})
+    default = await client.get(url, params={"format": "jpeg"})
+
+    assert (lowest.headers["x-cache"], default.headers["x-cache"]) == ("MISS", "MISS")
+    assert len(lowest.content) < len(default.content) / 3

@@ -23,6 +23,12 @@ from imaging import (
 from tests.conftest import encode
 
 LIMIT = 10_000_000
+CODEC_MEDIA_TYPES = {
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "webp-lossless": "image/webp",
+    "png": "image/png",
+}
 
 
 @pytest.mark.parametrize(
@@ -112,19 +118,47 @@ def test_every_stored_codec_round_trips_and_lossless_ones_exactly(codec: str) ->
     pixels = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
     image = Image.fromarray(pixels, "RGB")
 
-    back = decode_stored(encode_stored(image, StoredCodec(codec, 90)))
+    data = encode_stored(image, StoredCodec(codec, 90))
+    back = decode_stored(data)
 
+    assert media_type_of(data) == CODEC_MEDIA_TYPES[codec]
     assert back.size == (30, 20)
     if codec in ("webp-lossless", "png"):
         assert np.array_equal(np.asarray(back), pixels)
 
 
-def test_alpha_survives_a_jpeg_stored_codec() -> None:
-    image = Image.new("RGBA", (8, 8), (1, 2, 3, 100))
+def transparent_gradient(width: int = 40, height: int = 24) -> Image.Image:
+    """Colour noise under an alpha ramp from fully transparent to opaque, left to right."""
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 255, (height, width, 4), dtype=np.uint8)
+    pixels[..., 3] = np.linspace(0, 255, width).round().astype(np.uint8)[None, :]
+    return Image.fromarray(pixels, "RGBA")
 
-    back = decode_stored(encode_stored(image, StoredCodec("jpeg", 90)))
 
+@pytest.mark.parametrize("codec", ["jpeg", "webp", "webp-lossless", "png"])
+def test_every_stored_codec_keeps_the_alpha_values(codec: str) -> None:
+    image = transparent_gradient()
+
+    data = encode_stored(image, StoredCodec(codec, 90))
+    back = decode_stored(data)
+
+    # JPEG has no alpha channel: such an image is stored as WebP instead.
+    expected = "image/webp" if codec == "jpeg" else CODEC_MEDIA_TYPES[codec]
+    assert media_type_of(data) == expected
     assert back.mode == "RGBA"
+    assert np.array_equal(np.asarray(back.getchannel("A")), np.asarray(image.getchannel("A")))
+
+
+@pytest.mark.parametrize(("codec", "min_psnr"), [("jpeg", 40), ("webp", 38)])
+def test_lossy_stored_codecs_stay_close_to_the_photo(
+    photo: Image.Image, codec: str, min_psnr: float
+) -> None:
+    low = downscale(photo)
+
+    back = decode_stored(encode_stored(low, StoredCodec(codec, 90)))
+
+    error = np.asarray(back, np.float64) - np.asarray(low, np.float64)
+    assert 10 * np.log10(255**2 / np.mean(error**2)) > min_psnr
 
 
 def test_degrade_is_downscale_then_the_storage_round_trip(photo: Image.Image) -> None:

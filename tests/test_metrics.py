@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from app.main import create_app
 from config.settings import Settings
-from tests.conftest import encode
+from ledger.redis import LEDGER_KEY
+from tests.conftest import encode, serving
 from tests.support.metrics import ledger, samples
-from tests.support.servers import free_port
+from tests.support.servers import free_port, start_redis
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
@@ -151,3 +153,30 @@ async def test_an_unreachable_redis_reports_the_cache_down_and_hides_the_ledger(
     assert values['srstore_dependency_up{dependency="cache"}'] == 0
     assert values['srstore_dependency_up{dependency="object_store"}'] == 1
     assert "srstore_fleet_original_bytes" not in values
+
+
+async def test_a_ledger_that_cannot_be_updated_counts_each_miss_and_the_request_succeeds(
+    tmp_path: Path, photo_bytes: bytes
+) -> None:
+    (tmp_path / "redis").mkdir()
+    server = start_redis(tmp_path / "redis")
+    try:
+        settings = Settings(data_dir=tmp_path / "data", redis_url=server.url)
+        async with serving(settings) as (_, client):
+            before = await scrape(client)
+            broken = redis.Redis.from_url(server.url)
+            broken.set(LEDGER_KEY, "a string where the ledger's hash should be")
+            broken.close()
+            uploaded = await client.post(
+                "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+            )
+            after_upload = await scrape(client)
+            deleted = await client.delete(f"/v1/images/{uploaded.json()['id']}")
+            after_delete = await scrape(client)
+    finally:
+        server.stop()
+
+    errors = "srstore_ledger_errors_total"
+    assert (uploaded.status_code, deleted.status_code) == (201, 204)
+    assert after_upload[errors] - before[errors] == 1
+    assert after_delete[errors] - before[errors] == 2

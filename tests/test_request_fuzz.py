@@ -1,7 +1,8 @@
 """Generated requests over the whole HTTP surface: never a 5xx, every 4xx a JSON error.
 
-Hypothesis drives the in-process ASGI app (embedded default) with paths, ids, query values,
-headers and bodies drawn from the OpenAPI routes and well beyond them.
+Hypothesis drives the in-process ASGI app with paths, ids, query values, headers and bodies
+drawn from the OpenAPI routes and well beyond them, in the embedded default and in full mode
+(real Redis and SeaweedFS).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from PIL import Image
 
 from app.main import create_app
 from config.settings import Settings
+from tests.conftest import unique_bucket
+from tests.support.servers import RedisServer, SeaweedServer
 
 FUZZ = settings(
     max_examples=150,
@@ -29,10 +32,23 @@ FUZZ = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+@pytest.fixture(scope="module", params=["embedded", "full"])
+def http(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz")
-    app = create_app(Settings(data_dir=data_dir, max_upload_bytes=256 * 1024))
+    settings = Settings(data_dir=data_dir, max_upload_bytes=256 * 1024)
+    if request.param == "full":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        seaweed_server: SeaweedServer = request.getfixturevalue("seaweed_server")
+        settings = settings.model_copy(
+            update={
+                "redis_url": redis_server.url,
+                "s3_bucket": unique_bucket(),
+                "s3_endpoint_url": seaweed_server.endpoint_url,
+            }
+        )
+    app = create_app(settings)
     with TestClient(app, raise_server_exceptions=True) as client:
         yield client
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 from PIL import Image
@@ -28,6 +30,21 @@ def test_ids_carry_128_random_bits_and_are_all_distinct() -> None:
     assert len(issued) == 10_000
     assert all(object_key(image_id) == f"images/{image_id}" for image_id in issued)
     assert {len(image_id) for image_id in issued} == {22}  # 16 bytes, base64url, no padding
+
+
+def test_every_one_of_the_128_bits_of_an_id_is_a_fair_coin() -> None:
+    """Per-bit frequencies over 10,000 ids: a fixed, derived or 64-bit-padded half fails."""
+    count = 10_000
+    ids = [base64.urlsafe_b64decode(new_image_id() + "==") for _ in range(count)]
+    bits = np.unpackbits(np.frombuffer(b"".join(ids), np.uint8).reshape(count, 16), axis=1)
+
+    assert bits.shape == (count, 128)
+    ones = bits.sum(axis=0)
+    # Binomial(10,000, 1/2) has a standard deviation of 50: 6 of them either side.
+    assert ones.min() > count / 2 - 300 and ones.max() < count / 2 + 300
+    # Neighbouring bits are not tied together either (half of the pairs agree).
+    agree = (bits[:, 1:] == bits[:, :-1]).sum(axis=0)
+    assert agree.min() > count / 2 - 300 and agree.max() < count / 2 + 300
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import redis
 from PIL import Image
 
 from tests.conftest import unique_bucket
+from tests.support.metrics import samples
 from tests.support.process import ApiProcess, start_api
 from tests.support.servers import RedisServer, SeaweedServer
 
@@ -64,17 +65,22 @@ def test_readiness_names_the_real_backends(api: ApiProcess) -> None:
 
 def test_metrics_count_uploads_and_cache_results(api: ApiProcess, photo_bytes: bytes) -> None:
     with httpx.Client(base_url=api.url) as http:
+        before = samples(http.get("/metrics").text)
         image_id = http.post(
             "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
         ).json()["id"]
         http.get(f"/v1/images/{image_id}")
         http.get(f"/v1/images/{image_id}")
-        text = http.get("/metrics").text
+        after = samples(http.get("/metrics").text)
 
-    assert 'srstore_cache_requests_total{result="hit"}' in text
-    assert 'srstore_cache_requests_total{result="miss"}' in text
-    assert "srstore_superres_seconds_bucket" in text
-    assert "srstore_original_bytes_total" in text
+    def moved(name: str) -> float:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert moved('srstore_cache_requests_total{result="hit"}') == 1
+    assert moved('srstore_cache_requests_total{result="miss"}') == 1
+    assert moved("srstore_original_bytes_total") == len(photo_bytes)
+    superres = [k for k in after if k.startswith("srstore_superres_seconds_count")]
+    assert sum(moved(k) for k in superres) == 1
 
 
 def test_the_embedded_default_needs_no_other_service(tmp_path: Path, photo_bytes: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from models.archs import build_model
 from models.weights import weights_path
 from render.queue import GROUP
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
-from tests.support.process import WorkerProcess, start_worker
+from tests.support.metrics import samples
+from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.proxy import DelayProxy
-from tests.support.servers import RedisServer, SeaweedServer
+from tests.support.servers import RedisServer, SeaweedServer, wait_until
+from tests.support.threads import Helper, join_all
 
 pytestmark = pytest.mark.full
 
@@ -195,36 +198,44 @@ async def test_a_full_queue_refuses_a_miss_at_once_with_503(
     assert "retry-after" in refused.headers
 
 
-async def test_misses_in_two_api_processes_queue_one_job(
-    env: dict[str, str], tmp_path: Path, photo_bytes: bytes
+def test_misses_in_two_api_processes_queue_one_job(
+    env: dict[str, str], tmp_path: Path, photo_bytes: bytes, redis_client: redis.Redis
 ) -> None:
-    settings = settings_from(env)
-    async with serving(settings) as (one, client), serving(settings) as (two, other_client):
-        image_id = await upload(client, photo_bytes)
-        results: list[str] = []
-        for app in (one, two):
-            queue = app.state.image_service.renderer.queue
-            original = queue.enqueue
+    """Two real ``srstore serve`` processes miss the same image; one job reaches the stream."""
+    apis = [start_api({**env, "SRSTORE_DATA_DIR": str(tmp_path / "data")}) for _ in range(2)]
+    try:
+        created = httpx.post(
+            f"{apis[0].url}/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+        )
+        path = f"/v1/images/{created.json()['id']}"
+        responses: dict[int, httpx.Response] = {}
 
-            async def recording(job: object, original: Callable = original) -> str:
-                results.append(await original(job))
-                return results[-1]
+        def fetch(index: int) -> None:
+            responses[index] = httpx.get(apis[index].url + path, timeout=60)
 
-            queue.enqueue = recording
-        requests = [
-            asyncio.create_task(http.get(f"/v1/images/{image_id}"))
-            for http in (client, other_client)
-        ]
-        await eventually(lambda: len(results) == 2)
+        fetchers = [Helper(fetch, index, name=f"fetch-{index}") for index in (0, 1)]
+        for fetcher in fetchers:
+            fetcher.start()
+        wait_until(lambda: all(misses(api) == 1 for api in apis), 30, "a miss in each process")
+        time.sleep(0.5)  # both are now past the cache lookup, waiting on the queue
+        queued = redis_client.xlen(env["SRSTORE_QUEUE_STREAM"])
         worker = start_worker(env, "late", tmp_path)
-        responses = await asyncio.gather(*requests)
+        join_all(fetchers, timeout=60)
         rendered = jobs(worker, "rendered")
         worker.stop()
+    finally:
+        for api in apis:
+            api.stop()
 
-    assert sorted(results) == ["joined", "queued"]
-    assert [r.status_code for r in responses] == [200, 200]
+    assert queued == 1
+    assert [responses[i].status_code for i in (0, 1)] == [200, 200]
     assert responses[0].content == responses[1].content
     assert rendered == 1
+
+
+def misses(api: ApiProcess) -> float:
+    values = samples(httpx.get(f"{api.url}/metrics").text)
+    return values.get('srstore_cache_requests_total{result="miss"}', 0)
 
 
 async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -75,29 +75,24 @@ class RedisServer:
         wait_until(lambda: port_open(self.port), 15, "redis-server")
 
 
-def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+# The session's Redis: nothing persisted, bounded like production's.
+TEST_REDIS_CONFIG = (
+    *("--save", "", "--appendonly", "no"),
+    *("--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru"),
+)
+
+
+def start_redis(
+    workdir: Path, port: int | None = None, config: Sequence[str] = TEST_REDIS_CONFIG
+) -> RedisServer:
+    """``redis-server`` with ``config`` (its command-line options) on a free loopback port."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
     port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--maxmemory",
-            "256mb",
-            "--maxmemory-policy",
-            "volatile-lru",
-        ],
+        [binary, *config, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+import trainer.corpus
+import trainer.train
 from models.archs import ESPCN, build_model
 from models.engine import NeuralUpscaler
 from models.validation import load_checked
@@ -89,13 +93,42 @@ def test_fine_tuning_keeps_the_start_weights_variant_and_the_card_names_them(
     assert card["training"]["init_weights"] == str(tmp_path / "start.pt")
 
 
-def test_training_resumes_from_its_checkpoint(photos: Path, tmp_path: Path) -> None:
-    train(smoke_config(photos, tmp_path, steps=20))
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Model, optimiser, schedule and both random streams all come back from the checkpoint."""
+    save = trainer.train._checkpoint
 
-    _, resumed = train(smoke_config(photos, tmp_path, steps=30), tmp_path / "checkpoint.pt")
+    def keeping_step_20(path: Path, step: int, *args: object) -> None:
+        save(path, step, *args)  # type: ignore[arg-type]
+        if step == 20:
+            shutil.copy(path, tmp_path / "at-20.pt")
 
-    assert resumed.steps[0] == 1 and resumed.steps[-1] == 30
-    assert len(resumed.losses) == 30
+    monkeypatch.setattr(trainer.train, "_checkpoint", keeping_step_20)
+    straight, full = train(smoke_config(photos, tmp_path / "straight", steps=30))
+
+    resumed, history = train(
+        smoke_config(photos, tmp_path / "resumed", steps=30), tmp_path / "at-20.pt"
+    )
+
+    assert history.steps == list(range(1, 31))
+    assert history.losses == full.losses
+    assert history.val_psnr == full.val_psnr
+    for name, tensor in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+class Payload:
+    """Anything but tensors and plain containers: unpickling it could run code."""
+
+
+def test_resuming_refuses_a_checkpoint_that_holds_more_than_tensors(
+    photos: Path, tmp_path: Path
+) -> None:
+    torch.save({"step": 1, "model": Payload()}, tmp_path / "hostile.pt")
+
+    with pytest.raises(pickle.UnpicklingError):
+        train(smoke_config(photos, tmp_path / "run", steps=2), tmp_path / "hostile.pt")
 
 
 def test_the_command_writes_weights_the_service_loads_and_a_card(
@@ -171,3 +204,28 @@ def test_the_validation_photos_are_fixed_and_never_trained_on() -> None:
     assert len(validation) == VALIDATION_IMAGES
     assert validation == validation_set()
     assert validation < set(PHOTOGRAPHS)
+
+
+def test_the_corpus_build_writes_every_validation_photo_to_val_and_none_to_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each source photo is told apart by its pixels, so a misplaced one is seen in the files."""
+    root = tmp_path / "root"
+    colour_of: dict[str, tuple[int, int, int]] = {}
+    for index, relative in enumerate(PHOTOGRAPHS):
+        colour_of[relative] = (index, 255 - index, (7 * index) % 256)
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 12), colour_of[relative]).save(root / relative, "PNG")
+    monkeypatch.setattr(trainer.corpus, "fetch_packages", lambda cache: root)
+
+    entries = trainer.corpus.build(tmp_path / "cache", tmp_path / "corpus")
+
+    def colours(split: str) -> set[tuple[int, int, int]]:
+        files = (tmp_path / "corpus" / split).glob("*.png")
+        return {Image.open(path).convert("RGB").getpixel((0, 0)) for path in files}
+
+    validation = validation_set()
+    assert colours("val") == {colour_of[p] for p in validation}
+    assert colours("train") == {colour_of[p] for p in PHOTOGRAPHS if p not in validation}
+    assert {e.path for e in entries if e.split == "val"} == validation
+    assert len(entries) == len(PHOTOGRAPHS)

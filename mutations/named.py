@@ -1,0 +1,165 @@
+"""Breakages that once got past the tests named for them, applied again one at a time.
+
+Each mutation is a text substitution in a copy of the working tree (in a temporary folder;
+the tree itself is never touched), then the tests named for that behaviour run against the
+copy and must fail. The file is found by the snippet it holds, so the check survives a
+module moving to another package. Exit status 1 if any mutation survives.
+
+    python mutations/named.py            # every mutation
+    python mutations/named.py alpha-128  # only the ones named
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (
+    *("srstore", "app", "worker", "trainer", "render", "config", "models", "imaging"),
+    *("storage", "cache", "ledger"),
+)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    what: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+
+
+RESTORE_LINES = {
+    "model": '    model.load_state_dict(state["model"])\n',
+    "optimizer": '    optimizer.load_state_dict(state["optimizer"])\n',
+    "scheduler": '    scheduler.load_state_dict(state["scheduler"])\n',
+    "torch-rng": '    torch.set_rng_state(state["torch_rng"])\n',
+    "sampler-rng": '    sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])\n',
+}
+RESUME_TEST = (
+    "tests/trainer/test_training.py::"
+    "test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does"
+)
+
+MUTATIONS = [
+    Mutation(
+        "render-bicubic",
+        "a miss is rendered by Pillow's bicubic instead of the network the key names",
+        "high_res = crop_to(upscaler.upscale(low_res), width, height)",
+        "high_res = crop_to(low_res.resize((4 * low_res.width, 4 * low_res.height), 3), "
+        "width, height)",
+        (
+            "tests/test_images_api.py::test_the_pixels_served_are_those_of_the_model_the_header_names[embedded]",
+            "tests/test_admin_models.py::test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_warm[embedded]",
+        ),
+    ),
+    Mutation(
+        "alpha-128",
+        "the stored copy's alpha is a constant 128",
+        "    buffer = io.BytesIO()\n    name = codec.name\n",
+        "    if image.mode == 'RGBA':\n        image = image.copy()\n        image.putalpha(128)\n"
+        "    buffer = io.BytesIO()\n    name = codec.name\n",
+        (
+            "tests/test_imaging.py",
+            "tests/test_images_api.py::test_transparency_comes_back_where_it_was[embedded]",
+        ),
+    ),
+    Mutation(
+        "resume-nothing",
+        "resuming restores no model, optimiser, scheduler or random state",
+        "".join(RESTORE_LINES.values()),
+        "",
+        (RESUME_TEST,),
+    ),
+    # Not "resume-without-torch-rng": nothing draws from torch's generator after the network
+    # is built (patches come from the sampler's numpy generator), so that mutant is equivalent.
+    *(
+        Mutation(
+            f"resume-without-{part}", f"resuming forgets the {part} state", line, "", (RESUME_TEST,)
+        )
+        for part, line in RESTORE_LINES.items()
+        if part != "torch-rng"
+    ),
+    Mutation(
+        "no-retry-after",
+        "a 503 no longer says when to retry (asserted inside the outage test's load threads)",
+        'headers = {"Retry-After": "5"} if status == 503 else None',
+        "headers = None",
+        (
+            "tests/test_outages.py::test_an_object_store_outage_answers_503_and_loses_no_acknowledged_upload[SIGKILL]",
+        ),
+    ),
+]
+
+
+def tree_files() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [Path(name) for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
+def copy_tree(target: Path) -> None:
+    for relative in tree_files():
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / relative, destination)
+
+
+def apply(mutation: Mutation, tree: Path) -> Path:
+    """Substitute in the one source file holding the snippet exactly once."""
+    holders = [
+        path
+        for package in PACKAGES
+        if (tree / package).is_dir()
+        for path in (tree / package).rglob("*.py")
+        if mutation.original in path.read_text()
+    ]
+    if len(holders) != 1 or holders[0].read_text().count(mutation.original) != 1:
+        raise SystemExit(f"{mutation.name}: the snippet must occur once, found in {holders}")
+    path = holders[0]
+    path.write_text(path.read_text().replace(mutation.original, mutation.replacement))
+    return path.relative_to(tree)
+
+
+def run_tests(mutation: Mutation, tree: Path) -> int:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [*command, *mutation.tests], cwd=tree, env=env, capture_output=True, text=True
+    )
+    return result.returncode
+
+
+def main(names: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not names or m.name in names]
+    survived = []
+    print(f"{'mutation':<28} {'file':<28} {'seconds':>7}  result")
+    for mutation in chosen:
+        with tempfile.TemporaryDirectory(prefix=f"mutation-{mutation.name}-") as folder:
+            tree = Path(folder)
+            copy_tree(tree)
+            where = apply(mutation, tree)
+            started = time.monotonic()
+            code = run_tests(mutation, tree)
+        # pytest: 1 = tests failed (caught); 0 = all passed (survived); others = broken run.
+        result = {0: "SURVIVED", 1: "caught"}.get(code, f"error (pytest exit {code})")
+        if code != 1:
+            survived.append(mutation.name)
+        print(f"{mutation.name:<28} {where!s:<28} {time.monotonic() - started:7.0f}  {result}")
+    print(f"{len(chosen) - len(survived)} of {len(chosen)} named mutations caught")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
