@@ -13,9 +13,14 @@ from fastapi_offline import FastAPIOffline
 
 from app.api import admin, health, images
 from app.api.console import mount_console
+<<<<<<< HEAD
 from app.errors import error_responses, install_error_handlers
 from app.middleware import RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
+=======
+from app.errors import install_error_handlers
+from app.middleware import RequestGate, ResponseHeadersAndMetrics
+>>>>>>> main
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
@@ -113,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     mount_console(app)
+    app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(ResponseHeadersAndMetrics)
     app.add_middleware(RequestId)
     publish_envelope_only(app)

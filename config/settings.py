@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="Largest accepted image, in pixels."
     )
+    max_model_upload_bytes: int = Field(
+        32 * 2**20, ge=1, description="Largest body of an admin model upload (weights + card)."
+    )
     stored_codec: StoredCodecName = Field("webp", description="Codec of the stored copy.")
     stored_quality: int = Field(90, ge=1, le=100, description="Quality of a lossy stored codec.")
     storage_policy: StoragePolicy = Field(

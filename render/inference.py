@@ -9,7 +9,6 @@ use, so a request that started on a version finishes on it even across a swap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from typing import cast
 import torch
 from PIL import Image
 
-from cache import CacheKey, CacheUnavailable, HRCache
+from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
 from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
@@ -306,11 +305,21 @@ class LocalRenderer:
         self.slots = slots  # admission control, as queue mode has its bounded queue
 
     async def render(self, key: CacheKey) -> bytes:
+<<<<<<< HEAD
         async with self.slots.slot():
             data = await self.engine.render_object(self.store, key)
         with contextlib.suppress(CacheUnavailable):
+=======
+        """A render that a delete overtook answers 404, like every request after the delete."""
+        data = await self.engine.render_object(self.store, key)
+        try:
+>>>>>>> main
             await self.cache.put(key, data)
-            metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        except CacheUnavailable:
+            return data
+        except ImageDeleted:
+            raise ImageNotFound(key.image_id) from None
+        metrics.CACHE_ENTRY_BYTES.observe(len(data))
         return data
 
     async def preload(self, label: str) -> None:

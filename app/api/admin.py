@@ -1,16 +1,21 @@
-"""``/v1/admin``: model versions for admins, behind a bearer token."""
+"""``/v1/admin``: model versions for admins, behind a bearer token.
+
+The token is checked by :class:`app.middleware.RequestGate` before any body is read.
+"""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+<<<<<<< HEAD
 from app.deps import SettingsDep
 from app.errors import AdminDisabled, Unauthorized, error_responses
+=======
+>>>>>>> main
 from app.services.models import ModelAdmin
 from models.control import SwapRecord
 from models.registry import ModelRef
@@ -18,6 +23,7 @@ from models.registry import ModelRef
 _BEARER = HTTPBearer(auto_error=False, description="The value of SRSTORE_ADMIN_TOKEN.")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
+<<<<<<< HEAD
 
 def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
     """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
@@ -29,17 +35,23 @@ def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
         raise Unauthorized("a valid bearer token is required")
 
 
+=======
+>>>>>>> main
 def get_model_admin(request: Request) -> ModelAdmin:
     return request.app.state.model_admin  # type: ignore[no-any-return]
 
 
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
+<<<<<<< HEAD
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
     dependencies=[Depends(require_admin)],
     responses=error_responses(401, 403),
 )
+=======
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+>>>>>>> main
 
 
 class Activation(BaseModel):

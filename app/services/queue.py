@@ -68,9 +68,10 @@ class QueueRenderer:
                 continue  # the job we joined outlived its first waiter; queue our own
             if outcome.code is not None:
                 raise ERRORS.get(outcome.code, RenderFailed)(outcome.message)
-            if (data := await self._cached(key)) is None:
-                raise RenderFailed("the rendition left the cache before it could be read")
-            return data
+            if (data := await self._cached(key)) is not None:
+                return data
+            # Evicted, or dropped by a DELETE, before it could be read: render again; a
+            # deleted image then answers not_found, and the deadline still bounds the wait.
 
     async def _enqueue_and_wait(
         self, job: RenderJob, done: asyncio.Future[Outcome]
