@@ -13,14 +13,9 @@ from fastapi_offline import FastAPIOffline
 
 from app.api import admin, health, images
 from app.api.console import mount_console
-<<<<<<< HEAD
 from app.errors import error_responses, install_error_handlers
-from app.middleware import RequestId, ResponseHeadersAndMetrics
+from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
-=======
-from app.errors import install_error_handlers
-from app.middleware import RequestGate, ResponseHeadersAndMetrics
->>>>>>> main
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer

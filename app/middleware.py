@@ -1,5 +1,6 @@
 """Pure ASGI middlewares (no per-request task): security headers and request metrics; the
-admin token and body limits, checked before the application reads a byte of the body."""
+admin token and body limits, checked before the application reads a byte of the body; the
+request id."""
 
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-<<<<<<< HEAD
-from config.logs import REQUEST_ID
-=======
 from app.errors import AdminDisabled, BadRequest, BodyTooLarge, Unauthorized, error_response
+from config.logs import REQUEST_ID
 from config.settings import Settings
->>>>>>> main
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +66,6 @@ class ResponseHeadersAndMetrics:
                 metrics.FETCH_SECONDS.labels(cache.decode().lower()).observe(elapsed)
 
 
-<<<<<<< HEAD
-_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
-
-
-class RequestId:
-    """Each request's id: the client's ``X-Request-ID`` when sane, else a new one.
-
-    It is echoed in the response, written on every log line of the request, and handed to
-    the worker that renders the request's miss.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-=======
 UPLOAD_PATH = "/v1/images"
 ADMIN_PREFIX = "/v1/admin"
 MODEL_UPLOAD_PATH = "/v1/admin/models"
@@ -112,30 +96,11 @@ class RequestGate:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
->>>>>>> main
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-<<<<<<< HEAD
-        given = dict(scope["headers"]).get(b"x-request-id", b"")
-        request_id = given.decode() if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
-        token = REQUEST_ID.set(request_id)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
-=======
         path, method = scope["path"], scope["method"]
         headers = Headers(scope=scope)
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
@@ -201,4 +166,38 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
->>>>>>> main
+
+
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+class RequestId:
+    """Each request's id: the client's ``X-Request-ID`` when sane, else a new one.
+
+    It is echoed in the response, written on every log line of the request, and handed to
+    the worker that renders the request's miss.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = given.decode() if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)

@@ -305,15 +305,10 @@ class LocalRenderer:
         self.slots = slots  # admission control, as queue mode has its bounded queue
 
     async def render(self, key: CacheKey) -> bytes:
-<<<<<<< HEAD
+        """A render that a delete overtook answers 404, like every request after the delete."""
         async with self.slots.slot():
             data = await self.engine.render_object(self.store, key)
-        with contextlib.suppress(CacheUnavailable):
-=======
-        """A render that a delete overtook answers 404, like every request after the delete."""
-        data = await self.engine.render_object(self.store, key)
         try:
->>>>>>> main
             await self.cache.put(key, data)
         except CacheUnavailable:
             return data

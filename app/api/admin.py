@@ -8,50 +8,29 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
-<<<<<<< HEAD
-from app.deps import SettingsDep
-from app.errors import AdminDisabled, Unauthorized, error_responses
-=======
->>>>>>> main
+from app.errors import error_responses
 from app.services.models import ModelAdmin
 from models.control import SwapRecord
 from models.registry import ModelRef
 
 _BEARER = HTTPBearer(auto_error=False, description="The value of SRSTORE_ADMIN_TOKEN.")
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
-
-<<<<<<< HEAD
-
-def require_admin(settings: SettingsDep, credentials: BearerDep) -> None:
-    """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
-    if settings.admin_token is None:
-        raise AdminDisabled("the admin API is off: set SRSTORE_ADMIN_TOKEN to enable it")
-    given = credentials.credentials.strip() if credentials else ""
-    expected = settings.admin_token.get_secret_value().encode()
-    if not credentials or not hmac.compare_digest(given.encode(), expected):
-        raise Unauthorized("a valid bearer token is required")
 
 
-=======
->>>>>>> main
 def get_model_admin(request: Request) -> ModelAdmin:
     return request.app.state.model_admin  # type: ignore[no-any-return]
 
 
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
-<<<<<<< HEAD
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
-    dependencies=[Depends(require_admin)],
+    # Declares the bearer scheme in the OpenAPI schema; RequestGate checks the token.
+    dependencies=[Depends(_BEARER)],
     responses=error_responses(401, 403),
 )
-=======
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
->>>>>>> main
 
 
 class Activation(BaseModel):
