@@ -1,11 +1,14 @@
 """Pure ASGI middlewares (no per-request task): security headers and request metrics; the
-admin token and body limits, checked before the application reads a byte of the body."""
+admin token and body limits, checked before the application reads a byte of the body; the
+request id."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
+import uuid
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -13,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.errors import AdminDisabled, BadRequest, BodyTooLarge, Unauthorized, error_response
+from config.logs import REQUEST_ID
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -162,3 +166,38 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
+
+
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+class RequestId:
+    """Each request's id: the client's ``X-Request-ID`` when sane, else a new one.
+
+    It is echoed in the response, written on every log line of the request, and handed to
+    the worker that renders the request's miss.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = given.decode() if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)

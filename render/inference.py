@@ -40,6 +40,7 @@ from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation
 from render import metrics
+from render.admission import RenderSlots
 from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
@@ -295,14 +296,18 @@ class InferenceEngine:
 class LocalRenderer:
     """The embedded transport: a miss is rendered in this process and cached on the way out."""
 
-    def __init__(self, engine: InferenceEngine, store: ObjectStore, cache: HRCache) -> None:
+    def __init__(
+        self, engine: InferenceEngine, store: ObjectStore, cache: HRCache, slots: RenderSlots
+    ) -> None:
         self.engine = engine
         self.store = store
         self.cache = cache
+        self.slots = slots  # admission control, as queue mode has its bounded queue
 
     async def render(self, key: CacheKey) -> bytes:
         """A render that a delete overtook answers 404, like every request after the delete."""
-        data = await self.engine.render_object(self.store, key)
+        async with self.slots.slot():
+            data = await self.engine.render_object(self.store, key)
         try:
             await self.cache.put(key, data)
         except CacheUnavailable:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.exceptions import RedisError
 
 from cache import HRCache, ImageDeleted
+from config.logs import REQUEST_ID
 from render import metrics as render_metrics
 from render.images import ImageNotFound
 from render.inference import InferenceEngine
@@ -96,6 +98,8 @@ class Worker:
         task.add_done_callback(lambda _: self._jobs.pop(entry_id, None))
 
     async def _handle(self, entry_id: str, job: RenderJob) -> None:
+        REQUEST_ID.set(job.request_id or None)  # this task's own context: its log lines
+        started = time.perf_counter()
         outcome, result = Outcome(), "rendered"
         try:
             if job.expired():
@@ -113,6 +117,8 @@ class Worker:
             log.exception("could not acknowledge job %s; another worker will claim it", entry_id)
             return
         metrics.WORKER_JOBS.labels(result).inc()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("job %s for %s: %s in %.0f ms", entry_id, job.key, result, elapsed_ms)
 
     async def _render(self, job: RenderJob) -> None:
         """Render and cache; a delete that overtook the render makes it a ``not_found``."""
