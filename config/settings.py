@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     decode_wait_seconds: float = Field(
         10.0, ge=0, description="How long an upload waits for decode budget before 503."
     )
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request's head must arrive within this (slowloris)."
+    )
+    http_body_timeout_seconds: float = Field(
+        15.0, gt=0, description="A request body may pause at most this long between chunks."
+    )
     dependency_check_seconds: float = Field(
         1.0, gt=0, description="How often the object store and cache are pinged for the probes."
     )

@@ -99,14 +99,24 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             log.warning("%s: ignored", problem)
         asyncio.run(serve_worker(settings, args.name or default_name()))
         return 0
+    import functools
+
     import uvicorn
 
+    from app.server import DeadlineH11Protocol
+
+    protocol = functools.partial(
+        DeadlineH11Protocol,
+        header_timeout=settings.http_header_timeout_seconds,
+        body_timeout=settings.http_body_timeout_seconds,
+    )
     with _multiprocess_metrics(args.workers):
         uvicorn.run(
             "app.main:app",
             host=args.host or settings.host,
             port=args.port or settings.port,
             workers=args.workers,
+            http=protocol,  # type: ignore[arg-type]
             log_config=None,  # app.main configures logging from SRSTORE_LOG_FORMAT
         )
     return 0
