@@ -149,6 +149,16 @@ def test_every_stored_codec_keeps_the_alpha_values(codec: str) -> None:
     assert np.array_equal(np.asarray(back.getchannel("A")), np.asarray(image.getchannel("A")))
 
 
+@pytest.mark.parametrize("codec", ["webp-lossless", "png"])
+def test_lossless_codecs_keep_even_the_colour_under_full_transparency(codec: str) -> None:
+    """Bicubic enlargement mixes the colour of transparent pixels into their neighbours."""
+    image = transparent_gradient()
+
+    back = decode_stored(encode_stored(image, StoredCodec(codec, 90)))
+
+    assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
 @pytest.mark.parametrize(("codec", "min_psnr"), [("jpeg", 40), ("webp", 38)])
 def test_lossy_stored_codecs_stay_close_to_the_photo(
     photo: Image.Image, codec: str, min_psnr: float
