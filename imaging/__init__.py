@@ -3,7 +3,6 @@
 from imaging.pipeline import (
     ACCEPTED_FORMATS,
     AVIF_SPEED,
-    LOSSY_FORMATS,
     MEDIA_TYPES,
     PILLOW_MAX_PIXELS,
     SCALE,
@@ -36,7 +35,6 @@ from imaging.resize import Fit, Geometry, InvalidSize, apply_geometry, plan_geom
 __all__ = [
     "ACCEPTED_FORMATS",
     "AVIF_SPEED",
-    "LOSSY_FORMATS",
     "MEDIA_TYPES",
     "PILLOW_MAX_PIXELS",
     "SCALE",

@@ -21,7 +21,6 @@ PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2*
 
 StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
 OutputFormat = Literal["jpeg", "png", "webp", "avif", "bmp", "tiff"]
-LOSSY_FORMATS: frozenset[str] = frozenset({"jpeg", "webp", "avif"})  # the ones with a quality
 FullCodecName = Literal["avif", "webp"]  # a full-size copy kept instead of the 4x-reduced one
 AVIF_SPEED = 8  # libavif's 0 (slowest) .. 10: 4x faster than its default 6 for ~20% more bytes
 
