@@ -150,7 +150,7 @@ def test_every_stored_codec_keeps_the_alpha_values(codec: str) -> None:
 
 
 @pytest.mark.parametrize("codec", ["webp-lossless", "png"])
-def test_lossless_codecs_keep_even_the_colour_under_full_transparency(codec: str) -> None:
+def test_lossless_codecs_keep_even_the_colour_under_zero_alpha(codec: str) -> None:
     """Bicubic enlargement mixes the colour of transparent pixels into their neighbours."""
     image = transparent_gradient()
 
@@ -185,7 +185,7 @@ def test_the_stored_quality_setting_is_honoured(photo: Image.Image, codec: str) 
     assert better > worse + 3
 
 
-def test_a_jpeg_stored_copy_keeps_full_chroma_resolution(photo: Image.Image) -> None:
+def test_a_jpeg_stored_copy_keeps_every_chroma_sample(photo: Image.Image) -> None:
     data = encode_stored(downscale(photo), StoredCodec("jpeg", 90))
 
     assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(data))) == 0  # 4:4:4
