@@ -21,14 +21,21 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.service
 	touch $@
 
 run: $(VENV)/.service
+	@echo "srstore is installed in $(BIN): 'source $(BIN)/activate' puts it on your PATH"
 	$(BIN)/srstore serve
 
 redis-server:
 	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }
 
-# promtool checks the Prometheus config, alert rules and dashboard queries in the tests.
-promtool:
-	@command -v promtool >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus; }
+# promtool checks the Prometheus config, alert rules and dashboard queries in the tests. It is
+# taken out of Debian's prometheus package into the venv: installing that package would also
+# enable a Prometheus server at boot.
+promtool: $(BIN)/promtool
+
+$(BIN)/promtool: | $(BIN)/python
+	@set -e; unpack=$$(mktemp -d); trap 'rm -rf "$$unpack"' EXIT; cd "$$unpack"; \
+	apt-get download -q prometheus 2>/dev/null || { $(SUDO) apt-get update -q && apt-get download -q prometheus; }; \
+	dpkg-deb -x prometheus_*.deb .; install -m 755 usr/bin/promtool $(abspath $(BIN))/promtool
 
 # Wide-gamut and CMYK ICC profiles for the colour-management tests (Debian, DFSG-free).
 icc-profiles:

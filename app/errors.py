@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
-from app.services.queue import QueueFull, RenderFailed, RenderTimeout
+from app.services.queue import RenderFailed
 from app.services.renditions import InvalidSignature, SizeNotAllowed
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnsupportedImage
@@ -19,6 +21,7 @@ from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
 from policy import InvalidFloor
+from render.admission import QueueFull, RenderTimeout, Saturated
 from render.images import ImageNotFound, InvalidImageId
 from storage import StorageUnavailable
 
@@ -86,16 +89,73 @@ _UNAVAILABLE_MESSAGES = {
     "cache_unavailable": "the cache is unavailable; retry later",
     "control_unavailable": "the model registry is unavailable; retry later",
     "queue_full": "too many images are waiting to be rendered; retry later",
-    "render_timeout": "no inference worker rendered the image in time; retry later",
+    "render_timeout": "the image could not be rendered in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
 }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable reason, e.g. not_found, queue_full.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+_STATUS_MEANINGS = {
+    400: "Malformed request or image id",
+    401: "Missing or wrong bearer token",
+    403: "The admin API is off: no SRSTORE_ADMIN_TOKEN is configured",
+    404: "No such image or model version",
+    409: "Conflicts with the registry's state (version exists, scores worse, nothing to undo)",
+    413: "Body or image too large",
+    415: "Not a supported image type",
+    422: "Corrupt image, or an invalid query, body, card or weight file",
+    500: "Unexpected failure (internal_error); the answer names no internals",
+    503: "A dependency is down or renders are saturated; retry after Retry-After seconds",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+
+def error_responses(
+    *statuses: int, described: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, each with the real error envelope.
+
+    ``described`` adds statuses whose meaning is the route's own.
+    """
+    meanings = {**{s: _STATUS_MEANINGS[s] for s in statuses}, **(described or {})}
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": meaning,
+            **({"headers": _HEADERS[status]} if status in _HEADERS else {}),
+        }
+        for status, meaning in sorted(meanings.items())
+    }
+
+
+OUTAGE_RETRY_AFTER = 5  # seconds a client waits out a dependency outage
+
+
+def error_response(
+    status: int, code: str, message: str, retry_after: int = OUTAGE_RETRY_AFTER
+) -> JSONResponse:
     """An error is never stored by a cache: the next request may well succeed."""
     headers = {"Cache-Control": "no-store"}
     if status == 503:
-        headers["Retry-After"] = "5"
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
@@ -106,6 +166,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status == 503:
             log.warning("dependency unavailable: %s", exc)
             message = _UNAVAILABLE_MESSAGES.get(code, "a dependency is unavailable; retry later")
+        if isinstance(exc, Saturated):
+            return error_response(status, code, message, exc.retry_after)
         return error_response(status, code, message)
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:

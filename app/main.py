@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from app.api import admin, health, images
 from app.api.console import mount_console
-from app.errors import install_error_handlers
-from app.middleware import ResponseHeadersAndMetrics
+from app.errors import error_responses, install_error_handlers
+from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
+from app.openapi import publish_envelope_only
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
 from cache import make_cache
-from config.settings import Settings
+from config.logs import configure_logging
+from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
+from render.admission import Backlog, RenderSlots
 from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
 from storage import S3Store, StorageUnavailable, make_store
 
@@ -62,7 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Uploads are scored here, beside the original: see README, "Quality receipts".
             upscalers = UpscalerPool(registry, settings)
         else:
-            local = LocalRenderer(InferenceEngine.from_settings(registry, settings), store, cache)
+            engine = InferenceEngine.from_settings(registry, settings)
+            local = LocalRenderer(engine, store, cache, render_slots(settings))
             renderer = local
             upscalers = local.engine.models
         active = ActiveModel(control, settings.model_poll_seconds, preload=upscalers.get)
@@ -92,19 +99,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if close is not None:
                     await close()
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts and styles from this process, not from a CDN.
+    app = FastAPIOffline(
         title="srstore",
         version="0.1.0",
         summary="Stores images at 1/16 of their pixels and rebuilds them with super-resolution.",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        responses=error_responses(500),
     )
     install_error_handlers(app)
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
     mount_console(app)
+    app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(ResponseHeadersAndMetrics)
+    app.add_middleware(RequestId)
+    publish_envelope_only(app)
     return app
 
 
-app = create_app()
+def render_slots(settings: Settings) -> RenderSlots:
+    """The embedded default's admission control, on the bounds queue mode uses."""
+    return RenderSlots(
+        concurrent=settings.render_threads,
+        max_waiting=settings.queue_max_length,
+        wait_seconds=settings.request_deadline_seconds,
+        backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
+    )
+
+
+def _operation_id(route: APIRoute) -> str:
+    """The route's name (``get_image``, ``head_image``): unique, and readable in clients."""
+    return route.name
+
+
+def app_from_environment(environ: Mapping[str, str]) -> FastAPI:
+    """The ASGI app of ``srstore serve`` and of ``uvicorn app.main:app``, logging configured."""
+    try:
+        settings = load_settings(environ)
+    except SettingsError as exc:
+        raise SystemExit(exc.report()) from None
+    configure_logging(settings.log_format, settings.log_level)
+    for problem in unknown_variables(environ):
+        log.warning("%s: ignored", problem)
+    return create_app(settings)
+
+
+app = app_from_environment(os.environ)

@@ -1,14 +1,23 @@
-"""A pure ASGI middleware (no per-request task) for security headers and request metrics."""
+"""Pure ASGI middlewares (no per-request task): security headers and request metrics; the
+admin token and body limits, checked before the application reads a byte of the body; the
+request id."""
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 import time
+import uuid
 
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.errors import AdminDisabled, BadRequest, BodyTooLarge, Unauthorized, error_response
+from config.logs import REQUEST_ID
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +64,140 @@ class ResponseHeadersAndMetrics:
             metrics.REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
             if cache:
                 metrics.FETCH_SECONDS.labels(cache.decode().lower()).observe(elapsed)
+
+
+UPLOAD_PATH = "/v1/images"
+ADMIN_PREFIX = "/v1/admin"
+MODEL_UPLOAD_PATH = "/v1/admin/models"
+CONTROL_BODY_LIMIT = 64 * 1024  # every other route takes a small JSON body or none
+
+
+def admin_refusal(settings: Settings, headers: Headers) -> BadRequest | None:
+    """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
+    if settings.admin_token is None:
+        return AdminDisabled("the admin API is off: set SRSTORE_ADMIN_TOKEN to enable it")
+    scheme, _, given = headers.get("authorization", "").partition(" ")
+    expected = settings.admin_token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        return Unauthorized("a valid bearer token is required")
+    return None
+
+
+class RequestGate:
+    """What is refused from the request line and headers alone, before any body is read.
+
+    The admin token is checked here, not in a route dependency: FastAPI reads and parses a
+    route's body (spooling a multipart file to disk) before it runs the dependencies. Then a
+    body limit per route: the image upload streams under its own limit (``app.api.uploads``);
+    a model upload may carry ``SRSTORE_MAX_MODEL_UPLOAD_BYTES``; every other route 64 KiB.
+    Those bodies are read here, counted, and handed on whole.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        headers = Headers(scope=scope)
+        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+            refusal = admin_refusal(self.settings, headers)
+            if refusal is not None:
+                await _refuse(refusal, scope, receive, send)
+                return
+        if method == "POST" and path == UPLOAD_PATH:
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(method, path)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(_too_large(limit), scope, receive, send)
+            return
+        body = await _read_body(receive, limit)
+        if body is None:
+            await _refuse(_too_large(limit), scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def _limit(self, method: str, path: str) -> int:
+        if method == "POST" and path == MODEL_UPLOAD_PATH:
+            return self.settings.max_model_upload_bytes
+        return CONTROL_BODY_LIMIT
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"the body exceeds this route's {limit}-byte limit")
+
+
+async def _refuse(error: BadRequest, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(error.status, error.code, str(error))
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    # The unread body cannot be skipped: close the connection instead of reading it.
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it passes ``limit`` (the rest is never read)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)  # the client went away: the app sees an empty body
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()  # waits for the disconnect, as the server's would
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+class RequestId:
+    """Each request's id: the client's ``X-Request-ID`` when sane, else a new one.
+
+    It is echoed in the response, written on every log line of the request, and handed to
+    the worker that renders the request's miss.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        request_id = given.decode() if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)

@@ -4,21 +4,48 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cache.base import CacheKey, CacheUnavailable, HRCache
+from cache.base import (
+    TOMBSTONE_MARGIN_SECONDS,
+    CacheKey,
+    CacheUnavailable,
+    HRCache,
+    ImageDeleted,
+)
 from cache.memory import MemoryCache
 from cache.redis import RedisCache
+from cache.tombstones import Tombstones
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 
 def make_cache(settings: Settings) -> HRCache:
-    """Redis when a URL is configured, else the bounded in-process cache."""
+    """Redis when a URL is configured, else the bounded in-process cache.
+
+    The in-process cache's delete marks live in the data directory, where every process of
+    ``srstore serve --workers N`` sees them.
+    """
     if settings.redis_url:
         return RedisCache(
             settings.redis_url, settings.cache_ttl_seconds, settings.cache_retry_seconds
         )
-    return MemoryCache(settings.cache_ttl_seconds, settings.memory_cache_max_bytes)
+    return MemoryCache(
+        settings.cache_ttl_seconds,
+        settings.memory_cache_max_bytes,
+        Tombstones(
+            settings.data_dir / "tombstones",
+            settings.cache_ttl_seconds + TOMBSTONE_MARGIN_SECONDS,
+        ),
+    )
 
 
-__all__ = ["CacheKey", "CacheUnavailable", "HRCache", "MemoryCache", "RedisCache", "make_cache"]
+__all__ = [
+    "CacheKey",
+    "CacheUnavailable",
+    "HRCache",
+    "ImageDeleted",
+    "MemoryCache",
+    "RedisCache",
+    "Tombstones",
+    "make_cache",
+]

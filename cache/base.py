@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# A delete mark outlives any entry of the image (unread for a TTL, it expires) and, by a wide
+# margin, any render that read the image before the delete.
+TOMBSTONE_MARGIN_SECONDS = 3600
+
 
 class CacheUnavailable(RuntimeError):
     """The cache could not be reached; the caller serves the image uncached (BYPASS)."""
+
+
+class ImageDeleted(LookupError):
+    """The image was deleted: its rendition is not cached (a render raced the delete)."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +45,20 @@ class HRCache(Protocol):
         """The entry, with its TTL renewed by the same call; ``None`` on a miss."""
         ...
 
-    async def put(self, key: CacheKey, data: bytes) -> None: ...
+    async def put(self, key: CacheKey, data: bytes) -> None:
+        """Keep the entry; raise :class:`ImageDeleted` if the image was deleted meanwhile."""
+        ...
 
     async def drop_image(self, image_id: str) -> None:
-        """Remove every rendition of an image."""
+        """Remove every rendition of an image (it may be cached again)."""
+        ...
+
+    async def mark_deleted(self, image_id: str) -> None:
+        """Mark the image deleted, then remove every rendition of it.
+
+        The mark wins over renders in flight: a put after it raises :class:`ImageDeleted`,
+        and no entry written before it is served after it, in any process.
+        """
         ...
 
     async def ping(self) -> None:

@@ -1,4 +1,8 @@
-"""A bounded in-process LRU with the same sliding TTL as Redis: the embedded default."""
+"""A bounded in-process LRU with the same sliding TTL as Redis: the embedded default.
+
+Deletes are marked in :class:`~cache.tombstones.Tombstones` shared by the processes of the
+machine, and checked on every hit and write: a delete served by another process wins too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from cache.base import CacheKey
+from cache.base import CacheKey, ImageDeleted
+from cache.tombstones import Tombstones
 
 
 class MemoryCache:
@@ -14,10 +19,12 @@ class MemoryCache:
         self,
         ttl_seconds: int,
         max_bytes: int,
+        tombstones: Tombstones,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_bytes = max_bytes
+        self.tombstones = tombstones
         self.clock = clock
         self.size_bytes = 0
         self._entries: OrderedDict[CacheKey, tuple[bytes, float]] = OrderedDict()
@@ -28,7 +35,7 @@ class MemoryCache:
             return None
         data, expires_at = entry
         now = self.clock()
-        if expires_at <= now:
+        if expires_at <= now or self.tombstones.marked(key.image_id):
             self._remove(key)
             return None
         self._entries[key] = (data, now + self.ttl_seconds)
@@ -36,6 +43,8 @@ class MemoryCache:
         return data
 
     async def put(self, key: CacheKey, data: bytes) -> None:
+        if self.tombstones.marked(key.image_id):
+            raise ImageDeleted(key.image_id)
         if len(data) > self.max_bytes:
             return
         self._remove(key)
@@ -43,6 +52,10 @@ class MemoryCache:
         self.size_bytes += len(data)
         while self.size_bytes > self.max_bytes:
             self._remove(next(iter(self._entries)))
+
+    async def mark_deleted(self, image_id: str) -> None:
+        self.tombstones.mark(image_id)
+        await self.drop_image(image_id)
 
     async def drop_image(self, image_id: str) -> None:
         for key in [k for k in self._entries if k.image_id == image_id]:

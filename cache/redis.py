@@ -2,6 +2,11 @@
 
 Each image also has a set naming its renditions (``hr:{id}:keys``), renewed with them, so a
 DELETE finds every rendition without scanning the keyspace.
+
+A DELETE first marks the image deleted (``hr:{id}:deleted``) and drops its renditions in one
+script; a put is one script that refuses to write once the mark exists. Redis runs scripts one
+at a time, so a render that read the image before the delete and finishes after it cannot
+cache it again (it gets :class:`ImageDeleted`), in any API process or worker.
 """
 
 from __future__ import annotations
@@ -12,22 +17,53 @@ import time
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from cache.base import CacheKey, CacheUnavailable
+from cache.base import TOMBSTONE_MARGIN_SECONDS, CacheKey, CacheUnavailable, ImageDeleted
 
 log = logging.getLogger(__name__)
+
+
+# KEYS: entry, index, delete mark. ARGV: data, TTL.
+_PUT_UNLESS_DELETED = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS: index, delete mark. ARGV: the mark's lifetime.
+_MARK_DELETED_AND_DROP = """
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, member in ipairs(members) do redis.call('DEL', member) end
+redis.call('DEL', KEYS[1])
+return #members
+"""
 
 
 def _index_key(image_id: str) -> str:
     return f"hr:{image_id}:keys"
 
 
+def deleted_key(image_id: str) -> str:
+    return f"hr:{image_id}:deleted"
+
+
 class RedisCache:
-    def __init__(self, url: str, ttl_seconds: int, retry_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        ttl_seconds: int,
+        retry_seconds: float = 2.0,
+    ) -> None:
         self.ttl_seconds = ttl_seconds
         self.retry_seconds = retry_seconds
+        self.tombstone_seconds = ttl_seconds + TOMBSTONE_MARGIN_SECONDS
         self.client = aioredis.from_url(
             url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
         )
+        self._put = self.client.register_script(_PUT_UNLESS_DELETED)
+        self._drop = self.client.register_script(_MARK_DELETED_AND_DROP)
         self._down_until = 0.0
 
     async def get(self, key: CacheKey) -> bytes | None:
@@ -43,21 +79,26 @@ class RedisCache:
 
     async def put(self, key: CacheKey, data: bytes) -> None:
         self._fail_fast()
-        index = _index_key(key.image_id)
+        keys = [str(key), _index_key(key.image_id), deleted_key(key.image_id)]
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.set(str(key), data, ex=self.ttl_seconds)
-                pipe.sadd(index, str(key))
-                pipe.expire(index, self.ttl_seconds)
-                await pipe.execute()
+            kept = await self._put(keys=keys, args=[data, self.ttl_seconds])
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+        if not kept:
+            raise ImageDeleted(key.image_id)
 
     async def drop_image(self, image_id: str) -> None:
         index = _index_key(image_id)
         try:
             members = await self.client.smembers(index)
             await self.client.delete(index, *members)
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+
+    async def mark_deleted(self, image_id: str) -> None:
+        keys = [_index_key(image_id), deleted_key(image_id)]
+        try:
+            await self._drop(keys=keys, args=[self.tombstone_seconds])
         except RedisError as exc:
             raise self._unavailable(exc) from exc
 

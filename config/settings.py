@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imaging import (
@@ -16,7 +18,7 @@ from imaging import (
     StoredCodec,
     StoredCodecName,
 )
-from models.weights import SHIPPED_WEIGHTS_DIR
+from models import SHIPPED_WEIGHTS_DIR
 from policy import Floor, StoragePolicy
 
 
@@ -27,7 +29,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Local object store root (embedded mode).")
     s3_bucket: str | None = Field(None, description="S3 bucket; setting it selects the S3 store.")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. MinIO.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. SeaweedFS.")
     s3_region: str = Field("us-east-1", description="Region passed to boto3.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     redis_url: str | None = Field(
@@ -61,7 +63,9 @@ class Settings(BaseSettings):
         4, ge=1, description="Most tiles in one forward pass (4 suits a CPU; raise it on a GPU)."
     )
     render_threads: int = Field(
-        2, ge=1, description="Images decoded and encoded at once per process (API or worker)."
+        2,
+        ge=1,
+        description="Images rendered at once per process (API in local mode, or worker).",
     )
 
     inference: Literal["local", "queue"] = Field(
@@ -69,10 +73,16 @@ class Settings(BaseSettings):
     )
     queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
     queue_max_length: int = Field(
-        256, ge=1, description="Unfinished jobs in the stream beyond which misses get 503."
+        256,
+        ge=1,
+        description="Misses waiting to be rendered (local: for a render slot; queue: unfinished"
+        " jobs in the stream) beyond which a new miss gets 503 at once.",
     )
     request_deadline_seconds: float = Field(
-        20.0, gt=0, description="How long a miss waits for a worker before it gets 503."
+        20.0,
+        gt=0,
+        description="How long a miss waits (local: for a render slot; queue: for a worker)"
+        " before it gets 503.",
     )
     claim_idle_seconds: float = Field(
         5.0, gt=0, description="A job idle this long (its worker died) is claimed by another."
@@ -84,6 +94,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 2**20, ge=1, description="Largest accepted upload body.")
     max_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="Largest accepted image, in pixels."
+    )
+    max_model_upload_bytes: int = Field(
+        32 * 2**20, ge=1, description="Largest body of an admin model upload (weights + card)."
     )
     stored_codec: StoredCodecName = Field("webp", description="Codec of the stored copy.")
     stored_quality: int = Field(90, ge=1, le=100, description="Quality of a lossy stored codec.")
@@ -126,6 +139,13 @@ class Settings(BaseSettings):
     )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often a process re-reads the active model pointer."
+    )
+
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text for a terminal, or one JSON object per line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The least severe log level written."
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
@@ -194,3 +214,59 @@ class Settings(BaseSettings):
             avif_quality=self.output_avif_quality,
             avif_speed=self.output_avif_speed,
         )
+
+
+PREFIX = "SRSTORE_"
+
+
+class SettingsError(ValueError):
+    """The environment names settings wrongly; one line per bad variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    def report(self) -> str:
+        return "srstore: bad configuration:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Settings from ``environ``, or a SettingsError that names each bad variable and why."""
+    try:
+        return Settings(**_env_values(environ))  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError([_problem(error, environ) for error in exc.errors()]) from None
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """The SRSTORE_* variables as field values (pydantic-settings reads the same names)."""
+    fields = set(Settings.model_fields)
+    values = {}
+    for name, value in environ.items():
+        field = name.removeprefix(PREFIX).lower()
+        if name.upper().startswith(PREFIX) and field in fields:
+            values[field] = value
+    return values
+
+
+def _problem(error: object, environ: Mapping[str, str]) -> str:
+    assert isinstance(error, dict)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a rule across settings: its message names the variables
+        return message
+    variable = PREFIX + str(error["loc"][0]).upper()
+    value = environ.get(variable, "")
+    shown = "(hidden)" if variable == "SRSTORE_ADMIN_TOKEN" else repr(value)
+    return f"{variable}={shown}: {message}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """An SRSTORE_* variable that is no setting, with the setting it may be a typo of."""
+    known = [PREFIX + name.upper() for name in Settings.model_fields]
+    problems = []
+    for name in sorted(environ):
+        if name.upper().startswith(PREFIX) and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{name} is not an srstore setting{hint}")
+    return problems

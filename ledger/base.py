@@ -38,14 +38,26 @@ class Totals:
         return 1 - self.stored_bytes / self.original_bytes
 
 
+# How long a ledger remembers that it debited an image: far longer than concurrent DELETEs of
+# one id can be apart (each passed its existence check before any removed the object).
+DEBIT_MEMORY_SECONDS = 86_400
+
+
 class Ledger(Protocol):
     """Shared by every process and replica, and kept across restarts."""
 
     async def add(
         self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
     ) -> None:
-        """Move every total, and the representation's share, at once (negative amounts debit
-        a deleted image)."""
+        """Move every total, and the representation's share, at once (an upload credits them)."""
+        ...
+
+    async def debit_once(
+        self, image_id: str, original_bytes: int, stored_bytes: int, representation: str = "x4"
+    ) -> bool:
+        """Debit a deleted image (totals and its representation's share), unless this image
+        was debited already. True when this call debited: of concurrent DELETEs of one
+        image, exactly one does."""
         ...
 
     async def totals(self) -> Totals: ...

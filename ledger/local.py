@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
-from ledger.base import LedgerUnavailable, Share, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Totals
 
 T = TypeVar("T")
 
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS representations (
     stored_bytes INTEGER NOT NULL,
     images INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS debited (image_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS debited_at ON debited (at);
 """
 _ADD = (
     "UPDATE ledger SET original_bytes = original_bytes + ?, stored_bytes = stored_bytes + ?,"
@@ -59,6 +62,24 @@ class LocalLedger:
             db.execute(_ADD_SHARE, (representation, *amounts))
 
         await asyncio.to_thread(self._run, add)
+
+    async def debit_once(
+        self, image_id: str, original_bytes: int, stored_bytes: int, representation: str = "x4"
+    ) -> bool:
+        amounts = (-original_bytes, -stored_bytes, -1)
+
+        def debit(db: sqlite3.Connection) -> bool:
+            """One transaction: SQLite serialises it against every other process's."""
+            now = time.time()
+            db.execute("DELETE FROM debited WHERE at < ?", (now - DEBIT_MEMORY_SECONDS,))
+            marked = db.execute("INSERT OR IGNORE INTO debited VALUES (?, ?)", (image_id, now))
+            if marked.rowcount != 1:
+                return False
+            db.execute(_ADD, amounts)
+            db.execute(_ADD_SHARE, (representation, *amounts))
+            return True
+
+        return await asyncio.to_thread(self._run, debit)
 
     async def totals(self) -> Totals:
         return await asyncio.to_thread(self._run, _read)

@@ -14,15 +14,30 @@ from collections import defaultdict
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ledger.base import LedgerUnavailable, Share, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Totals
 
 LEDGER_KEY = "srstore:ledger"
 _FIELDS = ("original_bytes", "stored_bytes", "images")
+
+# KEYS: the ledger, the image's "debited" mark. ARGV: original bytes, stored bytes, the mark's
+# lifetime, the representation.
+_DEBIT_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+local amounts = {
+  original_bytes = -tonumber(ARGV[1]), stored_bytes = -tonumber(ARGV[2]), images = -1
+}
+for field, amount in pairs(amounts) do
+  redis.call('HINCRBY', KEYS[1], field, amount)
+  redis.call('HINCRBY', KEYS[1], ARGV[4] .. ':' .. field, amount)
+end
+return 1
+"""
 
 
 class RedisLedger:
     def __init__(self, url: str) -> None:
         self.client = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._debit_once = self.client.register_script(_DEBIT_ONCE)
 
     async def add(
         self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
@@ -37,6 +52,17 @@ class RedisLedger:
                 await pipe.execute()
         except RedisError as exc:
             raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+
+    async def debit_once(
+        self, image_id: str, original_bytes: int, stored_bytes: int, representation: str = "x4"
+    ) -> bool:
+        keys = [LEDGER_KEY, f"{LEDGER_KEY}:debited:{image_id}"]
+        args: list[int | str] = [original_bytes, stored_bytes, DEBIT_MEMORY_SECONDS, representation]
+        try:
+            debited = await self._debit_once(keys=keys, args=args)
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+        return bool(debited)
 
     async def totals(self) -> Totals:
         try:

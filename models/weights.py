@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from models import SHIPPED_WEIGHTS_DIR
 from models.archs import build_model
 from models.engine import NeuralUpscaler
 
-SHIPPED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 _FILE_NAME = re.compile(r"^(?P<name>[a-z0-9]+)-x4-v(?P<version>\d+)\.pt$")
 
 

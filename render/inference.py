@@ -9,7 +9,6 @@ use, so a request that started on a version finishes on it even across a swap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from typing import cast
 import torch
 from PIL import Image
 
-from cache import CacheKey, CacheUnavailable, HRCache
+from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
 from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
@@ -41,6 +40,7 @@ from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation
 from render import metrics
+from render.admission import RenderSlots
 from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
 
@@ -296,16 +296,25 @@ class InferenceEngine:
 class LocalRenderer:
     """The embedded transport: a miss is rendered in this process and cached on the way out."""
 
-    def __init__(self, engine: InferenceEngine, store: ObjectStore, cache: HRCache) -> None:
+    def __init__(
+        self, engine: InferenceEngine, store: ObjectStore, cache: HRCache, slots: RenderSlots
+    ) -> None:
         self.engine = engine
         self.store = store
         self.cache = cache
+        self.slots = slots  # admission control, as queue mode has its bounded queue
 
     async def render(self, key: CacheKey) -> bytes:
-        data = await self.engine.render_object(self.store, key)
-        with contextlib.suppress(CacheUnavailable):
+        """A render that a delete overtook answers 404, like every request after the delete."""
+        async with self.slots.slot():
+            data = await self.engine.render_object(self.store, key)
+        try:
             await self.cache.put(key, data)
-            metrics.CACHE_ENTRY_BYTES.observe(len(data))
+        except CacheUnavailable:
+            return data
+        except ImageDeleted:
+            raise ImageNotFound(key.image_id) from None
+        metrics.CACHE_ENTRY_BYTES.observe(len(data))
         return data
 
     async def preload(self, label: str) -> None:

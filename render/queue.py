@@ -64,6 +64,7 @@ ERRORS: dict[str, type[Exception]] = {
 class RenderJob:
     key: CacheKey
     deadline: float  # Unix time after which nobody waits for the result
+    request_id: str = ""  # of the request that queued it: the worker logs under it
 
     def expired(self) -> bool:
         return time.time() > self.deadline
@@ -77,6 +78,7 @@ class RenderJob:
             "variant": self.key.variant,
             "encoding": self.key.encoding,
             "deadline": repr(self.deadline),
+            "request_id": self.request_id,
         }
 
     @classmethod
@@ -90,7 +92,7 @@ class RenderJob:
             fields.get("variant", ""),
             fields.get("encoding", ""),
         )
-        return cls(key, float(fields["deadline"]))
+        return cls(key, float(fields["deadline"]), fields.get("request_id", ""))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The ``srstore`` command: ``serve`` the API, run a ``worker``, ``train``, manage ``models``."""
+"""The srstore command: serve the API, run workers, train, manage images and models, check."""
 
 from __future__ import annotations
 
@@ -10,48 +10,83 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import uvicorn
+from config.logs import configure_logging
+from config.settings import Settings, SettingsError, load_settings, unknown_variables
+from srstore import images_cli, models_cli
+from srstore.client import ApiClient, CommandFailed, api_url, table
 
-from srstore import models_cli
+log = logging.getLogger("srstore")
 
-if TYPE_CHECKING:
-    from config.settings import Settings
+DESCRIPTION = """\
+srstore keeps a 4x-downscaled copy of each image and rebuilds it on read with a
+super-resolution network. Every setting is an SRSTORE_* environment variable
+(`srstore doctor` checks them and everything they name)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="srstore", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP API (settings from SRSTORE_*)")
-    serve.add_argument("--host", help="bind address (default SRSTORE_HOST)")
-    serve.add_argument("--port", type=int, help="port (default SRSTORE_PORT)")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    worker = commands.add_parser("worker", help="run an inference worker (queue mode)")
-    worker.add_argument("--name", help="consumer name in the group (default host-pid)")
-    commands.add_parser(
-        "train", help="the offline trainer (see `srstore train --help`)", add_help=False
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srstore",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", help="bind address (default: SRSTORE_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: SRSTORE_PORT, 8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (default: 1)"
+    )
+    worker = commands.add_parser("worker", help="run an inference worker (queue mode)")
+    worker.add_argument("--name", help="consumer name in the group (default: HOST-PID)")
+    images_cli.add_commands(commands)
+    models_cli.add_commands(commands)
+    doctor = commands.add_parser(
+        "doctor", help="check the configuration and every service it names"
+    )
+    doctor.add_argument("--json", action="store_true", help="the checks as JSON, for scripts")
     sign_url = commands.add_parser(
         "sign-url", help="print a rendition URL signed with SRSTORE_URL_SIGNING_KEY"
     )
     sign_url.add_argument("image_id")
     sign_url.add_argument("options", nargs="*", help="name=value, e.g. w=300 h=200 fit=cover")
-    models_cli.add_commands(commands)
+    commands.add_parser("train", help="the offline trainer (srstore train --help)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train":
         from trainer.cli import main as train_main
 
         return train_main(rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
-    from config.settings import Settings
+    if args.command == "doctor":
+        return _doctor(args)
+    try:
+        settings = load_settings(os.environ)
+    except SettingsError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        return _run(args, settings)
+    except CommandFailed as exc:
+        print(f"srstore: error: {exc}", file=sys.stderr)
+        return 1
 
-    settings = Settings()
-    if args.command == "models":
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in ("images", "models"):
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        return models_cli.run(args, token)
+        api = ApiClient(api_url(args, settings.host, settings.port), token)
+        try:
+            commands = images_cli if args.command == "images" else models_cli
+            return commands.run(args, api)
+        finally:
+            api.close()
     if args.command == "sign-url":
         return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":
@@ -60,14 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         from worker.main import default_name
         from worker.main import serve as serve_worker
 
+        for problem in unknown_variables(os.environ):
+            log.warning("%s: ignored", problem)
         asyncio.run(serve_worker(settings, args.name or default_name()))
         return 0
+    import uvicorn
+
     with _multiprocess_metrics(args.workers):
         uvicorn.run(
             "app.main:app",
             host=args.host or settings.host,
             port=args.port or settings.port,
             workers=args.workers,
+            log_config=None,  # app.main configures logging from SRSTORE_LOG_FORMAT
         )
     return 0
 
@@ -78,12 +118,24 @@ def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> 
     from app.services.renditions import SIGNATURE_PARAM, sign
 
     if settings.url_signing_key is None:
-        print("SRSTORE_URL_SIGNING_KEY is not set", file=sys.stderr)
-        return 2
+        raise CommandFailed("SRSTORE_URL_SIGNING_KEY is not set")
     pairs = [(name, value) for name, _, value in (option.partition("=") for option in options)]
     signature = sign(settings.url_signing_key.get_secret_value(), image_id, pairs)
     print(f"/v1/images/{image_id}?{urlencode([*pairs, (SIGNATURE_PARAM, signature)])}")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from srstore import doctor
+
+    checks = doctor.diagnose(os.environ)
+    if args.json:
+        import json
+
+        print(json.dumps(doctor.as_json(checks), indent=2))
+    else:
+        print(table([[c.what, c.status, c.detail] for c in checks], ["check", "status", "detail"]))
+    return 1 if doctor.failed(checks) else 0
 
 
 @contextlib.contextmanager

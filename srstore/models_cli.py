@@ -1,48 +1,119 @@
-"""``srstore models ...``: the admin API from a shell (token from ``SRSTORE_ADMIN_TOKEN``)."""
+"""srstore models: the admin API's model versions from a shell (token: SRSTORE_ADMIN_TOKEN)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-import httpx
+from srstore.client import (
+    ApiClient,
+    CommandFailed,
+    add_client_arguments,
+    client_arguments,
+    emit,
+    table,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    models = commands.add_parser("models", help="list, upload, activate or roll back models")
-    models.add_argument("--url", default="http://127.0.0.1:8000", help="the srstore API")
+    common = client_arguments()
+    models = commands.add_parser(
+        "models",
+        help="list, upload, activate or roll back model versions",
+        description="The admin API's model versions. The token is SRSTORE_ADMIN_TOKEN.",
+    )
+    add_client_arguments(models)
     actions = models.add_subparsers(dest="action", required=True)
-    actions.add_parser("list", help="every version, and which one is active")
-    actions.add_parser("history", help="every swap")
-    upload = actions.add_parser("upload", help="upload a weight file and its model card")
-    upload.add_argument("weights", type=Path)
-    upload.add_argument("card", type=Path, help="JSON card with at least name and version")
-    activate = actions.add_parser("activate", help="activate a version across the fleet")
-    activate.add_argument("name")
-    activate.add_argument("version", type=int)
-    activate.add_argument("--force", action="store_true", help="even if it scores worse")
-    actions.add_parser("rollback", help="back to the previously active version")
+    actions.add_parser("list", parents=[common], help="every version, and which one is active")
+    actions.add_parser("history", parents=[common], help="every swap, oldest first")
+    upload = actions.add_parser(
+        "upload",
+        parents=[common],
+        help="upload a weight file and its model card",
+        description="Upload a weight file; the API loads it, scores it on the canary set and "
+        "keeps it only if it passes. It is not activated.",
+    )
+    upload.add_argument("weights", type=Path, help="the weight file (.pt)")
+    upload.add_argument(
+        "card", type=Path, nargs="?", help="its JSON card (default: the .json beside the weights)"
+    )
+    upload.add_argument("--version", type=int, help="register it as this version (card's if unset)")
+    activate = actions.add_parser(
+        "activate", parents=[common], help="activate a version across the fleet"
+    )
+    activate.add_argument("name", help="espcn or srcnn")
+    activate.add_argument("version", type=int, help="the version number, e.g. 2")
+    activate.add_argument(
+        "--force", action="store_true", help="even if it scores worse on the canary set"
+    )
+    actions.add_parser(
+        "rollback", parents=[common], help="back to the version active before the last swap"
+    )
 
 
-def run(args: argparse.Namespace, token: str | None) -> int:
-    """Print the API's JSON answer; exit 1 on an error answer."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    with httpx.Client(base_url=args.url, headers=headers, timeout=120) as http:
-        response = _call(http, args)
-    print(json.dumps(response.json(), indent=2))
-    return 0 if response.is_success else 1
-
-
-def _call(http: httpx.Client, args: argparse.Namespace) -> httpx.Response:
+def run(args: argparse.Namespace, api: ApiClient) -> int:
     if args.action == "list":
-        return http.get("/v1/admin/models")
-    if args.action == "history":
-        return http.get("/v1/admin/models/history")
-    if args.action == "upload":
-        files = {"weights": (args.weights.name, args.weights.read_bytes())}
-        return http.post("/v1/admin/models", files=files, data={"card": args.card.read_text()})
-    if args.action == "activate":
+        emit(args, api.request("GET", "/v1/admin/models").json(), _versions)
+    elif args.action == "history":
+        emit(args, api.request("GET", "/v1/admin/models/history").json(), _swaps)
+    elif args.action == "upload":
+        files, card = _upload_parts(args)
+        answer = api.request("POST", "/v1/admin/models", files=files, data={"card": card})
+        emit(args, answer.json(), lambda a: f"uploaded {a['name']}:{a['version']} (not active)")
+    elif args.action == "activate":
         body = {"name": args.name, "version": args.version, "force": args.force}
-        return http.put("/v1/admin/models/active", json=body)
-    return http.post("/v1/admin/models/rollback")
+        emit(args, api.request("PUT", "/v1/admin/models/active", json=body).json(), _swapped)
+    else:
+        emit(args, api.request("POST", "/v1/admin/models/rollback").json(), _swapped)
+    return 0
+
+
+def _upload_parts(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    card_path = args.card or args.weights.with_suffix(".json")
+    try:
+        weights = args.weights.read_bytes()
+        card = json.loads(card_path.read_text())
+    except OSError as exc:
+        raise CommandFailed(f"{exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CommandFailed(f"{card_path} is not a JSON card: {exc}") from None
+    if args.version is not None:
+        card["version"] = args.version
+    return {"weights": (args.weights.name, weights)}, json.dumps(card)
+
+
+def _versions(overview: dict[str, Any]) -> str:
+    rows = []
+    for model in overview["models"]:
+        card = model["card"]
+        gain = card.get("evaluation", {}).get("mean", {}).get("gain_db")
+        canary = card.get("canary", {}).get("model_psnr")
+        rows.append(
+            [
+                "*" if model["active"] else "",
+                f"{model['name']}:{model['version']}",
+                card.get("parameters", ""),
+                "" if gain is None else f"{gain:+.2f} dB",
+                "" if canary is None else f"{canary:.2f} dB",
+            ]
+        )
+    headers = ["active", "model", "parameters", "gain over bicubic", "canary PSNR"]
+    return table(rows, headers) if rows else "no model versions registered"
+
+
+def _swaps(history: dict[str, Any]) -> str:
+    rows = [
+        [s.get("at", ""), s["action"], s.get("from_label") or "-", s["to_label"], s.get("forced")]
+        for s in history["swaps"]
+    ]
+    return table(rows, ["when", "action", "from", "to", "forced"]) if rows else "no swaps yet"
+
+
+def _swapped(answer: dict[str, Any]) -> str:
+    active = f"{answer['active']['name']}:{answer['active']['version']}"
+    if not answer["changed"]:
+        return f"{active} was already active"
+    swap = answer["swap"]
+    return f"active: {active} (was {swap.get('from_label') or 'none'}, {swap['action']})"

@@ -228,6 +228,9 @@ def test_several_files_upload_with_a_progress_bar_each_and_the_answer_in_words(
         assert f"{ratio:.1f}x smaller" in text
         assert f"{meta['width']}{BY}{meta['height']} JPEG, stored as " in text
         assert f"stored as {meta['stored_width']}{BY}{meta['stored_height']}" in text
+        if meta.get("receipt"):  # once uploads carry quality receipts
+            receipt = meta["receipt"]
+            assert f"Y-PSNR {receipt['psnr']:.2f} dB, SSIM {receipt['ssim']:.4f}" in text
         thumbnail = item.find_element(By.TAG_NAME, "img")
         wait(browser).until(lambda _, t=thumbnail: t.get_property("naturalWidth"))
         assert thumbnail.get_property("naturalWidth") == meta["stored_width"]
@@ -289,8 +292,8 @@ def gallery_ids(driver: Chrome) -> list[str]:
 def test_the_gallery_pages_through_every_image_with_thumbnails(
     browser: Chrome, service: ApiProcess, api: httpx.Client, screenshots: Path
 ) -> None:
-    photo = Image.open(PHOTOS[1]).convert("RGB")
     for n in range(25):
+        photo = Image.open(PHOTOS[n % 2]).convert("RGB")
         left, top = (n * 37) % (photo.width - 240), (n * 23) % (photo.height - 160)
         crop = photo.crop((left, top, left + 240, top + 160))
         data = io.BytesIO()

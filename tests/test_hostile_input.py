@@ -372,13 +372,15 @@ def peak_rss_mib(pid: int) -> int:
     raise LookupError("no VmHWM")
 
 
-def send_until_answered(port: int, content_type: str, head: bytes, most: int) -> tuple[int, bytes]:
+def send_until_answered(
+    port: int, content_type: str, head: bytes, most: int, target: str = "POST /v1/images"
+) -> tuple[int, bytes]:
     """Stream a chunked body of up to ``most`` bytes; stop as soon as the server answers."""
     frame = b"10000\r\n" + b"\0" * 0x10000 + b"\r\n"
     sent = 0
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(
-            b"POST /v1/images HTTP/1.1\r\nHost: srstore\r\nTransfer-Encoding: chunked\r\n"
+            f"{target} HTTP/1.1\r\nHost: srstore\r\nTransfer-Encoding: chunked\r\n".encode()
             + f"Content-Type: {content_type}\r\n\r\n".encode()
             + f"{len(head):x}\r\n".encode()
             + head

@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from cache import CacheKey
+from cache import CacheKey, ImageDeleted
 from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
 from imaging.quality import luma_psnr
@@ -275,9 +275,13 @@ async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image
     service = app.state.image_service
     key = await served_key(client, app, f"/v1/images/{meta['id']}")
     delete_object = service.store.delete
+    refused: list[str] = []
 
     async def delete_as_a_render_lands(object_key: str) -> None:
-        await service.cache.put(key, b"a render that finished during the delete")
+        try:
+            await service.cache.put(key, b"a render that finished during the delete")
+        except ImageDeleted:
+            refused.append(object_key)  # the delete mark came first: see test_delete_finality
         await delete_object(object_key)
 
     service.store.delete = delete_as_a_render_lands
@@ -287,6 +291,7 @@ async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image
         del service.store.delete
 
     assert deleted.status_code == 204
+    assert refused == [f"images/{meta['id']}"]
     assert await service.cache.get(key) is None
 
 

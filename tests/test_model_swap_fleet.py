@@ -125,5 +125,5 @@ def test_activate_and_rollback_reach_every_process_under_load(
     assert all(max_difference(image, srcnn) <= 1 for image in pixels_after_swap)
     assert all(max_difference(image, espcn) <= 1 for image in pixels_after_rollback)
     assert statuses and set(statuses) == {200}
-    history = srstore_models(fleet[0], "history").stdout
+    history = srstore_models(fleet[0], "history", "--json").stdout
     assert '"to_label": "srcnn:1"' in history

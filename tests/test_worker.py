@@ -22,7 +22,7 @@ from tests.conftest import forget_active_model, queue_env, serving, settings_fro
 from tests.support.metrics import samples
 from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.proxy import DelayProxy
-from tests.support.servers import RedisServer, SeaweedServer, wait_until
+from tests.support.servers import RedisServer, SeaweedServer, free_port, wait_until
 from tests.support.threads import Helper, join_all
 
 pytestmark = pytest.mark.full
@@ -68,11 +68,12 @@ async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None
             await asyncio.sleep(0.05)
 
 
-async def test_two_workers_share_the_queue(
+async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     env: dict[str, str], espcn_weights: str, tmp_path: Path, photo_bytes: bytes
 ) -> None:
     env = {**env, "SRSTORE_WEIGHTS_DIR": espcn_weights, "SRSTORE_RENDER_THREADS": "1"}
-    workers = [start_worker(env, name, tmp_path) for name in ("one", "two")]
+    metrics_port = free_port()
+    workers = [start_worker(env, name, tmp_path, metrics_port) for name in ("one", "two")]
     try:
         async with serving(settings_from(env)) as (_, client):
             ids = [await upload(client, photo_bytes) for _ in range(6)]
@@ -88,6 +89,8 @@ async def test_two_workers_share_the_queue(
     assert sum(rendered) == 6
     assert min(rendered) >= 1
     assert all("srstore_batch_size_count" in text for text in scraped)
+    assert workers[0].metrics_port == metrics_port
+    assert workers[1].metrics_port > metrics_port, "the second takes the next free port"
     assert exits == [0, 0]
 
 
@@ -196,6 +199,27 @@ async def test_a_full_queue_refuses_a_miss_at_once_with_503(
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "queue_full"
     assert "retry-after" in refused.headers
+
+
+async def test_a_full_queues_retry_after_is_its_backlog_at_the_fleets_rate(
+    env: dict[str, str], photo_bytes: bytes, redis_client: redis.Redis
+) -> None:
+    stream = env["SRSTORE_QUEUE_STREAM"]
+    settings = settings_from(env, request_deadline_seconds=30, queue_max_length=20)
+    async with serving(settings) as (app, client):
+        image_id = await upload(client, photo_bytes)
+        for n in range(20):  # a backlog no worker is taking
+            redis_client.xadd(stream, {"image_id": f"waiting-{n}"})
+        before = await client.get(f"/v1/images/{image_id}")
+        for n in range(8):  # the fleet finishes 8 renders within a second
+            redis_client.publish(f"{stream}:done:finished-{n}", '{"code": null, "message": ""}')
+        heard = app.state.image_service.renderer.backlog
+        await eventually(lambda: len(heard._finished) == 8)
+        after = await client.get(f"/v1/images/{image_id}")
+
+    assert before.json()["error"]["code"] == after.json()["error"]["code"] == "queue_full"
+    assert before.headers["retry-after"] == "30"  # nothing finished yet: the deadline
+    assert after.headers["retry-after"] == "3"  # 20 jobs at 8 a second, rounded up
 
 
 def test_misses_in_two_api_processes_queue_one_job(

@@ -1,21 +1,53 @@
-"""``srstore train`` / ``python -m trainer``: corpus, train, evaluate."""
+"""srstore train / python -m trainer: build the corpus, train a model, evaluate weights.
+
+A training run writes its checkpoint, weights, card and plots into a new run folder
+(runs/<UTC time>-<model>) unless told otherwise, and never replaces an existing weight file
+without --force: the shipped weights in models/weights change only on purpose.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from imaging import StoredCodec
 from models.engine import NeuralUpscaler
-from models.weights import SHIPPED_WEIGHTS_DIR, load_model, weights_path
-from trainer import corpus, report
+from models.weights import load_model, weights_path
+from trainer import corpus
 from trainer.evaluate import evaluate, write_json
-from trainer.train import TrainConfig, train
+from trainer.train import TrainConfig
 
 DEFAULT_MANIFEST = Path("trainer/corpus_manifest.json")
+RUNS_DIR = Path("runs")
+TRAIN_EXTRA = ("matplotlib", "tqdm")  # what `pip install 'srstore[train]'` adds
 _DEFAULTS = TrainConfig(model="espcn", data=Path(), val=Path(), run_dir=Path())
+_HELP = {
+    "steps": "optimizer steps in all",
+    "batch": "patches per step",
+    "patch": "high-resolution patch side, in pixels",
+    "seed": "seed of the patch sampler and of the initial weights",
+    "threads": "CPU threads of torch",
+    "validate_every": "steps between validation passes",
+    "checkpoint_every": "steps between checkpoints in the run folder",
+}
+
+
+class CommandError(Exception):
+    """A mistake in the command line that the parser cannot see; reported in one line."""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in --help (unless it has none), and the description's breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _codec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,37 +58,77 @@ def _codec_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["jpeg", "webp", "webp-lossless", "png"],
         help="the service's SRSTORE_STORED_CODEC (train on what it stores)",
     )
-    parser.add_argument("--stored-quality", type=int, default=default.quality)
+    parser.add_argument(
+        "--stored-quality",
+        type=int,
+        default=default.quality,
+        help="the service's SRSTORE_STORED_QUALITY (lossy codecs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srstore train", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="srstore train", description=__doc__, formatter_class=_Formatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("corpus", help="assemble photos from Debian wallpaper packages")
-    build.add_argument("--cache", type=Path, default=Path("corpus/.debs"))
-    build.add_argument("--out", type=Path, default=Path("corpus"))
-    build.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    build = commands.add_parser(
+        "corpus",
+        help="assemble photos from Debian wallpaper packages",
+        formatter_class=_Formatter,
+    )
+    build.add_argument(
+        "--cache", type=Path, default=Path("corpus/.debs"), help="where the .deb files are kept"
+    )
+    build.add_argument("--out", type=Path, default=Path("corpus"), help="train/ and val/ go here")
+    build.add_argument(
+        "--manifest", type=Path, default=DEFAULT_MANIFEST, help="the corpus manifest to write"
+    )
 
-    fit = commands.add_parser("train", help="train a model and write weights, card and plots")
-    fit.add_argument("--model", choices=["espcn", "srcnn"], default="espcn")
+    fit = commands.add_parser(
+        "train",
+        help="train a model and write weights, card and plots",
+        description="Train a model; weights, card, plots and checkpoint go into the run folder.",
+        formatter_class=_Formatter,
+    )
+    fit.add_argument(
+        "--model", choices=["espcn", "srcnn"], default="espcn", help="the network to train"
+    )
     fit.add_argument(
         "--data",
         type=Path,
         default=Path("corpus/train"),
         help="a folder of high-resolution images (any photos: DIV2K, your own)",
     )
-    fit.add_argument("--val", type=Path, default=Path("corpus/val"))
-    fit.add_argument("--run-dir", type=Path, help="checkpoints and plots (default runs/MODEL)")
-    fit.add_argument("--weights-dir", type=Path, default=SHIPPED_WEIGHTS_DIR)
+    fit.add_argument(
+        "--val", type=Path, default=Path("corpus/val"), help="a folder of validation images"
+    )
+    fit.add_argument(
+        "--run-dir",
+        type=Path,
+        help="the run folder: checkpoint, and by default weights, card and plots "
+        f"(default: a new {RUNS_DIR}/<UTC time>-<model>)",
+    )
+    fit.add_argument(
+        "--weights-dir",
+        type=Path,
+        help="where the weight file and its card go (default: the run folder; "
+        "models/weights to ship them, with --force to replace a version)",
+    )
     fit.add_argument(
         "--report-dir",
         type=Path,
-        default=Path("docs/training"),
-        help="where the curves PNG and the comparison sheet go",
+        help="where the curves PNG and the comparison sheet go (default: the run folder)",
     )
-    fit.add_argument("--version", type=int, default=1)
-    fit.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    fit.add_argument("--version", type=int, default=1, help="version number of the weights")
+    fit.add_argument(
+        "--force", action="store_true", help="replace an existing weight file and its card"
+    )
+    fit.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in --run-dir (which must then be given)",
+    )
     fit.add_argument(
         "--init-weights", type=Path, help="fine-tune from a weight file (a shipped version, say)"
     )
@@ -69,16 +141,34 @@ def build_parser() -> argparse.ArgumentParser:
         "validate_every",
         "checkpoint_every",
     ):
-        fit.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(_DEFAULTS, name))
-    fit.add_argument("--lr", type=float, default=_DEFAULTS.lr)
-    fit.add_argument("--loss", choices=["l1", "mse"], default=_DEFAULTS.loss)
-    fit.add_argument("--schedule", choices=["cosine", "step"], default=_DEFAULTS.schedule)
+        fit.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=getattr(_DEFAULTS, name),
+            help=_HELP[name],
+        )
+    fit.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="Adam's learning rate")
+    fit.add_argument(
+        "--loss", choices=["l1", "mse"], default=_DEFAULTS.loss, help="the training loss"
+    )
+    fit.add_argument(
+        "--schedule",
+        choices=["cosine", "step"],
+        default=_DEFAULTS.schedule,
+        help="the learning-rate schedule",
+    )
     _codec_arguments(fit)
 
-    check = commands.add_parser("evaluate", help="PSNR/SSIM of a model and of bicubic")
-    check.add_argument("--model", choices=["espcn", "srcnn"], required=True)
-    check.add_argument("--weights", type=Path, required=True)
-    check.add_argument("--data", type=Path, default=Path("corpus/val"))
+    check = commands.add_parser(
+        "evaluate", help="PSNR/SSIM of a model and of bicubic", formatter_class=_Formatter
+    )
+    check.add_argument(
+        "--model", choices=["espcn", "srcnn"], required=True, help="the weights' network"
+    )
+    check.add_argument("--weights", type=Path, required=True, help="a weight file (.pt)")
+    check.add_argument(
+        "--data", type=Path, default=Path("corpus/val"), help="a folder of validation images"
+    )
     check.add_argument("--json", type=Path, help="also write the table as JSON")
     _codec_arguments(check)
     return parser
@@ -86,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except CommandError as exc:
+        print(f"srstore train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "corpus":
         entries = corpus.build(args.cache, args.out)
         corpus.write_manifest(entries, args.manifest)
@@ -105,7 +203,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace, codec: StoredCodec) -> int:
-    run_dir = args.run_dir or Path("runs") / args.model
+    missing = [name for name in TRAIN_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CommandError(f"training needs {', '.join(missing)}: pip install 'srstore[train]'")
+    from trainer import report
+    from trainer.train import train
+
+    if args.resume and args.run_dir is None:
+        raise CommandError("--resume continues a run: name its folder with --run-dir")
+    run_dir = args.run_dir or RUNS_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{args.model}"
+    weights_dir = args.weights_dir or run_dir
+    report_dir = args.report_dir or run_dir
+    target = weights_path(weights_dir, args.model, args.version)
+    if target.exists() and not args.force:
+        raise CommandError(f"{target} exists: pass --force to replace it, or another --version")
     config = TrainConfig(
         model=args.model,
         data=args.data,
@@ -129,11 +240,10 @@ def _train(args: argparse.Namespace, codec: StoredCodec) -> int:
     upscaler = NeuralUpscaler(model, args.model, args.version, torch.device("cpu"))
     evaluation = evaluate(upscaler, args.val, codec)
     print(evaluation.table())
-    args.report_dir.mkdir(parents=True, exist_ok=True)
-    report.plot_curves(history, args.report_dir / f"{args.model}-curves.png")
-    report.comparison_sheet(upscaler, args.val, codec, args.report_dir / f"{args.model}-sheet.jpg")
-    args.weights_dir.mkdir(parents=True, exist_ok=True)
-    target = weights_path(args.weights_dir, args.model, args.version)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    report.plot_curves(history, report_dir / f"{args.model}-curves.png")
+    report.comparison_sheet(upscaler, args.val, codec, report_dir / f"{args.model}-sheet.jpg")
+    weights_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), target)
     manifest = DEFAULT_MANIFEST if args.data == Path("corpus/train") else None
     card = report.model_card(args.model, args.version, model, config, history, evaluation, manifest)

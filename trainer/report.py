@@ -6,10 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
@@ -22,6 +18,11 @@ from trainer.train import History, TrainConfig
 
 
 def plot_curves(history: History, path: Path) -> None:
+    import matplotlib  # the train extra, imported only when a run draws its curves
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, (loss_axis, psnr_axis) = plt.subplots(1, 2, figsize=(11, 4))
     window = max(1, len(history.losses) // 200)
     smoothed = [

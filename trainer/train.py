@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from imaging import SCALE, StoredCodec
 from models.archs import build_model
@@ -118,6 +117,8 @@ def train(config: TrainConfig, resume: Path | None = None) -> tuple[nn.Module, H
         start, history = _restore(resume, model, optimizer, scheduler, sampler)
     history.bicubic_val_psnr = bicubic_baseline(crops)
     config.run_dir.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm  # the train extra; `srstore train --help` works without it
+
     clock = time.perf_counter()
     progress = tqdm(
         range(start, config.steps), initial=start, total=config.steps, desc=config.model

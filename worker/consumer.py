@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.exceptions import RedisError
 
-from cache import HRCache
+from cache import HRCache, ImageDeleted
+from config.logs import REQUEST_ID
 from render import metrics as render_metrics
+from render.images import ImageNotFound
 from render.inference import InferenceEngine
 from render.queue import EXPIRED, JobQueue, Outcome, RenderJob
 from storage import ObjectStore
@@ -80,6 +83,8 @@ class Worker:
         task.add_done_callback(lambda _: self._jobs.pop(entry_id, None))
 
     async def _handle(self, entry_id: str, job: RenderJob) -> None:
+        REQUEST_ID.set(job.request_id or None)  # this task's own context: its log lines
+        started = time.perf_counter()
         outcome, result = Outcome(), "rendered"
         try:
             if job.expired():
@@ -87,9 +92,7 @@ class Worker:
             elif await self.cache.get(job.key) is not None:
                 result = "cached"
             else:
-                data = await self.engine.render_object(self.store, job.key)
-                await self.cache.put(job.key, data)
-                render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
+                await self._render(job)
         except Exception as exc:
             log.warning("job %s for %s failed: %s", entry_id, job.key, exc)
             outcome, result = Outcome.failure(exc), "failed"
@@ -99,6 +102,17 @@ class Worker:
             log.exception("could not acknowledge job %s; another worker will claim it", entry_id)
             return
         metrics.WORKER_JOBS.labels(result).inc()
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.info("job %s for %s: %s in %.0f ms", entry_id, job.key, result, elapsed_ms)
+
+    async def _render(self, job: RenderJob) -> None:
+        """Render and cache; a delete that overtook the render makes it a ``not_found``."""
+        data = await self.engine.render_object(self.store, job.key)
+        try:
+            await self.cache.put(job.key, data)
+        except ImageDeleted:
+            raise ImageNotFound(job.key.image_id) from None
+        render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
 
     async def _keep_claims(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
         """Renew this worker's claims, adopt dead workers' jobs, sample the queue depth.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
 import socket
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 from redis import asyncio as aioredis
@@ -20,6 +22,8 @@ from storage import make_store
 from worker.consumer import Worker
 
 log = logging.getLogger("srstore.worker")
+
+METRICS_PORTS_TRIED = 16  # workers on one host take SRSTORE_WORKER_METRICS_PORT, +1, +2, ...
 
 
 def default_name() -> str:
@@ -50,7 +54,8 @@ async def serve(settings: Settings, name: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     metrics_server = None
     if settings.worker_metrics_port:
-        metrics_server, _ = start_http_server(settings.worker_metrics_port, settings.host)
+        metrics_server, port = serve_metrics(settings.host, settings.worker_metrics_port)
+        log.info("worker %s metrics on http://%s:%d/metrics", name, settings.host, port)
     try:
         await worker.run(stop)
     finally:
@@ -62,3 +67,20 @@ async def serve(settings: Settings, name: str) -> None:
         if close is not None:
             await close()
     log.info("worker %s stopped", name)
+
+
+def serve_metrics(host: str, first_port: int) -> tuple[WSGIServer, int]:
+    """Serve /metrics on the first free port from ``first_port``: several workers share a host."""
+    last_port = min(first_port + METRICS_PORTS_TRIED, 65536)
+    for port in range(first_port, last_port):
+        try:
+            server, _ = start_http_server(port, host)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue
+        return server, port
+    raise SystemExit(
+        f"srstore worker: ports {first_port}-{last_port - 1} on {host} are all taken: "
+        "set SRSTORE_WORKER_METRICS_PORT to a free range"
+    )

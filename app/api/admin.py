@@ -1,28 +1,22 @@
-"""``/v1/admin``: model versions for admins, behind a bearer token."""
+"""``/v1/admin``: model versions for admins, behind a bearer token.
+
+The token is checked by :class:`app.middleware.RequestGate` before any body is read.
+"""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
-from app.deps import SettingsDep
-from app.errors import AdminDisabled, Unauthorized
+from app.errors import error_responses
 from app.services.models import ModelAdmin
 from models.control import SwapRecord
 from models.registry import ModelRef
 
-
-def require_admin(request: Request, settings: SettingsDep) -> None:
-    """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
-    if settings.admin_token is None:
-        raise AdminDisabled("the admin API is off: set SRSTORE_ADMIN_TOKEN to enable it")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = settings.admin_token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise Unauthorized("a valid bearer token is required")
+_BEARER = HTTPBearer(auto_error=False, description="The value of SRSTORE_ADMIN_TOKEN.")
 
 
 def get_model_admin(request: Request) -> ModelAdmin:
@@ -30,7 +24,13 @@ def get_model_admin(request: Request) -> ModelAdmin:
 
 
 ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    # Declares the bearer scheme in the OpenAPI schema; RequestGate checks the token.
+    dependencies=[Depends(_BEARER)],
+    responses=error_responses(401, 403),
+)
 
 
 class Activation(BaseModel):
@@ -39,7 +39,11 @@ class Activation(BaseModel):
     force: bool = False
 
 
-@router.get("/models", summary="Every model version with its card, and which one is active")
+@router.get(
+    "/models",
+    responses=error_responses(503),
+    summary="Every model version with its card, and which one is active",
+)
 async def list_models(admin: ModelAdminDep) -> dict[str, Any]:
     return await admin.overview()
 
@@ -47,6 +51,7 @@ async def list_models(admin: ModelAdminDep) -> dict[str, Any]:
 @router.post(
     "/models",
     status_code=status.HTTP_201_CREATED,
+    responses=error_responses(409, 422, 503),
     summary="Upload a weight file and its card; it is loaded and scored before it is kept",
 )
 async def upload_model(
@@ -58,19 +63,31 @@ async def upload_model(
     return {"name": entry.ref.name, "version": entry.ref.version, "card": entry.card}
 
 
-@router.put("/models/active", summary="Activate a version across the fleet")
+@router.put(
+    "/models/active",
+    responses=error_responses(404, 409, 422, 503),
+    summary="Activate a version across the fleet",
+)
 async def activate_model(admin: ModelAdminDep, body: Activation) -> dict[str, Any]:
     record = await admin.activate(ModelRef(body.name, body.version), body.force)
     return swap_response(record, ModelRef(body.name, body.version))
 
 
-@router.post("/models/rollback", summary="Go back to the previously active version")
+@router.post(
+    "/models/rollback",
+    responses=error_responses(409, 503),
+    summary="Go back to the previously active version",
+)
 async def rollback_model(admin: ModelAdminDep) -> dict[str, Any]:
     record = await admin.rollback()
     return swap_response(record, ModelRef.parse(record.to_label))
 
 
-@router.get("/models/history", summary="Every swap: when, from, to, forced or not")
+@router.get(
+    "/models/history",
+    responses=error_responses(503),
+    summary="Every swap: when, from, to, forced or not",
+)
 async def model_history(admin: ModelAdminDep) -> dict[str, Any]:
     return {"swaps": [vars(r) for r in await admin.control.history()]}
 

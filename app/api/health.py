@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import metrics
 from app.deps import ImageServiceDep
+from app.errors import error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +17,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Storage, cache and model are ready")
+@router.get("/readyz", responses=error_responses(503), summary="Storage, cache and model are ready")
 async def readyz(images: ImageServiceDep) -> dict[str, str]:
     return {"status": "ready", **await images.check_ready()}
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.api.uploads import read_upload
 from app.deps import ImageServiceDep, SettingsDep
-from app.errors import error_response
+from app.errors import error_response, error_responses
 from app.services.conditional import (
     Preconditions,
     RangeNotSatisfiable,
@@ -52,6 +52,7 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=ImageMeta,
     openapi_extra=_UPLOAD_BODY,
+    responses=error_responses(400, 413, 415, 422, 503),
     summary="Upload an image (multipart field 'file', or a raw image/* body)",
 )
 async def upload_image(
@@ -93,16 +94,36 @@ _IMAGE_HEADERS = {
     "X-Cache": _header("HIT, MISS or BYPASS (cache down)."),
     "X-Model-Version": _header("The model that rendered it; none for a stored-copy thumbnail."),
 }
-_IMAGE_RESPONSES: dict[int | str, dict[str, object]] = {
+_RANGE_ERRORS = {416: "The range lies outside the image's bytes"}
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": _IMAGE_CONTENT, "headers": _IMAGE_HEADERS},
     206: {"description": "One byte range of the image (`Range: bytes=first-last`)"},
     304: {"description": "Not modified: `If-None-Match` or `If-Modified-Since` matched"},
-    403: {"description": "A signing key is configured and `sig` is missing or wrong"},
-    416: {"description": "The range lies outside the image's bytes"},
+    **error_responses(
+        400,
+        404,
+        422,
+        503,
+        described={
+            403: "A signing key is configured and `sig` is missing or wrong",
+            **_RANGE_ERRORS,
+        },
+    ),
+}
+_STORED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": _IMAGE_CONTENT},
+    206: {"description": "One byte range of the stored copy"},
+    304: {"description": "Not modified"},
+    **error_responses(400, 404, 503, described=_RANGE_ERRORS),
 }
 
 
-@router.get("", response_model=ImagePage, summary="A page of stored images, in id order")
+@router.get(
+    "",
+    response_model=ImagePage,
+    responses=error_responses(400, 422, 503),
+    summary="A page of stored images, in id order",
+)
 async def list_images(
     images: ImageServiceDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Images on this page.")] = 24,
@@ -234,12 +255,7 @@ def _validators(etag: str, last_modified: datetime, max_age: int) -> dict[str, s
     "/{image_id}/stored",
     methods=["GET", "HEAD"],
     response_class=Response,
-    responses={
-        200: {"content": _IMAGE_CONTENT},
-        206: _IMAGE_RESPONSES[206],
-        304: _IMAGE_RESPONSES[304],
-        416: _IMAGE_RESPONSES[416],
-    },
+    responses=_STORED_RESPONSES,
     summary="The stored low-resolution copy, byte for byte",
 )
 async def get_stored(
@@ -263,7 +279,7 @@ async def get_stored(
     "/{image_id}/meta",
     methods=["GET", "HEAD"],
     response_model=ImageMeta,
-    responses={304: {"description": "Not modified"}},
+    responses={304: {"description": "Not modified"}, **error_responses(400, 404, 503)},
     summary="What srstore knows of an image",
 )
 async def get_meta(
@@ -285,6 +301,7 @@ async def get_meta(
     "/{image_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
+    responses=error_responses(400, 404, 503),
     summary="Delete the stored copy and every cached rendition",
 )
 async def delete_image(image_id: str, images: ImageServiceDep) -> Response:

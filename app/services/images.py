@@ -28,7 +28,7 @@ from app.services.renditions import (
     plan_rendition,
 )
 from app.services.singleflight import SingleFlight
-from cache import CacheKey, CacheUnavailable, HRCache
+from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
 from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
@@ -218,7 +218,7 @@ class ImageService:
         metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
         metrics.STORED_BYTES.inc(meta.stored_bytes)
         metrics.observe_receipt(decision.receipt)
-        await self._record(meta, +1)
+        await self._credit(meta)
         return meta
 
     def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
@@ -284,9 +284,19 @@ class ImageService:
                 meta = ImageMeta.model_validate_json(cached)
         if meta is None:
             meta = await self.meta(image_id)
-            with contextlib.suppress(CacheUnavailable):
-                await self.cache.put(key, meta.model_dump_json().encode())
+            await self._keep(key, meta.model_dump_json().encode())
         return self._remember(meta)
+
+    async def _keep(self, key: CacheKey, data: bytes) -> bool:
+        """Cache best effort (False when the cache is down); a DELETE that overtook the read
+        makes it a 404, as for any request after the DELETE."""
+        try:
+            await self.cache.put(key, data)
+        except CacheUnavailable:
+            return False
+        except ImageDeleted:
+            raise ImageNotFound(key.image_id) from None
+        return True
 
     def _remember(self, meta: ImageMeta) -> ImageMeta:
         self._known[meta.id] = meta
@@ -405,8 +415,7 @@ class ImageService:
             raise ImageNotFound(meta.id) from None
         data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
         render_metrics.RENDITIONS.labels("stored_copy").inc()
-        with contextlib.suppress(CacheUnavailable):
-            await self.cache.put(plan.key, data)
+        if await self._keep(plan.key, data):
             render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
         return data
 
@@ -419,25 +428,37 @@ class ImageService:
         return data
 
     async def delete(self, image_id: str) -> None:
-        """Drop cached renditions before and after the object, so none outlives it."""
+        """Mark the image deleted in the cache before the object goes, then debit it once.
+
+        The mark comes first so that a render which read the object before the delete cannot
+        cache it after (see ``HRCache.mark_deleted``), and a DELETE that failed half-way can be
+        retried. Concurrent DELETEs of one image all answer 204; the ledger debits one.
+        """
         key = object_key(image_id)
         meta = await self.meta(image_id)
         self._known.pop(image_id, None)
-        await self.cache.drop_image(image_id)
+        await self.cache.mark_deleted(image_id)
         await self.store.delete(key)
-        await self.cache.drop_image(image_id)
-        metrics.IMAGES_DELETED.inc()
-        await self._record(meta, -1)
-
-    async def _record(self, meta: ImageMeta, sign: int) -> None:
-        """The object store already holds (or dropped) the image: a ledger failure only logs."""
         try:
-            await self.ledger.add(
-                sign * meta.original_bytes, sign * meta.stored_bytes, sign, meta.representation
+            debited = await self.ledger.debit_once(
+                meta.id, meta.original_bytes, meta.stored_bytes, meta.representation
             )
         except LedgerUnavailable as exc:
-            metrics.LEDGER_ERRORS.inc()
-            log.warning("ledger not updated for %s: %s", meta.id, exc)
+            debited = True  # the image is gone either way; count the delete
+            self._ledger_failed(meta, exc)
+        if debited:
+            metrics.IMAGES_DELETED.inc()
+
+    async def _credit(self, meta: ImageMeta) -> None:
+        """The object store already holds the image: a ledger failure only logs."""
+        try:
+            await self.ledger.add(meta.original_bytes, meta.stored_bytes, 1, meta.representation)
+        except LedgerUnavailable as exc:
+            self._ledger_failed(meta, exc)
+
+    def _ledger_failed(self, meta: ImageMeta, exc: LedgerUnavailable) -> None:
+        metrics.LEDGER_ERRORS.inc()
+        log.warning("ledger not updated for %s: %s", meta.id, exc)
 
     async def check_ready(self) -> dict[str, str]:
         """Raise if a dependency is down; otherwise describe what serves."""

@@ -16,18 +16,12 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache import CacheKey, CacheUnavailable, HRCache
+from config.logs import REQUEST_ID
 from config.settings import Settings
+from render.admission import Backlog, QueueFull, RenderTimeout
 from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
 log = logging.getLogger(__name__)
-
-
-class QueueFull(RuntimeError):
-    """Too many renders are waiting for a worker; the client should come back later."""
-
-
-class RenderTimeout(RuntimeError):
-    """No worker finished the render before the request's deadline."""
 
 
 class RenderFailed(RuntimeError):
@@ -41,6 +35,8 @@ class QueueRenderer:
         self.queue = JobQueue(self.client, settings.queue_stream, settings.queue_max_length)
         self.cache = cache
         self.deadline_seconds = settings.request_deadline_seconds
+        # Every API process hears every completion: the fleet's rate, for Retry-After.
+        self.backlog = Backlog(fallback_seconds=settings.request_deadline_seconds)
         self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self._waiters: dict[str, set[asyncio.Future[Outcome]]] = {}
         self._listener: asyncio.Task[None] | None = None
@@ -52,10 +48,11 @@ class QueueRenderer:
 
     async def render(self, key: CacheKey) -> bytes:
         deadline = time.time() + self.deadline_seconds
+        job = RenderJob(key, deadline, REQUEST_ID.get() or "")
         while True:
             done = self._wait_for(str(key))
             try:
-                outcome = await self._enqueue_and_wait(RenderJob(key, deadline), done)
+                outcome = await self._enqueue_and_wait(job, done)
             finally:
                 self._waiters[str(key)].discard(done)
                 if not self._waiters[str(key)]:
@@ -64,15 +61,17 @@ class QueueRenderer:
                 if (data := await self._cached(key)) is not None:
                     return data
                 raise RenderTimeout(
-                    f"no inference worker finished within {self.deadline_seconds:g} s"
+                    f"no inference worker finished within {self.deadline_seconds:g} s",
+                    self.backlog.retry_after(await self._depth()),
                 )
             if outcome.code == EXPIRED:
                 continue  # the job we joined outlived its first waiter; queue our own
             if outcome.code is not None:
                 raise ERRORS.get(outcome.code, RenderFailed)(outcome.message)
-            if (data := await self._cached(key)) is None:
-                raise RenderFailed("the rendition left the cache before it could be read")
-            return data
+            if (data := await self._cached(key)) is not None:
+                return data
+            # Evicted, or dropped by a DELETE, before it could be read: render again; a
+            # deleted image then answers not_found, and the deadline still bounds the wait.
 
     async def _enqueue_and_wait(
         self, job: RenderJob, done: asyncio.Future[Outcome]
@@ -83,11 +82,21 @@ class QueueRenderer:
         except RedisError as exc:
             raise RenderFailed(f"the render queue is unreachable: {exc}") from exc
         if enqueued == "full":
-            raise QueueFull(f"{self.queue.max_length} renders are already waiting for a worker")
+            raise QueueFull(
+                f"{self.queue.max_length} renders are already waiting for a worker",
+                self.backlog.retry_after(self.queue.max_length),
+            )
         try:
             return await asyncio.wait_for(done, max(0.0, job.deadline - time.time()))
         except TimeoutError:
             return None
+
+    async def _depth(self) -> int:
+        """Unfinished jobs in the stream; the queue's bound when Redis does not answer."""
+        try:
+            return await self.queue.depth()
+        except RedisError:
+            return self.queue.max_length
 
     def _wait_for(self, key: str) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
@@ -113,6 +122,7 @@ class QueueRenderer:
                 continue
             if message is None or message["type"] != "pmessage":
                 continue
+            self.backlog.finished()
             key = self.queue.key_of_channel(message["channel"])
             for future in self._waiters.get(key, ()):
                 if not future.done():

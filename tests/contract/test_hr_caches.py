@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis
 
-from cache import CacheKey, CacheUnavailable, HRCache, MemoryCache, RedisCache
+from cache import (
+    CacheKey,
+    CacheUnavailable,
+    HRCache,
+    ImageDeleted,
+    MemoryCache,
+    RedisCache,
+    Tombstones,
+)
 from tests.support.servers import RedisServer, free_port
 
 TTL = 60
 
 
+@pytest.fixture
+def tombstones(tmp_path: Path) -> Tombstones:
+    return Tombstones(tmp_path / "tombstones", lifetime_seconds=TTL + 10)
+
+
 @pytest.fixture(params=["memory", "redis"])
-async def cache(request: pytest.FixtureRequest) -> AsyncIterator[HRCache]:
+async def cache(request: pytest.FixtureRequest, tombstones: Tombstones) -> AsyncIterator[HRCache]:
     if request.param == "memory":
-        yield MemoryCache(TTL, max_bytes=1024)
+        yield MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     redis_cache = RedisCache(server.url, TTL)
@@ -59,6 +75,63 @@ async def test_drop_image_removes_every_rendition_of_that_image_only(cache: HRCa
     assert await cache.get(key("other", "png")) == b"o"
 
 
+async def test_a_dropped_image_may_be_cached_again(cache: HRCache) -> None:
+    await cache.put(key("a4"), b"p")
+    await cache.drop_image("a4")
+
+    await cache.put(key("a4"), b"again")
+
+    assert await cache.get(key("a4")) == b"again"
+
+
+async def test_after_mark_deleted_no_rendition_of_it_is_kept_again(cache: HRCache) -> None:
+    """A render that read the image before the delete finishes after it: refused."""
+    image_id = f"d{uuid.uuid4().hex[:8]}"
+    await cache.put(key(image_id, "jpeg"), b"j")
+    await cache.mark_deleted(image_id)
+    assert await cache.get(key(image_id, "jpeg")) is None
+
+    with pytest.raises(ImageDeleted):
+        await cache.put(key(image_id, "png"), b"late render")
+
+    assert await cache.get(key(image_id, "png")) is None
+    await cache.put(key("other", "png"), b"o")
+    assert await cache.get(key("other", "png")) == b"o"
+
+
+async def test_a_delete_in_one_process_empties_the_memory_cache_of_another(
+    tombstones: Tombstones,
+) -> None:
+    """Two in-process caches sharing a data directory, as ``serve --workers 2`` runs them."""
+    here = MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
+    there = MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
+    await there.put(key("x1"), b"cached over there")
+
+    await here.mark_deleted("x1")
+
+    assert await there.get(key("x1")) is None
+    assert there.size_bytes == 0
+    with pytest.raises(ImageDeleted):
+        await there.put(key("x1"), b"again")
+
+
+def test_a_tombstone_expires_after_its_lifetime_and_is_swept(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    marks = Tombstones(tmp_path / "t", lifetime_seconds=100, clock=lambda: now[0])
+    marks.mark("old")
+    os.utime(tmp_path / "t" / "old", (now[0], now[0]))
+    now[0] += 99
+    assert marks.marked("old")
+
+    now[0] += 2
+    assert not marks.marked("old")
+    marks.mark("new")  # more than a sweep interval later: the old mark's file goes
+
+    assert sorted(os.listdir(tmp_path / "t")) == ["new"]
+    with pytest.raises(ValueError):
+        marks.mark("../escape")
+
+
 async def test_a_redis_hit_renews_the_ttl(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
@@ -84,9 +157,11 @@ async def test_redis_entries_expire_when_nobody_reads_them(redis_server: RedisSe
     await cache.close()
 
 
-async def test_memory_hit_renews_the_ttl_and_unread_entries_expire() -> None:
+async def test_memory_hit_renews_the_ttl_and_unread_entries_expire(
+    tombstones: Tombstones,
+) -> None:
     now = [0.0]
-    cache = MemoryCache(ttl_seconds=10, max_bytes=100, clock=lambda: now[0])
+    cache = MemoryCache(ttl_seconds=10, max_bytes=100, tombstones=tombstones, clock=lambda: now[0])
     await cache.put(key("m1"), b"a")
     await cache.put(key("m2"), b"b")
 
@@ -98,8 +173,10 @@ async def test_memory_hit_renews_the_ttl_and_unread_entries_expire() -> None:
     assert await cache.get(key("m2")) is None
 
 
-async def test_memory_cache_evicts_least_recently_used_beyond_its_bound() -> None:
-    cache = MemoryCache(ttl_seconds=10, max_bytes=10)
+async def test_memory_cache_evicts_least_recently_used_beyond_its_bound(
+    tombstones: Tombstones,
+) -> None:
+    cache = MemoryCache(ttl_seconds=10, max_bytes=10, tombstones=tombstones)
     await cache.put(key("e1"), b"12345")
     await cache.put(key("e2"), b"12345")
     await cache.get(key("e1"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
-from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Totals
+from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Share, Totals
 from tests.support.servers import RedisServer, free_port
 
 
@@ -51,6 +52,32 @@ async def test_an_upload_credits_every_total_and_a_delete_debits_it(ledger: Ledg
 
     assert moved(before, credited) == (1000, 70, 1)
     assert await ledger.totals() == before
+
+
+async def test_concurrent_debits_of_one_image_debit_it_once(
+    ledger: Ledger, open_ledger: Callable[[], Ledger]
+) -> None:
+    """Two processes (two ledger handles) racing twenty debits of the same image."""
+    other = open_ledger()
+    image_id = f"img-{uuid.uuid4().hex}"
+    await ledger.add(1000, 70, 1, "webp")
+    before = await ledger.totals()
+
+    debited = await asyncio.gather(
+        *(handle.debit_once(image_id, 1000, 70, "webp") for handle in [ledger, other] * 10)
+    )
+    after = await ledger.totals()
+
+    assert debited.count(True) == 1
+    assert moved(before, after) == (-1000, -70, -1)
+    share_before, share_after = (
+        before.by_representation["webp"],
+        after.by_representation.get("webp", Share()),
+    )
+    assert share_before.images - share_after.images == 1
+    assert share_before.stored_bytes - share_after.stored_bytes == 70
+    assert await other.debit_once(image_id, 1000, 70, "webp") is False
+    await _close(other)
 
 
 async def test_totals_survive_reopening(ledger: Ledger, open_ledger: Callable[[], Ledger]) -> None:

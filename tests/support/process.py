@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -113,18 +114,39 @@ def _taking_jobs(worker: WorkerProcess) -> bool:
         return False
 
 
-def start_worker(env: Mapping[str, str], name: str, log_dir: Path) -> WorkerProcess:
-    """``srstore worker`` with the given SRSTORE_* settings, once it takes jobs."""
-    port = free_port()
-    log = (log_dir / f"worker-{name}.log").open("wb")
+def _metrics_port(log_path: Path, process: subprocess.Popen[bytes]) -> int | None:
+    """The port the worker says it serves /metrics on, once it has said so."""
+    if process.poll() is not None:
+        raise RuntimeError(f"srstore worker exited with {process.returncode}")
+    found = re.search(r"metrics on http://[^:]+:(\d+)/metrics", log_path.read_text())
+    return int(found.group(1)) if found else None
+
+
+def start_worker(
+    env: Mapping[str, str], name: str, log_dir: Path, metrics_port: int | None = None
+) -> WorkerProcess:
+    """``srstore worker`` with the given SRSTORE_* settings, once it takes jobs.
+
+    It is told to serve /metrics from ``metrics_port`` (a free port when not given); the port
+    it took is the one it logs.
+    """
+    log_path = log_dir / f"worker-{name}.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "srstore.cli", "worker", "--name", name],
-        env={**os.environ, **env, "SRSTORE_WORKER_METRICS_PORT": str(port)},
+        env={
+            **os.environ,
+            **env,
+            "SRSTORE_WORKER_METRICS_PORT": str(metrics_port or free_port()),
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    worker = WorkerProcess(name, port, process)
+    log.close()
+    worker = WorkerProcess(name, 0, process)
     try:
+        wait_until(lambda: _metrics_port(log_path, process) is not None, 60, "metrics port")
+        worker.metrics_port = _metrics_port(log_path, process) or 0
         wait_until(lambda: _taking_jobs(worker), 60, "srstore worker")
     except BaseException:
         worker.kill()

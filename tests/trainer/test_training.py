@@ -7,6 +7,8 @@ import json
 import math
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,8 @@ import trainer.train
 from models.archs import ESPCN, build_model
 from models.engine import NeuralUpscaler
 from models.validation import load_checked
-from models.weights import load_model, weights_path
+from models.weights import SHIPPED_WEIGHTS_DIR, load_model, weights_path
+from trainer.cli import build_parser
 from trainer.cli import main as train_cli
 from trainer.corpus import PHOTOGRAPHS, VALIDATION_IMAGES, validation_set
 from trainer.evaluate import Evaluation, ImageScore
@@ -178,6 +181,103 @@ def test_the_command_writes_weights_the_service_loads_and_a_card(
     upscaler = NeuralUpscaler(load_model("espcn", path), "espcn", 7, torch.device("cpu"))
     assert upscaler.upscale(Image.new("RGB", (13, 9))).size == (52, 36)
     load_checked("espcn", path.read_bytes())
+
+
+def quick_run(photos: Path, *extra: str) -> list[str]:
+    """A train command line that finishes in seconds."""
+    return [
+        "train",
+        "--data",
+        str(photos / "train"),
+        "--val",
+        str(photos / "val"),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--patch",
+        "48",
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def test_a_run_writes_into_a_new_run_folder_and_leaves_the_shipped_weights_alone(
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = {p.name: p.read_bytes() for p in SHIPPED_WEIGHTS_DIR.iterdir()}
+    monkeypatch.chdir(tmp_path)
+
+    assert train_cli(quick_run(photos)) == 0
+
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.endswith("-espcn")
+    assert {p.name for p in run.iterdir()} == {
+        "checkpoint.pt",
+        "espcn-x4-v1.pt",
+        "espcn-x4-v1.json",
+        "espcn-curves.png",
+        "espcn-sheet.jpg",
+    }
+    assert {p.name: p.read_bytes() for p in SHIPPED_WEIGHTS_DIR.iterdir()} == shipped
+
+
+def test_an_existing_weight_file_is_replaced_only_with_force(
+    photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = weights_path(tmp_path, "espcn", 1)
+    target.write_bytes(b"earlier weights")
+    where = ["--run-dir", str(tmp_path / "run"), "--weights-dir", str(tmp_path)]
+
+    refused = train_cli(quick_run(photos, *where))
+    error = capsys.readouterr().err
+
+    assert refused == 2
+    assert error.startswith(f"srstore train: error: {target} exists: pass --force to replace it")
+    assert target.read_bytes() == b"earlier weights"
+    assert not (tmp_path / "run").exists(), "refused before any training"
+    assert train_cli(quick_run(photos, *where, "--force")) == 0
+    load_checked("espcn", target.read_bytes())
+
+
+def test_resume_needs_the_run_folder_it_continues(
+    photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train_cli(quick_run(photos, "--resume")) == 2
+    assert "--resume continues a run: name its folder with --run-dir" in capsys.readouterr().err
+
+
+def test_help_shows_every_default() -> None:
+    (commands,) = [a for a in build_parser()._actions if a.choices]
+    train_parser = commands.choices["train"]
+    text = " ".join(train_parser.format_help().split())
+
+    for action in train_parser._actions:
+        if action.default not in (None, False, "==SUPPRESS=="):
+            assert f"(default: {action.default})" in text, action.dest
+    assert "(default: 20000)" in text and "(default: a new runs/<UTC time>-<model>)" in text
+
+
+def test_help_works_without_the_train_extra() -> None:
+    blocked = "import sys; sys.modules['matplotlib'] = sys.modules['tqdm'] = None; "
+    run = [
+        sys.executable,
+        "-c",
+        blocked + "from srstore.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
+
+    helped = subprocess.run([*run, "train", "--help"], capture_output=True, text=True)
+    training = subprocess.run(
+        [*run, "train", "train", "--steps", "1"], capture_output=True, text=True
+    )
+
+    assert helped.returncode == 0, helped.stderr
+    assert "corpus" in helped.stdout and "evaluate" in helped.stdout
+    assert training.returncode == 2
+    assert training.stderr.strip() == (
+        "srstore train: error: training needs matplotlib, tqdm: pip install 'srstore[train]'"
+    )
 
 
 def test_psnr_and_ssim_follow_the_standard_definitions() -> None:

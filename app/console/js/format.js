@@ -87,6 +87,9 @@ function receiptValue(value) {
 }
 
 const RECEIPT_LABELS = {
+  policy: ["Policy", String],
+  floor: ["Floor", String],
+  quality: ["Codec quality", String],
   psnr: ["Y-PSNR vs upload", (v) => score(v, 2, " dB")],
   ssim: ["SSIM vs upload", (v) => score(v, 4)],
   meets_floor: ["Meets the floor", (v) => (v ? "yes" : "no")],
@@ -107,4 +110,22 @@ export function receiptRows(meta) {
       const [label, show] = RECEIPT_LABELS[key] || [key.replaceAll("_", " "), receiptValue];
       return [label, show(value)];
     });
+}
+
+/** The receipt in one sentence, for the upload list; "" without a receipt. */
+export function receiptSentence(meta) {
+  const receipt = meta.receipt;
+  if (!receipt || typeof receipt !== "object") return "";
+  if (receipt.error) return `Quality receipt: scoring failed (${receipt.error}).`;
+  const scores = [];
+  if (receipt.psnr !== undefined && receipt.psnr !== null) scores.push(`Y-PSNR ${score(receipt.psnr, 2, " dB")}`);
+  if (receipt.ssim !== undefined && receipt.ssim !== null) scores.push(`SSIM ${score(receipt.ssim, 4)}`);
+  if (!scores.length) return `Quality receipt: ${receiptRows(meta).map(([k, v]) => `${k} ${v}`).join("; ")}.`;
+  let sentence = `Quality receipt: ${scores.join(", ")} against the upload`;
+  if (receipt.model) sentence += ` (scored with ${receipt.model})`;
+  if (receipt.policy && receipt.floor) {
+    const verdict = receipt.meets_floor === false ? "below the floor" : receipt.meets_floor ? "meets it" : "";
+    sentence += `; policy ${receipt.policy}, floor ${receipt.floor}${verdict ? `: ${verdict}` : ""}`;
+  }
+  return `${sentence}.`;
 }

@@ -37,7 +37,9 @@ async function load(index) {
     render(answer.images);
     status.textContent = answer.images.length
       ? `${answer.images.length} image${answer.images.length === 1 ? "" : "s"} on this page.`
-      : "No images stored yet.";
+      : index === 0
+        ? "No images stored yet."
+        : "No more images: this page's were deleted.";
   } catch (error) {
     status.className = "status error";
     status.textContent = `The listing failed: ${error.message}`;

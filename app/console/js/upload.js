@@ -1,7 +1,7 @@
 // Upload several files at once, a progress bar each, and the answer in words.
 
 import { uploadFile } from "./api.js";
-import { receiptRows, savingSentence, shapeSentence } from "./format.js";
+import { receiptSentence, savingSentence, shapeSentence } from "./format.js";
 
 let list;
 
@@ -68,10 +68,8 @@ async function uploadOne(file) {
 
 function describe(meta) {
   const parts = [element("p", "saving", savingSentence(meta)), element("p", "", shapeSentence(meta))];
-  const receipt = receiptRows(meta);
-  if (receipt.length) {
-    parts.push(element("p", "", "Quality receipt: " + receipt.map(([k, v]) => `${k}: ${v}`).join("; ") + "."));
-  }
+  const receipt = receiptSentence(meta);
+  if (receipt) parts.push(element("p", "receipt", receipt));
   const links = element("p");
   const compare = element("a", "", "Compare");
   compare.href = `#compare/${meta.id}`;

@@ -1,0 +1,140 @@
+"""srstore doctor: is this configuration valid, and does everything it names answer?
+
+It checks what start-up would need, in order: the SRSTORE_* variables (each bad value named
+with what is allowed, each unknown name flagged), the object store, the cache (and queue),
+the active model's weights, the inference device and the image codecs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from PIL import features
+
+from cache import CacheUnavailable, make_cache
+from config.settings import Settings, SettingsError, load_settings, unknown_variables
+from models.control import ControlUnavailable, make_control
+from models.engine import resolve_device
+from models.registry import ModelRegistry, UnknownModelVersion
+from models.validation import InvalidWeights, load_checked
+from models.weights import find_weights
+from storage import ObjectNotFound, S3Store, StorageUnavailable, make_store
+
+Status = Literal["ok", "warn", "FAIL"]
+# The Pillow feature each codec needs, as ``features.check`` names it.
+_CODECS = {"jpeg": "jpg", "png": "zlib", "webp": "webp", "avif": "avif"}
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    status: Status
+    detail: str
+
+
+def diagnose(environ: Mapping[str, str]) -> list[Check]:
+    try:
+        settings = load_settings(environ)
+    except SettingsError as exc:
+        return [Check("configuration", "FAIL", p) for p in exc.problems] + _unknown(environ)
+    checks = [Check("configuration", "ok", _mode(settings)), *_unknown(environ)]
+    checks += asyncio.run(_dependencies(settings))
+    return [*checks, _device(settings), _codecs(settings)]
+
+
+def failed(checks: list[Check]) -> bool:
+    return any(check.status == "FAIL" for check in checks)
+
+
+def as_json(checks: list[Check]) -> list[dict[str, str]]:
+    return [asdict(check) for check in checks]
+
+
+def _unknown(environ: Mapping[str, str]) -> list[Check]:
+    return [Check("configuration", "FAIL", problem) for problem in unknown_variables(environ)]
+
+
+def _mode(settings: Settings) -> str:
+    store = f"S3 bucket {settings.s3_bucket}" if settings.s3_bucket else f"{settings.data_dir}/"
+    cache = "Redis" if settings.redis_url else "in-process cache"
+    return f"inference {settings.inference}, objects in {store}, {cache}"
+
+
+async def _dependencies(settings: Settings) -> list[Check]:
+    store = make_store(settings)
+    checks = [await _store(store)]
+    cache = make_cache(settings)
+    try:
+        await cache.ping()
+        checks.append(Check("cache", "ok", type(cache).__name__))
+    except CacheUnavailable as exc:
+        checks.append(Check("cache", "FAIL", f"{exc} (reads would be served uncached)"))
+    finally:
+        close = getattr(cache, "close", None)
+        if close is not None:
+            await close()
+    checks.append(await _model(settings, ModelRegistry(store)))
+    return checks
+
+
+async def _store(store: object) -> Check:
+    name = type(store).__name__
+    try:
+        await store.ping()  # type: ignore[attr-defined]
+    except ObjectNotFound:
+        assert isinstance(store, S3Store)
+        return Check("object store", "warn", f"bucket {store.bucket} is missing: serve makes it")
+    except StorageUnavailable as exc:
+        return Check("object store", "FAIL", str(exc))
+    return Check("object store", "ok", name)
+
+
+async def _model(settings: Settings, registry: ModelRegistry) -> Check:
+    """Load the active version's weights, or those a first start would activate."""
+    control = make_control(settings)
+    try:
+        active = await control.active()
+        if active is not None:
+            weights, where = await registry.weights(active), "active"
+            label = active.label
+        else:
+            shipped = find_weights(settings.weights_dir, settings.model, settings.model_version)
+            if shipped is None:
+                return Check("model", "warn", f"no {settings.model} weights: serves bicubic")
+            weights, where = shipped.path.read_bytes(), "activated on first start"
+            label = f"{shipped.name}:{shipped.version}"
+        network = load_checked(label.split(":")[0], weights)
+    except (ControlUnavailable, StorageUnavailable, UnknownModelVersion, InvalidWeights) as exc:
+        return Check("model", "FAIL", str(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await control.close()
+    parameters = sum(p.numel() for p in network.parameters())
+    return Check("model", "ok", f"{label} ({where}) loads: {parameters} parameters")
+
+
+def _device(settings: Settings) -> Check:
+    try:
+        device = resolve_device(settings.device)
+    except RuntimeError as exc:
+        return Check("device", "FAIL", str(exc))
+    if device.type == "cuda":
+        detail = f"cuda: {torch.cuda.get_device_name(device)}, {settings.cuda_dtype}"
+    else:
+        detail = f"cpu: {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return Check("device", "ok", detail)
+
+
+def _codecs(settings: Settings) -> Check:
+    available = [name for name, feature in _CODECS.items() if features.check(feature)]
+    missing = [name for name in _CODECS if name not in available]
+    detail = ", ".join(available) + (f" (missing: {', '.join(missing)})" if missing else "")
+    stored = "webp" if settings.stored_codec.startswith("webp") else settings.stored_codec
+    if stored not in available:
+        return Check("codecs", "FAIL", f"SRSTORE_STORED_CODEC={stored} is unavailable: {detail}")
+    return Check("codecs", "ok", detail)
