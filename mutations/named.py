@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (
     *("srstore", "app", "worker", "trainer", "render", "config", "models", "imaging"),
-    *("storage", "cache", "ledger"),
+    *("storage", "cache", "ledger", "policy"),
 )
 
 

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from imaging import (
     ImageTooLarge,
@@ -149,6 +149,16 @@ def test_every_stored_codec_keeps_the_alpha_values(codec: str) -> None:
     assert np.array_equal(np.asarray(back.getchannel("A")), np.asarray(image.getchannel("A")))
 
 
+@pytest.mark.parametrize("codec", ["webp-lossless", "png"])
+def test_lossless_codecs_keep_even_the_colour_under_zero_alpha(codec: str) -> None:
+    """Bicubic enlargement mixes the colour of transparent pixels into their neighbours."""
+    image = transparent_gradient()
+
+    back = decode_stored(encode_stored(image, StoredCodec(codec, 90)))
+
+    assert np.array_equal(np.asarray(back), np.asarray(image))
+
+
 @pytest.mark.parametrize(("codec", "min_psnr"), [("jpeg", 40), ("webp", 38)])
 def test_lossy_stored_codecs_stay_close_to_the_photo(
     photo: Image.Image, codec: str, min_psnr: float
@@ -159,6 +169,37 @@ def test_lossy_stored_codecs_stay_close_to_the_photo(
 
     error = np.asarray(back, np.float64) - np.asarray(low, np.float64)
     assert 10 * np.log10(255**2 / np.mean(error**2)) > min_psnr
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "webp"])
+def test_the_stored_quality_setting_is_honoured(photo: Image.Image, codec: str) -> None:
+    low = downscale(photo)
+
+    def stored_at(quality: int) -> tuple[int, float]:
+        data = encode_stored(low, StoredCodec(codec, quality))
+        error = np.asarray(decode_stored(data), np.float64) - np.asarray(low, np.float64)
+        return len(data), 10 * np.log10(255**2 / np.mean(error**2))
+
+    (small, worse), (large, better) = stored_at(50), stored_at(95)
+    assert large > 1.5 * small
+    assert better > worse + 3
+
+
+def test_a_jpeg_stored_copy_keeps_every_chroma_sample(photo: Image.Image) -> None:
+    data = encode_stored(downscale(photo), StoredCodec("jpeg", 90))
+
+    assert JpegImagePlugin.get_sampling(Image.open(io.BytesIO(data))) == 0  # 4:4:4
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "png"])
+def test_a_grey_stored_copy_stays_one_channel(codec: str) -> None:
+    pixels = np.random.default_rng(4).integers(0, 255, (10, 12), dtype=np.uint8)
+
+    back = decode_stored(encode_stored(Image.fromarray(pixels, "L"), StoredCodec(codec, 90)))
+
+    assert back.mode == "L"
+    if codec == "png":
+        assert np.array_equal(np.asarray(back), pixels)
 
 
 def test_degrade_is_downscale_then_the_storage_round_trip(photo: Image.Image) -> None:
