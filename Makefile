@@ -47,6 +47,7 @@ chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 test: $(VENV)/.dev redis-server promtool icc-profiles chromium
+	@! git grep -nE '^(<<<<<<<|>>>>>>>)( |$$)' -- . || { echo 'merge conflict markers left in the tree'; exit 1; }
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger
