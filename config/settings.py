@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from imaging import (
-    PILLOW_MAX_PIXELS,
-    FullCodecName,
-    OutputEncoding,
-    StoredCodec,
-    StoredCodecName,
-)
+from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
-from policy import Floor, StoragePolicy
+from policy.receipts import Floor, StoragePolicy
+
+if TYPE_CHECKING:
+    from imaging import OutputEncoding, StoredCodec
 
 
 class Settings(BaseSettings):
@@ -178,7 +176,7 @@ class Settings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port of `srstore serve`.")
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -189,6 +187,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_ADMIN_TOKEN", secret)
         return value
 
     @field_validator("quality_floor")
@@ -205,6 +204,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_URL_SIGNING_KEY", secret)
         return value
 
     @field_validator("allowed_widths", mode="before")
@@ -228,6 +228,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def codec(self) -> StoredCodec:
+        from imaging import StoredCodec  # the pipeline (NumPy): not for every CLI command
+
         return StoredCodec(self.stored_codec, self.stored_quality)
 
     @cached_property
@@ -236,6 +238,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:
+        from imaging import OutputEncoding
+
         return OutputEncoding(
             jpeg_quality=self.output_jpeg_quality,
             webp_quality=self.output_webp_quality,
@@ -246,6 +250,17 @@ class Settings(BaseSettings):
 
 
 PREFIX = "SRSTORE_"
+
+# Words of the placeholders that manifests, examples and tutorials ship in place of a secret: a
+# token copied from one of them is public, and would open the admin API to anyone.
+_PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|your[_-]?(token|key)", re.I)
+
+
+def _refuse_placeholder(name: str, secret: str) -> None:
+    if _PLACEHOLDER.search(secret):
+        raise ValueError(
+            f"{name} is a placeholder: generate one (openssl rand -hex 16) and set that"
+        )
 
 
 class SettingsError(ValueError):

@@ -35,6 +35,11 @@ def srstore(
     )
 
 
+def shown(ran: subprocess.CompletedProcess[str]) -> str:
+    """A command's exit status and both its outputs, for a failure message."""
+    return f"{ran.args[3:]} exited {ran.returncode}\nstdout: {ran.stdout}\nstderr: {ran.stderr}"
+
+
 def clean_environment() -> dict[str, str]:
     """This process's environment without SRSTORE_* (each test names what it sets)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("SRSTORE_")}
@@ -44,12 +49,13 @@ def clean_environment() -> dict[str, str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiProcess, dict[str, str]]]:
     """``srstore serve`` in the embedded default, with an admin token and the shipped weights."""
     port = free_port()
+    folder = tmp_path_factory.mktemp("cli")
     env = {
-        "SRSTORE_DATA_DIR": str(tmp_path_factory.mktemp("cli") / "data"),
+        "SRSTORE_DATA_DIR": str(folder / "data"),
         "SRSTORE_ADMIN_TOKEN": TOKEN,
         "SRSTORE_PORT": str(port),
     }
-    api = start_api(env, port=port)
+    api = start_api(env, port=port, log_path=folder / "serve.log")
     yield api, env
     api.stop()
 
@@ -95,21 +101,25 @@ def test_images_upload_get_meta_delete_through_the_api(
     flower = ROOT / "tests/data/flower.jpg"
 
     uploaded = srstore("images", "upload", str(flower), env=env)
+    assert uploaded.returncode == 0 and uploaded.stderr == "", shown(uploaded)  # no httpx lines
     (line,) = [row for row in uploaded.stdout.splitlines() if str(flower) in row]
     image_id = line.split()[0]
-    meta = json.loads(srstore("images", "meta", image_id, "--json", env=env).stdout)
+    described = srstore("images", "meta", image_id, "--json", env=env)
+    assert described.returncode == 0, shown(described)
+    meta = json.loads(described.stdout)
     got = srstore(
         "images", "get", image_id, "--format", "png", "-o", str(tmp_path / "big.png"), env=env
     )
     deleted = srstore("images", "delete", image_id, env=env)
     gone = srstore("images", "get", image_id, env=env, cwd=tmp_path)
 
-    assert uploaded.returncode == 0 and uploaded.stderr == "", uploaded.stderr  # no httpx lines
     assert uploaded.stdout.split()[:6] == ["id", "file", "size", "uploaded", "bytes", "stored"]
     assert (meta["id"], meta["width"], meta["height"]) == (image_id, *Image.open(flower).size)
-    assert got.returncode == 0 and got.stdout.startswith(f"wrote {tmp_path / 'big.png'}")
+    assert got.returncode == 0 and got.stdout.startswith(f"wrote {tmp_path / 'big.png'}"), shown(
+        got
+    )
     assert Image.open(tmp_path / "big.png").size == Image.open(flower).size
-    assert deleted.stdout == f"deleted {image_id}\n"
+    assert deleted.stdout == f"deleted {image_id}\n", shown(deleted)
     assert (gone.returncode, gone.stderr) == (
         1,
         "srstore: error: 404 not_found: no image with this id\n",
@@ -137,7 +147,10 @@ def test_models_list_is_a_table_and_json_for_scripts(
     assert active == [f"{scripted['active']['name']}:{scripted['active']['version']}"]
     assert len(listed.stdout.splitlines()) == 2 + len(scripted["models"])
     assert refused.returncode == 1
-    assert refused.stderr == "srstore: error: 401 unauthorized: a valid bearer token is required\n"
+    assert refused.stderr == (
+        "srstore: error: 401 unauthorized: a valid bearer token is required "
+        "(SRSTORE_ADMIN_TOKEN in this shell differs from the server's)\n"
+    )
 
 
 def test_a_bad_setting_stops_serve_with_one_line_per_variable() -> None:

@@ -31,6 +31,8 @@ from tests.support.browser import RefusingProxy, chromium, requested_urls
 from tests.support.process import ApiProcess, start_api
 from tests.support.weights import noisy, to_bytes
 
+pytestmark = pytest.mark.slow  # one server and one browser for the module, a minute to start
+
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = [
     REPO / "tests/data/flower.jpg",
