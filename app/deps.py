@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.services.costs import CostReport
 from app.services.images import ImageService
 from config.settings import Settings
 
@@ -22,5 +23,10 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def get_cost_report(request: Request) -> CostReport:
+    return request.app.state.costs  # type: ignore[no-any-return]
+
+
+CostReportDep = Annotated[CostReport, Depends(get_cost_report)]
 ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
