@@ -23,7 +23,7 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_cost_report(request: Request) -> CostReport:
+async def get_cost_report(request: Request) -> CostReport:
     return request.app.state.costs  # type: ignore[no-any-return]
 
 
