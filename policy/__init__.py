@@ -2,6 +2,8 @@
 
 Names load on first use (PEP 562): the settings need ``Floor`` and ``StoragePolicy``, not
 the scoring (SciPy, through ``imaging.quality``), which would cost every CLI command a second.
+``policy.choose`` is the module (an attribute the import system sets): its function is
+``from policy.choose import choose``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policy.choose import Candidate, Decision, Reconstruct, choose, score
+    from policy.choose import Candidate, Decision, Reconstruct, score
     from policy.receipts import (
         NO_MODEL,
         REPRESENTATIONS,
@@ -28,7 +30,6 @@ _HOMES = {
     "Candidate": "policy.choose",
     "Decision": "policy.choose",
     "Reconstruct": "policy.choose",
-    "choose": "policy.choose",
     "score": "policy.choose",
     "NO_MODEL": "policy.receipts",
     "REPRESENTATIONS": "policy.receipts",
@@ -56,7 +57,6 @@ __all__ = [
     "Representation",
     "Score",
     "StoragePolicy",
-    "choose",
     "score",
 ]
 

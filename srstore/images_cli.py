@@ -28,6 +28,7 @@ _EXTENSIONS = {
 # Output formats `GET /v1/images/{id}?format=` takes (README, "Sizes, formats and caching").
 FORMATS = ["jpeg", "png", "webp", "avif", "bmp", "tiff"]
 POLICIES = ["downscale", "guarded", "smallest"]
+ID_HELP = "the image's id, as upload printed it (after --, if it starts with -)"
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,18 +64,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     get = actions.add_parser(
         "get", parents=[common], help="fetch an image at full size, rebuilt by the model"
     )
-    get.add_argument("id", help="the image's id, as upload printed it")
+    get.add_argument("id", help=ID_HELP)
     get.add_argument(
         "-o", "--output", type=Path, help="where to write it (default: ID.EXT in this folder)"
     )
     get.add_argument("--format", choices=FORMATS, help="output format (default: the upload's)")
     get.add_argument("--quality", type=int, help="JPEG/WebP/AVIF quality, 1-100")
     meta = actions.add_parser("meta", parents=[common], help="what srstore knows of an image")
-    meta.add_argument("id", help="the image's id, as upload printed it")
+    meta.add_argument("id", help=ID_HELP)
     delete = actions.add_parser(
         "delete", parents=[common], help="delete an image and its cached renditions"
     )
-    delete.add_argument("id", help="the image's id, as upload printed it")
+    delete.add_argument("id", help=ID_HELP)
 
 
 def run(args: argparse.Namespace, api: ApiClient) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from app.services.images import new_image_id
 from tests.conftest import forget_active_model
 from tests.support.process import ApiProcess, start_api
 from tests.support.servers import RedisServer, SeaweedServer, free_port
@@ -359,3 +361,19 @@ def test_a_refused_activation_says_which_flag_forces_it(
     assert refused.returncode == 1
     assert refused.stderr.startswith("srstore: error: 409 worse_than_active: ")
     assert refused.stderr.endswith(" (--force activates it anyway)\n"), refused.stderr
+
+
+def test_new_ids_never_look_like_an_option_to_the_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cause of a flaky run: an id with a leading '-' (1 in 64) was parsed as an option."""
+    drawn = iter(["-" + "A" * 21, "_" + "B" * 21])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda _: next(drawn))
+
+    assert new_image_id() == "_" + "B" * 21
+
+
+def test_an_existing_id_with_a_leading_dash_is_passed_after_a_double_dash() -> None:
+    port = free_port()
+    dashed = srstore("images", "meta", "--url", f"http://127.0.0.1:{port}", "--", "-" + "A" * 21)
+
+    assert dashed.returncode == 1
+    assert dashed.stderr.startswith("srstore: error: cannot reach the srstore API"), shown(dashed)

@@ -382,6 +382,23 @@ def test_kubernetes_manifests_validate_against_the_api_schemas(resource: dict) -
     kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
 
 
+# Resident memory of one `srstore serve` process after 12-megapixel uploads under the `guarded`
+# policy (the most an upload holds: the decoded original, the x4 and AVIF candidates, scoring),
+# as issue 24 measured it.
+API_PROCESS_PEAK_BYTES = 2.1e9
+HEADROOM = 1.2
+
+
+def test_the_api_memory_limit_holds_each_workers_measured_peak_with_headroom() -> None:
+    resources = {(r["kind"], r["metadata"]["name"]): r for r in kubernetes_resources()}
+    (api,) = resources["Deployment", "srstore-api"]["spec"]["template"]["spec"]["containers"]
+    workers = int(api["args"][api["args"].index("--workers") + 1])
+    limit = api["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+
+    assert int(limit[:-2]) * 2**30 >= workers * API_PROCESS_PEAK_BYTES * HEADROOM
+
+
 def test_kubernetes_probes_gpus_and_autoscaling_are_declared() -> None:
     resources = {(r["kind"], r["metadata"]["name"]): r for r in kubernetes_resources()}
     (api,) = resources["Deployment", "srstore-api"]["spec"]["template"]["spec"]["containers"]
