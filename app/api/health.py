@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -25,4 +27,6 @@ async def readyz(images: ImageServiceDep) -> dict[str, str]:
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def prometheus_metrics(images: ImageServiceDep) -> Response:
     snapshot = await images.snapshot()
-    return Response(metrics.exposition(snapshot), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: a scrape never holds up the requests being served meanwhile.
+    body = await asyncio.to_thread(metrics.exposition, snapshot)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
