@@ -30,7 +30,7 @@ from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
-from render.admission import Backlog, RenderSlots
+from render.admission import Backlog, RenderSlots, share_of
 from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
 from storage import S3Store, StorageUnavailable, make_store
 
@@ -143,6 +143,7 @@ def render_slots(settings: Settings) -> RenderSlots:
         max_waiting=settings.queue_max_length,
         wait_seconds=settings.request_deadline_seconds,
         backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
+        per_client=share_of(settings.render_threads, settings.cpu_client_share),
     )
 
 

@@ -17,6 +17,7 @@ from app.services import images as image_service
 from app.services.work import ClientBusy, CpuAdmission, CpuBusy
 from config.settings import Settings
 from imaging.costs import rendition_seconds
+from render.admission import FairSlots
 from tests.conftest import serving
 
 
@@ -158,3 +159,39 @@ async def test_one_client_past_its_share_gets_429_while_another_is_served(
     assert crowded.status_code == 503
     assert crowded.json()["error"]["code"] == "cpu_busy"
     assert int(crowded.headers["retry-after"]) >= 1
+
+
+async def test_a_freed_thread_goes_to_the_client_that_runs_least() -> None:
+    """A client with a burst queued waits behind a newcomer, and never runs more than its
+    share of the threads."""
+    slots = FairSlots(slots=2, per_client=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def work(client: str) -> None:
+        await slots.acquire(client, timeout=5)
+        order.append(client)
+        await release.wait()
+        slots.release(client)
+
+    burst = [asyncio.create_task(work("attacker")) for _ in range(4)]
+    await asyncio.sleep(0)
+    newcomer = asyncio.create_task(work("newcomer"))
+    await asyncio.sleep(0.05)
+    assert order == ["attacker", "newcomer"]  # one thread each, the burst waits
+    assert slots.running("attacker") == 1
+    release.set()
+    await asyncio.gather(*burst, newcomer)
+    assert order.count("attacker") == 4
+
+
+async def test_a_wait_past_its_deadline_leaves_no_slot_behind() -> None:
+    slots = FairSlots(slots=1, per_client=1)
+    await slots.acquire("a", timeout=1)
+    with pytest.raises(TimeoutError):
+        await slots.acquire("b", timeout=0.05)
+    slots.release("a")
+    await slots.acquire("b", timeout=1)  # the abandoned wait took nothing
+    assert slots.free == 0
+    slots.release("b")
+    assert slots.free == 1

@@ -49,6 +49,7 @@ from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
 from render import metrics as render_metrics
+from render.admission import CLIENT
 from render.images import (
     IMAGES_PREFIX,
     ImageMeta,
@@ -192,7 +193,10 @@ class ImageService:
             settings.dependency_timeout_seconds,
         )
         self.cpu = CpuPool(
-            settings.cpu_threads, settings.cpu_backlog_seconds, settings.cpu_client_share
+            settings.cpu_threads,
+            settings.cpu_backlog_seconds,
+            settings.cpu_client_share,
+            settings.request_deadline_seconds,
         )
         self.renditions = RenditionBudget(settings.max_renditions_per_image)
         # Every listing's HEADs together take at most a quarter of the I/O threads, so the
@@ -277,6 +281,7 @@ class ImageService:
             reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await self.cpu.call(
+                    "upload scoring",
                     lambda: choose_representation(
                         image=image,
                         original=original,
@@ -286,7 +291,7 @@ class ImageService:
                         codec=self.settings.full_codec,
                         reconstruct=reconstruct,
                         model=model,
-                    )
+                    ),
                 )
         except Exception as exc:  # scoring is a report on the upload, never a reason to refuse it
             log.exception("scoring an upload failed; keeping the x4 copy unscored")
@@ -463,6 +468,7 @@ class ImageService:
         stored_pixels = meta.stored_width * meta.stored_height
         cost = rendition_seconds(stored_pixels, _output_pixels(plan), plan.fmt, model=True)
         with self.cpu.admission.admit(client, cost):
+            CLIENT.set(client)  # this flight's own task: the render slot goes to it fairly
             return await self.renderer.render(plan.key)
 
     async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
@@ -476,7 +482,9 @@ class ImageService:
                 stored = await self.store.get(object_key(meta.id))
             except ObjectNotFound:
                 raise ImageNotFound(meta.id) from None
-            data = await self.cpu.call(lambda: self._downscale_stored(stored.data, meta, plan))
+            data = await self.cpu.call(
+                client, lambda: self._downscale_stored(stored.data, meta, plan)
+            )
         render_metrics.RENDITIONS.labels("stored_copy").inc()
         if await self._keep(plan.key, data):
             render_metrics.CACHE_ENTRY_BYTES.observe(len(data))

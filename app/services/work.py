@@ -13,6 +13,10 @@ Past either, the request is refused at once (503 ``cpu_busy`` or 429 ``client_bu
 a ``Retry-After`` computed from the work admitted ahead of it, rather than queued behind it.
 Work that alone exceeds a bound is admitted when nothing else is, so every permitted request
 can be served on an idle server.
+
+Admitted work then waits for a thread fairly (``render.admission.FairSlots``): when one
+frees, the waiting client running the least goes first, and no client runs on more than its
+share of the threads; a wait past ``SRSTORE_REQUEST_DEADLINE_SECONDS`` is 503 ``cpu_busy``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from render.admission import RETRY_AFTER_BOUNDS, Saturated
+from render.admission import RETRY_AFTER_BOUNDS, FairSlots, Saturated, share_of
 
 T = TypeVar("T")
 
@@ -85,27 +89,41 @@ class CpuAdmission:
 
 
 class CpuPool:
-    """The pool CPU work runs on, behind :class:`CpuAdmission`."""
+    """The pool CPU work runs on, behind :class:`CpuAdmission` and :class:`FairSlots`."""
 
-    def __init__(self, threads: int, backlog_seconds: float, client_share: float) -> None:
+    def __init__(
+        self, threads: int, backlog_seconds: float, client_share: float, wait_seconds: float
+    ) -> None:
         self.admission = CpuAdmission(threads, backlog_seconds, client_share)
+        self.slots = FairSlots(threads, share_of(threads, client_share))
+        self.wait_seconds = wait_seconds
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cpu")
 
     async def run(self, client: str, cost: float, work: Callable[[], T]) -> T:
         """``work()`` on the pool once admitted. A caller that stops waiting (a disconnect)
         still holds its admission until the work ends: the CPU is spent either way."""
         with self.admission.admit(client, cost):
-            return await self.call(work)
+            return await self.call(client, work)
 
-    async def call(self, work: Callable[[], T]) -> T:
-        """``work()`` on the pool, for work already admitted (or bounded otherwise)."""
-        future = asyncio.wrap_future(self._pool.submit(work))
+    async def call(self, client: str, work: Callable[[], T]) -> T:
+        """``work()`` on the pool in ``client``'s turn, for work already admitted."""
         try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await future
-            raise
+            await self.slots.acquire(client, self.wait_seconds)
+        except TimeoutError:
+            raise CpuBusy(
+                f"no CPU thread freed within {self.wait_seconds:g} s",
+                _retry_after(self.wait_seconds),
+            ) from None
+        try:
+            future = asyncio.wrap_future(self._pool.submit(work))
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await future
+                raise
+        finally:
+            self.slots.release(client)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
