@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from PIL import Image
 from pydantic import BaseModel
@@ -48,6 +48,7 @@ from imaging.costs import rendition_seconds
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
+from render import costs
 from render import metrics as render_metrics
 from render.admission import CLIENT
 from render.images import (
@@ -166,6 +167,12 @@ def _decode_cursor(cursor: str) -> str:
     return key
 
 
+def _measured_choice(**arguments: Any) -> Decision:
+    """Scoring and choosing, counted as the ``compaction`` stage of the cost ledger."""
+    with costs.measured("compaction"):
+        return choose_representation(**arguments)
+
+
 class ImageService:
     def __init__(
         self,
@@ -261,9 +268,10 @@ class ImageService:
         return meta
 
     def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
-        decoded = decode_upload(data, self.settings.max_pixels)
-        low_res = downscale(decoded.image)
-        stored = encode_stored(low_res, self.settings.codec)
+        with costs.measured("ingest"):
+            decoded = decode_upload(data, self.settings.max_pixels)
+            low_res = downscale(decoded.image)
+            stored = encode_stored(low_res, self.settings.codec)
         return decoded, _Reduced(stored, low_res.width, low_res.height)
 
     async def _decide(
@@ -282,7 +290,7 @@ class ImageService:
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await self.cpu.call(
                     "upload scoring",
-                    lambda: choose_representation(
+                    lambda: _measured_choice(
                         image=image,
                         original=original,
                         x4=reduced,
