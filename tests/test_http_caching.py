@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -224,6 +224,50 @@ async def test_if_range_serves_the_range_only_for_the_current_representation(
 
     assert current.status_code == 206
     assert stale.status_code == 200
+
+
+async def test_if_range_never_matches_a_weak_tag_or_a_rendition_date(
+    embedded: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    """RFC 9110 §13.1.5: a weak tag never matches. An image's Last-Modified is the upload
+    time, which a model swap does not change (see test_admin_models), so no date validates
+    a range of a rendition."""
+    meta = await upload(embedded, photo_bytes)
+    url = f"/v1/images/{meta['id']}"
+    whole = await embedded.get(url)
+    ranged = {"range": "bytes=0-9"}
+
+    weak = await embedded.get(url, headers={**ranged, "if-range": "W/" + whole.headers["etag"]})
+    dated = await embedded.get(url, headers={**ranged, "if-range": whole.headers["last-modified"]})
+
+    assert (weak.status_code, weak.content) == (200, whole.content)
+    assert (dated.status_code, dated.content) == (200, whole.content)
+
+
+async def test_if_range_on_the_stored_copy_takes_its_exact_date_or_strong_tag(
+    embedded: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    """The stored bytes of an id never change, so their Last-Modified is strong; a later or
+    earlier date than it, or a weak tag, gets the whole copy."""
+    meta = await upload(embedded, photo_bytes)
+    url = f"/v1/images/{meta['id']}/stored"
+    whole = await embedded.get(url)
+    modified = parsedate_to_datetime(whole.headers["last-modified"])
+
+    def ask(if_range: str) -> Awaitable[httpx.Response]:
+        return embedded.get(url, headers={"range": "bytes=5-14", "if-range": if_range})
+
+    by_date = await ask(whole.headers["last-modified"])
+    by_tag = await ask(whole.headers["etag"])
+    later = await ask(http_date(modified + timedelta(seconds=1)))
+    earlier = await ask(http_date(modified - timedelta(seconds=1)))
+    weak = await ask("W/" + whole.headers["etag"])
+
+    for part in (by_date, by_tag):
+        assert (part.status_code, part.content) == (206, whole.content[5:15])
+        assert part.headers["content-range"] == f"bytes 5-14/{len(whole.content)}"
+    for refused in (later, earlier, weak):
+        assert (refused.status_code, refused.content) == (200, whole.content)
 
 
 @given(
