@@ -209,6 +209,8 @@ async def test_dpr_multiplies_the_size_into_the_same_rendition(
         {"w": 100, "fit": "stretch"},
         {"w": 100, "enlarge": "perhaps"},
         {"format": "gif"},
+        {"format": "bmp"},  # BMP and TIFF uploads are served as PNG; neither is an output
+        {"format": "tiff"},
     ],
 )
 async def test_hostile_sizes_get_a_422_json_error(

@@ -142,6 +142,25 @@ async def test_small_text_over_a_photo_fails_the_floor_and_is_kept_full_size_as_
     assert ssim_by_definition(decoded(first.content), decoded(captioned_png)) >= 0.9
 
 
+async def test_the_full_size_codec_can_be_webp(tmp_path: Path, captioned_png: bytes) -> None:
+    """SRSTORE_FULL_CODEC=webp: the copy kept when the x4 copy fails is a full-size WebP,
+    at the lowest quality that meets the floor, and reads of it run no model."""
+    settings = Settings(data_dir=tmp_path, full_codec="webp")
+    async with serving(settings) as (_, client):
+        meta = await upload(client, captioned_png, "image/png", policy="guarded", floor="ssim:0.9")
+        stored = await client.get(f"/v1/images/{meta['id']}/stored")
+        served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert meta["receipt"]["x4"]["ssim"] < 0.9
+    assert meta["representation"] == "webp"
+    assert 5 <= meta["receipt"]["quality"] <= 100
+    assert stored.headers["content-type"] == "image/webp"
+    assert meta["stored_bytes"] == len(stored.content) < len(captioned_png)
+    assert decoded(stored.content).size == (meta["width"], meta["height"])
+    assert served.headers["x-model-version"] == "none"
+    assert ssim_by_definition(decoded(served.content), decoded(captioned_png)) >= 0.9
+
+
 async def test_a_page_of_small_text_falls_back_to_the_uploaded_bytes(
     client: httpx.AsyncClient, text_png: bytes
 ) -> None:

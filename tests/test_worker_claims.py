@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import pytest
 from redis import asyncio as aioredis
@@ -19,6 +18,7 @@ from redis import asyncio as aioredis
 from cache import CacheKey
 from render.queue import GROUP, JobQueue, RenderJob
 from tests.support.servers import RedisServer
+from tests.support.waiting import until
 from worker.consumer import Worker
 
 
@@ -46,15 +46,6 @@ class NoCache:
 
     async def put(self, key: CacheKey, data: bytes) -> None:
         return None
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 30) -> None:
-    """Poll ``condition`` (each poll is a Redis round trip or a glance at the engine)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        await asyncio.sleep(0.01)
 
 
 async def held_by(client: aioredis.Redis, queue: JobQueue, consumer: str) -> list[dict]:
@@ -88,10 +79,7 @@ async def test_claiming_a_dead_workers_job_never_exceeds_the_concurrency(
     caplog.set_level(logging.WARNING, logger="worker.consumer")
     running = asyncio.create_task(worker.run(stop))
 
-    async def holding() -> bool:
-        return engine.holding == 1
-
-    await until(holding, "the survivor adopting the dead worker's job")
+    await until(lambda: engine.holding == 1, "the survivor adopting the dead worker's job")
     first = await held_by(client, queue, "survivor")
     last_idle, renewals = [first[0]["time_since_delivered"]], [0]
 
@@ -131,18 +119,12 @@ async def test_a_busy_worker_reads_only_as_many_new_jobs_as_it_has_free_slots(
     running = asyncio.create_task(worker.run(stop))
     await queue.enqueue(job("first"))
 
-    def holding(count: int) -> Callable[[], Awaitable[bool]]:
-        async def check() -> bool:
-            return engine.holding == count
-
-        return check
-
-    await until(holding(1), "the first job reaching the engine")
+    await until(lambda: engine.holding == 1, "the first job reaching the engine")
     async with client.pipeline(transaction=True) as pipe:  # one blocked read wakes to all 3
         for name in ("second", "third", "fourth"):
             pipe.xadd(queue.stream, job(name).fields())  # type: ignore[arg-type]
         await pipe.execute()
-    await until(holding(2), "a second job reaching the engine")
+    await until(lambda: engine.holding == 2, "a second job reaching the engine")
     held = len(await held_by(client, queue, "busy"))
     engine.release.set()
 
