@@ -1,4 +1,8 @@
-"""Request dependencies as ``Annotated`` aliases, so tests can override them."""
+"""Request dependencies as ``Annotated`` aliases, so tests can override them.
+
+They are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in
+its thread pool, two thread hops on every request (a tenth of a cache hit's CPU).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,15 @@ from app.services.images import ImageService
 from config.settings import Settings
 
 
-def get_image_service(request: Request) -> ImageService:
+async def get_image_service(request: Request) -> ImageService:
     return request.app.state.image_service  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_cost_report(request: Request) -> CostReport:
+async def get_cost_report(request: Request) -> CostReport:
     return request.app.state.costs  # type: ignore[no-any-return]
 
 
