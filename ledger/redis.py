@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Spending, Totals
 
 LEDGER_KEY = "srstore:ledger"
-COSTS_KEY = "srstore:costs"
-LAST_READ_KEY = "srstore:last-read"  # a sorted set: image id by when it was last read  # amounts spent, the recent dollars, the integrated gauges
+COSTS_KEY = "srstore:costs"  # amounts spent, the recent dollars, the integrated gauges
+LAST_READ_KEY = "srstore:last-read"  # a sorted set: image id by when it was last read
 _FIELDS = ("original_bytes", "stored_bytes", "images")
 
 # KEYS: the ledger, the image's "debited" mark. ARGV: original bytes, stored bytes, the mark's
