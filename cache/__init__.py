@@ -27,7 +27,10 @@ def make_cache(settings: Settings) -> HRCache:
     """
     if settings.redis_url:
         return RedisCache(
-            settings.redis_url, settings.cache_ttl_seconds, settings.cache_retry_seconds
+            settings.redis_url,
+            settings.cache_ttl_seconds,
+            settings.cache_retry_seconds,
+            settings.redis_cluster,
         )
     return MemoryCache(
         settings.cache_ttl_seconds,

@@ -1,12 +1,13 @@
 """Rendered images in Redis: ``GETEX ... EX`` renews the TTL on every hit in one round trip.
 
-Each image also has a set naming its renditions (``hr:{id}:keys``), renewed with them, so a
+Each image also has a set naming its renditions (``hr:{<id>}:keys``), renewed with them, so a
 DELETE finds every rendition without scanning the keyspace.
 
-A DELETE first marks the image deleted (``hr:{id}:deleted``) and drops its renditions in one
+A DELETE first marks the image deleted (``hr:{<id>}:deleted``) and drops its renditions in one
 script; a put is one script that refuses to write once the mark exists. Redis runs scripts one
 at a time, so a render that read the image before the delete and finishes after it cannot
-cache it again (it gets :class:`ImageDeleted`), in any API process or worker.
+cache it again (it gets :class:`ImageDeleted`), in any API process or worker. Every key of
+one image carries the image's hash tag, so the scripts run on a Redis Cluster too.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import logging
 import time
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache.base import TOMBSTONE_MARGIN_SECONDS, CacheKey, CacheUnavailable, ImageDeleted
+from keyspace import connect, rendition_prefix
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ return #members
 
 
 def _index_key(image_id: str) -> str:
-    return f"hr:{image_id}:keys"
+    return f"{rendition_prefix(image_id)}keys"
 
 
 def deleted_key(image_id: str) -> str:
-    return f"hr:{image_id}:deleted"
+    return f"{rendition_prefix(image_id)}deleted"
 
 
 class RedisCache:
@@ -55,12 +56,13 @@ class RedisCache:
         url: str,
         ttl_seconds: int,
         retry_seconds: float = 2.0,
+        cluster: bool = False,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.retry_seconds = retry_seconds
         self.tombstone_seconds = ttl_seconds + TOMBSTONE_MARGIN_SECONDS
-        self.client = aioredis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        self.client = connect(
+            url, cluster, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
         )
         self._put = self.client.register_script(_PUT_UNLESS_DELETED)
         self._drop = self.client.register_script(_MARK_DELETED_AND_DROP)

@@ -70,7 +70,8 @@ async def test_claiming_a_dead_workers_job_never_exceeds_the_concurrency(
     await asyncio.sleep(1.5)  # the second job (the dead worker's) is adopted and rendered
     stop.set()
     await asyncio.wait_for(running, 30)
-    pending = await client.xpending(queue.stream, "workers")
+    (shard,) = queue.shards
+    pending = await client.xpending(shard, "workers")
     await client.aclose()
 
     assert held_while_busy == 1

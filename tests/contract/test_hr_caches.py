@@ -20,7 +20,8 @@ from cache import (
     RedisCache,
     Tombstones,
 )
-from tests.support.servers import RedisServer, free_port
+from keyspace import rendition_prefix
+from tests.support.servers import RedisClusterServer, RedisServer, free_port
 
 TTL = 60
 
@@ -30,13 +31,16 @@ def tombstones(tmp_path: Path) -> Tombstones:
     return Tombstones(tmp_path / "tombstones", lifetime_seconds=TTL + 10)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cache(request: pytest.FixtureRequest, tombstones: Tombstones) -> AsyncIterator[HRCache]:
     if request.param == "memory":
         yield MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    redis_cache = RedisCache(server.url, TTL)
+    cluster = request.param == "redis-cluster"
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if cluster else "redis_server"
+    )
+    redis_cache = RedisCache(server.url, TTL, cluster=cluster)
     yield redis_cache
     await redis_cache.close()
 
@@ -143,7 +147,7 @@ async def test_a_redis_hit_renews_the_ttl(
     assert await cache.get(key("t1")) == b"x"
 
     assert 95 <= redis_client.ttl(str(key("t1"))) <= 100
-    assert redis_client.ttl("hr:t1:keys") >= 95
+    assert redis_client.ttl(f"{rendition_prefix('t1')}keys") >= 95
     await cache.close()
 
 

@@ -10,16 +10,19 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Share, Totals
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisClusterServer, RedisServer, free_port
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "redis-cluster"])
 def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Ledger]:
     """Opens the same ledger afresh each call, as a restarted process would."""
     if request.param == "local":
         return lambda: LocalLedger(tmp_path / "ledger.sqlite3")
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return lambda: RedisLedger(server.url)
+    cluster = request.param == "redis-cluster"
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if cluster else "redis_server"
+    )
+    return lambda: RedisLedger(server.url, cluster)
 
 
 @pytest.fixture
