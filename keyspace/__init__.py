@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, TypeAlias
 
 from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 Client: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
 
@@ -40,6 +41,15 @@ def connect(url: str, cluster: bool = False, **options: Any) -> Client:
     if cluster:
         return aioredis.RedisCluster.from_url(url, **options)
     return aioredis.Redis.from_url(url, **options)
+
+
+async def subscriber(client: Client, **options: Any) -> PubSub:
+    """A pub/sub connection. A cluster client first learns the slots (it does so lazily, and
+    its pub/sub picks the node that serves the channel's slot): a failover may have moved it
+    since the last time, so each new subscription asks again."""
+    if isinstance(client, aioredis.RedisCluster):
+        await client.initialize()
+    return client.pubsub(**options)
 
 
 def image_tag(image_id: str) -> str:
@@ -65,6 +75,31 @@ MODEL_AUDIT = "srstore:{model}:audit"
 MODEL_SWAPS = "srstore:{model}:swaps"
 
 
+# Names before the hash tags (srstore up to issue 25) of the keys worth keeping: the render
+# cache expires on its own and queue jobs live for a request's deadline.
+LEGACY_NAMES = {
+    "srstore:ledger": LEDGER,
+    "srstore:model:active": MODEL_ACTIVE,
+    "srstore:model:audit": MODEL_AUDIT,
+}
+
+
+async def adopt_legacy_names(client: Client) -> list[str]:
+    """Rename the ledger and the model pointer from their untagged names, once.
+
+    ``RENAMENX`` keeps whatever the new name already holds, so running it again (every start
+    of every process does) changes nothing. A cluster never had the old names (srstore did
+    not run on one before), and a rename across slots would be refused there.
+    """
+    if isinstance(client, aioredis.RedisCluster):
+        return []
+    adopted = []
+    for old, new in LEGACY_NAMES.items():
+        if await client.exists(old) and await client.renamenx(old, new):
+            adopted.append(old)
+    return adopted
+
+
 def queue_shard(stream: str, shard: int) -> str:
     """One stream of the render queue: ``{srstore:render:0}`` (its own tag, so the shards
     spread over the masters)."""
@@ -73,13 +108,16 @@ def queue_shard(stream: str, shard: int) -> str:
 
 __all__ = [
     "LEDGER",
+    "LEGACY_NAMES",
     "MODEL_ACTIVE",
     "MODEL_AUDIT",
     "MODEL_SWAPS",
     "Client",
+    "adopt_legacy_names",
     "connect",
     "image_tag",
     "ledger_debited",
     "queue_shard",
     "rendition_prefix",
+    "subscriber",
 ]

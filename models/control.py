@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from redis.exceptions import RedisError
 
-from keyspace import MODEL_ACTIVE, MODEL_AUDIT, MODEL_SWAPS, connect
+from keyspace import MODEL_ACTIVE, MODEL_AUDIT, MODEL_SWAPS, connect, subscriber
 from models.registry import ModelRef
 from storage.local import write_atomically
 
@@ -123,7 +123,7 @@ class RedisControl:
         """Reads wake every second to look at ``until``; reconnects quietly when Redis drops."""
         while not until.is_set():
             try:
-                async with self.client.pubsub() as pubsub:
+                async with await subscriber(self.client) as pubsub:
                     await pubsub.subscribe(self.CHANNEL)
                     while not until.is_set():
                         message = await pubsub.get_message(

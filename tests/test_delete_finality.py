@@ -55,7 +55,7 @@ def hold_renders_after_the_read(app: FastAPI) -> tuple[asyncio.Event, asyncio.Ev
     return read, release
 
 
-@pytest.mark.parametrize("mode", ["embedded", "full"])
+@pytest.mark.parametrize("mode", ["embedded", "full", "cluster"])
 async def test_a_delete_during_a_render_wins_over_it(
     mode: str,
     request: pytest.FixtureRequest,

@@ -12,12 +12,13 @@ import contextlib
 import logging
 import time
 
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.logs import REQUEST_ID
 from config.settings import Settings
-from keyspace import connect
+from keyspace import connect, subscriber
 from render.admission import Backlog, QueueFull, RenderTimeout
 from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
@@ -42,13 +43,13 @@ class QueueRenderer:
         self.deadline_seconds = settings.request_deadline_seconds
         # Every API process hears every completion: the fleet's rate, for Retry-After.
         self.backlog = Backlog(fallback_seconds=settings.request_deadline_seconds)
-        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub: PubSub | None = None
         self._waiters: dict[str, set[asyncio.Future[Outcome]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
     async def start(self) -> None:
-        await self._pubsub.psubscribe(self.queue.done_pattern)
+        await self._resubscribe()
         self._listener = asyncio.create_task(self._listen())
 
     async def render(self, key: CacheKey) -> bytes:
@@ -126,6 +127,7 @@ class QueueRenderer:
                 if not subscribed:
                     await self._resubscribe()
                     subscribed = True
+                assert self._pubsub is not None
                 message = await self._pubsub.get_message(timeout=1.0)
             except RedisError as exc:
                 log.warning("lost the completion subscription: %s; reconnecting", exc)
@@ -141,9 +143,10 @@ class QueueRenderer:
                     future.set_result(Outcome.from_json(message["data"]))
 
     async def _resubscribe(self) -> None:
-        with contextlib.suppress(RedisError):
-            await self._pubsub.aclose()
-        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError):
+                await self._pubsub.aclose()
+        self._pubsub = await subscriber(self.client, ignore_subscribe_messages=True)
         await self._pubsub.psubscribe(self.queue.done_pattern)
 
     async def close(self) -> None:
@@ -152,5 +155,6 @@ class QueueRenderer:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        await self._pubsub.aclose()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
         await self.client.aclose()
