@@ -63,6 +63,9 @@ def rendition_prefix(image_id: str) -> str:
 
 
 LEDGER = "srstore:{ledger}"
+# The cost ledger is one key that no script moves with another: it needs no tag, yet has one
+# so that it is named like its neighbour.
+COSTS = "srstore:{costs}"
 
 
 def ledger_debited(image_id: str) -> str:
@@ -79,6 +82,7 @@ MODEL_SWAPS = "srstore:{model}:swaps"
 # cache expires on its own and queue jobs live for a request's deadline.
 LEGACY_NAMES = {
     "srstore:ledger": LEDGER,
+    "srstore:costs": COSTS,
     "srstore:model:active": MODEL_ACTIVE,
     "srstore:model:audit": MODEL_AUDIT,
 }
@@ -107,6 +111,7 @@ def queue_shard(stream: str, shard: int) -> str:
 
 
 __all__ = [
+    "COSTS",
     "LEDGER",
     "LEGACY_NAMES",
     "MODEL_ACTIVE",
