@@ -43,6 +43,15 @@ def connect(url: str, cluster: bool = False, **options: Any) -> Client:
     return aioredis.Redis.from_url(url, **options)
 
 
+async def on_every_master(client: Client, *command: str) -> list[Any]:
+    """``command``'s answer from each master (one server: its one answer): for what is true of
+    the whole keyspace, such as the memory it holds, or whether every part of it answers."""
+    if isinstance(client, aioredis.RedisCluster):
+        replies = await client.execute_command(*command, target_nodes=client.PRIMARIES)
+        return list(replies.values()) if isinstance(replies, dict) else [replies]
+    return [await client.execute_command(*command)]
+
+
 async def subscriber(client: Client, **options: Any) -> PubSub:
     """A pub/sub connection. A cluster client first learns the slots (it does so lazily, and
     its pub/sub picks the node that serves the channel's slot): a failover may have moved it
@@ -66,6 +75,8 @@ LEDGER = "srstore:{ledger}"
 # The cost ledger is one key that no script moves with another: it needs no tag, yet has one
 # so that it is named like its neighbour.
 COSTS = "srstore:{costs}"
+# Image ids by when each was last read (tiering): one sorted set, on one master.
+LAST_READ = "srstore:{last-read}"
 
 
 def ledger_debited(image_id: str) -> str:
@@ -83,6 +94,7 @@ MODEL_SWAPS = "srstore:{model}:swaps"
 LEGACY_NAMES = {
     "srstore:ledger": LEDGER,
     "srstore:costs": COSTS,
+    "srstore:last-read": LAST_READ,
     "srstore:model:active": MODEL_ACTIVE,
     "srstore:model:audit": MODEL_AUDIT,
 }
@@ -112,6 +124,7 @@ def queue_shard(stream: str, shard: int) -> str:
 
 __all__ = [
     "COSTS",
+    "LAST_READ",
     "LEDGER",
     "LEGACY_NAMES",
     "MODEL_ACTIVE",
@@ -122,6 +135,7 @@ __all__ = [
     "connect",
     "image_tag",
     "ledger_debited",
+    "on_every_master",
     "queue_shard",
     "rendition_prefix",
     "subscriber",
