@@ -159,6 +159,8 @@ async def test_a_shared_gauge_is_integrated_over_time_once(
     name = f"gauge-{uuid.uuid4().hex[:8]}"
     first, second = open_ledger(), open_ledger()
     try:
+        await first.totals()  # both connected (a cluster client first learns the slots), so
+        await second.totals()  # the intervals below are the sleeps, not connection set-up
         assert await first.integrate(name, 1000) == 0  # nothing before the first sample
         await asyncio.sleep(0.3)
         by_second = await second.integrate(name, 3000)
