@@ -35,7 +35,14 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region passed to boto3.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     redis_url: str | None = Field(
-        None, description="Redis URL; setting it selects the Redis cache."
+        None,
+        description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
+        " any node of the cluster).",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
+        " which finds every master and follows failovers.",
     )
     cache_ttl_seconds: int = Field(86_400, ge=1, description="Sliding TTL of a cached HR image.")
     memory_cache_max_bytes: int = Field(
@@ -94,7 +101,19 @@ class Settings(BaseSettings):
     inference: Literal["local", "queue"] = Field(
         "local", description="Render misses in this process, or hand them to `srstore worker`."
     )
-    queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
+    queue_stream: str = Field(
+        "srstore:render",
+        pattern=r"^[^{}]+$",
+        description="Name of the render queue's Redis streams (no braces: srstore adds the"
+        " shard's hash tag).",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Streams the render queue is spread over, by image id; on a Redis Cluster"
+        " at least the number of masters, so no one master carries the queue.",
+    )
     queue_max_length: int = Field(
         256,
         ge=1,
@@ -321,6 +340,12 @@ class Settings(BaseSettings):
     def _s3_needs_bucket(self) -> Settings:
         if self.s3_endpoint_url and not self.s3_bucket:
             raise ValueError("SRSTORE_S3_ENDPOINT_URL is set but SRSTORE_S3_BUCKET is not")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_redis(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("SRSTORE_REDIS_CLUSTER is set but SRSTORE_REDIS_URL is not")
         return self
 
     @model_validator(mode="after")

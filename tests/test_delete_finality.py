@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from bench.delete_soak import soak
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard, rendition_prefix
 from render.inference import LocalRenderer
 from tests.conftest import encode, serving
 from tests.support.metrics import ledger
@@ -54,7 +55,7 @@ def hold_renders_after_the_read(app: FastAPI) -> tuple[asyncio.Event, asyncio.Ev
     return read, release
 
 
-@pytest.mark.parametrize("mode", ["embedded", "full"])
+@pytest.mark.parametrize("mode", ["embedded", "full", "cluster"])
 async def test_a_delete_during_a_render_wins_over_it(
     mode: str,
     request: pytest.FixtureRequest,
@@ -91,7 +92,7 @@ async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
     async with serving(queue_settings) as (_, client):
         image_id = await upload(client, encode(photo.resize((4000, 4000)), "PNG"))
         in_flight = asyncio.create_task(client.get(f"/v1/images/{image_id}?format=png"))
-        stream = queue_settings.queue_stream
+        stream = queue_shard(queue_settings.queue_stream, 0)  # the deployment's one shard
         deadline = time.monotonic() + 30
         while not redis_client.xpending(stream, "workers")["pending"]:
             assert time.monotonic() < deadline, "no worker took the job"
@@ -105,8 +106,8 @@ async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
         assert overtaken.status_code in (200, 404)
         for _ in range(3):
             assert (await client.get(f"/v1/images/{image_id}?format=png")).status_code == 404
-        assert redis_client.keys(f"hr:{image_id}:espcn*") == []
-        assert redis_client.exists(f"hr:{image_id}:deleted")
+        assert redis_client.keys(f"{rendition_prefix(image_id)}espcn*") == []
+        assert redis_client.exists(f"{rendition_prefix(image_id)}deleted")
 
 
 async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_ledger_once(
