@@ -10,6 +10,23 @@ from typing import Protocol
 TOMBSTONE_MARGIN_SECONDS = 3600
 
 
+@dataclass(frozen=True)
+class TtlBySize:
+    """A large entry is kept unread for less time than a small one.
+
+    Above ``large_bytes`` an entry's TTL is at most ``large_ttl_seconds`` (see the README,
+    "A cache that knows its cost", for the figures that chose the defaults); 0 turns it off.
+    """
+
+    large_bytes: int = 0
+    large_ttl_seconds: int = 0
+
+    def ttl(self, ttl_seconds: int, size: int) -> int:
+        if self.large_bytes and size > self.large_bytes and self.large_ttl_seconds:
+            return min(ttl_seconds, self.large_ttl_seconds)
+        return ttl_seconds
+
+
 class CacheUnavailable(RuntimeError):
     """The cache could not be reached; the caller serves the image uncached (BYPASS)."""
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cache.base import TtlBySize
 from imaging import (
     PILLOW_MAX_PIXELS,
     FullCodecName,
@@ -39,6 +40,27 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(86_400, ge=1, description="Sliding TTL of a cached HR image.")
     memory_cache_max_bytes: int = Field(
         256 * 2**20, ge=0, description="Bound of the in-process cache (embedded mode)."
+    )
+    cache_large_entry_bytes: int = Field(
+        128 * 1024,
+        ge=0,
+        description="Renditions larger than this are kept unread for at most"
+        " SRSTORE_CACHE_LARGE_TTL_SECONDS and, in Redis, admitted once asked for twice (0: off).",
+    )
+    cache_large_ttl_seconds: int = Field(
+        7200,
+        ge=0,
+        description="TTL of a large rendition: about when its cache rent reaches the cost of"
+        " rendering it again at the default prices (see README).",
+    )
+    cache_admit_after: int = Field(
+        2,
+        ge=1,
+        description="Requests within its TTL before Redis admits a large rendition; before"
+        " that it is kept SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
+    )
+    cache_probation_seconds: int = Field(
+        60, ge=1, description="How long Redis keeps a large rendition not admitted yet."
     )
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
@@ -133,7 +155,8 @@ class Settings(BaseSettings):
     storage_policy: StoragePolicy = Field(
         "downscale",
         description="downscale: always the x4 copy; guarded: the x4 copy unless it scores below"
-        " the floor; smallest: the fewest bytes that meet the floor (see README).",
+        " the floor; smallest: the fewest bytes that meet the floor; full: the full-size copy"
+        " at the floor; original: the upload as it came (see README).",
     )
     quality_floor: str = Field(
         "ssim:0.9",
@@ -258,6 +281,10 @@ class Settings(BaseSettings):
     @cached_property
     def floor(self) -> Floor:
         return Floor.parse(self.quality_floor)
+
+    @cached_property
+    def ttl_by_size(self) -> TtlBySize:
+        return TtlBySize(self.cache_large_entry_bytes, self.cache_large_ttl_seconds)
 
     @cached_property
     def prices(self) -> Prices:

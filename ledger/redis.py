@@ -19,6 +19,7 @@ from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Spending
 
 LEDGER_KEY = "srstore:ledger"
 COSTS_KEY = "srstore:costs"  # amounts spent, the recent dollars, the integrated gauges
+LAST_READ_KEY = "srstore:last-read"  # a sorted set: image id by when it was last read
 _FIELDS = ("original_bytes", "stored_bytes", "images")
 
 # KEYS: the ledger, the image's "debited" mark. ARGV: original bytes, stored bytes, the mark's
@@ -160,6 +161,29 @@ class RedisLedger:
             if _text(key).startswith("amount:")
         }
         return Spending(amounts, float(recent))
+
+    async def touch(self, last_read: Mapping[str, float]) -> None:
+        if not last_read:
+            return
+        try:
+            await self.client.zadd(LAST_READ_KEY, dict(last_read), gt=True)
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+
+    async def idle(self, before: float, limit: int) -> list[str]:
+        try:
+            ids = await self.client.zrangebyscore(
+                LAST_READ_KEY, "-inf", f"({before}", start=0, num=limit
+            )
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+        return [_text(image_id) for image_id in ids if isinstance(image_id, bytes | str)]
+
+    async def forget(self, image_id: str) -> None:
+        try:
+            await self.client.zrem(LAST_READ_KEY, image_id)
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -110,8 +110,8 @@ MUTATIONS = [
     Mutation(
         "redis-hit-keeps-index-ttl",
         "a Redis hit renews the entry but not the image's index: DELETE then misses the entry",
-        "pipe.expire(_index_key(key.image_id), self.ttl_seconds)",
-        "pipe.ttl(_index_key(key.image_id))",
+        "redis.call('EXPIRE', KEYS[2], ARGV[1])\nreturn data",
+        "redis.call('TTL', KEYS[2])\nreturn data",
         ("tests/contract/test_hr_caches.py::test_a_redis_hit_renews_the_ttl",),
     ),
     Mutation(

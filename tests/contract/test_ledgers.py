@@ -169,3 +169,27 @@ async def test_a_shared_gauge_is_integrated_over_time_once(
     assert by_second == pytest.approx(300, rel=0.2)
     assert by_first == pytest.approx(600, rel=0.25)
     assert spent.amounts[name] == pytest.approx(by_second + by_first, rel=1e-6)
+
+
+async def test_idle_images_are_those_last_read_before_the_cutoff(
+    open_ledger: Callable[[], Ledger],
+) -> None:
+    """Kept across a restart (a new handle), and a late touch never moves a read back."""
+    tag = uuid.uuid4().hex[:8]
+    cold, hot, gone = f"cold-{tag}", f"hot-{tag}", f"gone-{tag}"
+    first = open_ledger()
+    try:
+        await first.touch({cold: 1000.0, hot: 1000.0, gone: 1000.0})
+        await first.touch({hot: 5000.0})
+        await first.touch({hot: 2000.0})  # an older report of a read, from a slower process
+        await first.forget(gone)
+    finally:
+        await _close(first)
+    reopened = open_ledger()
+    try:
+        idle = await reopened.idle(before=3000.0, limit=10_000)
+    finally:
+        await _close(reopened)
+
+    assert cold in idle
+    assert hot not in idle and gone not in idle
