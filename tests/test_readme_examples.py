@@ -40,7 +40,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
 def curl_examples() -> list[tuple[str, str]]:
     """(command, comment) for each command of the README block that starts with curl."""
     blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    (block,) = [b for b in blocks if b.startswith("curl -F file=@")]
+    (block,) = [b for b in blocks if b.startswith("ID=$(curl -sF file=@")]
     commands = block.replace("\\\n", " ").splitlines()
     return [
         (command.strip(), comment.strip())
@@ -74,9 +74,12 @@ def test_the_curl_examples_print_what_their_comments_say(api: ApiProcess, tmp_pa
     checked: list[str] = []
 
     for command, comment in examples:
-        assert command.startswith("curl "), command
+        assert command.startswith(("curl ", "ID=$(curl ")), command
+        script = command.replace(README_URL, api.url)
+        if command.startswith("ID="):
+            script += '\necho "$ID"'  # what the reader's shell now holds
         ran = subprocess.run(
-            ["bash", "-c", "set -euo pipefail; " + command.replace(README_URL, api.url)],
+            ["bash", "-c", "set -euo pipefail\n" + script],
             capture_output=True,
             text=True,
             env=shell,
@@ -84,9 +87,10 @@ def test_the_curl_examples_print_what_their_comments_say(api: ApiProcess, tmp_pa
             timeout=300,
         )
         assert ran.returncode == 0, f"{command}\n{ran.stdout}\n{ran.stderr}"
-        if command.startswith("curl -F"):
+        if command.startswith("ID="):
             assert comment == '201 + JSON with "id"'
-            shell["ID"] = json.loads(ran.stdout)["id"]
+            shell["ID"] = ran.stdout.strip()
+            assert re.fullmatch(r"[\w-]{22}", shell["ID"]), ran.stdout
             settled(api, shell["ID"])
             checked.append(comment)
             continue
