@@ -12,9 +12,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
-from app.api import admin, health, images
+from apikeys import make_key_store
+from app.access import Access
+from app.api import admin, health, images, keys
 from app.api.console import mount_console
-from app.errors import error_responses, install_error_handlers
+from app.errors import KeysUnavailable, error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
 from app.services.images import ImageService, Renderer
@@ -62,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("model registry not reachable at start: %s", exc)
         cache = make_cache(settings)
         ledger = make_ledger(settings)
+        key_store = make_key_store(settings)
+        app.state.access = Access(settings, key_store)
         renderer: Renderer
         if settings.inference == "queue":
             renderer = QueueRenderer(settings, cache)
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             type(cache).__name__,
             active.label,
         )
+        await say_access(app.state.access)
         try:
             yield
         finally:
@@ -97,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upscalers.close()
             await asyncio.to_thread(image_service.decoding.close)
             await control.close()
-            for closeable in (cache, ledger):
+            for closeable in (cache, ledger, key_store):
                 close = getattr(closeable, "close", None)
                 if close is not None:
                     await close()
@@ -114,13 +119,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(images.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
     app.include_router(health.router)
     mount_console(app)
     app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(ResponseHeadersAndMetrics)
     app.add_middleware(RequestId)
-    publish_envelope_only(app)
+    publish_envelope_only(app, settings)
     return app
+
+
+async def say_access(access: Access) -> None:
+    """Start-up says who may upload, list and delete: keys, or loopback only (protected)."""
+    try:
+        log.info("access: %s", await access.describe())
+    except KeysUnavailable:
+        log.warning("access: the key store is unavailable: keyed routes answer 503 until it is")
 
 
 def render_slots(settings: Settings) -> RenderSlots:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
-from srstore import images_cli, models_cli
+from srstore import images_cli, keys_cli, models_cli
 from srstore.client import ApiClient, CommandFailed, api_url, table
 
 log = logging.getLogger("srstore")
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="consumer name in the group (default: HOST-PID)")
     images_cli.add_commands(commands)
     models_cli.add_commands(commands)
+    keys_cli.add_commands(commands)
     doctor = commands.add_parser(
         "doctor", help="check the configuration and every service it names"
     )
@@ -79,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "keys":
+        return keys_cli.run(args, settings)
     if args.command in ("images", "models"):
-        token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        api = ApiClient(api_url(args, settings.host, settings.port), token)
+        api = ApiClient(api_url(args, settings.host, settings.port), _credential(args, settings))
         try:
             commands = images_cli if args.command == "images" else models_cli
             return commands.run(args, api)
@@ -120,6 +122,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             log_config=None,  # app.main configures logging from SRSTORE_LOG_FORMAT
         )
     return 0
+
+
+def _credential(args: argparse.Namespace, settings: Settings) -> str | None:
+    """--key, else SRSTORE_KEY, else the bootstrap admin token, else none (loopback)."""
+    if getattr(args, "key", None):
+        return str(args.key)
+    for secret in (settings.key, settings.admin_token):
+        if secret is not None:
+            return secret.get_secret_value()
+    return None
 
 
 def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> int:

@@ -194,7 +194,10 @@ def test_doctor_reaches_every_service_and_flags_what_is_wrong(
 
     checks = {c["what"]: c for c in json.loads(healthy.stdout)}
     assert healthy.returncode == 0, healthy.stdout
-    assert set(checks) == {"configuration", "object store", "cache", "model", "device", "codecs"}
+    assert set(checks) == {
+        *("configuration", "object store", "cache", "model", "access", "device", "codecs")
+    }
+    assert checks["access"]["detail"].startswith("protected: no API key exists")
     assert checks["object store"]["status"] == "warn"  # the bucket: serve creates it
     assert checks["cache"] == {"what": "cache", "status": "ok", "detail": "RedisCache"}
     assert re.fullmatch(
