@@ -19,6 +19,7 @@ from app.api.console import mount_console
 from app.errors import KeysUnavailable, error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
+from app.services.costs import CostReport
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
@@ -30,6 +31,7 @@ from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
 from render.admission import Backlog, RenderSlots
+from render.costs import CostFlusher
 from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
 from storage import S3Store, StorageUnavailable, make_store
 
@@ -86,6 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image_service = ImageService(settings, store, cache, renderer, active, ledger, scorer)
         app.state.image_service = image_service
         await image_service.dependencies.start()
+        flusher = CostFlusher(
+            ledger,
+            cache,
+            settings.prices,
+            settings.cost_window_seconds,
+            settings.cost_flush_seconds,
+        )
+        app.state.costs = CostReport(settings, ledger, flusher)
+        await flusher.start()
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
@@ -96,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await flusher.stop()
             await active.stop()
             await image_service.dependencies.stop()
             await renderer.close()

@@ -48,3 +48,14 @@ CACHE_ENTRY_BYTES = Histogram(
     "Size of each rendered image written to the HR cache.",
     buckets=tuple(2**n for n in range(14, 27)),  # 16 KiB .. 64 MiB
 )
+COMPUTE_SECONDS = Counter(
+    "srstore_compute_seconds",
+    "Compute spent by this process, by stage (ingest, compaction, render, encode) and device:"
+    " CPU seconds on cpu, busy seconds of the accelerator on cuda.",
+    ["stage", "device"],
+)
+CACHE_BYTE_SECONDS = Counter(
+    "srstore_cache_byte_seconds",
+    "Bytes held by the HR cache times the seconds held, sampled by this process (a shared"
+    " cache is integrated once for the fleet, by whichever process samples it).",
+)

@@ -15,7 +15,9 @@ from redis import asyncio as aioredis
 
 from cache import make_cache
 from config.settings import Settings
+from ledger import make_ledger
 from models.registry import ModelRegistry
+from render.costs import CostFlusher
 from render.inference import InferenceEngine
 from render.queue import JobQueue
 from storage import make_store
@@ -48,6 +50,12 @@ async def serve(settings: Settings, name: str) -> None:
         settings.render_threads,
         settings.claim_idle_seconds,
     )
+    ledger = make_ledger(settings)
+    # The API processes sample the shared cache; a worker only adds the renders it ran.
+    flusher = CostFlusher(
+        ledger, None, settings.prices, settings.cost_window_seconds, settings.cost_flush_seconds
+    )
+    await flusher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -62,10 +70,12 @@ async def serve(settings: Settings, name: str) -> None:
         if metrics_server is not None:
             metrics_server.shutdown()
         await asyncio.to_thread(engine.close)
+        await flusher.stop()
         await client.aclose()
-        close = getattr(cache, "close", None)
-        if close is not None:
-            await close()
+        for closeable in (cache, ledger):
+            close = getattr(closeable, "close", None)
+            if close is not None:
+                await close()
     log.info("worker %s stopped", name)
 
 

@@ -18,7 +18,7 @@ from models.control import SwapRecord
 from models.registry import ModelRef
 
 
-def get_model_admin(request: Request) -> ModelAdmin:
+async def get_model_admin(request: Request) -> ModelAdmin:
     return request.app.state.model_admin  # type: ignore[no-any-return]
 
 

@@ -15,7 +15,7 @@ from app.errors import NotFound, Unprocessable, error_responses
 router = APIRouter(prefix="/v1/admin/keys", tags=["keys"], responses=error_responses(503))
 
 
-def get_key_store(request: Request) -> KeyStore:
+async def get_key_store(request: Request) -> KeyStore:
     return request.app.state.access.store  # type: ignore[no-any-return]
 
 

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from PIL import Image
 from pydantic import BaseModel
@@ -45,6 +45,7 @@ from imaging import (
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
+from render import costs
 from render import metrics as render_metrics
 from render.images import (
     IMAGES_PREFIX,
@@ -165,6 +166,12 @@ def _decode_cursor(cursor: str) -> str:
     return key
 
 
+def _measured_choice(**arguments: Any) -> Decision:
+    """Scoring and choosing, counted as the ``compaction`` stage of the cost ledger."""
+    with costs.measured("compaction"):
+        return choose_representation(**arguments)
+
+
 class ImageService:
     def __init__(
         self,
@@ -253,9 +260,10 @@ class ImageService:
         return meta
 
     def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
-        decoded = decode_upload(data, self.settings.max_pixels)
-        low_res = downscale(decoded.image)
-        stored = encode_stored(low_res, self.settings.codec)
+        with costs.measured("ingest"):
+            decoded = decode_upload(data, self.settings.max_pixels)
+            low_res = downscale(decoded.image)
+            stored = encode_stored(low_res, self.settings.codec)
         return decoded, _Reduced(stored, low_res.width, low_res.height)
 
     async def _decide(
@@ -273,7 +281,7 @@ class ImageService:
             reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await asyncio.to_thread(
-                    choose_representation,
+                    _measured_choice,
                     image=image,
                     original=original,
                     x4=reduced,
