@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def make_key_store(settings: Settings) -> KeyStore:
     """Beside the ledger: Redis when configured (the fleet's), else the local ledger's file."""
     if settings.redis_url:
-        return RedisKeyStore(settings.redis_url)
+        return RedisKeyStore(settings.redis_url, settings.redis_cluster)
     return LocalKeyStore(settings.data_dir / "ledger.sqlite3")
 
 

@@ -1,17 +1,19 @@
 """Keys in full mode: one Redis hash, key id to record, shared by the whole fleet.
 
+The hash and the count of active keys share the ``{keys}`` hash tag: a revoke moves both.
+
 The hash has no TTL, so ``volatile-lru`` eviction never takes it; keep AOF persistence on.
 """
 
 from __future__ import annotations
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+import keyspace
 from apikeys.base import KeyRecord, KeyStoreUnavailable, revoked
 
-KEYS_HASH = "srstore:keys"
-ACTIVE_COUNT = "srstore:keys:active"
+KEYS_HASH = keyspace.API_KEYS
+ACTIVE_COUNT = keyspace.API_KEYS_ACTIVE
 
 # KEYS: the hash, the active count. ARGV: id, the revoked record. 0: no such key.
 _REVOKE = """
@@ -26,8 +28,8 @@ return 1
 
 
 class RedisKeyStore:
-    def __init__(self, url: str) -> None:
-        self.client = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, url: str, cluster: bool = False) -> None:
+        self.client = keyspace.connect(url, cluster, socket_timeout=2, socket_connect_timeout=2)
         self._revoke = self.client.register_script(_REVOKE)
 
     async def add(self, record: KeyRecord) -> None:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from redis.exceptions import RedisError
 
 from apikeys import make_key_store
 from app.access import Access
@@ -26,6 +27,7 @@ from app.services.queue import QueueRenderer
 from cache import make_cache
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
+from keyspace import LEGACY_NAMES, adopt_legacy_names, connect
 from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
@@ -47,6 +49,18 @@ def preferred_model(settings: Settings) -> ModelRef | None:
     return ModelRef(weights.name, weights.version)
 
 
+async def adopt_legacy_redis_names(url: str, cluster: bool) -> None:
+    """Keep the ledger and the model pointer of a Redis written before the hash-tagged names."""
+    client = connect(url, cluster, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        for old in await adopt_legacy_names(client):
+            log.info("renamed the Redis key %s to %s", old, LEGACY_NAMES[old])
+    except RedisError as exc:
+        log.warning("could not look for keys under their old names: %s", exc)
+    finally:
+        await client.aclose()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -56,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         control = make_control(settings)
         registry = ModelRegistry(store)
         model_admin = ModelAdmin(registry, control, settings.codec)
+        if settings.redis_url:
+            await adopt_legacy_redis_names(settings.redis_url, settings.redis_cluster)
         try:
             if isinstance(store, S3Store):
                 await store.ensure_bucket()

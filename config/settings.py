@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cache.base import TtlBySize
 from imaging import (
     PILLOW_MAX_PIXELS,
     FullCodecName,
@@ -35,11 +36,39 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region passed to boto3.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     redis_url: str | None = Field(
-        None, description="Redis URL; setting it selects the Redis cache."
+        None,
+        description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
+        " any node of the cluster).",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
+        " which finds every master and follows failovers.",
     )
     cache_ttl_seconds: int = Field(86_400, ge=1, description="Sliding TTL of a cached HR image.")
     memory_cache_max_bytes: int = Field(
         256 * 2**20, ge=0, description="Bound of the in-process cache (embedded mode)."
+    )
+    cache_large_entry_bytes: int = Field(
+        128 * 1024,
+        ge=0,
+        description="Renditions larger than this are kept unread for at most"
+        " SRSTORE_CACHE_LARGE_TTL_SECONDS and, in Redis, admitted once asked for twice (0: off).",
+    )
+    cache_large_ttl_seconds: int = Field(
+        7200,
+        ge=0,
+        description="TTL of a large rendition: about when its cache rent reaches the cost of"
+        " rendering it again at the default prices (see README).",
+    )
+    cache_admit_after: int = Field(
+        2,
+        ge=1,
+        description="Requests within its TTL before Redis admits a large rendition; before"
+        " that it is kept SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
+    )
+    cache_probation_seconds: int = Field(
+        60, ge=1, description="How long Redis keeps a large rendition not admitted yet."
     )
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
@@ -73,7 +102,19 @@ class Settings(BaseSettings):
     inference: Literal["local", "queue"] = Field(
         "local", description="Render misses in this process, or hand them to `srstore worker`."
     )
-    queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
+    queue_stream: str = Field(
+        "srstore:render",
+        pattern=r"^[^{}]+$",
+        description="Name of the render queue's Redis streams (no braces: srstore adds the"
+        " shard's hash tag).",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Streams the render queue is spread over, by image id; on a Redis Cluster"
+        " at least the number of masters, so no one master carries the queue.",
+    )
     queue_max_length: int = Field(
         256,
         ge=1,
@@ -134,7 +175,8 @@ class Settings(BaseSettings):
     storage_policy: StoragePolicy = Field(
         "downscale",
         description="downscale: always the x4 copy; guarded: the x4 copy unless it scores below"
-        " the floor; smallest: the fewest bytes that meet the floor (see README).",
+        " the floor; smallest: the fewest bytes that meet the floor; full: the full-size copy"
+        " at the floor; original: the upload as it came (see README).",
     )
     quality_floor: str = Field(
         "ssim:0.9",
@@ -279,6 +321,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _cluster_needs_redis(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("SRSTORE_REDIS_CLUSTER is set but SRSTORE_REDIS_URL is not")
+        return self
+
+    @model_validator(mode="after")
     def _queue_needs_redis(self) -> Settings:
         if self.inference == "queue" and not self.redis_url:
             raise ValueError("SRSTORE_INFERENCE=queue needs SRSTORE_REDIS_URL")
@@ -291,6 +339,10 @@ class Settings(BaseSettings):
     @cached_property
     def floor(self) -> Floor:
         return Floor.parse(self.quality_floor)
+
+    @cached_property
+    def ttl_by_size(self) -> TtlBySize:
+        return TtlBySize(self.cache_large_entry_bytes, self.cache_large_ttl_seconds)
 
     @cached_property
     def prices(self) -> Prices:

@@ -18,8 +18,14 @@ from imaging import bicubic_upscale, crop_to
 from imaging.quality import luma_psnr
 from models.engine import BicubicUpscaler
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
-from tests.conftest import encode
+from tests.conftest import CLUSTER_MODES, encode
 from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
+
+
+@pytest.fixture(params=CLUSTER_MODES)
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """These tests hold on a Redis Cluster too (full and queue mode): see tests/conftest.py."""
+    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 
 
 async def upload(client: httpx.AsyncClient, data: bytes, content_type: str = "image/jpeg") -> dict:

@@ -54,7 +54,7 @@ from render.images import (
     InvalidImageId,
     object_key,
 )
-from render.inference import render_stored_copy
+from render.inference import render_stored_copy, served_as_stored
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -448,6 +448,11 @@ class ImageService:
 
         if not_modified(preconditions, plan.etag, meta.created_at):
             return rendition(b"", "HIT", unchanged=True)
+        encoding = self.settings.output_encoding
+        if served_as_stored(meta, plan.fmt, key.quality, encoding, plan.geometry):
+            # The store serves these bytes as they are: RAM would only hold a second copy.
+            render_metrics.RENDITIONS.labels("as_stored").inc()
+            return rendition(await self._stored_bytes(meta.id), "MISS")
         status: CacheStatus = "MISS"
         try:
             data = await self.cache.get(key)
@@ -463,14 +468,17 @@ class ImageService:
             data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return rendition(data, status)
 
+    async def _stored_bytes(self, image_id: str) -> bytes:
+        try:
+            return (await self.store.get(object_key(image_id))).data
+        except ObjectNotFound:
+            raise ImageNotFound(image_id) from None
+
     async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
         """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
         stored bytes alone, in this process, and cached like any rendition."""
-        try:
-            stored = await self.store.get(object_key(meta.id))
-        except ObjectNotFound:
-            raise ImageNotFound(meta.id) from None
-        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
+        stored = await self._stored_bytes(meta.id)
+        data = await asyncio.to_thread(self._downscale_stored, stored, meta, plan)
         render_metrics.RENDITIONS.labels("stored_copy").inc()
         if await self._keep(plan.key, data):
             render_metrics.CACHE_ENTRY_BYTES.observe(len(data))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +21,12 @@ from cache import (
     MemoryCache,
     RedisCache,
     Tombstones,
+    TtlBySize,
 )
-from tests.support.servers import RedisServer, free_port
+from cache.memory import ENTRY_OVERHEAD_BYTES
+from cache.redis import _index_key
+from cache.tombstones import SWEEP_INTERVAL_SECONDS
+from tests.support.servers import RedisClusterServer, RedisServer, free_port
 
 TTL = 60
 
@@ -30,13 +36,16 @@ def tombstones(tmp_path: Path) -> Tombstones:
     return Tombstones(tmp_path / "tombstones", lifetime_seconds=TTL + 10)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cache(request: pytest.FixtureRequest, tombstones: Tombstones) -> AsyncIterator[HRCache]:
     if request.param == "memory":
-        yield MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
+        yield MemoryCache(TTL, max_bytes=64 * 1024, tombstones=tombstones)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    redis_cache = RedisCache(server.url, TTL)
+    cluster = request.param == "redis-cluster"
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if cluster else "redis_server"
+    )
+    redis_cache = RedisCache(server.url, TTL, cluster=cluster)
     yield redis_cache
     await redis_cache.close()
 
@@ -103,8 +112,8 @@ async def test_a_delete_in_one_process_empties_the_memory_cache_of_another(
     tombstones: Tombstones,
 ) -> None:
     """Two in-process caches sharing a data directory, as ``serve --workers 2`` runs them."""
-    here = MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
-    there = MemoryCache(TTL, max_bytes=1024, tombstones=tombstones)
+    here = MemoryCache(TTL, max_bytes=64 * 1024, tombstones=tombstones)
+    there = MemoryCache(TTL, max_bytes=64 * 1024, tombstones=tombstones)
     await there.put(key("x1"), b"cached over there")
 
     await here.mark_deleted("x1")
@@ -132,18 +141,38 @@ def test_a_tombstone_expires_after_its_lifetime_and_is_swept(tmp_path: Path) -> 
         marks.mark("../escape")
 
 
+def test_a_sweep_keeps_every_mark_younger_than_its_lifetime(tmp_path: Path) -> None:
+    """The clock runs with the files' own times (a sweep compares it with their mtimes):
+    a mark made a sweep interval ago, well within its lifetime, survives the next sweep."""
+    offset = [0.0]
+    marks = Tombstones(tmp_path / "t", lifetime_seconds=300, clock=lambda: time.time() + offset[0])
+    marks.mark("earlier")
+    offset[0] = SWEEP_INTERVAL_SECONDS + 1
+
+    marks.mark("later")  # sweeps: "earlier" is a minute old, with four more to live
+
+    assert marks.marked("earlier") and marks.marked("later")
+    assert sorted(os.listdir(tmp_path / "t")) == ["earlier", "later"]
+    offset[0] = 300 + 2 * SWEEP_INTERVAL_SECONDS + 2
+    marks.mark("last")  # both are past their lifetime now, and are swept
+    assert sorted(os.listdir(tmp_path / "t")) == ["last"]
+
+
 async def test_a_redis_hit_renews_the_ttl(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
+    """The entry and the image's index of entries both: an index that expired under a live
+    entry would hide it from DELETE, which would then leave it served."""
     cache = RedisCache(redis_server.url, ttl_seconds=100)
     await cache.put(key("t1"), b"x")
-    redis_client.expire(str(key("t1")), 5)
-    assert redis_client.ttl(str(key("t1"))) <= 5
+    for name in (str(key("t1")), _index_key("t1")):  # as if 95 s had passed since the put
+        redis_client.expire(name, 5)
+        assert redis_client.ttl(name) <= 5
 
     assert await cache.get(key("t1")) == b"x"
 
     assert 95 <= redis_client.ttl(str(key("t1"))) <= 100
-    assert redis_client.ttl("hr:t1:keys") >= 95
+    assert 95 <= redis_client.ttl(_index_key("t1")) <= 100
     await cache.close()
 
 
@@ -161,7 +190,9 @@ async def test_memory_hit_renews_the_ttl_and_unread_entries_expire(
     tombstones: Tombstones,
 ) -> None:
     now = [0.0]
-    cache = MemoryCache(ttl_seconds=10, max_bytes=100, tombstones=tombstones, clock=lambda: now[0])
+    cache = MemoryCache(
+        ttl_seconds=10, max_bytes=10_000, tombstones=tombstones, clock=lambda: now[0]
+    )
     await cache.put(key("m1"), b"a")
     await cache.put(key("m2"), b"b")
 
@@ -173,19 +204,112 @@ async def test_memory_hit_renews_the_ttl_and_unread_entries_expire(
     assert await cache.get(key("m2")) is None
 
 
-async def test_memory_cache_evicts_least_recently_used_beyond_its_bound(
+def bounded(tombstones: Tombstones, entries: int, size: int = 1000) -> MemoryCache:
+    """A cache with room for exactly ``entries`` entries of ``size`` bytes."""
+    return MemoryCache(
+        TTL, max_bytes=entries * (size + ENTRY_OVERHEAD_BYTES), tombstones=tombstones
+    )
+
+
+async def read(cache: HRCache, name: str, size: int = 1000) -> bytes | None:
+    """A read as the service does it: look up, and on a miss render and keep."""
+    if (data := await cache.get(key(name))) is None:
+        await cache.put(key(name), name.encode().ljust(size, b"."))
+    return data
+
+
+async def test_an_entry_asked_for_as_often_replaces_the_least_recently_used(
     tombstones: Tombstones,
 ) -> None:
-    cache = MemoryCache(ttl_seconds=10, max_bytes=10, tombstones=tombstones)
-    await cache.put(key("e1"), b"12345")
-    await cache.put(key("e2"), b"12345")
-    await cache.get(key("e1"))
+    cache = bounded(tombstones, entries=2)
+    await read(cache, "e1")
+    await read(cache, "e2")
+    await read(cache, "e3")  # each asked for once: the least recent, e1, makes room
 
-    await cache.put(key("e3"), b"12345")
+    assert await cache.get(key("e1")) is None
+    assert await cache.get(key("e2")) is not None
+    assert await cache.get(key("e3")) is not None
+    assert cache.size_bytes == 2 * (1000 + ENTRY_OVERHEAD_BYTES)
 
-    assert await cache.get(key("e2")) is None
-    assert await cache.get(key("e1")) == b"12345"
-    assert cache.size_bytes == 10
+
+async def test_renditions_asked_for_once_do_not_flush_the_hot_set(
+    tombstones: Tombstones,
+) -> None:
+    """Issue 23's "45 requests flush the whole cache": they now leave what is read often."""
+    cache = bounded(tombstones, entries=8)
+    hot = [f"hot{n}" for n in range(5)]
+    for _ in range(3):
+        for name in hot:
+            await read(cache, name)
+
+    for n in range(45):
+        await read(cache, f"once{n}")
+
+    assert all([await cache.get(key(name)) is not None for name in hot])
+    assert cache.size_bytes <= cache.max_bytes
+
+
+async def test_a_rendition_that_becomes_popular_is_admitted(tombstones: Tombstones) -> None:
+    cache = bounded(tombstones, entries=2)
+    for name in ("a", "b", "a", "b"):
+        await read(cache, name)
+    for _ in range(3):
+        await read(cache, "new")  # refused while asked for less than a and b, then kept
+
+    assert await cache.get(key("new")) is not None
+
+
+async def test_the_memory_bound_counts_what_an_entry_really_holds(
+    tombstones: Tombstones,
+) -> None:
+    """Small entries cost far more than their bytes: the bound counts it (tracemalloc)."""
+    cache = MemoryCache(TTL, max_bytes=2**30, tombstones=tombstones)
+    count = 2000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(count):
+            rendition = CacheKey(uuid.uuid4().hex[:22], "espcn:2", "jpeg", 90, f"w{n}h200", "m2")
+            await cache.put(rendition, os.urandom(400))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+    assert 0.75 < cache.size_bytes / held < 1.33
+
+
+async def test_a_large_entry_is_kept_unread_for_less_time(tombstones: Tombstones) -> None:
+    cache = MemoryCache(
+        TTL, max_bytes=2**20, tombstones=tombstones, ttl_by_size=TtlBySize(1000, 10)
+    )
+    await cache.put(key("small"), b"s" * 1000)
+    await cache.put(key("large"), b"l" * 1001)
+
+    assert cache.expires_in(key("small")) == pytest.approx(TTL, abs=1)
+    assert cache.expires_in(key("large")) == pytest.approx(10, abs=1)
+
+
+async def test_redis_keeps_a_large_rendition_asked_for_once_only_on_probation(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    cache = RedisCache(
+        redis_server.url, TTL, ttl_by_size=TtlBySize(1000, 30), admit_after=2, probation_seconds=5
+    )
+    image_id = uuid.uuid4().hex
+    small, large = key(image_id, "png"), key(image_id, "jpeg")
+    await cache.put(small, b"s" * 1000)
+    await cache.put(large, b"l" * 1001)
+    on_probation = redis_client.ttl(str(large))
+    await cache.put(large, b"l" * 1001)  # asked for again: admitted, for the large TTL
+    admitted = redis_client.ttl(str(large))
+    redis_client.expire(str(large), 3)
+    renewed = await cache.get(large)
+    await cache.close()
+
+    assert redis_client.ttl(str(small)) > 30
+    assert 0 < on_probation <= 5
+    assert 5 < admitted <= 30
+    assert renewed is not None and 5 < redis_client.ttl(str(large)) <= 30
 
 
 async def test_an_unreachable_redis_is_unavailable_and_fails_fast() -> None:
