@@ -24,6 +24,14 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+async def get_client(request: Request) -> str:
+    """Who a request's work is charged to: its API key when it sent one, else its address."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is not None and principal.key_id is not None:
+        return f"key:{principal.key_id}"
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def get_cost_report(request: Request) -> CostReport:
     return request.app.state.costs  # type: ignore[no-any-return]
 
@@ -39,6 +47,7 @@ async def get_principal(request: Request) -> Principal:
 
 CostReportDep = Annotated[CostReport, Depends(get_cost_report)]
 ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
+ClientDep = Annotated[str, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AccessDep = Annotated[Access, Depends(get_access)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

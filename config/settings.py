@@ -156,6 +156,54 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(
         15.0, gt=0, description="A request body may pause at most this long between chunks."
     )
+    io_threads: int = Field(
+        32,
+        ge=2,
+        description="Threads for object-store and ledger calls and the readiness pings (the "
+        "default executor); CPU work never runs there.",
+    )
+    cpu_threads: int = Field(
+        2,
+        ge=1,
+        description="CPU work a request starts (renditions made from a stored copy, upload "
+        "scoring) at once per process, on a pool of its own.",
+    )
+    cpu_backlog_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Estimated CPU-seconds of work per CPU thread admitted at once; more is "
+        "refused with 503 cpu_busy and a Retry-After.",
+    )
+    cpu_client_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the admitted CPU work one client (its address) may hold; more "
+        "is refused with 429 client_busy.",
+    )
+    max_output_pixels: int = Field(
+        2**24,
+        ge=1,
+        description="Largest enlargement (enlarge=true) in pixels, unless the image itself "
+        "is larger; beyond: 422 invalid_size.",
+    )
+    quality_steps: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset({30, 45, 60, 75, 85, 90, 95}),
+        description="Qualities an unsigned URL may get: any other is snapped to the nearest "
+        "(comma-separated; empty: any).",
+    )
+    max_renditions_per_image: int = Field(
+        48,
+        ge=1,
+        description="Distinct renditions of one image an unsigned URL may create per hour and "
+        "process; beyond: 429 rendition_limit.",
+    )
+    max_header_bytes: int = Field(
+        8 * 1024,
+        ge=256,
+        description="Longest value of any one request header (nginx's line limit); a longer "
+        "one gets 431 before anything parses it.",
+    )
     dependency_check_seconds: float = Field(
         1.0, gt=0, description="How often the object store and cache are pinged for the probes."
     )
@@ -295,7 +343,7 @@ class Settings(BaseSettings):
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
         return value
 
-    @field_validator("allowed_widths", mode="before")
+    @field_validator("allowed_widths", "quality_steps", mode="before")
     @classmethod
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
@@ -312,6 +360,13 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(str(network), strict=False)
             except ValueError:
                 raise ValueError(f"{network!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("quality_steps")
+    @classmethod
+    def _qualities(cls, value: frozenset[int]) -> frozenset[int]:
+        if any(not 1 <= quality <= 100 for quality in value):
+            raise ValueError("every quality step must be 1 to 100")
         return value
 
     @model_validator(mode="after")

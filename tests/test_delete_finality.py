@@ -115,25 +115,34 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
     app: FastAPI,
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
-    """Eight DELETEs held at the store until all eight have found the image: each answers
-    204 (none sees it half gone), and the ledger counts one image fewer."""
+    """Eight DELETEs, the object's removal held until all eight have reached the service:
+    each answers 204 (none sees it half gone), and the ledger counts one image fewer."""
     image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
     before = ledger(await scrape(client))
-    store = app.state.image_service.store
-    removing, all_found = store.delete, asyncio.Barrier(8)
+    service = app.state.image_service
+    store = service.store
+    removing, deleting = store.delete, service.delete
+    arrived, all_arrived = 0, asyncio.Event()
 
-    async def together(key: str) -> None:
-        await all_found.wait()
+    async def counted(image: str, owner: str | None = None) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 8:
+            all_arrived.set()
+        await deleting(image, owner)
+
+    async def held(key: str) -> None:
+        await all_arrived.wait()
         await removing(key)
 
-    store.delete = together
+    store.delete, service.delete = held, counted
     try:
         async with asyncio.timeout(60):
             answers = await asyncio.gather(
                 *(client.delete(f"/v1/images/{image_id}") for _ in range(8))
             )
     finally:
-        del store.delete
+        del store.delete, service.delete
     after = ledger(await scrape(client))
 
     assert [a.status_code for a in answers] == [204] * 8
