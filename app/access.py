@@ -169,8 +169,9 @@ class Access:
         """
         if needed == "admin" and not await self._admin_possible():
             raise AdminDisabled(
-                "the admin API is off: set SRSTORE_ADMIN_TOKEN, or create a key with "
-                "`srstore keys create --scopes admin`"
+                "the admin API is off on this server: set SRSTORE_ADMIN_TOKEN in the environment "
+                "of srstore serve (in Kubernetes, the srstore Secret) and restart it, or create "
+                "a key with `srstore keys create --scopes admin`"
             )
         if authorization is not None:
             principal = await self._authenticate(authorization)

@@ -11,20 +11,13 @@ import argparse
 import asyncio
 import datetime
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from apikeys import (
-    DEFAULT_TENANT,
-    SCOPES,
-    InvalidKeySpec,
-    KeyStore,
-    KeyStoreUnavailable,
-    Limits,
-    make_key_store,
-    mint,
-)
-from config.settings import Settings
 from srstore.client import CommandFailed, emit, table
+
+if TYPE_CHECKING:
+    from apikeys import KeyStore
+    from config.settings import Settings
 
 T = TypeVar("T")
 
@@ -37,8 +30,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     actions = keys.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="make a key; prints its secret once")
-    create.add_argument("--scopes", required=True, help=f"comma-separated, of: {', '.join(SCOPES)}")
-    create.add_argument("--tenant", default=DEFAULT_TENANT, help="owner of its uploads")
+    create.add_argument(
+        "--scopes", required=True, help="comma-separated, of: read, upload, list, delete, admin"
+    )
+    create.add_argument("--tenant", default="default", help="owner of its uploads")
     create.add_argument("--name", default="", help="a label for people")
     create.add_argument(
         "--costly-options", action="store_true", help="may ask uploads for policy= and floor="
@@ -55,6 +50,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from apikeys import make_key_store  # the Redis client only for this command
+
     store = make_key_store(settings)
     if args.action == "create":
         _create(args, store)
@@ -69,6 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _create(args: argparse.Namespace, store: KeyStore) -> None:
+    from apikeys import InvalidKeySpec, Limits, mint
+
     limits = Limits(args.uploads_per_minute, args.upload_bytes_per_day, args.cpu_seconds_per_hour)
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     try:
@@ -89,6 +88,8 @@ def _create(args: argparse.Namespace, store: KeyStore) -> None:
 
 
 def _await(store: KeyStore, action: Callable[[], Awaitable[T]]) -> T:
+    from apikeys import KeyStoreUnavailable
+
     async def run() -> T:
         try:
             return await action()
