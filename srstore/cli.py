@@ -13,7 +13,7 @@ from pathlib import Path
 
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
-from srstore import costs_cli, images_cli, models_cli
+from srstore import costs_cli, images_cli, ledger_cli, models_cli
 from srstore.client import ApiClient, CommandFailed, api_url, table
 
 log = logging.getLogger("srstore")
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     images_cli.add_commands(commands)
     models_cli.add_commands(commands)
     costs_cli.add_commands(commands)
+    ledger_cli.add_commands(commands)
     doctor = commands.add_parser(
         "doctor", help="check the configuration and every service it names"
     )
@@ -88,6 +89,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return commands[args.command].run(args, api)
         finally:
             api.close()
+    if args.command == "ledger":
+        return ledger_cli.run(args, settings)
     if args.command == "sign-url":
         return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":
