@@ -157,8 +157,7 @@ def failed_over(cluster: RedisClusterServer, victim: int) -> bool:
             return False
         finally:
             client.close()
-        (line,) = [line for line in str(nodes).splitlines() if f":{victim}@" in line]
-        flags = line.split()[2].split(",")
+        flags = nodes[f"127.0.0.1:{victim}"]["flags"].split(",")
         return "fail" in flags and info["cluster_state"] == "ok"
     return False
 
