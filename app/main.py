@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,9 +16,11 @@ from redis.exceptions import RedisError
 
 from app.api import admin, health, images
 from app.api.console import mount_console
+from app.api.console import router as console_router
 from app.errors import error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
+from app.routing import answer_head_wherever_get, protect_docs
 from app.services.costs import CostReport
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
@@ -30,7 +33,7 @@ from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
-from render.admission import Backlog, RenderSlots
+from render.admission import Backlog, RenderSlots, share_of
 from render.costs import CostFlusher
 from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
 from storage import S3Store, StorageUnavailable, make_store
@@ -64,6 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Object-store and ledger calls (asyncio.to_thread) and the readiness pings run on
+        # the default executor; CPU work has its own pool (app.services.work).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
+        )
         store = make_store(settings)
         control = make_control(settings)
         registry = ModelRegistry(store)
@@ -124,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await renderer.close()
             upscalers.close()
             await asyncio.to_thread(image_service.decoding.close)
+            await asyncio.to_thread(image_service.cpu.close)
             await control.close()
             for closeable in (cache, ledger):
                 close = getattr(closeable, "close", None)
@@ -137,9 +146,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Stores images at 1/16 of their pixels and rebuilds them with super-resolution.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        responses=error_responses(500),
+        responses=error_responses(431, 500),
     )
     install_error_handlers(app)
+    for router in (images.router, admin.router, health.router, console_router):
+        answer_head_wherever_get(router)
+    answer_head_wherever_get(app)  # the documentation pages
+    protect_docs(app)
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
@@ -158,6 +171,7 @@ def render_slots(settings: Settings) -> RenderSlots:
         max_waiting=settings.queue_max_length,
         wait_seconds=settings.request_deadline_seconds,
         backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
+        per_client=share_of(settings.render_threads, settings.cpu_client_share),
     )
 
 

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cache.base import TtlBySize
-from imaging import (
-    PILLOW_MAX_PIXELS,
-    FullCodecName,
-    OutputEncoding,
-    StoredCodec,
-    StoredCodecName,
-)
-from ledger.costs import Prices
+from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
-from policy import Floor, StoragePolicy
+from policy.receipts import Floor, StoragePolicy
+
+if TYPE_CHECKING:
+    from cache.base import TtlBySize
+    from imaging import OutputEncoding, StoredCodec
+    from ledger.costs import Prices
 
 
 class Settings(BaseSettings):
@@ -155,6 +153,54 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(
         15.0, gt=0, description="A request body may pause at most this long between chunks."
     )
+    io_threads: int = Field(
+        32,
+        ge=2,
+        description="Threads for object-store and ledger calls and the readiness pings (the "
+        "default executor); CPU work never runs there.",
+    )
+    cpu_threads: int = Field(
+        2,
+        ge=1,
+        description="CPU work a request starts (renditions made from a stored copy, upload "
+        "scoring) at once per process, on a pool of its own.",
+    )
+    cpu_backlog_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Estimated CPU-seconds of work per CPU thread admitted at once; more is "
+        "refused with 503 cpu_busy and a Retry-After.",
+    )
+    cpu_client_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the admitted CPU work one client (its address) may hold; more "
+        "is refused with 429 client_busy.",
+    )
+    max_output_pixels: int = Field(
+        2**24,
+        ge=1,
+        description="Largest enlargement (enlarge=true) in pixels, unless the image itself "
+        "is larger; beyond: 422 invalid_size.",
+    )
+    quality_steps: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset({30, 45, 60, 75, 85, 90, 95}),
+        description="Qualities an unsigned URL may get: any other is snapped to the nearest "
+        "(comma-separated; empty: any).",
+    )
+    max_renditions_per_image: int = Field(
+        48,
+        ge=1,
+        description="Distinct renditions of one image an unsigned URL may create per hour and "
+        "process; beyond: 429 rendition_limit.",
+    )
+    max_header_bytes: int = Field(
+        8 * 1024,
+        ge=256,
+        description="Longest value of any one request header (nginx's line limit); a longer "
+        "one gets 431 before anything parses it.",
+    )
     dependency_check_seconds: float = Field(
         1.0, gt=0, description="How often the object store and cache are pinged for the probes."
     )
@@ -245,7 +291,7 @@ class Settings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port of `srstore serve`.")
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -256,6 +302,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_ADMIN_TOKEN", secret)
         return value
 
     @field_validator("quality_floor")
@@ -272,13 +319,21 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_URL_SIGNING_KEY", secret)
         return value
 
-    @field_validator("allowed_widths", mode="before")
+    @field_validator("allowed_widths", "quality_steps", mode="before")
     @classmethod
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(int(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("quality_steps")
+    @classmethod
+    def _qualities(cls, value: frozenset[int]) -> frozenset[int]:
+        if any(not 1 <= quality <= 100 for quality in value):
+            raise ValueError("every quality step must be 1 to 100")
         return value
 
     @model_validator(mode="after")
@@ -301,6 +356,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def codec(self) -> StoredCodec:
+        from imaging import StoredCodec  # the pipeline (NumPy): not for every CLI command
+
         return StoredCodec(self.stored_codec, self.stored_quality)
 
     @cached_property
@@ -309,10 +366,14 @@ class Settings(BaseSettings):
 
     @cached_property
     def ttl_by_size(self) -> TtlBySize:
+        from cache.base import TtlBySize  # the cache package imports redis: not for the CLI
+
         return TtlBySize(self.cache_large_entry_bytes, self.cache_large_ttl_seconds)
 
     @cached_property
     def prices(self) -> Prices:
+        from ledger.costs import Prices  # the ledger package imports redis: not for the CLI
+
         return Prices(
             storage_gb_month=self.price_storage_gb_month,
             cpu_hour=self.price_cpu_hour,
@@ -322,6 +383,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:
+        from imaging import OutputEncoding
+
         return OutputEncoding(
             jpeg_quality=self.output_jpeg_quality,
             webp_quality=self.output_webp_quality,
@@ -332,6 +395,17 @@ class Settings(BaseSettings):
 
 
 PREFIX = "SRSTORE_"
+
+# Words of the placeholders that manifests, examples and tutorials ship in place of a secret: a
+# token copied from one of them is public, and would open the admin API to anyone.
+_PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|your[_-]?(token|key)", re.I)
+
+
+def _refuse_placeholder(name: str, secret: str) -> None:
+    if _PLACEHOLDER.search(secret):
+        raise ValueError(
+            f"{name} is a placeholder: generate one (openssl rand -hex 16) and set that"
+        )
 
 
 class SettingsError(ValueError):

@@ -72,7 +72,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: port_open(self.port), 15, "redis-server")
+        wait_until(lambda: port_open(self.port), 60, "redis-server")
 
 
 # The session's Redis: nothing persisted, bounded like production's.
@@ -96,7 +96,7 @@ def start_redis(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_until(lambda: port_open(port), 15, "redis-server")
+    wait_until(lambda: port_open(port), 60, "redis-server")
     return RedisServer(port, process, cast(list[str], process.args))
 
 
