@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.hostile_soak import RSS_BOUND_MIB, soak
 
 
+@pytest.mark.slow
 def test_attacks_beside_normal_traffic_leave_the_server_ready_and_serving(
     tmp_path: Path,
 ) -> None:

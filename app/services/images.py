@@ -47,7 +47,7 @@ from imaging import (
 from imaging.costs import rendition_seconds
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
-from policy import choose as choose_representation
+from policy.choose import choose as choose_representation
 from render import costs
 from render import metrics as render_metrics
 from render.admission import CLIENT
@@ -148,8 +148,14 @@ def meta_etag(meta: ImageMeta) -> str:
 
 
 def new_image_id() -> str:
-    """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe: unguessable and never derived from anything a client sent.
+
+    Never with a leading ``-``: one id in 64 had one, and a shell command took it for an
+    option (``srstore images meta $ID`` printed a usage error instead of the image).
+    """
+    while (image_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return image_id
 
 
 def _encode_cursor(key: str) -> str:
