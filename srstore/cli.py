@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srstore import costs_cli, images_cli, keys_cli, models_cli
+from srstore import costs_cli, images_cli, keys_cli, ledger_cli, models_cli
 from srstore.client import CommandFailed, api_url, table
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_cli.add_commands(commands)
     keys_cli.add_commands(commands)
     costs_cli.add_commands(commands)
+    ledger_cli.add_commands(commands)
     doctor = commands.add_parser(
         "doctor", help="check the configuration and every service it names"
     )
@@ -118,6 +119,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             return commands[args.command].run(args, api)
         finally:
             api.close()
+    if args.command == "ledger":
+        return ledger_cli.run(args, settings)
     if args.command == "sign-url":
         return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":

@@ -66,6 +66,7 @@ async def upload_image(
     images: ImageServiceDep,
     settings: SettingsDep,
     principal: PrincipalDep,
+    client: ClientDep,
     policy: Annotated[
         StoragePolicy | None,
         Query(description="Storage policy for this upload; SRSTORE_STORAGE_POLICY if omitted."),
@@ -83,7 +84,7 @@ async def upload_image(
     ):
         raise Forbidden("this key may not ask for policy= or floor= (costly_options)")
     data = await read_upload(request, settings.max_upload_bytes)
-    meta = await images.upload(data, policy, quality_floor, principal.owner)
+    meta = await images.upload(data, policy, quality_floor, client, tenant=principal.owner)
     response.headers["Location"] = f"/v1/images/{meta.id}"
     return meta
 

@@ -236,13 +236,15 @@ class ImageService:
         data: bytes,
         policy: StoragePolicy | None = None,
         floor: Floor | None = None,
+        client: str = "",
         tenant: str = DEFAULT_TENANT,
     ) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
         The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
         given) from candidates scored as a read would serve them. Decoding and scoring hold
-        the upload's estimated peak memory from the decode budget (see ``DecodeGate``)."""
+        the upload's estimated peak memory from the decode budget (see ``DecodeGate``); the
+        scoring takes ``client``'s turn on the CPU pool."""
         width, height = declared_size(data) or (0, 0)
         cost = max(decode_memory_bytes(width, height), 2 * len(data))
         async with self.decoding.reserve(cost):  # the decoded pixels live until scored
@@ -268,6 +270,7 @@ class ImageService:
                 reduced.data,
                 policy or self.settings.storage_policy,
                 floor or self.settings.floor,
+                client,
             )
         full_size = decision.representation != "x4"
         meta = as_x4.model_copy(
@@ -302,6 +305,7 @@ class ImageService:
         reduced: bytes,
         policy: StoragePolicy,
         floor: Floor,
+        client: str,
     ) -> Decision:
         """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
         model = self.models.label
@@ -309,7 +313,7 @@ class ImageService:
             reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await self.cpu.call(
-                    "upload scoring",
+                    client,
                     lambda: _measured_choice(
                         image=image,
                         original=original,
