@@ -90,7 +90,10 @@ CONTROL_BODY_LIMIT = 64 * 1024  # every other route takes a small JSON body or n
 def admin_refusal(settings: Settings, headers: Headers) -> BadRequest | None:
     """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
     if settings.admin_token is None:
-        return AdminDisabled("the admin API is off: set SRSTORE_ADMIN_TOKEN to enable it")
+        return AdminDisabled(
+            "the admin API is off on this server: set SRSTORE_ADMIN_TOKEN in the environment of "
+            "srstore serve (in Kubernetes, the srstore Secret) and restart it"
+        )
     scheme, _, given = headers.get("authorization", "").partition(" ")
     expected = settings.admin_token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cache.base import TtlBySize
-from imaging import (
-    PILLOW_MAX_PIXELS,
-    FullCodecName,
-    OutputEncoding,
-    StoredCodec,
-    StoredCodecName,
-)
-from ledger.costs import Prices
+from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
-from policy import Floor, StoragePolicy
+from policy.receipts import Floor, StoragePolicy
+
+if TYPE_CHECKING:
+    from cache.base import TtlBySize
+    from imaging import OutputEncoding, StoredCodec
+    from ledger.costs import Prices
 
 
 class Settings(BaseSettings):
@@ -293,7 +291,7 @@ class Settings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port of `srstore serve`.")
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -304,6 +302,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_ADMIN_TOKEN", secret)
         return value
 
     @field_validator("quality_floor")
@@ -320,6 +319,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_URL_SIGNING_KEY", secret)
         return value
 
     @field_validator("allowed_widths", "quality_steps", mode="before")
@@ -356,6 +356,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def codec(self) -> StoredCodec:
+        from imaging import StoredCodec  # the pipeline (NumPy): not for every CLI command
+
         return StoredCodec(self.stored_codec, self.stored_quality)
 
     @cached_property
@@ -364,10 +366,14 @@ class Settings(BaseSettings):
 
     @cached_property
     def ttl_by_size(self) -> TtlBySize:
+        from cache.base import TtlBySize  # the cache package imports redis: not for the CLI
+
         return TtlBySize(self.cache_large_entry_bytes, self.cache_large_ttl_seconds)
 
     @cached_property
     def prices(self) -> Prices:
+        from ledger.costs import Prices  # the ledger package imports redis: not for the CLI
+
         return Prices(
             storage_gb_month=self.price_storage_gb_month,
             cpu_hour=self.price_cpu_hour,
@@ -377,6 +383,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:
+        from imaging import OutputEncoding
+
         return OutputEncoding(
             jpeg_quality=self.output_jpeg_quality,
             webp_quality=self.output_webp_quality,
@@ -387,6 +395,17 @@ class Settings(BaseSettings):
 
 
 PREFIX = "SRSTORE_"
+
+# Words of the placeholders that manifests, examples and tutorials ship in place of a secret: a
+# token copied from one of them is public, and would open the admin API to anyone.
+_PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|your[_-]?(token|key)", re.I)
+
+
+def _refuse_placeholder(name: str, secret: str) -> None:
+    if _PLACEHOLDER.search(secret):
+        raise ValueError(
+            f"{name} is a placeholder: generate one (openssl rand -hex 16) and set that"
+        )
 
 
 class SettingsError(ValueError):

@@ -57,7 +57,8 @@ async def subscriber(client: Client, **options: Any) -> PubSub:
     its pub/sub picks the node that serves the channel's slot): a failover may have moved it
     since the last time, so each new subscription asks again."""
     if isinstance(client, aioredis.RedisCluster):
-        await client.initialize()
+        await client.initialize()  # the first time: nothing is known yet
+        await client.nodes_manager.initialize()  # later: the slots as they are now
     return client.pubsub(**options)
 
 

@@ -1,8 +1,10 @@
 """srstore doctor: is this configuration valid, and does everything it names answer?
 
-It checks what start-up would need, in order: the SRSTORE_* variables (each bad value named
-with what is allowed, each unknown name flagged), the object store, the cache (and queue),
-the active model's weights, the inference device and the image codecs.
+It checks, in order: the SRSTORE_* variables (each bad value named with what is allowed, each
+unknown name flagged), the API the CLI commands would talk to (its /readyz: a server that is
+not running fails the check, as it fails every `srstore images` command), then what start-up
+would need: the object store, the cache (and queue), the active model's weights, the inference
+device and the image codecs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import torch
+import httpx
 from PIL import features
 
 from cache import CacheUnavailable, make_cache
@@ -23,6 +25,7 @@ from models.engine import resolve_device
 from models.registry import ModelRegistry, UnknownModelVersion
 from models.validation import InvalidWeights, load_checked
 from models.weights import find_weights
+from srstore.client import api_url
 from storage import ObjectNotFound, S3Store, StorageUnavailable, make_store
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -37,12 +40,14 @@ class Check:
     detail: str
 
 
-def diagnose(environ: Mapping[str, str]) -> list[Check]:
+def diagnose(environ: Mapping[str, str], url: str | None = None) -> list[Check]:
+    """Every check; ``url`` is the API's (``--url``), else SRSTORE_HOST and SRSTORE_PORT's."""
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
         return [Check("configuration", "FAIL", p) for p in exc.problems] + _unknown(environ)
     checks = [Check("configuration", "ok", _mode(settings)), *_unknown(environ)]
+    checks.append(_api(url or api_url(None, settings.host, settings.port)))
     checks += asyncio.run(_dependencies(settings))
     return [*checks, _device(settings), _codecs(settings)]
 
@@ -63,6 +68,27 @@ def _mode(settings: Settings) -> str:
     store = f"S3 bucket {settings.s3_bucket}" if settings.s3_bucket else f"{settings.data_dir}/"
     cache = "Redis" if settings.redis_url else "in-process cache"
     return f"inference {settings.inference}, objects in {store}, {cache}"
+
+
+def _api(url: str) -> Check:
+    """Whether the API answers /readyz at ``url``, and what it says it serves with."""
+    try:
+        answer = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.ConnectError:
+        return Check("api", "FAIL", f"nothing answers at {url}: is `srstore serve` running?")
+    except httpx.HTTPError as exc:
+        return Check("api", "FAIL", f"{url}/readyz: {type(exc).__name__}: {exc}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200 or not isinstance(body, dict):
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        reason = error.get("message") if isinstance(error, dict) else None
+        detail = f"{url}/readyz answered {answer.status_code}: {reason or answer.reason_phrase}"
+        return Check("api", "FAIL", detail)
+    served = ", ".join(f"{k} {v}" for k, v in body.items() if k in ("storage", "cache", "model"))
+    return Check("api", "ok", f"{url} is ready ({served})")
 
 
 async def _dependencies(settings: Settings) -> list[Check]:
@@ -119,6 +145,8 @@ async def _model(settings: Settings, registry: ModelRegistry) -> Check:
 
 
 def _device(settings: Settings) -> Check:
+    import torch
+
     try:
         device = resolve_device(settings.device)
     except RuntimeError as exc:

@@ -31,6 +31,8 @@ from tests.support.browser import RefusingProxy, chromium, requested_urls
 from tests.support.process import ApiProcess, start_api
 from tests.support.weights import noisy, to_bytes
 
+pytestmark = pytest.mark.slow  # one server and one browser for the module, a minute to start
+
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = [
     REPO / "tests/data/flower.jpg",
@@ -360,6 +362,7 @@ def test_compare_shows_the_served_image_against_bicubic_with_the_stored_copy_and
     assert f"Size\n151{BY}101 px" in stored_facts
     assert by_id(browser, "compare-stored").get_property("naturalWidth") == 151
     assert by_id(browser, "compare-served").get_property("naturalWidth") == 602
+    assert by_id(browser, "compare-tag-left").text == "bicubic"
     receipt = by_id(browser, "compare-receipt").text
     if meta.get("receipt"):  # once uploads carry quality receipts
         assert f"Y-PSNR vs upload\n{meta['receipt']['psnr']:.2f} dB" in receipt
@@ -492,6 +495,10 @@ def test_an_admin_activates_past_the_canary_verdict_and_rolls_back(
     assert rows[1].endswith("activate espcn:2 srcnn:2 yes")
     active_card = browser.find_element(By.CSS_SELECTOR, '#model-cards li[data-model="espcn:2"]')
     assert "active" in active_card.get_attribute("class")
+    # One name and one definition per figure, as `srstore models list` prints them.
+    shipped = json.loads((REPO / "models/weights/espcn-x4-v2.json").read_text())
+    held_out = shipped["evaluation"]["mean"]["gain_db"]
+    assert card_facts(active_card)["Held-out gain"] == f"{held_out:+.2f} dB"
     screenshot(browser, screenshots / "admin.png")
 
 
@@ -604,10 +611,22 @@ def test_an_admin_adds_a_model_version_that_the_service_scores_first(
     listing = api.get("/v1/admin/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     added = next(m for m in listing["models"] if (m["name"], m["version"]) == ("espcn", 3))
     canary = added["card"]["canary"]
-    assert f"{canary['model_psnr']:.2f} dB on the canary set" in admin_status(browser)
+    assert f"canary Y-PSNR {canary['model_psnr']:.2f} dB" in admin_status(browser)
     assert not added["active"] and listing["active"] == {"name": "espcn", "version": 2}
     new_card = browser.find_element(By.CSS_SELECTOR, '#model-cards li[data-model="espcn:3"]')
     assert "worse than the active version" in new_card.text
+    facts = card_facts(new_card)
+    assert facts["Canary Y-PSNR"].startswith(f"{canary['model_psnr']:.2f} dB (bicubic ")
+    assert facts["Canary gain"] == f"{canary['gain_db']:+.2f} dB"
+    assert "Held-out gain" not in facts, "its card has no trainer evaluation"
+
+
+def card_facts(card: WebElement) -> dict[str, str]:
+    """A model card's facts, term to description."""
+    terms = [term.text for term in card.find_elements(By.CSS_SELECTOR, "dt")]
+    return dict(
+        zip(terms, [d.text for d in card.find_elements(By.CSS_SELECTOR, "dd")], strict=True)
+    )
 
 
 def test_an_image_deleted_from_compare_is_gone(

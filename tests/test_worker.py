@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,6 +68,7 @@ async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     env: dict[str, str], espcn_weights: str, tmp_path: Path, photo_bytes: bytes
 ) -> None:
@@ -95,6 +95,7 @@ async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     assert exits == [0, 0]
 
 
+@pytest.mark.slow
 async def test_a_killed_workers_job_is_finished_by_another(
     env: dict[str, str],
     seaweed_server: SeaweedServer,
@@ -227,6 +228,7 @@ async def test_a_full_queues_retry_after_is_its_backlog_at_the_fleets_rate(
     assert after.headers["retry-after"] == "3"  # 20 jobs at 8 a second, rounded up
 
 
+@pytest.mark.slow
 def test_misses_in_two_api_processes_queue_one_job(
     env: dict[str, str], tmp_path: Path, photo_bytes: bytes, redis_client: redis.Redis
 ) -> None:
@@ -245,8 +247,8 @@ def test_misses_in_two_api_processes_queue_one_job(
         fetchers = [Helper(fetch, index, name=f"fetch-{index}") for index in (0, 1)]
         for fetcher in fetchers:
             fetcher.start()
-        wait_until(lambda: all(misses(api) == 1 for api in apis), 30, "a miss in each process")
-        time.sleep(0.5)  # both are now past the cache lookup, waiting on the queue
+        wait_until(lambda: sum(enqueued(apis).values()) == 2, 30, "a miss enqueued by each")
+        outcomes = enqueued(apis)
         queued = redis_client.xlen(queue_shard(env["SRSTORE_QUEUE_STREAM"], 0))
         worker = start_worker(env, "late", tmp_path)
         join_all(fetchers, timeout=60)
@@ -257,14 +259,21 @@ def test_misses_in_two_api_processes_queue_one_job(
             api.stop()
 
     assert queued == 1
+    assert outcomes == {"queued": 1, "joined": 1}
     assert [responses[i].status_code for i in (0, 1)] == [200, 200]
     assert responses[0].content == responses[1].content
     assert rendered == 1
 
 
-def misses(api: ApiProcess) -> float:
-    values = samples(httpx.get(f"{api.url}/metrics").text)
-    return values.get('srstore_cache_requests_total{result="miss"}', 0)
+def enqueued(apis: list[ApiProcess]) -> dict[str, int]:
+    """What became of the misses the API processes sent to the queue, summed over them."""
+    outcomes: dict[str, int] = {}
+    for api in apis:
+        for name, value in samples(httpx.get(f"{api.url}/metrics").text).items():
+            if name.startswith("srstore_queue_enqueues_total{"):
+                outcome = name.split('"')[1]
+                outcomes[outcome] = outcomes.get(outcome, 0) + int(value)
+    return outcomes
 
 
 async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(

@@ -60,6 +60,7 @@ async def upload_image(
     response: Response,
     images: ImageServiceDep,
     settings: SettingsDep,
+    client: ClientDep,
     policy: Annotated[
         StoragePolicy | None,
         Query(description="Storage policy for this upload; SRSTORE_STORAGE_POLICY if omitted."),
@@ -73,7 +74,7 @@ async def upload_image(
 ) -> ImageMeta:
     quality_floor = Floor.parse(floor) if floor is not None else None
     data = await read_upload(request, settings.max_upload_bytes)
-    meta = await images.upload(data, policy, quality_floor)
+    meta = await images.upload(data, policy, quality_floor, client)
     response.headers["Location"] = f"/v1/images/{meta.id}"
     return meta
 

@@ -47,7 +47,7 @@ from imaging import (
 from imaging.costs import rendition_seconds
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
-from policy import choose as choose_representation
+from policy.choose import choose as choose_representation
 from render import costs
 from render import metrics as render_metrics
 from render.admission import CLIENT
@@ -148,8 +148,14 @@ def meta_etag(meta: ImageMeta) -> str:
 
 
 def new_image_id() -> str:
-    """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe: unguessable and never derived from anything a client sent.
+
+    Never with a leading ``-``: one id in 64 had one, and a shell command took it for an
+    option (``srstore images meta $ID`` printed a usage error instead of the image).
+    """
+    while (image_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return image_id
 
 
 def _encode_cursor(key: str) -> str:
@@ -217,13 +223,18 @@ class ImageService:
         )
 
     async def upload(
-        self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
+        self,
+        data: bytes,
+        policy: StoragePolicy | None = None,
+        floor: Floor | None = None,
+        client: str = "",
     ) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
         The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
         given) from candidates scored as a read would serve them. Decoding and scoring hold
-        the upload's estimated peak memory from the decode budget (see ``DecodeGate``)."""
+        the upload's estimated peak memory from the decode budget (see ``DecodeGate``); the
+        scoring takes ``client``'s turn on the CPU pool."""
         width, height = declared_size(data) or (0, 0)
         cost = max(decode_memory_bytes(width, height), 2 * len(data))
         async with self.decoding.reserve(cost):  # the decoded pixels live until scored
@@ -248,6 +259,7 @@ class ImageService:
                 reduced.data,
                 policy or self.settings.storage_policy,
                 floor or self.settings.floor,
+                client,
             )
         full_size = decision.representation != "x4"
         meta = as_x4.model_copy(
@@ -282,6 +294,7 @@ class ImageService:
         reduced: bytes,
         policy: StoragePolicy,
         floor: Floor,
+        client: str,
     ) -> Decision:
         """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
         model = self.models.label
@@ -289,7 +302,7 @@ class ImageService:
             reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await self.cpu.call(
-                    "upload scoring",
+                    client,
                     lambda: _measured_choice(
                         image=image,
                         original=original,
