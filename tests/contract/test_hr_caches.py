@@ -322,3 +322,35 @@ async def test_an_unreachable_redis_is_unavailable_and_fails_fast() -> None:
     with pytest.raises(CacheUnavailable, match="moments ago"):
         await cache.get(key())
     await cache.close()
+
+
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+async def test_a_delete_mark_that_must_reach_a_replica_waits_for_one_or_fails(
+    request: pytest.FixtureRequest, where: str
+) -> None:
+    """SRSTORE_REDIS_WAIT_REPLICAS: on the cluster (a replica per master) the mark is
+    acknowledged by a replica; the session's single Redis has none, so the DELETE must fail
+    rather than answer as if the mark were safe."""
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if where == "redis-cluster" else "redis_server"
+    )
+    cache = RedisCache(server.url, TTL, cluster=where == "redis-cluster", wait_replicas=1)
+    image_id = f"wait-{uuid.uuid4().hex[:8]}"
+    await cache.put(key(image_id), b"rendered")
+    try:
+        if where == "redis-cluster":
+            await cache.mark_deleted(image_id)
+            refused = None
+        else:
+            with pytest.raises(CacheUnavailable) as refused:
+                await cache.mark_deleted(image_id)
+        cache._down_until = 0.0  # the failure's fail-fast pause is not under test here
+        with pytest.raises(ImageDeleted):
+            await cache.put(key(image_id), b"again")  # the mark holds on the master either way
+        left = await cache.get(key(image_id))
+    finally:
+        await cache.close()
+
+    assert left is None
+    if refused is not None:
+        assert "0 of 1 replica" in str(refused.value)
