@@ -19,6 +19,7 @@ one image carries the image's hash tag, so the scripts run on a Redis Cluster to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -162,16 +163,20 @@ class RedisCache:
             raise self._unavailable(exc) from exc
 
     async def mark_deleted(self, image_id: str) -> None:
-        """With ``wait_replicas``, the mark and the drops must also reach that many replicas
-        (``WAIT``, up to ``WAIT_MS``), else :class:`CacheUnavailable`: the DELETE then answers
-        503 and deletes nothing, so a failover cannot bring back renditions of an image whose
-        DELETE was answered 204."""
+        """With ``wait_replicas``, the mark and the drops must also reach that many of the
+        master's connected replicas (``WAIT``, up to ``WAIT_MS``): a failover then cannot bring
+        back renditions of an image whose DELETE was answered 204. A master with fewer replicas
+        (after a failover, before the old master returns) has no failover to lose them to, so
+        all it has must have them. Short of that the mark is taken back and
+        :class:`CacheUnavailable` raised: the DELETE answers 503 and deletes nothing, and the
+        image renders as before.
+        """
         keys = [_index_key(image_id), deleted_key(image_id)]
         try:
             if not self.wait_replicas:
                 await self._drop(keys=keys, args=[self.tombstone_seconds])
                 return
-            _, reached = await eval_and_wait(
+            _, reached, connected = await eval_and_wait(
                 self.client,
                 _MARK_DELETED_AND_DROP,
                 keys,
@@ -181,10 +186,10 @@ class RedisCache:
             )
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        if reached < self.wait_replicas:
-            raise CacheUnavailable(
-                f"the delete mark reached {reached} of {self.wait_replicas} replica(s)"
-            )
+        if reached < min(self.wait_replicas, connected):
+            with contextlib.suppress(RedisError):
+                await self.client.delete(deleted_key(image_id))
+            raise CacheUnavailable(f"the delete mark reached {reached} of {connected} replicas")
 
     async def ping(self) -> None:
         """Every master answers (on a cluster, one that is down leaves some images uncached)."""

@@ -56,34 +56,39 @@ async def on_every_master(client: Client, *command: str) -> list[Any]:
 
 async def eval_and_wait(
     client: Client, script: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
-) -> tuple[Any, int]:
+) -> tuple[Any, int, int]:
     """Run ``script``, then ``WAIT`` until ``replicas`` replicas have it: the script's answer,
-    and how many replicas acknowledged it within ``timeout_ms``.
+    how many replicas acknowledged it within ``timeout_ms``, and how many the master had
+    connected (``ROLE``) when it ran.
 
-    ``WAIT`` counts the writes of its own connection, so both go down one connection: a
+    ``WAIT`` counts the writes of its own connection, so all three go down one connection: a
     pipeline on one server; on a cluster, the connection to the master of the keys' slot (the
     cluster client routes commands one by one, and a keyless ``WAIT`` it would send anywhere).
     """
-    wait = ("WAIT", replicas, timeout_ms)
+    sent: list[tuple[Any, ...]] = [
+        ("EVAL", script, len(keys), *keys, *args),
+        ("ROLE",),
+        ("WAIT", replicas, timeout_ms),
+    ]
     if not isinstance(client, aioredis.RedisCluster):
         async with client.pipeline(transaction=False) as pipe:
-            pipe.eval(script, len(keys), *keys, *args)
-            pipe.execute_command(*wait)
-            answer, reached = await pipe.execute()
-        return answer, int(reached)
+            for command in sent:
+                pipe.execute_command(*command)
+            answer, role, reached = await pipe.execute()
+        return answer, int(reached), len(role[2])
     await client.initialize()
     node = client.get_node_from_key(keys[0])
     if node is None:
         raise RedisError(f"no master serves the slot of {keys[0]}")
-    evaluate = PipelineCommand(0, "EVAL", script, len(keys), *keys, *args)
-    commands = [evaluate, PipelineCommand(1, *wait)]
+    commands = [PipelineCommand(n, *command) for n, command in enumerate(sent)]
     await node.execute_pipeline(commands)
     answers = [command.result for command in commands]
     for answer in answers:
         if isinstance(answer, Exception):
             await client.nodes_manager.initialize()  # the slot may have moved: look again
             raise answer if isinstance(answer, RedisError) else RedisError(str(answer))
-    return answers[0], int(answers[1])  # type: ignore[arg-type]
+    answer, role, reached = answers
+    return answer, int(reached), len(role[2])  # type: ignore[arg-type,index]
 
 
 async def subscriber(client: Client, **options: Any) -> PubSub:
