@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Mapping
 from functools import cached_property
@@ -287,6 +288,26 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; the admin API is off without one."
     )
+    public_read: bool = Field(
+        True,
+        description="Anyone may fetch an image by id (signed URLs only, with a signing key);"
+        " off, reads need a key with the read scope.",
+    )
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Comma-separated addresses or networks whose X-Forwarded-For is believed"
+        " (empty: none; the peer address decides who is loopback).",
+    )
+    key_cache_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=5,
+        description="How long a process trusts its last lookup of a key: a revocation takes"
+        " effect on every process within this.",
+    )
+    key: SecretStr | None = Field(
+        None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."
+    )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often a process re-reads the active model pointer."
     )
@@ -335,6 +356,18 @@ class Settings(BaseSettings):
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(int(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = frozenset(part.strip() for part in value.split(",") if part.strip())
+        for network in value if isinstance(value, (set, frozenset, list, tuple)) else ():
+            try:
+                ipaddress.ip_network(str(network), strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
 
     @field_validator("quality_steps")
@@ -453,7 +486,8 @@ def _problem(error: object, environ: Mapping[str, str]) -> str:
         return message
     variable = PREFIX + str(error["loc"][0]).upper()
     value = environ.get(variable, "")
-    shown = "(hidden)" if variable == "SRSTORE_ADMIN_TOKEN" else repr(value)
+    hidden = ("SRSTORE_ADMIN_TOKEN", "SRSTORE_URL_SIGNING_KEY", "SRSTORE_KEY")
+    shown = "(hidden)" if variable in hidden else repr(value)
     return f"{variable}={shown}: {message}"
 
 

@@ -124,6 +124,16 @@ def ledger_debited(image_id: str) -> str:
     return f"{LEDGER}:debited:{image_id}"
 
 
+# API keys (issue 22): the records and the count of active ones, moved together by a revoke.
+API_KEYS = "srstore:{keys}"
+API_KEYS_ACTIVE = "srstore:{keys}:active"
+
+
+def quota_counter(key_id: str, name: str) -> str:
+    """One key's counter of one quota window (its own tag: keys spread over the masters)."""
+    return f"srstore:quota:{{{key_id}}}:{name}"
+
+
 MODEL_ACTIVE = "srstore:{model}:active"
 MODEL_AUDIT = "srstore:{model}:audit"
 MODEL_SWAPS = "srstore:{model}:swaps"
@@ -163,6 +173,8 @@ def queue_shard(stream: str, shard: int) -> str:
 
 
 __all__ = [
+    "API_KEYS",
+    "API_KEYS_ACTIVE",
     "COSTS",
     "LAST_READ",
     "LEDGER",
@@ -178,6 +190,7 @@ __all__ = [
     "ledger_debited",
     "on_every_master",
     "queue_shard",
+    "quota_counter",
     "rendition_prefix",
     "subscriber",
 ]

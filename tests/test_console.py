@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,14 +148,19 @@ def test_the_root_redirects_to_a_console_that_loads_with_the_network_blocked(
     for view in ("upload", "compare", "admin", "gallery"):
         browser.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]').click()
         wait(browser).until(lambda d, v=view: by_id(d, f"view-{v}").is_displayed())
-    time.sleep(0.5)
+    expected = {f"{service.url}/console/js/main.js", f"{service.url}/v1/images?limit=24"}
+    urls: list[str] = []
+
+    def settled(driver: Chrome) -> bool:  # the log is drained by each read: keep what it held
+        urls.extend(requested_urls(driver))
+        return expected <= set(urls) and (
+            driver.execute_script("return document.readyState") == "complete"
+        )
+
+    wait(browser).until(settled)
 
     assert browser.current_url.startswith(f"{service.url}/console/")
     assert browser.title == "srstore console"
-    urls = requested_urls(browser)
-    assert (
-        f"{service.url}/console/js/main.js" in urls and f"{service.url}/v1/images?limit=24" in urls
-    )
     assert [u for u in urls if not u.startswith((service.url + "/", "blob:", "data:"))] == []
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
@@ -409,6 +413,13 @@ def test_the_split_follows_the_keyboard_and_a_drag_and_zooms_to_one_to_one(
     assert stage.size["width"] < meta["width"] or meta["width"] <= 1200
 
 
+def first_card(driver: Chrome) -> str | None:
+    """The id of the gallery's first card, read in one step (the grid is redrawn per page)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return document.querySelector('#gallery-grid li')?.dataset.id ?? null"
+    )
+
+
 def test_delete_asks_first_and_cancel_keeps_the_image(
     browser: Chrome, service: ApiProcess, api: httpx.Client, screenshots: Path
 ) -> None:
@@ -416,8 +427,9 @@ def test_delete_asks_first_and_cancel_keeps_the_image(
     open_view(browser, service, "gallery")
     card = f'#gallery-grid li[data-id="{meta["id"]}"]'
     while not browser.find_elements(By.CSS_SELECTOR, card):
+        shown = first_card(browser)
         by_id(browser, "gallery-next").click()
-        time.sleep(0.3)
+        wait(browser).until(lambda d, s=shown: first_card(d) not in (s, None))
 
     browser.find_element(By.CSS_SELECTOR, f"{card} button.danger").click()
     dialog = by_id(browser, "confirm-dialog")
