@@ -53,6 +53,7 @@ def start_api(
     workers: int = 1,
     asgi_app: str = "",
     log_path: Path | None = None,
+    ready_seconds: float = 60,
 ) -> ApiProcess:
     """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200.
 
@@ -74,7 +75,7 @@ def start_api(
         log.close()
     api = ApiProcess(port, process)
     try:
-        wait_until(lambda: _ready(api), 60, "srstore serve")
+        wait_until(lambda: _ready(api), ready_seconds, "srstore serve")
     except BaseException:
         api.stop()
         raise
