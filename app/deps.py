@@ -23,10 +23,16 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+async def get_client(request: Request) -> str:
+    """Who a request's work is charged to: its address (an API key, once keys exist)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 async def get_cost_report(request: Request) -> CostReport:
     return request.app.state.costs  # type: ignore[no-any-return]
 
 
 CostReportDep = Annotated[CostReport, Depends(get_cost_report)]
 ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
+ClientDep = Annotated[str, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -15,7 +15,8 @@ from app.services.decoding import DecodeBusy
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import RenderFailed
-from app.services.renditions import InvalidSignature, SizeNotAllowed
+from app.services.renditions import InvalidSignature, RenditionLimit, SizeNotAllowed
+from app.services.work import ClientBusy, CpuBusy
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnencodableFormat, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
@@ -39,6 +40,11 @@ class BadRequest(ValueError):
 class BodyTooLarge(BadRequest):
     status = 413
     code = "body_too_large"
+
+
+class HeaderTooLarge(BadRequest):
+    status = 431
+    code = "header_too_large"
 
 
 class UnsupportedMediaType(BadRequest):
@@ -82,6 +88,9 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     DecodeBusy: (503, "decode_busy"),
     RenderTimeout: (503, "render_timeout"),
     RenderFailed: (503, "render_failed"),
+    CpuBusy: (503, "cpu_busy"),
+    ClientBusy: (429, "client_busy"),
+    RenditionLimit: (429, "rendition_limit"),
 }
 
 
@@ -95,6 +104,7 @@ _UNAVAILABLE_MESSAGES = {
     "decode_busy": "too many uploads are being decoded; retry later",
     "render_timeout": "the image could not be rendered in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
+    "cpu_busy": "too much image work is under way; retry later",
 }
 
 
@@ -117,18 +127,23 @@ _STATUS_MEANINGS = {
     409: "Conflicts with the registry's state (version exists, scores worse, nothing to undo)",
     413: "Body or image too large",
     415: "Not a supported image type",
+    431: "A request header is longer than SRSTORE_MAX_HEADER_BYTES",
     422: "Corrupt image, or an invalid query, body, card or weight file",
+    429: "This client holds its share of the CPU work, or the image its quota of renditions;"
+    " retry after Retry-After seconds",
     500: "Unexpected failure (internal_error); the answer names no internals",
     503: "A dependency is down or renders are saturated; retry after Retry-After seconds",
 }
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
-    503: {
-        "Retry-After": {
-            "description": "Seconds to wait before retrying",
-            "schema": {"type": "integer", "minimum": 1},
-        }
-    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
 }
 
 
@@ -158,7 +173,7 @@ def error_response(
 ) -> JSONResponse:
     """An error is never stored by a cache: the next request may well succeed."""
     headers = {"Cache-Control": "no-store"}
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
@@ -179,6 +194,10 @@ def install_error_handlers(app: FastAPI) -> None:
         response = error_response(exc.status, exc.code, str(exc))
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, BodyTooLarge):
+            # The rest of the body was never read: close instead of draining it (a refused
+            # upload used to read a 256 MiB chunked body to its end).
+            response.headers["Connection"] = "close"
         return response
 
     async def invalid_request(_: Request, exc: Exception) -> JSONResponse:

@@ -6,17 +6,21 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from redis.exceptions import RedisError
 
 from app.api import admin, health, images
 from app.api.console import mount_console
+from app.api.console import router as console_router
 from app.errors import error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
+from app.routing import answer_head_wherever_get, protect_docs
 from app.services.costs import CostReport
 from app.services.images import ImageService, Renderer
 from app.services.models import ActiveModel, ModelAdmin
@@ -24,11 +28,12 @@ from app.services.queue import QueueRenderer
 from cache import make_cache
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
+from keyspace import LEGACY_NAMES, adopt_legacy_names, connect
 from ledger import make_ledger
 from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
-from render.admission import Backlog, RenderSlots
+from render.admission import Backlog, RenderSlots, share_of
 from render.costs import CostFlusher
 from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
 from storage import S3Store, StorageUnavailable, make_store
@@ -45,15 +50,34 @@ def preferred_model(settings: Settings) -> ModelRef | None:
     return ModelRef(weights.name, weights.version)
 
 
+async def adopt_legacy_redis_names(url: str, cluster: bool) -> None:
+    """Keep the ledger and the model pointer of a Redis written before the hash-tagged names."""
+    client = connect(url, cluster, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        for old in await adopt_legacy_names(client):
+            log.info("renamed the Redis key %s to %s", old, LEGACY_NAMES[old])
+    except RedisError as exc:
+        log.warning("could not look for keys under their old names: %s", exc)
+    finally:
+        await client.aclose()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Object-store and ledger calls (asyncio.to_thread) and the readiness pings run on
+        # the default executor; CPU work has its own pool (app.services.work).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.io_threads, thread_name_prefix="io")
+        )
         store = make_store(settings)
         control = make_control(settings)
         registry = ModelRegistry(store)
         model_admin = ModelAdmin(registry, control, settings.codec)
+        if settings.redis_url:
+            await adopt_legacy_redis_names(settings.redis_url, settings.redis_cluster)
         try:
             if isinstance(store, S3Store):
                 await store.ensure_bucket()
@@ -108,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await renderer.close()
             upscalers.close()
             await asyncio.to_thread(image_service.decoding.close)
+            await asyncio.to_thread(image_service.cpu.close)
             await control.close()
             for closeable in (cache, ledger):
                 close = getattr(closeable, "close", None)
@@ -121,9 +146,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Stores images at 1/16 of their pixels and rebuilds them with super-resolution.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        responses=error_responses(500),
+        responses=error_responses(431, 500),
     )
     install_error_handlers(app)
+    for router in (images.router, admin.router, health.router, console_router):
+        answer_head_wherever_get(router)
+    answer_head_wherever_get(app)  # the documentation pages
+    protect_docs(app)
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(health.router)
@@ -142,6 +171,7 @@ def render_slots(settings: Settings) -> RenderSlots:
         max_waiting=settings.queue_max_length,
         wait_seconds=settings.request_deadline_seconds,
         backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
+        per_client=share_of(settings.render_threads, settings.cpu_client_share),
     )
 
 

@@ -15,11 +15,27 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.errors import AdminDisabled, BadRequest, BodyTooLarge, Unauthorized, error_response
+from app.errors import (
+    AdminDisabled,
+    BadRequest,
+    BodyTooLarge,
+    HeaderTooLarge,
+    Unauthorized,
+    error_response,
+)
 from config.logs import REQUEST_ID
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# Methods a client may name freely; any other token is counted as "other", so a client that
+# invents methods cannot grow /metrics (10,000 invented methods once made it 17.9 MB).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class ResponseHeadersAndMetrics:
@@ -61,7 +77,8 @@ class ResponseHeadersAndMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started
-            metrics.REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+            method = method_label(scope["method"])
+            metrics.REQUEST_SECONDS.labels(route, method, str(status)).observe(elapsed)
             if cache:
                 metrics.FETCH_SECONDS.labels(cache.decode().lower()).observe(elapsed)
 
@@ -86,6 +103,7 @@ def admin_refusal(settings: Settings, headers: Headers) -> BadRequest | None:
 class RequestGate:
     """What is refused from the request line and headers alone, before any body is read.
 
+    First a header longer than ``SRSTORE_MAX_HEADER_BYTES`` (431), before any route parses it.
     The admin token is checked here, not in a route dependency: FastAPI reads and parses a
     route's body (spooling a multipart file to disk) before it runs the dependencies. Then a
     body limit per route: the image upload streams under its own limit (``app.api.uploads``);
@@ -100,6 +118,10 @@ class RequestGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        oversized = _oversized_header(scope["headers"], self.settings.max_header_bytes)
+        if oversized is not None:
+            await _refuse(oversized, scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
         headers = Headers(scope=scope)
@@ -128,6 +150,17 @@ class RequestGate:
         if method == "POST" and path == MODEL_UPLOAD_PATH:
             return self.settings.max_model_upload_bytes
         return CONTROL_BODY_LIMIT
+
+
+def _oversized_header(raw: list[tuple[bytes, bytes]], limit: int) -> HeaderTooLarge | None:
+    """One length comparison per header: cheap enough for every request, cache hits included."""
+    for name, value in raw:
+        if len(value) > limit:
+            return HeaderTooLarge(
+                f"the {name[:64].decode('latin-1')} header is {len(value)} bytes; at most {limit} "
+                "are read (SRSTORE_MAX_HEADER_BYTES)"
+            )
+    return None
 
 
 def _bodiless_read(method: str, headers: Headers) -> bool:

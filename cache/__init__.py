@@ -34,6 +34,7 @@ def make_cache(settings: Settings) -> HRCache:
             settings.ttl_by_size,
             settings.cache_admit_after,
             settings.cache_probation_seconds,
+            cluster=settings.redis_cluster,
         )
     return MemoryCache(
         settings.cache_ttl_seconds,

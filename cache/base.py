@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from keyspace import rendition_prefix
+
 # A delete mark outlives any entry of the image (unread for a TTL, it expires) and, by a wide
 # margin, any render that read the image before the delete.
 TOMBSTONE_MARGIN_SECONDS = 3600
@@ -51,8 +53,10 @@ class CacheKey:
     encoding: str = ""
 
     def __str__(self) -> str:
+        """``hr:{id}:...``: tagged with the image, so it shares a cluster slot with the
+        image's delete mark (see :mod:`keyspace`)."""
         return (
-            f"hr:{self.image_id}:{self.model}:{self.fmt}:{self.quality or 0}"
+            f"{rendition_prefix(self.image_id)}{self.model}:{self.fmt}:{self.quality or 0}"
             f":{self.variant}:{self.encoding}"
         )
 

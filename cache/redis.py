@@ -7,13 +7,14 @@ worker to read it (queue mode), so one client asking for many renditions once ea
 fill the cache with them for long. Under ``maxmemory``, ``volatile-lfu`` (see the README)
 evicts the least frequently read first, and the one-offs are those.
 
-Each image also has a set naming its renditions (``hr:{id}:keys``), renewed with them, so a
+Each image also has a set naming its renditions (``hr:{<id>}:keys``), renewed with them, so a
 DELETE finds every rendition without scanning the keyspace.
 
-A DELETE first marks the image deleted (``hr:{id}:deleted``) and drops its renditions in one
+A DELETE first marks the image deleted (``hr:{<id>}:deleted``) and drops its renditions in one
 script; a put is one script that refuses to write once the mark exists. Redis runs scripts one
 at a time, so a render that read the image before the delete and finishes after it cannot
-cache it again (it gets :class:`ImageDeleted`), in any API process or worker.
+cache it again (it gets :class:`ImageDeleted`), in any API process or worker. Every key of
+one image carries the image's hash tag, so the scripts run on a Redis Cluster too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from cache.base import (
@@ -31,6 +31,7 @@ from cache.base import (
     ImageDeleted,
     TtlBySize,
 )
+from keyspace import connect, on_every_master, rendition_prefix
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,16 @@ return #members
 
 
 def _index_key(image_id: str) -> str:
-    return f"hr:{image_id}:keys"
+    return f"{rendition_prefix(image_id)}keys"
 
 
 def deleted_key(image_id: str) -> str:
-    return f"hr:{image_id}:deleted"
+    return f"{rendition_prefix(image_id)}deleted"
 
 
 def asked_key(key: CacheKey) -> str:
     """How often a large rendition not yet kept was asked for (the admission check)."""
-    return f"hr:{key.image_id}:asked:{key}"
+    return f"{rendition_prefix(key.image_id)}asked:{key}"
 
 
 class RedisCache:
@@ -106,6 +107,7 @@ class RedisCache:
         ttl_by_size: TtlBySize | None = None,
         admit_after: int = 1,
         probation_seconds: int = 60,
+        cluster: bool = False,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.ttl_by_size = ttl_by_size or TtlBySize()
@@ -113,8 +115,8 @@ class RedisCache:
         self.probation_seconds = probation_seconds
         self.retry_seconds = retry_seconds
         self.tombstone_seconds = ttl_seconds + TOMBSTONE_MARGIN_SECONDS
-        self.client = aioredis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        self.client = connect(
+            url, cluster, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
         )
         self._put = self.client.register_script(_PUT_UNLESS_DELETED)
         self._drop = self.client.register_script(_MARK_DELETED_AND_DROP)
@@ -162,20 +164,22 @@ class RedisCache:
             raise self._unavailable(exc) from exc
 
     async def ping(self) -> None:
+        """Every master answers (on a cluster, one that is down leaves some images uncached)."""
         try:
-            await self.client.ping()
+            await on_every_master(self.client, "PING")
         except RedisError as exc:
             raise self._unavailable(exc) from exc
 
     async def held_bytes(self) -> int:
         """Redis's ``used_memory_dataset``: the RAM the fleet's keys occupy (entries with
         their allocator overhead, and the small queue and ledger keys beside them), without
-        the server's own buffers, which a cache of any content needs."""
+        the server's own buffers, which a cache of any content needs. On a cluster, the sum
+        over its masters (replicas hold copies)."""
         try:
-            info = await self.client.info("memory")
+            infos = await on_every_master(self.client, "INFO", "memory")
         except RedisError as exc:
             raise self._unavailable(exc) from exc
-        return int(info["used_memory_dataset"])
+        return sum(int(info["used_memory_dataset"]) for info in infos)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -43,7 +43,14 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region passed to boto3.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     redis_url: str | None = Field(
-        None, description="Redis URL; setting it selects the Redis cache."
+        None,
+        description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
+        " any node of the cluster).",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
+        " which finds every master and follows failovers.",
     )
     cache_ttl_seconds: int = Field(86_400, ge=1, description="Sliding TTL of a cached HR image.")
     memory_cache_max_bytes: int = Field(
@@ -102,7 +109,19 @@ class Settings(BaseSettings):
     inference: Literal["local", "queue"] = Field(
         "local", description="Render misses in this process, or hand them to `srstore worker`."
     )
-    queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
+    queue_stream: str = Field(
+        "srstore:render",
+        pattern=r"^[^{}]+$",
+        description="Name of the render queue's Redis streams (no braces: srstore adds the"
+        " shard's hash tag).",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Streams the render queue is spread over, by image id; on a Redis Cluster"
+        " at least the number of masters, so no one master carries the queue.",
+    )
     queue_max_length: int = Field(
         256,
         ge=1,
@@ -143,6 +162,54 @@ class Settings(BaseSettings):
     )
     http_body_timeout_seconds: float = Field(
         15.0, gt=0, description="A request body may pause at most this long between chunks."
+    )
+    io_threads: int = Field(
+        32,
+        ge=2,
+        description="Threads for object-store and ledger calls and the readiness pings (the "
+        "default executor); CPU work never runs there.",
+    )
+    cpu_threads: int = Field(
+        2,
+        ge=1,
+        description="CPU work a request starts (renditions made from a stored copy, upload "
+        "scoring) at once per process, on a pool of its own.",
+    )
+    cpu_backlog_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Estimated CPU-seconds of work per CPU thread admitted at once; more is "
+        "refused with 503 cpu_busy and a Retry-After.",
+    )
+    cpu_client_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the admitted CPU work one client (its address) may hold; more "
+        "is refused with 429 client_busy.",
+    )
+    max_output_pixels: int = Field(
+        2**24,
+        ge=1,
+        description="Largest enlargement (enlarge=true) in pixels, unless the image itself "
+        "is larger; beyond: 422 invalid_size.",
+    )
+    quality_steps: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset({30, 45, 60, 75, 85, 90, 95}),
+        description="Qualities an unsigned URL may get: any other is snapped to the nearest "
+        "(comma-separated; empty: any).",
+    )
+    max_renditions_per_image: int = Field(
+        48,
+        ge=1,
+        description="Distinct renditions of one image an unsigned URL may create per hour and "
+        "process; beyond: 429 rendition_limit.",
+    )
+    max_header_bytes: int = Field(
+        8 * 1024,
+        ge=256,
+        description="Longest value of any one request header (nginx's line limit); a longer "
+        "one gets 431 before anything parses it.",
     )
     dependency_check_seconds: float = Field(
         1.0, gt=0, description="How often the object store and cache are pinged for the probes."
@@ -290,17 +357,30 @@ class Settings(BaseSettings):
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
         return value
 
-    @field_validator("allowed_widths", mode="before")
+    @field_validator("allowed_widths", "quality_steps", mode="before")
     @classmethod
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(int(part) for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("quality_steps")
+    @classmethod
+    def _qualities(cls, value: frozenset[int]) -> frozenset[int]:
+        if any(not 1 <= quality <= 100 for quality in value):
+            raise ValueError("every quality step must be 1 to 100")
+        return value
+
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:
         if self.s3_endpoint_url and not self.s3_bucket:
             raise ValueError("SRSTORE_S3_ENDPOINT_URL is set but SRSTORE_S3_BUCKET is not")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_redis(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("SRSTORE_REDIS_CLUSTER is set but SRSTORE_REDIS_URL is not")
         return self
 
     @model_validator(mode="after")

@@ -35,9 +35,10 @@ TOKEN = "test-admin-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(params=["embedded", "full"])
+@pytest.fixture(params=["embedded", "full", "cluster"])
 def settings(request: pytest.FixtureRequest) -> Settings:
-    """The admin API does not depend on the inference transport: two backends suffice."""
+    """The admin API does not depend on the inference transport; it does on where the
+    pointer lives: one Redis, or a Redis Cluster."""
     return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 
 

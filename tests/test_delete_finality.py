@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from bench.delete_soak import soak
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard, rendition_prefix
 from render.inference import LocalRenderer
 from tests.conftest import encode, serving
 from tests.support.metrics import ledger
@@ -54,7 +55,7 @@ def hold_renders_after_the_read(app: FastAPI) -> tuple[asyncio.Event, asyncio.Ev
     return read, release
 
 
-@pytest.mark.parametrize("mode", ["embedded", "full"])
+@pytest.mark.parametrize("mode", ["embedded", "full", "cluster"])
 async def test_a_delete_during_a_render_wins_over_it(
     mode: str,
     request: pytest.FixtureRequest,
@@ -91,7 +92,7 @@ async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
     async with serving(queue_settings) as (_, client):
         image_id = await upload(client, encode(photo.resize((4000, 4000)), "PNG"))
         in_flight = asyncio.create_task(client.get(f"/v1/images/{image_id}?format=png"))
-        stream = queue_settings.queue_stream
+        stream = queue_shard(queue_settings.queue_stream, 0)  # the deployment's one shard
         deadline = time.monotonic() + 30
         while not redis_client.xpending(stream, "workers")["pending"]:
             assert time.monotonic() < deadline, "no worker took the job"
@@ -105,8 +106,8 @@ async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
         assert overtaken.status_code in (200, 404)
         for _ in range(3):
             assert (await client.get(f"/v1/images/{image_id}?format=png")).status_code == 404
-        assert redis_client.keys(f"hr:{image_id}:espcn*") == []
-        assert redis_client.exists(f"hr:{image_id}:deleted")
+        assert redis_client.keys(f"{rendition_prefix(image_id)}espcn*") == []
+        assert redis_client.exists(f"{rendition_prefix(image_id)}deleted")
 
 
 async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_ledger_once(
@@ -114,25 +115,34 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
     app: FastAPI,
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
-    """Eight DELETEs held at the store until all eight have found the image: each answers
-    204 (none sees it half gone), and the ledger counts one image fewer."""
+    """Eight DELETEs, the object's removal held until all eight have reached the service:
+    each answers 204 (none sees it half gone), and the ledger counts one image fewer."""
     image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
     before = ledger(await scrape(client))
-    store = app.state.image_service.store
-    removing, all_found = store.delete, asyncio.Barrier(8)
+    service = app.state.image_service
+    store = service.store
+    removing, deleting = store.delete, service.delete
+    arrived, all_arrived = 0, asyncio.Event()
 
-    async def together(key: str) -> None:
-        await all_found.wait()
+    async def counted(image: str) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 8:
+            all_arrived.set()
+        await deleting(image)
+
+    async def held(key: str) -> None:
+        await all_arrived.wait()
         await removing(key)
 
-    store.delete = together
+    store.delete, service.delete = held, counted
     try:
         async with asyncio.timeout(60):
             answers = await asyncio.gather(
                 *(client.delete(f"/v1/images/{image_id}") for _ in range(8))
             )
     finally:
-        del store.delete
+        del store.delete, service.delete
     after = ledger(await scrape(client))
 
     assert [a.status_code for a in answers] == [204] * 8

@@ -29,6 +29,7 @@ from redis import asyncio as aioredis
 from app.main import create_app
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard
 from ledger import RedisLedger, Totals
 from render.queue import JobQueue, RenderJob
 from tests.support.servers import TEST_REDIS_CONFIG, start_redis
@@ -336,7 +337,7 @@ async def ledger_and_jobs(url: str) -> tuple[Totals, list[dict[str, str]]]:
     totals = await ledger.totals()
     await ledger.close()
     client = aioredis.Redis.from_url(url, decode_responses=True)
-    jobs = [fields for _, fields in await client.xrange("srstore:render")]
+    jobs = [fields for _, fields in await client.xrange(queue_shard("srstore:render", 0))]
     await client.aclose()
     return totals, jobs
 

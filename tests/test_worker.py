@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard
 from models.archs import build_model
 from models.weights import weights_path
 from render.queue import GROUP
@@ -104,7 +105,7 @@ async def test_a_killed_workers_job_is_finished_by_another(
     # The first worker's object store never answers, so it is mid-job when it is killed.
     blackhole = DelayProxy(seaweed_server.s3_port, delay=3600)
     stuck = start_worker({**env, "SRSTORE_S3_ENDPOINT_URL": blackhole.url}, "stuck", tmp_path)
-    stream = env["SRSTORE_QUEUE_STREAM"]
+    stream = queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)  # the deployment's one shard
     try:
         async with serving(settings_from(env)) as (_, client):
             image_id = await upload(client, photo_bytes)
@@ -136,8 +137,12 @@ async def test_a_worker_carries_on_when_redis_loses_the_job_stream(
     worker = start_worker(env, "survivor", tmp_path)
     try:
         async with serving(settings_from(env)) as (_, client):
-            await eventually(lambda: redis_client.exists(env["SRSTORE_QUEUE_STREAM"]) == 1)
-            redis_client.delete(env["SRSTORE_QUEUE_STREAM"])  # as a restart without persistence
+            await eventually(
+                lambda: redis_client.exists(queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)) == 1
+            )
+            redis_client.delete(
+                queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)
+            )  # as a restart without persistence
             image_id = await upload(client, photo_bytes)
             response = await client.get(f"/v1/images/{image_id}")
     finally:
@@ -157,7 +162,7 @@ async def test_sigterm_finishes_the_job_in_hand_then_exits_0(
     # The worker's object store answers after 2 s, so the job is in flight at SIGTERM.
     slow = DelayProxy(seaweed_server.s3_port, delay=2)
     worker = start_worker({**env, "SRSTORE_S3_ENDPOINT_URL": slow.url}, "draining", tmp_path)
-    stream = env["SRSTORE_QUEUE_STREAM"]
+    stream = queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)  # the deployment's one shard
     try:
         async with serving(settings_from(env)) as (_, client):
             image_id = await upload(client, photo_bytes)
@@ -209,7 +214,7 @@ async def test_a_full_queues_retry_after_is_its_backlog_at_the_fleets_rate(
     async with serving(settings) as (app, client):
         image_id = await upload(client, photo_bytes)
         for n in range(20):  # a backlog no worker is taking
-            redis_client.xadd(stream, {"image_id": f"waiting-{n}"})
+            redis_client.xadd(queue_shard(stream, 0), {"image_id": f"waiting-{n}"})
         before = await client.get(f"/v1/images/{image_id}")
         for n in range(8):  # the fleet finishes 8 renders within a second
             redis_client.publish(f"{stream}:done:finished-{n}", '{"code": null, "message": ""}')
@@ -242,7 +247,7 @@ def test_misses_in_two_api_processes_queue_one_job(
             fetcher.start()
         wait_until(lambda: all(misses(api) == 1 for api in apis), 30, "a miss in each process")
         time.sleep(0.5)  # both are now past the cache lookup, waiting on the queue
-        queued = redis_client.xlen(env["SRSTORE_QUEUE_STREAM"])
+        queued = redis_client.xlen(queue_shard(env["SRSTORE_QUEUE_STREAM"], 0))
         worker = start_worker(env, "late", tmp_path)
         join_all(fetchers, timeout=60)
         rendered = jobs(worker, "rendered")

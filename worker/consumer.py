@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from redis.exceptions import RedisError
@@ -20,7 +21,7 @@ from config.logs import REQUEST_ID
 from render import metrics as render_metrics
 from render.images import ImageNotFound
 from render.inference import InferenceEngine
-from render.queue import EXPIRED, JobQueue, Outcome, RenderJob
+from render.queue import EXPIRED, JobId, JobQueue, Outcome, RenderJob
 from storage import ObjectStore
 from worker import metrics
 
@@ -47,14 +48,20 @@ class Worker:
         self.cache = cache
         self.concurrency = concurrency
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
-        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[JobId, asyncio.Task[None]] = {}
+        self._claimed_at = -math.inf
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.ensure_group()
         drained = asyncio.Event()
         keeper = asyncio.create_task(self._keep_claims(drained))
         metrics.WORKER_UP.set(1)
-        log.info("worker %s takes jobs from %s", self.name, self.queue.stream)
+        log.info(
+            "worker %s takes jobs from %s (%d shards)",
+            self.name,
+            self.queue.stream,
+            len(self.queue.shards),
+        )
         try:
             while not stop.is_set():
                 if self._free() <= 0:
@@ -79,25 +86,30 @@ class Worker:
         """Adopt dead workers' jobs first, then read new ones into the slots still free.
 
         One task does both in turn, so they never count the same free slot twice (issue 12:
-        a worker held more jobs than its limit, then asked Redis for a negative count).
+        a worker held more jobs than its limit, then asked Redis for a negative count). The
+        claim sweep (a command per shard) runs at most twice per claim period: a job can only
+        go stale after a whole one.
         """
-        for entry_id, job in await self.queue.claim_stale(
-            self.name, self.claim_idle_ms, self._free()
-        ):
-            log.info("claimed job %s of a worker that stopped answering", entry_id)
-            self._start(entry_id, job)
+        now = time.monotonic()
+        if (now - self._claimed_at) * 1000 >= self.claim_idle_ms / 2:
+            self._claimed_at = now
+            for job_id, job in await self.queue.claim_stale(
+                self.name, self.claim_idle_ms, self._free()
+            ):
+                log.info("claimed job %s of a worker that stopped answering", job_id)
+                self._start(job_id, job)
         if self._free() > 0:
             for entry_id, job in await self.queue.read(self.name, self._free(), READ_BLOCK_MS):
                 self._start(entry_id, job)
 
-    def _start(self, entry_id: str, job: RenderJob) -> None:
+    def _start(self, entry_id: JobId, job: RenderJob) -> None:
         if entry_id in self._jobs:
             return
         task = asyncio.create_task(self._handle(entry_id, job))
         self._jobs[entry_id] = task
         task.add_done_callback(lambda _: self._jobs.pop(entry_id, None))
 
-    async def _handle(self, entry_id: str, job: RenderJob) -> None:
+    async def _handle(self, entry_id: JobId, job: RenderJob) -> None:
         REQUEST_ID.set(job.request_id or None)  # this task's own context: its log lines
         started = time.perf_counter()
         outcome, result = Outcome(), "rendered"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from fastapi import APIRouter, Response
@@ -32,4 +33,6 @@ async def prometheus_metrics(images: ImageServiceDep, costs: CostReportDep) -> R
         prices=costs.settings.prices,
         window_seconds=costs.settings.cost_window_seconds,
     )
-    return Response(metrics.exposition(snapshot), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: a scrape never holds up the requests being served meanwhile.
+    body = await asyncio.to_thread(metrics.exposition, snapshot)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

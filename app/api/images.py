@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.api.uploads import read_upload
-from app.deps import ImageServiceDep, SettingsDep
+from app.deps import ClientDep, ImageServiceDep, SettingsDep
 from app.errors import error_response, error_responses
 from app.services.conditional import (
     Preconditions,
@@ -103,6 +103,7 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         400,
         404,
         422,
+        429,
         503,
         described={
             403: "A signing key is configured and `sig` is missing or wrong",
@@ -153,6 +154,7 @@ async def get_image(
     image_id: str,
     images: ImageServiceDep,
     settings: SettingsDep,
+    client: ClientDep,
     w: Annotated[
         int | None, Query(ge=1, le=MAX_SIDE, description="Width in CSS pixels (times dpr).")
     ] = None,
@@ -193,7 +195,8 @@ async def get_image(
     query = tuple(request.query_params.multi_items())
     options = RenditionRequest(w, h, fit, dpr, enlarge, format, quality, accept, sig, query)
     preconditions = Preconditions(if_none_match, if_modified_since)
-    rendition = await images.fetch(image_id, options, preconditions)
+    head = request.method == "HEAD"
+    rendition = await images.fetch(image_id, options, preconditions, client, render=not head)
     max_age = (
         settings.http_degraded_max_age_seconds
         if rendition.degraded
@@ -211,6 +214,12 @@ async def get_image(
         headers["Vary"] = "Accept"
     if rendition.not_modified:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    if rendition.data is None:
+        # A HEAD of a rendition not made yet: its type and validators from the plan, and no
+        # Content-Length, since the bytes do not exist (RFC 9110 §9.3.2 allows that).
+        response = Response(media_type=rendition.media_type, headers=headers)
+        del response.headers["content-length"]
+        return response
     # Last-Modified is the upload time, which a model swap leaves as it is while the bytes
     # change: a weak validator, so only the ETag can make If-Range serve a part (issue 26).
     return ranged(rendition.data, rendition.media_type, headers, range, if_range, None)

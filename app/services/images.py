@@ -22,6 +22,7 @@ from app.services.conditional import Preconditions, not_modified
 from app.services.decoding import DecodeGate
 from app.services.dependencies import DependencyMonitor
 from app.services.renditions import (
+    RenditionBudget,
     RenditionPlan,
     RenditionRequest,
     check_access,
@@ -29,10 +30,12 @@ from app.services.renditions import (
     plan_rendition,
 )
 from app.services.singleflight import SingleFlight
+from app.services.work import CpuPool
 from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
 from config.settings import Settings
 from imaging import (
     MEDIA_TYPES,
+    SCALE,
     DecodedImage,
     declared_size,
     decode_memory_bytes,
@@ -41,11 +44,13 @@ from imaging import (
     encode_stored,
     media_type_of,
 )
+from imaging.costs import rendition_seconds
 from ledger import Ledger, LedgerUnavailable
 from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
 from policy import choose as choose_representation
 from render import costs
 from render import metrics as render_metrics
+from render.admission import CLIENT
 from render.images import (
     IMAGES_PREFIX,
     ImageMeta,
@@ -104,7 +109,7 @@ class ModelSource(Protocol):
 
 @dataclass(frozen=True)
 class Rendition:
-    data: bytes
+    data: bytes | None  # None: a HEAD of a rendition not made yet, answered from the plan
     media_type: str
     etag: str
     cache: CacheStatus
@@ -131,6 +136,11 @@ class StoredCopy:
     etag: str
     last_modified: datetime
     not_modified: bool = False
+
+
+def _output_pixels(plan: RenditionPlan) -> int:
+    (sw, sh), (cw, ch) = plan.geometry.scaled, plan.geometry.canvas
+    return max(sw * sh, cw * ch)
 
 
 def meta_etag(meta: ImageMeta) -> str:
@@ -182,12 +192,24 @@ class ImageService:
         self.ledger = ledger
         self.scorer = scorer
         self._flights: SingleFlight[bytes] = SingleFlight()
+        self._deletes: SingleFlight[None] = SingleFlight()
         self._known: OrderedDict[str, ImageMeta] = OrderedDict()
         self.dependencies = DependencyMonitor(
             {"object_store": store.ping, "cache": cache.ping},
             settings.dependency_check_seconds,
             settings.dependency_timeout_seconds,
         )
+        self.cpu = CpuPool(
+            settings.cpu_threads,
+            settings.cpu_backlog_seconds,
+            settings.cpu_client_share,
+            settings.request_deadline_seconds,
+        )
+        self.renditions = RenditionBudget(settings.max_renditions_per_image)
+        # Every listing's HEADs together take at most a quarter of the I/O threads, so the
+        # readiness ping and single reads always find one (16 clients paging 100 at a time
+        # once queued 1,600 HEADs ahead of the ping).
+        self._listing_heads = asyncio.Semaphore(max(1, settings.io_threads // 4))
         self.decoding = DecodeGate(
             settings.decode_threads,
             settings.decode_memory_budget_bytes,
@@ -266,16 +288,18 @@ class ImageService:
         try:
             reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
-                return await asyncio.to_thread(
-                    _measured_choice,
-                    image=image,
-                    original=original,
-                    x4=reduced,
-                    policy=policy,
-                    floor=floor,
-                    codec=self.settings.full_codec,
-                    reconstruct=reconstruct,
-                    model=model,
+                return await self.cpu.call(
+                    "upload scoring",
+                    lambda: _measured_choice(
+                        image=image,
+                        original=original,
+                        x4=reduced,
+                        policy=policy,
+                        floor=floor,
+                        codec=self.settings.full_codec,
+                        reconstruct=reconstruct,
+                        model=model,
+                    ),
                 )
         except Exception as exc:  # scoring is a report on the upload, never a reason to refuse it
             log.exception("scoring an upload failed; keeping the x4 copy unscored")
@@ -357,7 +381,8 @@ class ImageService:
     async def _meta_if_present(self, image_id: str) -> ImageMeta | None:
         """None for an image deleted meanwhile, or a key under images/ that is no image."""
         try:
-            return await self.meta(image_id)
+            async with self._listing_heads:
+                return await self.meta(image_id)
         except (ImageNotFound, InvalidImageId):
             return None
 
@@ -380,11 +405,16 @@ class ImageService:
         image_id: str,
         request: RenditionRequest = PLAIN_READ,
         preconditions: Preconditions = NO_PRECONDITIONS,
+        client: str = "",
+        render: bool = True,
     ) -> Rendition:
         """Serve from the cache, or render once however many callers miss together.
 
         A size at or below the stored copy's is made from the stored copy alone, in this
-        process: no model runs and no worker is asked.
+        process: no model runs and no worker is asked. A miss is admitted first: a new
+        rendition against the image's quota (unsigned URLs), its CPU cost against the
+        process's and ``client``'s share. With ``render`` false (a HEAD) a miss is answered
+        from the plan, without rendering.
         """
         object_key(image_id)
         check_access(image_id, request, self.settings)
@@ -401,7 +431,9 @@ class ImageService:
         )
         key = plan.key
 
-        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
+        def rendition(
+            data: bytes | None, status: CacheStatus, unchanged: bool = False
+        ) -> Rendition:
             return Rendition(
                 data,
                 MEDIA_TYPES[plan.fmt],
@@ -430,8 +462,16 @@ class ImageService:
             metrics.CACHE_REQUESTS.labels("hit").inc()
             return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
+        if not render:
+            return rendition(None, status)
+        if request.has_options and not request.signed(self.settings):
+            self.renditions.admit(image_id, str(key))
         if plan.from_stored_copy or not rebuilt:
-            data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
+            data = await self._flights.run(
+                str(key), lambda: self._from_stored_copy(meta, plan, client)
+            )
+        elif self.settings.inference == "local":
+            data = await self._flights.run(str(key), lambda: self._render_here(meta, plan, client))
         else:
             data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return rendition(data, status)
@@ -442,11 +482,23 @@ class ImageService:
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
 
-    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
+    async def _render_here(self, meta: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
+        """A model render in this process, admitted by its cost like any CPU work."""
+        stored_pixels = meta.stored_width * meta.stored_height
+        cost = rendition_seconds(stored_pixels, _output_pixels(plan), plan.fmt, model=True)
+        with self.cpu.admission.admit(client, cost):
+            CLIENT.set(client)  # this flight's own task: the render slot goes to it fairly
+            return await self.renderer.render(plan.key)
+
+    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
         """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
-        stored bytes alone, in this process, and cached like any rendition."""
-        stored = await self._stored_bytes(meta.id)
-        data = await asyncio.to_thread(self._downscale_stored, stored, meta, plan)
+        stored bytes alone, on the CPU pool once admitted, and cached like any rendition."""
+        x4 = meta.representation == "x4"
+        source = meta.width * meta.height // (SCALE * SCALE if x4 else 1)
+        cost = rendition_seconds(source, _output_pixels(plan), plan.fmt)
+        with self.cpu.admission.admit(client, cost):
+            stored = await self._stored_bytes(meta.id)
+            data = await self.cpu.call(client, lambda: self._downscale_stored(stored, meta, plan))
         render_metrics.RENDITIONS.labels("stored_copy").inc()
         if await self._keep(plan.key, data):
             render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
@@ -461,11 +513,20 @@ class ImageService:
         return data
 
     async def delete(self, image_id: str) -> None:
+        """Concurrent DELETEs of one image in this process share one deletion: all 204.
+
+        Across processes, a DELETE that finds the object already gone is a 404 (it came after
+        the deletion); the ledger debits once either way.
+        """
+        object_key(image_id)
+        await self._deletes.run(image_id, lambda: self._delete(image_id))
+
+    async def _delete(self, image_id: str) -> None:
         """Mark the image deleted in the cache before the object goes, then debit it once.
 
         The mark comes first so that a render which read the object before the delete cannot
         cache it after (see ``HRCache.mark_deleted``), and a DELETE that failed half-way can be
-        retried. Concurrent DELETEs of one image all answer 204; the ledger debits one.
+        retried.
         """
         key = object_key(image_id)
         meta = await self.meta(image_id)

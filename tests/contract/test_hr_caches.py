@@ -26,7 +26,7 @@ from cache import (
 from cache.memory import ENTRY_OVERHEAD_BYTES
 from cache.redis import _index_key
 from cache.tombstones import SWEEP_INTERVAL_SECONDS
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisClusterServer, RedisServer, free_port
 
 TTL = 60
 
@@ -36,13 +36,16 @@ def tombstones(tmp_path: Path) -> Tombstones:
     return Tombstones(tmp_path / "tombstones", lifetime_seconds=TTL + 10)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def cache(request: pytest.FixtureRequest, tombstones: Tombstones) -> AsyncIterator[HRCache]:
     if request.param == "memory":
         yield MemoryCache(TTL, max_bytes=64 * 1024, tombstones=tombstones)
         return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    redis_cache = RedisCache(server.url, TTL)
+    cluster = request.param == "redis-cluster"
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if cluster else "redis_server"
+    )
+    redis_cache = RedisCache(server.url, TTL, cluster=cluster)
     yield redis_cache
     await redis_cache.close()
 
