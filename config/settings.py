@@ -252,7 +252,7 @@ class Settings(BaseSettings):
         None, description="The floor of SRSTORE_COLD_POLICY; SRSTORE_QUALITY_FLOOR when unset."
     )
     compact_after_idle: Annotated[float, BeforeValidator(parse_duration)] = Field(
-        7 * 86_400,
+        86_400,
         description="Tiering: unread this long, an image is compacted (seconds, or 30m, 12h, 7d).",
     )
     access_flush_seconds: float = Field(

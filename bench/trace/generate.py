@@ -44,10 +44,10 @@ class TraceShape:
 
     images: int = 30
     reads: int = 1500
-    days: float = 7.0
-    upload_days: float = 3.0
+    days: float = 45.0  # long enough for the cold tail, where a compacted copy saves
+    upload_days: float = 5.0
     zipf: float = 1.0  # popularity of the k-th image is proportional to 1 / k**zipf
-    half_life_days: float = 1.0  # interest in an image halves every this many days
+    half_life_days: float = 1.5  # interest in an image halves every this many days
     thumbnail_share: float = 0.3  # reads asking for a 320-px-wide rendition
     seed: int = 1
 

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.trace.replay import HOUR, Clock, Outcome
+from bench.trace.replay import HOUR, SAMPLE_EVERY, Clock, Outcome
 from ledger.costs import GIB, SECONDS_PER_MONTH, Prices
 
 FLOOR_SSIM = 0.9
@@ -53,9 +53,9 @@ class Figures:
 
 def figures(name: str, outcome: Outcome, clock: Clock, prices: Prices, images: int) -> Figures:
     first, last = outcome.samples[0], outcome.samples[-1]
-    per_byte_hour = prices.storage_gb_month / GIB * HOUR / SECONDS_PER_MONTH
-    storage = sum(s.stored_bytes for s in outcome.samples) * per_byte_hour
-    originals = sum(s.original_bytes for s in outcome.samples) * per_byte_hour
+    per_byte_step = prices.storage_gb_month / GIB * SAMPLE_EVERY / SECONDS_PER_MONTH
+    storage = sum(s.stored_bytes for s in outcome.samples) * per_byte_step
+    originals = sum(s.original_bytes for s in outcome.samples) * per_byte_step
     cpu = last.process_cpu_seconds - first.process_cpu_seconds
     cache_byte_seconds = (last.cache_byte_seconds - first.cache_byte_seconds) * clock.speedup
     ok = [read for read in outcome.reads if read.status == 200]
