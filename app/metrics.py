@@ -76,6 +76,12 @@ CACHE_REQUESTS = Counter(
     "HR cache lookups by result: hit, miss, or bypass when the cache is unavailable.",
     ["result"],
 )
+QUEUE_ENQUEUES = Counter(
+    "srstore_queue_enqueues",
+    "Misses sent to the render queue (queue mode), by outcome: queued a new job, joined the "
+    "job already in flight for the same rendition, or refused because the queue was full.",
+    ["outcome"],
+)
 REQUEST_SECONDS = Histogram(
     "srstore_http_request_seconds",
     "HTTP request duration by route template, method and status.",

@@ -56,11 +56,9 @@ class ResponseHeadersAndMetrics:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                cache = dict(message.get("headers", [])).get(b"x-cache", b"")
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-content-type-options", b"nosniff"),
-                ]
+                headers = message.get("headers", [])
+                cache = next((value for name, value in headers if name == b"x-cache"), b"")
+                message["headers"] = [*headers, (b"x-content-type-options", b"nosniff")]
             await send(message)
 
         try:

@@ -77,18 +77,26 @@ class BatchingUpscaler:
         return self.upscaler.device
 
     def upscale(self, low_res: Image.Image) -> Image.Image:
-        return upscale_with_luma(low_res, self.upscale_luma)
+        return upscale_with_luma(low_res, self.start_luma)
 
     def upscale_luma(self, luma: Image.Image) -> Image.Image:
+        return self.start_luma(luma)()
+
+    def start_luma(self, luma: Image.Image) -> Callable[[], Image.Image]:
+        """Queue the luma's tiles now; the returned function waits for them and stitches."""
         tiles, layout = split_tiles(luma_to_tensor(luma), self.upscaler.tile, self.upscaler.margin)
-        return tensor_to_luma(stitch_tiles(self.run_tiles(tiles), layout, SCALE))
+        outputs = self._submit(tiles)
+        return lambda: tensor_to_luma(stitch_tiles(outputs(), layout, SCALE))
 
     def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """Queue the tiles (in chunks of at most ``max_tiles``) and wait for their outputs."""
+        return self._submit(tiles)()
+
+    def _submit(self, tiles: torch.Tensor) -> Callable[[], torch.Tensor]:
         jobs = [_Job(chunk) for chunk in tiles.split(self.max_tiles)]
         for job in jobs:
             self._jobs.put(job)
-        return torch.cat([job.result.result() for job in jobs])
+        return lambda: torch.cat([job.result.result() for job in jobs])
 
     def close(self) -> None:
         """Finish the jobs already queued, then stop the inference thread."""

@@ -91,7 +91,7 @@ MUTATIONS = [
         "no-retry-after",
         "a 503 no longer says when to retry (asserted inside the outage test's load threads)",
         '        headers["Retry-After"] = str(retry_after)\n',
-        "",
+        "        pass\n",
         (
             "tests/test_probes.py::test_a_full_local_disk_makes_the_store_unready_and_refuses_uploads",
             "tests/test_outages.py::test_an_object_store_outage_answers_503_and_loses_no_acknowledged_upload[SIGKILL]",

@@ -93,6 +93,19 @@ def test_colour_images_keep_their_mode_and_size(network: NeuralUpscaler) -> None
         assert upscaler.label == "espcn:0"
 
 
+def test_a_colour_image_through_the_batcher_equals_the_direct_network(
+    network: NeuralUpscaler,
+) -> None:
+    """The batcher starts the luma before it upscales the chroma: the pixels are the same."""
+    generator = torch.Generator().manual_seed(2)
+    pixels = torch.randint(0, 256, (23, 37, 4), generator=generator).byte().numpy()
+    for image in (Image.fromarray(pixels, "RGBA"), Image.fromarray(pixels[..., :3], "RGB")):
+        with batching(network, max_tiles=2, window_s=0.0) as (upscaler, _):
+            batched = upscaler.upscale(image)
+
+        assert batched.tobytes() == network.upscale(image).tobytes()
+
+
 def test_a_failing_forward_pass_fails_every_image_in_the_batch(
     network: NeuralUpscaler, lumas: list[Image.Image]
 ) -> None:

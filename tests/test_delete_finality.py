@@ -7,7 +7,7 @@ after it and writes the rendition into the HR cache; on main every later GET was
 from __future__ import annotations
 
 import asyncio
-import time
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from keyspace import queue_shard, rendition_prefix
 from render.inference import LocalRenderer
 from tests.conftest import encode, serving
 from tests.support.metrics import ledger
-from tests.support.process import start_api
+from tests.support.process import WorkerProcess, start_api
+from tests.support.waiting import until
 from tests.test_metrics import scrape
 
 
@@ -55,6 +56,20 @@ def hold_renders_after_the_read(app: FastAPI) -> tuple[asyncio.Event, asyncio.Ev
     return read, release
 
 
+def count_joins(app: FastAPI) -> list[str]:
+    """The keys of the misses that reached the render (the first starts it, the rest join)."""
+    flights = app.state.image_service._flights
+    run = flights.run
+    keys: list[str] = []
+
+    async def counted(key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        keys.append(key)
+        return await run(key, compute)  # type: ignore[no-any-return]
+
+    flights.run = counted
+    return keys
+
+
 @pytest.mark.parametrize("mode", ["embedded", "full", "cluster"])
 async def test_a_delete_during_a_render_wins_over_it(
     mode: str,
@@ -65,12 +80,13 @@ async def test_a_delete_during_a_render_wins_over_it(
     async with serving(settings) as (app, client):
         image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
         read, release = hold_renders_after_the_read(app)
+        joins = count_joins(app)
         in_flight = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
         await asyncio.wait_for(read.wait(), 30)
+        joined = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
+        await until(lambda: len(joins) == 2, "the second GET joining the render in flight")
 
         deleted = await client.delete(f"/v1/images/{image_id}")
-        joined = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
-        await asyncio.sleep(0.05)  # the second GET joins the render in flight
         release.set()
         overtaken, joiner = await in_flight, await joined
 
@@ -84,26 +100,33 @@ async def test_a_delete_during_a_render_wins_over_it(
 
 async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
     queue_settings: Settings,
+    queue_deployment: tuple[dict[str, str], WorkerProcess],
     redis_client: redis.Redis,
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
-    """A real ``srstore worker`` renders a 16-megapixel image (seconds); the DELETE lands
-    after the worker took the job, while it renders, and the worker must not cache it."""
+    """A real ``srstore worker`` takes the job of a 4-megapixel render and is held there
+    (SIGSTOP) while the DELETE lands; let go, it must not cache the image, and the GET that
+    waited on it answers 404 like every later one."""
+    _, worker = queue_deployment
     async with serving(queue_settings) as (_, client):
-        image_id = await upload(client, encode(photo.resize((4000, 4000)), "PNG"))
+        image_id = await upload(client, encode(photo.resize((2000, 2000)), "PNG"))
         in_flight = asyncio.create_task(client.get(f"/v1/images/{image_id}?format=png"))
         stream = queue_shard(queue_settings.queue_stream, 0)  # the deployment's one shard
-        deadline = time.monotonic() + 30
-        while not redis_client.xpending(stream, "workers")["pending"]:
-            assert time.monotonic() < deadline, "no worker took the job"
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)  # the worker has read the stored copy and is rendering
-
-        deleted = await client.delete(f"/v1/images/{image_id}")
+        await until(
+            lambda: redis_client.xpending(stream, "workers")["pending"] > 0,
+            "the worker taking the job",
+        )
+        worker.process.send_signal(signal.SIGSTOP)
+        try:
+            cached_before = redis_client.keys(f"{rendition_prefix(image_id)}espcn*")
+            deleted = await client.delete(f"/v1/images/{image_id}")
+        finally:
+            worker.process.send_signal(signal.SIGCONT)
         overtaken = await in_flight
 
+        assert cached_before == []  # held mid-render: the path this test is about
         assert deleted.status_code == 204
-        assert overtaken.status_code in (200, 404)
+        assert overtaken.status_code == 404
         for _ in range(3):
             assert (await client.get(f"/v1/images/{image_id}?format=png")).status_code == 404
         assert redis_client.keys(f"{rendition_prefix(image_id)}espcn*") == []

@@ -52,6 +52,25 @@ def test_tiled_output_equals_whole_image_output(name: str, tile: int) -> None:
     assert torch.allclose(tiled, whole, atol=1 / 255)
 
 
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_the_engine_runs_channels_last_with_the_reference_output(name: str) -> None:
+    """The served layout (NHWC) changes the kernels, not the result: the plain NCHW model
+    on the same tiles is the reference."""
+    torch.manual_seed(0)
+    reference = build_model(name).eval()
+    engine = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=24)
+    engine.model.load_state_dict(reference.state_dict())
+    tiles = torch.rand(3, 1, engine.tile_span, engine.tile_span)
+
+    with torch.no_grad():
+        expected = reference(tiles)
+    served = engine.run_tiles(tiles)
+
+    last = engine.model.body[4].weight  # 32 input channels, 3x3 or 5x5, in both networks
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert torch.allclose(served, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
 def test_neural_upscaler_keeps_the_mode_and_multiplies_the_size(mode: str) -> None:
     upscaler = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), tile=16)

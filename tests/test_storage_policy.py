@@ -142,7 +142,9 @@ async def test_small_text_over_a_photo_fails_the_floor_and_is_kept_full_size_as_
     assert ssim_by_definition(decoded(first.content), decoded(captioned_png)) >= 0.9
 
 
-async def test_the_full_size_codec_can_be_webp(tmp_path: Path, captioned_png: bytes) -> None:
+async def test_the_kept_copy_can_be_webp_instead_of_avif(
+    tmp_path: Path, captioned_png: bytes
+) -> None:
     """SRSTORE_FULL_CODEC=webp: the copy kept when the x4 copy fails is a full-size WebP,
     at the lowest quality that meets the floor, and reads of it run no model."""
     settings = Settings(data_dir=tmp_path, full_codec="webp")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -245,8 +244,8 @@ def test_misses_in_two_api_processes_queue_one_job(
         fetchers = [Helper(fetch, index, name=f"fetch-{index}") for index in (0, 1)]
         for fetcher in fetchers:
             fetcher.start()
-        wait_until(lambda: all(misses(api) == 1 for api in apis), 30, "a miss in each process")
-        time.sleep(0.5)  # both are now past the cache lookup, waiting on the queue
+        wait_until(lambda: sum(enqueued(apis).values()) == 2, 30, "a miss enqueued by each")
+        outcomes = enqueued(apis)
         queued = redis_client.xlen(queue_shard(env["SRSTORE_QUEUE_STREAM"], 0))
         worker = start_worker(env, "late", tmp_path)
         join_all(fetchers, timeout=60)
@@ -257,14 +256,21 @@ def test_misses_in_two_api_processes_queue_one_job(
             api.stop()
 
     assert queued == 1
+    assert outcomes == {"queued": 1, "joined": 1}
     assert [responses[i].status_code for i in (0, 1)] == [200, 200]
     assert responses[0].content == responses[1].content
     assert rendered == 1
 
 
-def misses(api: ApiProcess) -> float:
-    values = samples(httpx.get(f"{api.url}/metrics").text)
-    return values.get('srstore_cache_requests_total{result="miss"}', 0)
+def enqueued(apis: list[ApiProcess]) -> dict[str, int]:
+    """What became of the misses the API processes sent to the queue, summed over them."""
+    outcomes: dict[str, int] = {}
+    for api in apis:
+        for name, value in samples(httpx.get(f"{api.url}/metrics").text).items():
+            if name.startswith("srstore_queue_enqueues_total{"):
+                outcome = name.split('"')[1]
+                outcomes[outcome] = outcomes.get(outcome, 0) + int(value)
+    return outcomes
 
 
 async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(

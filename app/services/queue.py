@@ -15,6 +15,7 @@ import time
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from app import metrics
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.logs import REQUEST_ID
 from config.settings import Settings
@@ -87,6 +88,7 @@ class QueueRenderer:
             enqueued = await self.queue.enqueue(job)
         except RedisError as exc:
             raise RenderFailed(f"the render queue is unreachable: {exc}") from exc
+        metrics.QUEUE_ENQUEUES.labels(enqueued).inc()
         if enqueued == "full":
             raise QueueFull(
                 f"{self.queue.max_length} renders are already waiting for a worker",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import tracemalloc
@@ -27,6 +26,7 @@ from cache.memory import ENTRY_OVERHEAD_BYTES
 from cache.redis import _index_key
 from cache.tombstones import SWEEP_INTERVAL_SECONDS
 from tests.support.servers import RedisClusterServer, RedisServer, free_port
+from tests.support.waiting import until
 
 TTL = 60
 
@@ -179,10 +179,12 @@ async def test_a_redis_hit_renews_the_ttl(
 async def test_redis_entries_expire_when_nobody_reads_them(redis_server: RedisServer) -> None:
     cache = RedisCache(redis_server.url, ttl_seconds=1)
     await cache.put(key("t2"), b"x")
+    client = redis.Redis.from_url(redis_server.url)
 
-    await asyncio.sleep(1.2)
+    await until(lambda: not client.exists(str(key("t2"))), "Redis expiring the unread entry")
 
     assert await cache.get(key("t2")) is None
+    client.close()
     await cache.close()
 
 
