@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -19,7 +18,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cache.base import TtlBySize
-from config.durations import parse_duration
 from imaging import (
     PILLOW_MAX_PIXELS,
     FullCodecName,
@@ -238,26 +236,6 @@ class Settings(BaseSettings):
         description="metric:value (psnr:<dB> or ssim:<0..1>) a served image must meet against"
         " its upload under the guarded and smallest policies.",
     )
-    tiering: bool = Field(
-        False,
-        description="on: keep each upload as it came while it is read, and compact it by"
-        " SRSTORE_COLD_POLICY once unread for SRSTORE_COMPACT_AFTER_IDLE (see README).",
-    )
-    cold_policy: StoragePolicy = Field(
-        "guarded",
-        description="What tiering compacts an idle image to (the x4 copy unless it"
-        " fails SRSTORE_COLD_FLOOR).",
-    )
-    cold_floor: str | None = Field(
-        None, description="The floor of SRSTORE_COLD_POLICY; SRSTORE_QUALITY_FLOOR when unset."
-    )
-    compact_after_idle: Annotated[float, BeforeValidator(parse_duration)] = Field(
-        86_400,
-        description="Tiering: unread this long, an image is compacted (seconds, or 30m, 12h, 7d).",
-    )
-    access_flush_seconds: float = Field(
-        10.0, gt=0, description="How often a process writes the last reads it saw to the ledger."
-    )
     full_codec: FullCodecName = Field(
         "avif", description="Codec of a full-size copy kept when the x4 copy fails the floor."
     )
@@ -340,13 +318,6 @@ class Settings(BaseSettings):
         Floor.parse(value)
         return value
 
-    @field_validator("cold_floor")
-    @classmethod
-    def _cold_floor_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            Floor.parse(value)
-        return value
-
     @field_validator("url_signing_key", mode="before")
     @classmethod
     def _no_blank_or_short_signing_key(cls, value: object) -> object:
@@ -396,10 +367,6 @@ class Settings(BaseSettings):
     @cached_property
     def floor(self) -> Floor:
         return Floor.parse(self.quality_floor)
-
-    @cached_property
-    def cold(self) -> Floor:
-        return Floor.parse(self.cold_floor) if self.cold_floor else self.floor
 
     @cached_property
     def ttl_by_size(self) -> TtlBySize:
