@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     Field,
@@ -17,17 +19,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cache.base import TtlBySize
-from imaging import (
-    PILLOW_MAX_PIXELS,
-    FullCodecName,
-    OutputEncoding,
-    StoredCodec,
-    StoredCodecName,
-)
-from ledger.costs import Prices
+from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
-from policy import Floor, StoragePolicy
+from policy.receipts import Floor, StoragePolicy
+
+if TYPE_CHECKING:
+    from cache.base import TtlBySize
+    from imaging import OutputEncoding, StoredCodec
+    from ledger.costs import Prices
 
 
 class Settings(BaseSettings):
@@ -287,6 +286,26 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; the admin API is off without one."
     )
+    public_read: bool = Field(
+        True,
+        description="Anyone may fetch an image by id (signed URLs only, with a signing key);"
+        " off, reads need a key with the read scope.",
+    )
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Comma-separated addresses or networks whose X-Forwarded-For is believed"
+        " (empty: none; the peer address decides who is loopback).",
+    )
+    key_cache_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=5,
+        description="How long a process trusts its last lookup of a key: a revocation takes"
+        " effect on every process within this.",
+    )
+    key: SecretStr | None = Field(
+        None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."
+    )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often a process re-reads the active model pointer."
     )
@@ -299,7 +318,7 @@ class Settings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port of `srstore serve`.")
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -310,6 +329,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_ADMIN_TOKEN", secret)
         return value
 
     @field_validator("quality_floor")
@@ -326,6 +346,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_URL_SIGNING_KEY", secret)
         return value
 
     @field_validator("allowed_widths", "quality_steps", mode="before")
@@ -333,6 +354,18 @@ class Settings(BaseSettings):
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(int(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = frozenset(part.strip() for part in value.split(",") if part.strip())
+        for network in value if isinstance(value, (set, frozenset, list, tuple)) else ():
+            try:
+                ipaddress.ip_network(str(network), strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
 
     @field_validator("quality_steps")
@@ -362,6 +395,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def codec(self) -> StoredCodec:
+        from imaging import StoredCodec  # the pipeline (NumPy): not for every CLI command
+
         return StoredCodec(self.stored_codec, self.stored_quality)
 
     @cached_property
@@ -370,10 +405,14 @@ class Settings(BaseSettings):
 
     @cached_property
     def ttl_by_size(self) -> TtlBySize:
+        from cache.base import TtlBySize  # the cache package imports redis: not for the CLI
+
         return TtlBySize(self.cache_large_entry_bytes, self.cache_large_ttl_seconds)
 
     @cached_property
     def prices(self) -> Prices:
+        from ledger.costs import Prices  # the ledger package imports redis: not for the CLI
+
         return Prices(
             storage_gb_month=self.price_storage_gb_month,
             cpu_hour=self.price_cpu_hour,
@@ -383,6 +422,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:
+        from imaging import OutputEncoding
+
         return OutputEncoding(
             jpeg_quality=self.output_jpeg_quality,
             webp_quality=self.output_webp_quality,
@@ -393,6 +434,17 @@ class Settings(BaseSettings):
 
 
 PREFIX = "SRSTORE_"
+
+# Words of the placeholders that manifests, examples and tutorials ship in place of a secret: a
+# token copied from one of them is public, and would open the admin API to anyone.
+_PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|your[_-]?(token|key)", re.I)
+
+
+def _refuse_placeholder(name: str, secret: str) -> None:
+    if _PLACEHOLDER.search(secret):
+        raise ValueError(
+            f"{name} is a placeholder: generate one (openssl rand -hex 16) and set that"
+        )
 
 
 class SettingsError(ValueError):
@@ -432,7 +484,8 @@ def _problem(error: object, environ: Mapping[str, str]) -> str:
         return message
     variable = PREFIX + str(error["loc"][0]).upper()
     value = environ.get(variable, "")
-    shown = "(hidden)" if variable == "SRSTORE_ADMIN_TOKEN" else repr(value)
+    hidden = ("SRSTORE_ADMIN_TOKEN", "SRSTORE_URL_SIGNING_KEY", "SRSTORE_KEY")
+    shown = "(hidden)" if variable in hidden else repr(value)
     return f"{variable}={shown}: {message}"
 
 

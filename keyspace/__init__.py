@@ -57,7 +57,8 @@ async def subscriber(client: Client, **options: Any) -> PubSub:
     its pub/sub picks the node that serves the channel's slot): a failover may have moved it
     since the last time, so each new subscription asks again."""
     if isinstance(client, aioredis.RedisCluster):
-        await client.initialize()
+        await client.initialize()  # the first time: nothing is known yet
+        await client.nodes_manager.initialize()  # later: the slots as they are now
     return client.pubsub(**options)
 
 
@@ -82,6 +83,16 @@ LAST_READ = "srstore:{last-read}"
 def ledger_debited(image_id: str) -> str:
     """The mark that this image was debited (in the ledger's slot: one script sets both)."""
     return f"{LEDGER}:debited:{image_id}"
+
+
+# API keys (issue 22): the records and the count of active ones, moved together by a revoke.
+API_KEYS = "srstore:{keys}"
+API_KEYS_ACTIVE = "srstore:{keys}:active"
+
+
+def quota_counter(key_id: str, name: str) -> str:
+    """One key's counter of one quota window (its own tag: keys spread over the masters)."""
+    return f"srstore:quota:{{{key_id}}}:{name}"
 
 
 MODEL_ACTIVE = "srstore:{model}:active"
@@ -123,6 +134,8 @@ def queue_shard(stream: str, shard: int) -> str:
 
 
 __all__ = [
+    "API_KEYS",
+    "API_KEYS_ACTIVE",
     "COSTS",
     "LAST_READ",
     "LEDGER",
@@ -137,6 +150,7 @@ __all__ = [
     "ledger_debited",
     "on_every_master",
     "queue_shard",
+    "quota_counter",
     "rendition_prefix",
     "subscriber",
 ]

@@ -42,6 +42,17 @@ from tests.support.weights import brightened, write_shipped, zero_residual
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow tests first (each file's own order kept).
+
+    ``make test`` hands whole files to pytest-xdist workers in this order, so the long files
+    start at once instead of ending the run on one busy worker. Servers are per worker: each
+    worker's session fixtures start their own Redis and SeaweedFS on free ports.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis(tmp_path_factory.mktemp("redis"))

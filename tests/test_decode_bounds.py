@@ -94,6 +94,7 @@ async def test_tiff_and_bmp_uploads_are_served_as_compressed_png(
     assert len(served.content) < 1200 * 1200 * 3 / 20
 
 
+@pytest.mark.slow
 async def test_an_upload_wider_than_webp_can_store_is_kept_and_served(
     client: httpx.AsyncClient,
 ) -> None:

@@ -68,6 +68,7 @@ async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     env: dict[str, str], espcn_weights: str, tmp_path: Path, photo_bytes: bytes
 ) -> None:
@@ -94,6 +95,7 @@ async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     assert exits == [0, 0]
 
 
+@pytest.mark.slow
 async def test_a_killed_workers_job_is_finished_by_another(
     env: dict[str, str],
     seaweed_server: SeaweedServer,
@@ -226,6 +228,7 @@ async def test_a_full_queues_retry_after_is_its_backlog_at_the_fleets_rate(
     assert after.headers["retry-after"] == "3"  # 20 jobs at 8 a second, rounded up
 
 
+@pytest.mark.slow
 def test_misses_in_two_api_processes_queue_one_job(
     env: dict[str, str], tmp_path: Path, photo_bytes: bytes, redis_client: redis.Redis
 ) -> None:

@@ -35,7 +35,6 @@ from tests.support.servers import (
 HOUR = 3600.0
 SAMPLE_EVERY = 6 * HOUR  # simulated: storage is integrated over these steps
 READERS = 8  # reads in flight at once, at most
-STARTUP_SECONDS = 240  # a shared machine under load starts a process slowly
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class Deployment:
                 "SRSTORE_INFERENCE": "queue",
                 "SRSTORE_QUEUE_STREAM": f"srstore:render:{run}",
             }
-        api = start_api(env, ready_seconds=STARTUP_SECONDS)
+        api = start_api(env)
         try:
             if self.redis is not None:
                 worker = start_worker(env, f"trace-{run}", self.scratch / run)

@@ -72,7 +72,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: port_open(self.port), 15, "redis-server")
+        wait_until(lambda: port_open(self.port), 60, "redis-server")
 
 
 # The session's Redis: nothing persisted, bounded like production's.
@@ -96,7 +96,7 @@ def start_redis(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_until(lambda: port_open(port), 15, "redis-server")
+    wait_until(lambda: port_open(port), 60, "redis-server")
     return RedisServer(port, process, cast(list[str], process.args))
 
 
@@ -205,6 +205,11 @@ class RedisClusterServer:
     def url(self) -> str:
         """Any node will do: the cluster client learns the others from it."""
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def live_url(self) -> str:
+        """A node still running (after a test killed some)."""
+        port = next(n.port for n in self.nodes if n.process.poll() is None)
+        return f"redis://127.0.0.1:{port}/0"
 
     def node(self, port: int) -> RedisServer:
         (node,) = [n for n in self.nodes if n.port == port]
