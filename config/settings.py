@@ -69,10 +69,13 @@ class Settings(BaseSettings):
         2,
         ge=1,
         description="Requests within its TTL before Redis admits a large rendition; before"
-        " that it is kept SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
+        " that it is kept only SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
     )
     cache_probation_seconds: int = Field(
-        60, ge=1, description="How long Redis keeps a large rendition not admitted yet."
+        10,
+        ge=1,
+        description="How long Redis keeps a large rendition not admitted yet (long enough for"
+        " the API to read what a worker rendered).",
     )
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
