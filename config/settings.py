@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
         " any node of the cluster).",
     )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Replicas a DELETE's mark must reach (Redis WAIT, up to 0.25 s) before the"
+        " DELETE answers, else 503: with 1 on a cluster, a failover cannot bring a deleted"
+        " image's cached renditions back.",
+    )
     redis_cluster: bool = Field(
         False,
         description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
