@@ -2,10 +2,10 @@
 
 A large rendition (above ``TtlBySize.large_bytes``) is admitted only once it was asked for
 ``admit_after`` times within its TTL, and then kept for at most its shorter TTL. Before that
-it is kept on probation, ``probation_seconds``, long enough for the API process waiting on a
-worker to read it (queue mode), so one client asking for many renditions once each cannot
-fill the cache with them for long. Under ``maxmemory``, ``volatile-lfu`` (see the README)
-evicts the least frequently read first, and the one-offs are those.
+it is kept on probation, for ``probation_seconds``: long enough for the API process waiting
+on a worker to read it (queue mode), and for a second request soon after to find it. So one
+client asking for many renditions once each cannot fill the cache with them for long. Under
+``maxmemory``, ``volatile-lfu`` (see the README) evicts the least frequently read first.
 
 Each image also has a set naming its renditions (``hr:{<id>}:keys``), renewed with them, so a
 DELETE finds every rendition without scanning the keyspace.
@@ -110,7 +110,7 @@ class RedisCache:
         retry_seconds: float = 2.0,
         ttl_by_size: TtlBySize | None = None,
         admit_after: int = 1,
-        probation_seconds: int = 60,
+        probation_seconds: int = 10,
         cluster: bool = False,
         wait_replicas: int = 0,
     ) -> None:

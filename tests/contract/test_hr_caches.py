@@ -281,6 +281,24 @@ async def test_the_memory_bound_counts_what_an_entry_really_holds(
     assert 0.75 < cache.size_bytes / held < 1.33
 
 
+async def test_memory_held_by_expired_entries_is_reclaimed_unasked(
+    tombstones: Tombstones,
+) -> None:
+    now = [0.0]
+    cache = MemoryCache(
+        ttl_seconds=10, max_bytes=10**6, tombstones=tombstones, clock=lambda: now[0]
+    )
+    await cache.put(key("short"), b"s" * 1000)
+    now[0] = 5.0
+    await cache.put(key("later"), b"l" * 1000)
+
+    now[0] = 11.0  # "short" unread for its TTL, "later" still live; neither asked for
+    held = await cache.held_bytes()
+
+    assert held == 1000 + ENTRY_OVERHEAD_BYTES
+    assert await cache.get(key("later")) is not None
+
+
 async def test_a_large_entry_is_kept_unread_for_less_time(tombstones: Tombstones) -> None:
     cache = MemoryCache(
         TTL, max_bytes=2**20, tombstones=tombstones, ttl_by_size=TtlBySize(1000, 10)
