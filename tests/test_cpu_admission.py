@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.services import images as image_service
+from app.services.dependencies import DependencyMonitor
 from app.services.work import ClientBusy, CpuAdmission, CpuBusy
 from config.settings import Settings
 from imaging.costs import rendition_seconds
@@ -227,3 +228,20 @@ async def test_listings_together_hold_at_most_a_quarter_of_the_io_threads(
             del store.head
     assert [len(p.json()["images"]) for p in pages] == [12] * 4
     assert most == 8 // 4
+
+
+async def test_one_missed_ping_does_not_make_the_process_unready() -> None:
+    """A ping a starved process could not finish in time is not an outage; two in a row are."""
+    answers = iter([None, TimeoutError(), None, TimeoutError(), TimeoutError(), None])
+
+    async def ping() -> None:
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    monitor = DependencyMonitor({"object_store": ping}, interval=60, timeout=1)
+    seen = []
+    for _ in range(6):
+        await monitor._check("object_store", ping)
+        seen.append(monitor.up()["object_store"])
+    assert seen == [True, True, True, True, False, True]
