@@ -70,7 +70,7 @@ test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 	@! git grep -nE '^(<<<<<<<|>>>>>>>)( |$$)' -- . || { echo 'merge conflict markers left in the tree'; exit 1; }
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger keyspace
+	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger keyspace apikeys
 	$(BIN)/lint-imports
 	timeout -k 30 2700 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from apikeys import KeyStoreUnavailable
 from app.services.decoding import DecodeBusy
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
@@ -62,6 +63,41 @@ class AdminDisabled(BadRequest):
     code = "admin_disabled"
 
 
+class Forbidden(BadRequest):
+    """The caller is known, and its key does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(BadRequest):
+    status = 404
+    code = "not_found"
+
+
+class Unprocessable(BadRequest):
+    status = 422
+    code = "invalid_request"
+
+
+class KeysUnavailable(BadRequest):
+    """The key store did not answer: nobody can be told apart, so nobody is let in."""
+
+    status = 503
+    code = "keys_unavailable"
+
+
+class RateLimited(BadRequest):
+    """A key's quota is spent; ``retry_after`` says when the window that holds it ends."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ImageTooLarge: (413, "image_too_large"),
     UnsupportedImage: (415, "unsupported_media_type"),
@@ -84,6 +120,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ControlUnavailable: (503, "control_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
+    KeyStoreUnavailable: (503, "keys_unavailable"),
     QueueFull: (503, "queue_full"),
     DecodeBusy: (503, "decode_busy"),
     RenderTimeout: (503, "render_timeout"),
@@ -99,6 +136,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 _UNAVAILABLE_MESSAGES = {
     "storage_unavailable": "the object store is unavailable; retry later",
     "cache_unavailable": "the cache is unavailable; retry later",
+    "keys_unavailable": "the key store is unavailable; retry later",
     "control_unavailable": "the model registry is unavailable; retry later",
     "queue_full": "too many images are waiting to be rendered; retry later",
     "decode_busy": "too many uploads are being decoded; retry later",
@@ -121,16 +159,17 @@ class ErrorEnvelope(BaseModel):
 
 _STATUS_MEANINGS = {
     400: "Malformed request or image id",
-    401: "Missing or wrong bearer token",
-    403: "The admin API is off: no SRSTORE_ADMIN_TOKEN is configured",
+    401: "No API key where one is needed, or an unknown or revoked one (see README, Keys and"
+    " access)",
+    403: "The key lacks the scope this route needs, or the admin API is off",
     404: "No such image or model version",
     409: "Conflicts with the registry's state (version exists, scores worse, nothing to undo)",
     413: "Body or image too large",
     415: "Not a supported image type",
     431: "A request header is longer than SRSTORE_MAX_HEADER_BYTES",
     422: "Corrupt image, or an invalid query, body, card or weight file",
-    429: "This client holds its share of the CPU work, or the image its quota of renditions;"
-    " retry after Retry-After seconds",
+    429: "This client holds its share of the CPU work, the image its quota of renditions, or"
+    " the key its quota (rate_limited); retry after Retry-After seconds",
     500: "Unexpected failure (internal_error); the answer names no internals",
     503: "A dependency is down or renders are saturated; retry after Retry-After seconds",
 }
@@ -191,7 +230,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BadRequest)
-        response = error_response(exc.status, exc.code, str(exc))
+        retry_after = getattr(exc, "retry_after", OUTAGE_RETRY_AFTER)
+        response = error_response(exc.status, exc.code, str(exc), retry_after)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, BodyTooLarge):

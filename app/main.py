@@ -14,10 +14,12 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
 
-from app.api import admin, health, images
+from apikeys import make_key_store, make_quotas
+from app.access import Access
+from app.api import access, admin, health, images, keys
 from app.api.console import mount_console
 from app.api.console import router as console_router
-from app.errors import error_responses, install_error_handlers
+from app.errors import KeysUnavailable, error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
 from app.routing import answer_head_wherever_get, protect_docs
@@ -88,6 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("model registry not reachable at start: %s", exc)
         cache = make_cache(settings)
         ledger = make_ledger(settings)
+        key_store = make_key_store(settings)
+        quotas = make_quotas(settings)
+        app.state.access = Access(settings, key_store, quotas)
         renderer: Renderer
         if settings.inference == "queue":
             renderer = QueueRenderer(settings, cache)
@@ -123,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             type(cache).__name__,
             active.label,
         )
+        await say_access(app.state.access)
         try:
             yield
         finally:
@@ -134,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(image_service.decoding.close)
             await asyncio.to_thread(image_service.cpu.close)
             await control.close()
-            for closeable in (cache, ledger):
+            for closeable in (cache, ledger, key_store, quotas):
                 close = getattr(closeable, "close", None)
                 if close is not None:
                     await close()
@@ -149,19 +155,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=error_responses(431, 500),
     )
     install_error_handlers(app)
-    for router in (images.router, admin.router, health.router, console_router):
+    routers = (images.router, admin.router, keys.router, access.router, health.router)
+    for router in (*routers, console_router):
         answer_head_wherever_get(router)
     answer_head_wherever_get(app)  # the documentation pages
     protect_docs(app)
     app.include_router(images.router)
     app.include_router(admin.router)
+    app.include_router(keys.router)
+    app.include_router(access.router)
     app.include_router(health.router)
     mount_console(app)
     app.add_middleware(RequestGate, settings=settings)
     app.add_middleware(ResponseHeadersAndMetrics)
     app.add_middleware(RequestId)
-    publish_envelope_only(app)
+    publish_envelope_only(app, settings)
     return app
+
+
+async def say_access(access: Access) -> None:
+    """Start-up says who may upload, list and delete: keys, or loopback only (protected)."""
+    try:
+        log.info("access: %s", await access.describe())
+    except KeysUnavailable:
+        log.warning("access: the key store is unavailable: keyed routes answer 503 until it is")
 
 
 def render_slots(settings: Settings) -> RenderSlots:

@@ -1,10 +1,9 @@
-"""Pure ASGI middlewares (no per-request task): security headers and request metrics; the
-admin token and body limits, checked before the application reads a byte of the body; the
-request id."""
+"""Pure ASGI middlewares (no per-request task): security headers and request metrics; who
+may call a route and body limits, checked before the application reads a byte of the body;
+the request id."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -15,12 +14,12 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
+from app.access import Access, required_scope
 from app.errors import (
-    AdminDisabled,
+    OUTAGE_RETRY_AFTER,
     BadRequest,
     BodyTooLarge,
     HeaderTooLarge,
-    Unauthorized,
     error_response,
 )
 from config.logs import REQUEST_ID
@@ -82,31 +81,17 @@ class ResponseHeadersAndMetrics:
 
 
 UPLOAD_PATH = "/v1/images"
-ADMIN_PREFIX = "/v1/admin"
 MODEL_UPLOAD_PATH = "/v1/admin/models"
 CONTROL_BODY_LIMIT = 64 * 1024  # every other route takes a small JSON body or none
-
-
-def admin_refusal(settings: Settings, headers: Headers) -> BadRequest | None:
-    """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
-    if settings.admin_token is None:
-        return AdminDisabled(
-            "the admin API is off on this server: set SRSTORE_ADMIN_TOKEN in the environment of "
-            "srstore serve (in Kubernetes, the srstore Secret) and restart it"
-        )
-    scheme, _, given = headers.get("authorization", "").partition(" ")
-    expected = settings.admin_token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        return Unauthorized("a valid bearer token is required")
-    return None
 
 
 class RequestGate:
     """What is refused from the request line and headers alone, before any body is read.
 
     First a header longer than ``SRSTORE_MAX_HEADER_BYTES`` (431), before any route parses it.
-    The admin token is checked here, not in a route dependency: FastAPI reads and parses a
-    route's body (spooling a multipart file to disk) before it runs the dependencies. Then a
+    Who may call the route is decided here (``app.access``), not in a route dependency:
+    FastAPI reads and parses a route's body (spooling a multipart file to disk) before it
+    runs the dependencies. The caller is left in the request's state as ``principal``. Then a
     body limit per route: the image upload streams under its own limit (``app.api.uploads``);
     a model upload may carry ``SRSTORE_MAX_MODEL_UPLOAD_BYTES``; every other route 64 KiB.
     Those bodies are read here, counted, and handed on whole.
@@ -126,11 +111,27 @@ class RequestGate:
             return
         path, method = scope["path"], scope["method"]
         headers = Headers(scope=scope)
-        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-            refusal = admin_refusal(self.settings, headers)
-            if refusal is not None:
-                await _refuse(refusal, scope, receive, send)
-                return
+        needed = required_scope(method, path)
+        if needed is not None:
+            authorization = headers.get("authorization")
+            # A public read without credentials: no lookup at all (the cache-hit path).
+            if authorization is not None or needed != "read" or not self.settings.public_read:
+                access: Access = scope["app"].state.access
+                client = scope.get("client")
+                try:
+                    principal = await access.principal(
+                        needed,
+                        authorization,
+                        client[0] if client else None,
+                        headers.get("x-forwarded-for") or headers.get("forwarded"),
+                        signed=b"sig=" in scope.get("query_string", b""),
+                    )
+                    if needed == "upload":
+                        await access.admit_upload(principal)
+                except BadRequest as refusal:
+                    await _refuse(refusal, scope, receive, send)
+                    return
+                scope.setdefault("state", {})["principal"] = principal
         if (method == "POST" and path == UPLOAD_PATH) or _bodiless_read(method, headers):
             # The upload streams under its own limit; a read without a body has nothing to
             # count, so a cache hit passes untouched (no body read, no replayed receive).
@@ -178,7 +179,8 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 
 async def _refuse(error: BadRequest, scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(error.status, error.code, str(error))
+    retry_after = getattr(error, "retry_after", OUTAGE_RETRY_AFTER)
+    response = error_response(error.status, error.code, str(error), retry_after)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     # The unread body cannot be skipped: close the connection instead of reading it.

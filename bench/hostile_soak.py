@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import multiprocessing
 import os
 import random
 import sys
@@ -29,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,18 +158,19 @@ async def run_phase(api: ApiProcess, duration: float, attacks: bool, seed: int) 
                 elif answer.headers["x-cache"] == "MISS":
                     phase.misses.append(time.monotonic() - started)
 
-        async def prober() -> None:
-            async with _client(url, NORMAL, timeout=2) as probe:
+        def prober() -> None:
+            """On a thread of its own, as a kubelet probes: this loop's work never delays it."""
+            with httpx.Client(base_url=url, timeout=2) as probe:
                 while time.monotonic() < stop:
                     started = time.monotonic()
                     try:
-                        ready = (await probe.get("/readyz")).status_code == 200
+                        ready = probe.get("/readyz").status_code == 200
                     except httpx.HTTPError:
                         ready = False
                     phase.probes += 1
                     phase.not_ready += not ready
                     phase.slowest_probe = max(phase.slowest_probe, time.monotonic() - started)
-                    await asyncio.sleep(0.25)
+                    time.sleep(0.25)
 
         async def watch_rss() -> None:
             while time.monotonic() < stop:
@@ -175,17 +178,38 @@ async def run_phase(api: ApiProcess, duration: float, attacks: bool, seed: int) 
                 phase.rss_mib = max(phase.rss_mib, rss)
                 await asyncio.sleep(0.5)
 
-        tasks = [uploader(), misser(), misser(), prober(), watch_rss()]
+        tasks = [uploader(), misser(), misser(), asyncio.to_thread(prober), watch_rss()]
         if attacks:
-            tasks += _attacks(url, recent, phase, stop, rng)
-        await asyncio.gather(*tasks)
+            # The attackers run in a process of their own, so their loop never delays the
+            # normal clients' measurements.
+            spawn = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=spawn) as attackers:
+                attacking = asyncio.get_running_loop().run_in_executor(
+                    attackers, attack, url, recent[:3], stop, seed
+                )
+                await asyncio.gather(*tasks)
+                phase.attacks.update(await attacking)
+        else:
+            await asyncio.gather(*tasks)
     _, cpu_after = _process_figures(api.process.pid)
     phase.cpu_seconds = cpu_after - cpu_before
     return phase
 
 
+def attack(url: str, targets: list[str], stop: float, seed: int) -> Counter[str]:
+    """Every attack until ``stop`` (``time.monotonic``, one clock for every process here), in
+    the attackers' process: the answers by kind."""
+    answers: Counter[str] = Counter()
+
+    async def run() -> None:
+        await asyncio.gather(*_attacks(url, targets, answers, stop, random.Random(seed)))
+
+    asyncio.run(run())
+    return answers
+
+
 def _attacks(
-    url: str, recent: list[str], phase: Phase, stop: float, rng: random.Random
+    url: str, recent: list[str], answers: Counter[str], stop: float, rng: random.Random
 ) -> list[Coroutine[Any, Any, None]]:
     board = checkerboard(192)
 
@@ -195,10 +219,10 @@ def _attacks(
                 try:
                     answer = await send(client)
                 except httpx.HTTPError as exc:
-                    phase.attacks[f"{name} {type(exc).__name__}"] += 1
+                    answers[f"{name} {type(exc).__name__}"] += 1
                     await asyncio.sleep(0.1)
                     continue
-                phase.attacks[f"{name} {answer.status_code}"] += 1
+                answers[f"{name} {answer.status_code}"] += 1
                 if answer.status_code in (429, 503):
                     await asyncio.sleep(0.05)  # an attacker that ignores Retry-After
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
@@ -37,6 +44,14 @@ class Settings(BaseSettings):
         description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
         " any node of the cluster).",
     )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Replicas a DELETE's mark must reach (Redis WAIT, up to 0.25 s) before the"
+        " DELETE answers, else 503: with 1 on a cluster, a failover cannot bring a deleted"
+        " image's cached renditions back.",
+    )
     redis_cluster: bool = Field(
         False,
         description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
@@ -62,10 +77,13 @@ class Settings(BaseSettings):
         2,
         ge=1,
         description="Requests within its TTL before Redis admits a large rendition; before"
-        " that it is kept SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
+        " that it is kept only SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
     )
     cache_probation_seconds: int = Field(
-        60, ge=1, description="How long Redis keeps a large rendition not admitted yet."
+        10,
+        ge=1,
+        description="How long Redis keeps a large rendition not admitted yet (long enough for"
+        " the API to read what a worker rendered).",
     )
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
@@ -279,6 +297,38 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; the admin API is off without one."
     )
+    public_read: bool = Field(
+        True,
+        description="Anyone may fetch an image by id (signed URLs only, with a signing key);"
+        " off, reads need a key with the read scope.",
+    )
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Comma-separated addresses or networks whose X-Forwarded-For is believed"
+        " (empty: none; the peer address decides who is loopback).",
+    )
+    key_cache_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=5,
+        description="How long a process trusts its last lookup of a key: a revocation takes"
+        " effect on every process within this.",
+    )
+    quota_uploads_per_minute: int = Field(
+        120, ge=0, description="Uploads one API key may make per minute (0: no limit)."
+    )
+    quota_upload_bytes_per_day: int = Field(
+        10 * 2**30, ge=0, description="Bytes one API key may upload per UTC day (0: no limit)."
+    )
+    quota_cpu_seconds_per_hour: float = Field(
+        900.0,
+        ge=0,
+        description="CPU seconds of scoring (compaction) one API key's uploads may cost per"
+        " hour; past it, its uploads get 429 until the hour ends (0: no limit).",
+    )
+    key: SecretStr | None = Field(
+        None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."
+    )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often a process re-reads the active model pointer."
     )
@@ -327,6 +377,18 @@ class Settings(BaseSettings):
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(int(part) for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = frozenset(part.strip() for part in value.split(",") if part.strip())
+        for network in value if isinstance(value, (set, frozenset, list, tuple)) else ():
+            try:
+                ipaddress.ip_network(str(network), strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
 
     @field_validator("quality_steps")
@@ -445,7 +507,8 @@ def _problem(error: object, environ: Mapping[str, str]) -> str:
         return message
     variable = PREFIX + str(error["loc"][0]).upper()
     value = environ.get(variable, "")
-    shown = "(hidden)" if variable == "SRSTORE_ADMIN_TOKEN" else repr(value)
+    hidden = ("SRSTORE_ADMIN_TOKEN", "SRSTORE_URL_SIGNING_KEY", "SRSTORE_KEY")
+    shown = "(hidden)" if variable in hidden else repr(value)
     return f"{variable}={shown}: {message}"
 
 

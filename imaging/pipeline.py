@@ -294,8 +294,14 @@ def encode_output(
             buffer, "WEBP", quality=quality or settings.webp_quality, method=settings.webp_method
         )
     elif fmt == "avif":
+        # One thread: the CPU pool's concurrency bounds what renders use only if each encode
+        # stays on its own thread (Pillow's default takes every core for one request).
         image.save(
-            buffer, "AVIF", quality=quality or settings.avif_quality, speed=settings.avif_speed
+            buffer,
+            "AVIF",
+            quality=quality or settings.avif_quality,
+            speed=settings.avif_speed,
+            max_threads=1,
         )
     else:
         image.save(buffer, "PNG", compress_level=settings.png_compress_level)

@@ -31,6 +31,8 @@ from typing import Any, TypeAlias
 
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import PipelineCommand
+from redis.exceptions import RedisError
 
 Client: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
 
@@ -52,12 +54,50 @@ async def on_every_master(client: Client, *command: str) -> list[Any]:
     return [await client.execute_command(*command)]
 
 
+async def eval_and_wait(
+    client: Client, script: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+) -> tuple[Any, int, int]:
+    """Run ``script``, then ``WAIT`` until ``replicas`` replicas have it: the script's answer,
+    how many replicas acknowledged it within ``timeout_ms``, and how many the master had
+    connected (``ROLE``) when it ran.
+
+    ``WAIT`` counts the writes of its own connection, so all three go down one connection: a
+    pipeline on one server; on a cluster, the connection to the master of the keys' slot (the
+    cluster client routes commands one by one, and a keyless ``WAIT`` it would send anywhere).
+    """
+    sent: list[tuple[Any, ...]] = [
+        ("EVAL", script, len(keys), *keys, *args),
+        ("ROLE",),
+        ("WAIT", replicas, timeout_ms),
+    ]
+    if not isinstance(client, aioredis.RedisCluster):
+        async with client.pipeline(transaction=False) as pipe:
+            for command in sent:
+                pipe.execute_command(*command)
+            answer, role, reached = await pipe.execute()
+        return answer, int(reached), len(role[2])
+    await client.initialize()
+    node = client.get_node_from_key(keys[0])
+    if node is None:
+        raise RedisError(f"no master serves the slot of {keys[0]}")
+    commands = [PipelineCommand(n, *command) for n, command in enumerate(sent)]
+    await node.execute_pipeline(commands)
+    answers = [command.result for command in commands]
+    for answer in answers:
+        if isinstance(answer, Exception):
+            await client.nodes_manager.initialize()  # the slot may have moved: look again
+            raise answer if isinstance(answer, RedisError) else RedisError(str(answer))
+    answer, role, reached = answers
+    return answer, int(reached), len(role[2])  # type: ignore[arg-type,index]
+
+
 async def subscriber(client: Client, **options: Any) -> PubSub:
     """A pub/sub connection. A cluster client first learns the slots (it does so lazily, and
     its pub/sub picks the node that serves the channel's slot): a failover may have moved it
     since the last time, so each new subscription asks again."""
     if isinstance(client, aioredis.RedisCluster):
-        await client.initialize()
+        await client.initialize()  # the first time: nothing is known yet
+        await client.nodes_manager.initialize()  # later: the slots as they are now
     return client.pubsub(**options)
 
 
@@ -82,6 +122,16 @@ LAST_READ = "srstore:{last-read}"
 def ledger_debited(image_id: str) -> str:
     """The mark that this image was debited (in the ledger's slot: one script sets both)."""
     return f"{LEDGER}:debited:{image_id}"
+
+
+# API keys (issue 22): the records and the count of active ones, moved together by a revoke.
+API_KEYS = "srstore:{keys}"
+API_KEYS_ACTIVE = "srstore:{keys}:active"
+
+
+def quota_counter(key_id: str, name: str) -> str:
+    """One key's counter of one quota window (its own tag: keys spread over the masters)."""
+    return f"srstore:quota:{{{key_id}}}:{name}"
 
 
 MODEL_ACTIVE = "srstore:{model}:active"
@@ -123,6 +173,8 @@ def queue_shard(stream: str, shard: int) -> str:
 
 
 __all__ = [
+    "API_KEYS",
+    "API_KEYS_ACTIVE",
     "COSTS",
     "LAST_READ",
     "LEDGER",
@@ -133,10 +185,12 @@ __all__ = [
     "Client",
     "adopt_legacy_names",
     "connect",
+    "eval_and_wait",
     "image_tag",
     "ledger_debited",
     "on_every_master",
     "queue_shard",
+    "quota_counter",
     "rendition_prefix",
     "subscriber",
 ]

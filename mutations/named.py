@@ -183,6 +183,20 @@ MUTATIONS = [
         ("tests/test_sizes.py::test_contain_pads_an_opaque_image_with_white",),
     ),
     Mutation(
+        "etag-without-webp-method",
+        "the ETag no longer names WebP's encoder method",
+        '"webp": f"m{self.webp_method}",',
+        '"webp": "",',
+        ("tests/test_http_caching.py::test_encoder_settings_are_part_of_the_etag[webp-changed2]",),
+    ),
+    Mutation(
+        "etag-without-png-level",
+        "the ETag no longer names PNG's compression level",
+        '"png": f"z{self.png_compress_level}",',
+        '"png": "",',
+        ("tests/test_http_caching.py::test_encoder_settings_are_part_of_the_etag[png-changed1]",),
+    ),
+    Mutation(
         "if-range-weak",
         "If-Range matches a weak tag",
         'return not value.startswith("W/") and value == etag',

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from srstore import costs_cli, images_cli, models_cli
+from srstore import costs_cli, images_cli, keys_cli, ledger_cli, models_cli
 from srstore.client import CommandFailed, api_url, table
 
 if TYPE_CHECKING:
@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="consumer name in the group (default: HOST-PID)")
     images_cli.add_commands(commands)
     models_cli.add_commands(commands)
+    keys_cli.add_commands(commands)
     costs_cli.add_commands(commands)
+    ledger_cli.add_commands(commands)
     doctor = commands.add_parser(
         "doctor", help="check the configuration and every service it names"
     )
@@ -106,16 +108,19 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "keys":
+        return keys_cli.run(args, settings)
     if args.command in ("images", "models", "costs"):
         from srstore.client import ApiClient
 
-        token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        api = ApiClient(api_url(args, settings.host, settings.port), token)
+        api = ApiClient(api_url(args, settings.host, settings.port), _credential(args, settings))
         try:
             commands = {"images": images_cli, "models": models_cli, "costs": costs_cli}
             return commands[args.command].run(args, api)
         finally:
             api.close()
+    if args.command == "ledger":
+        return ledger_cli.run(args, settings)
     if args.command == "sign-url":
         return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":
@@ -150,6 +155,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             log_config=None,  # app.main configures logging from SRSTORE_LOG_FORMAT
         )
     return 0
+
+
+def _credential(args: argparse.Namespace, settings: Settings) -> str | None:
+    """--key, else SRSTORE_KEY, else the bootstrap admin token, else none (loopback)."""
+    if getattr(args, "key", None):
+        return str(args.key)
+    for secret in (settings.key, settings.admin_token):
+        if secret is not None:
+            return secret.get_secret_value()
+    return None
 
 
 def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> int:

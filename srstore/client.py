@@ -94,6 +94,11 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, inherited: bool = F
     parser.add_argument(
         "--json", action="store_true", help="print the API's JSON, for scripts", **unset
     )
+    parser.add_argument(
+        "--key",
+        help="the API key to send (default: SRSTORE_KEY, else SRSTORE_ADMIN_TOKEN)",
+        **unset,
+    )
 
 
 def client_arguments() -> argparse.ArgumentParser:

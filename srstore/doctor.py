@@ -3,8 +3,8 @@
 It checks, in order: the SRSTORE_* variables (each bad value named with what is allowed, each
 unknown name flagged), the API the CLI commands would talk to (its /readyz: a server that is
 not running fails the check, as it fails every `srstore images` command), then what start-up
-would need: the object store, the cache (and queue), the active model's weights, the inference
-device and the image codecs.
+would need: the object store, the cache (and queue), the active model's weights, who may call
+the API (keys or the protected default), the inference device and the image codecs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Literal
 import httpx
 from PIL import features
 
+from apikeys import KeyStoreUnavailable, make_key_store
 from cache import CacheUnavailable, make_cache
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from models.control import ControlUnavailable, make_control
@@ -105,6 +106,7 @@ async def _dependencies(settings: Settings) -> list[Check]:
         if close is not None:
             await close()
     checks.append(await _model(settings, ModelRegistry(store)))
+    checks.append(await _access(settings))
     return checks
 
 
@@ -142,6 +144,27 @@ async def _model(settings: Settings, registry: ModelRegistry) -> Check:
             await control.close()
     parameters = sum(p.numel() for p in network.parameters())
     return Check("model", "ok", f"{label} ({where}) loads: {parameters} parameters")
+
+
+async def _access(settings: Settings) -> Check:
+    """Keys in force, or the protected default (uploads, listings, deletes from loopback)."""
+    store = make_key_store(settings)
+    try:
+        keyed = await store.any_active()
+    except KeyStoreUnavailable as exc:
+        return Check("access", "FAIL", str(exc))
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            await close()
+    if keyed:
+        return Check("access", "ok", "API keys: every upload, listing and delete needs one")
+    detail = (
+        "protected: no API key exists, so uploads, listings and deletes are accepted only "
+        "from loopback (srstore keys create --scopes upload,read makes one)"
+    )
+    local = settings.host in ("127.0.0.1", "localhost", "::1")
+    return Check("access", "ok" if local else "warn", detail)
 
 
 def _device(settings: Settings) -> Check:

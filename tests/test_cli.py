@@ -211,10 +211,11 @@ def test_doctor_reaches_every_service_and_flags_what_is_wrong(
     checks = {c["what"]: c for c in json.loads(healthy.stdout)}
     assert healthy.returncode == 0, healthy.stdout
     assert set(checks) == {
-        *("configuration", "api", "object store", "cache", "model", "device", "codecs")
+        *("configuration", "api", "object store", "cache", "model", "access", "device", "codecs")
     }
     assert checks["api"]["status"] == "ok"
     assert checks["api"]["detail"].startswith(f"{server[0].url} is ready (storage LocalStore, ")
+    assert checks["access"]["detail"].startswith("protected: no API key exists")
     assert checks["object store"]["status"] == "warn"  # the bucket: serve creates it
     assert checks["cache"] == {"what": "cache", "status": "ok", "detail": "RedisCache"}
     assert re.fullmatch(

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.services import images as image_service
+from app.services.dependencies import DependencyMonitor
 from app.services.work import ClientBusy, CpuAdmission, CpuBusy
 from config.settings import Settings
 from imaging.costs import rendition_seconds
@@ -195,3 +196,52 @@ async def test_a_wait_past_its_deadline_leaves_no_slot_behind() -> None:
     assert slots.free == 0
     slots.release("b")
     assert slots.free == 1
+
+
+async def test_listings_together_hold_at_most_a_quarter_of_the_io_threads(
+    tmp_path: Path, photo_bytes: bytes
+) -> None:
+    """Four clients paging at once: the metadata reads behind them never take more than a
+    quarter of the I/O threads, so the readiness ping and single reads always find one."""
+    settings = Settings(data_dir=tmp_path, io_threads=8)
+    async with serving(settings) as (app, client):
+        for _ in range(12):
+            await _upload(client, photo_bytes)
+        store = app.state.image_service.store
+        reading, most = 0, 0
+        head = store.head
+
+        async def counted(key: str) -> object:
+            nonlocal reading, most
+            reading += 1
+            most = max(most, reading)
+            try:
+                await asyncio.sleep(0.01)  # a store that takes a moment to answer
+                return await head(key)
+            finally:
+                reading -= 1
+
+        store.head = counted
+        try:
+            pages = await asyncio.gather(*(client.get("/v1/images?limit=100") for _ in range(4)))
+        finally:
+            del store.head
+    assert [len(p.json()["images"]) for p in pages] == [12] * 4
+    assert most == 8 // 4
+
+
+async def test_one_missed_ping_does_not_make_the_process_unready() -> None:
+    """A ping a starved process could not finish in time is not an outage; two in a row are."""
+    answers = iter([None, TimeoutError(), None, TimeoutError(), TimeoutError(), None])
+
+    async def ping() -> None:
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    monitor = DependencyMonitor({"object_store": ping}, interval=60, timeout=1)
+    seen = []
+    for _ in range(6):
+        await monitor._check("object_store", ping)
+        seen.append(monitor.up()["object_store"])
+    assert seen == [True, True, True, True, False, True]

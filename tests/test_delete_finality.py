@@ -148,12 +148,12 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
     removing, deleting = store.delete, service.delete
     arrived, all_arrived = 0, asyncio.Event()
 
-    async def counted(image: str) -> None:
+    async def counted(image: str, owner: str | None = None) -> None:
         nonlocal arrived
         arrived += 1
         if arrived == 8:
             all_arrived.set()
-        await deleting(image)
+        await deleting(image, owner)
 
     async def held(key: str) -> None:
         await all_arrived.wait()

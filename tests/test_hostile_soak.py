@@ -18,7 +18,7 @@ def test_attacks_beside_normal_traffic_leave_the_server_ready_and_serving(
 ) -> None:
     quiet, attacked = soak(tmp_path, duration=6)
 
-    assert attacked.probes >= 10
+    assert attacked.probes >= 5
     assert attacked.not_ready == 0
     assert attacked.server_errors() == 0
     assert attacked.uploads and attacked.misses

@@ -73,3 +73,10 @@ async def test_an_upgraded_redis_keeps_its_ledger_and_model_pointer(tmp_path: Pa
     assert again == []
     assert (totals.original_bytes, totals.images) == (9000, 3)
     assert active == b"srcnn:1"
+
+
+def test_api_keys_and_their_active_count_share_one_slot() -> None:
+    """A revoke moves both in one script."""
+    from keyspace import API_KEYS, API_KEYS_ACTIVE
+
+    assert len(slots(API_KEYS, API_KEYS_ACTIVE)) == 1

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import metrics
-from app.deps import CostReportDep, ImageServiceDep
-from app.errors import error_responses
+from app.deps import AccessDep, CostReportDep, ImageServiceDep
+from app.errors import KeysUnavailable, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -21,8 +21,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses=error_responses(503), summary="Storage, cache and model are ready")
-async def readyz(images: ImageServiceDep) -> dict[str, str]:
-    return {"status": "ready", **await images.check_ready()}
+async def readyz(images: ImageServiceDep, access: AccessDep) -> dict[str, str]:
+    ready = await images.check_ready()
+    try:
+        regime = await access.describe()
+    except KeysUnavailable:
+        regime = "unknown: the key store is unavailable"
+    return {"status": "ready", **ready, "access": regime}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

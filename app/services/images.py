@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from PIL import Image
 from pydantic import BaseModel
 
+from apikeys import DEFAULT_TENANT
 from app import metrics
 from app.services.conditional import Preconditions, not_modified
 from app.services.decoding import DecodeGate
@@ -67,6 +68,7 @@ PLAIN_READ = RenditionRequest()  # the upload's own size and format
 NO_PRECONDITIONS = Preconditions()
 KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
 _MAX_CURSOR = 200
+LIST_SCAN_PAGES = 10  # store pages one tenant's listing page may read
 
 CacheStatus = Literal["HIT", "MISS", "BYPASS"]
 
@@ -158,6 +160,13 @@ def new_image_id() -> str:
     return image_id
 
 
+def _owned(meta: ImageMeta, owner: str | None) -> ImageMeta:
+    """``meta``, unless it belongs to another tenant than ``owner`` (None: any owner)."""
+    if owner is not None and meta.tenant != owner:
+        raise ImageNotFound(meta.id)
+    return meta
+
+
 def _encode_cursor(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
 
@@ -223,13 +232,19 @@ class ImageService:
         )
 
     async def upload(
-        self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
+        self,
+        data: bytes,
+        policy: StoragePolicy | None = None,
+        floor: Floor | None = None,
+        client: str = "",
+        tenant: str = DEFAULT_TENANT,
     ) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
         The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
         given) from candidates scored as a read would serve them. Decoding and scoring hold
-        the upload's estimated peak memory from the decode budget (see ``DecodeGate``)."""
+        the upload's estimated peak memory from the decode budget (see ``DecodeGate``); the
+        scoring takes ``client``'s turn on the CPU pool."""
         width, height = declared_size(data) or (0, 0)
         cost = max(decode_memory_bytes(width, height), 2 * len(data))
         async with self.decoding.reserve(cost):  # the decoded pixels live until scored
@@ -246,6 +261,7 @@ class ImageService:
                 served_format=decoded.served_format,
                 created_at=datetime.now(UTC),
                 greyscale=decoded.greyscale,
+                tenant=tenant,
             )
             decision = await self._decide(
                 as_x4,
@@ -254,6 +270,7 @@ class ImageService:
                 reduced.data,
                 policy or self.settings.storage_policy,
                 floor or self.settings.floor,
+                client,
             )
         full_size = decision.representation != "x4"
         meta = as_x4.model_copy(
@@ -288,6 +305,7 @@ class ImageService:
         reduced: bytes,
         policy: StoragePolicy,
         floor: Floor,
+        client: str,
     ) -> Decision:
         """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
         model = self.models.label
@@ -295,7 +313,7 @@ class ImageService:
             reconstruct = await self.scorer.reconstruct(model, meta)
             with metrics.RECEIPT_SECONDS.labels(policy).time():
                 return await self.cpu.call(
-                    "upload scoring",
+                    client,
                     lambda: _measured_choice(
                         image=image,
                         original=original,
@@ -326,11 +344,12 @@ class ImageService:
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
 
-    async def cached_meta(self, image_id: str) -> ImageMeta:
+    async def cached_meta(self, image_id: str, owner: str | None = None) -> ImageMeta:
         """The upload's metadata, kept in the HR cache beside its renditions.
 
         Every read needs it (format, size, upload time), and a hit must not cost a round trip
-        to the object store; DELETE drops it with the renditions.
+        to the object store; DELETE drops it with the renditions. With ``owner``, another
+        tenant's image does not exist.
         """
         key = CacheKey(image_id, "meta", "json")
         meta: ImageMeta | None = None
@@ -340,7 +359,7 @@ class ImageService:
         if meta is None:
             meta = await self.meta(image_id)
             await self._keep(key, meta.model_dump_json().encode())
-        return self._remember(meta)
+        return _owned(self._remember(meta), owner)
 
     async def _keep(self, key: CacheKey, data: bytes) -> bool:
         """Cache best effort (False when the cache is down); a DELETE that overtook the read
@@ -360,7 +379,9 @@ class ImageService:
             self._known.popitem(last=False)
         return meta
 
-    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
+    async def _meta_for_read(
+        self, image_id: str, preconditions: Preconditions, owner: str | None
+    ) -> ImageMeta:
         """Metadata remembered in this process when it is safe to, else from the shared cache.
 
         Metadata never changes, but an image may be deleted by another process. A hit is still
@@ -370,19 +391,30 @@ class ImageService:
         """
         conditional = preconditions != NO_PRECONDITIONS
         known = None if conditional else self._known.get(image_id)
-        return known or await self.cached_meta(image_id)
+        return _owned(known, owner) if known else await self.cached_meta(image_id, owner)
 
-    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+    async def list_images(
+        self, limit: int, cursor: str | None = None, tenant: str | None = None
+    ) -> ImagePage:
         """A page in id order from the store's own listing: one request, then one HEAD per image.
 
         An image deleted between the two is left out, so a page may hold fewer than ``limit``.
+        With ``tenant``, only that tenant's images are shown: further store pages are read
+        until ``limit`` are found or ``LIST_SCAN_PAGES`` pages were read (then the page is
+        short and ``next_cursor`` resumes the scan).
         """
         after = _decode_cursor(cursor) if cursor is not None else None
-        page = await self.store.list_page(IMAGES_PREFIX, limit, after)
-        ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
-        found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
-        next_cursor = _encode_cursor(page.next_after) if page.next_after else None
-        return ImagePage(images=[m for m in found if m is not None], next_cursor=next_cursor)
+        images: list[ImageMeta] = []
+        for _ in range(LIST_SCAN_PAGES if tenant is not None else 1):
+            page = await self.store.list_page(IMAGES_PREFIX, limit - len(images), after)
+            ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
+            found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
+            images += [m for m in found if m is not None and tenant in (None, m.tenant)]
+            after = page.next_after
+            if after is None or len(images) >= limit:
+                break
+        next_cursor = _encode_cursor(after) if after else None
+        return ImagePage(images=images, next_cursor=next_cursor)
 
     async def _meta_if_present(self, image_id: str) -> ImageMeta | None:
         """None for an image deleted meanwhile, or a key under images/ that is no image."""
@@ -393,10 +425,13 @@ class ImageService:
             return None
 
     async def stored(
-        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+        self,
+        image_id: str,
+        preconditions: Preconditions = NO_PRECONDITIONS,
+        owner: str | None = None,
     ) -> StoredCopy:
         """The stored copy's bytes; validators only when the client's copy is current."""
-        meta = await self.cached_meta(image_id)
+        meta = await self.cached_meta(image_id, owner)
         etag = etag_of(f"stored:{image_id}:{meta.created_at.isoformat()}")
         if not_modified(preconditions, etag, meta.created_at):
             return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
@@ -413,6 +448,7 @@ class ImageService:
         preconditions: Preconditions = NO_PRECONDITIONS,
         client: str = "",
         render: bool = True,
+        owner: str | None = None,
     ) -> Rendition:
         """Serve from the cache, or render once however many callers miss together.
 
@@ -424,7 +460,7 @@ class ImageService:
         """
         object_key(image_id)
         check_access(image_id, request, self.settings)
-        meta = await self._meta_for_read(image_id, preconditions)
+        meta = await self._meta_for_read(image_id, preconditions, owner)
         rebuilt = meta.representation == "x4"  # a full-size copy is served without the network
         plan = plan_rendition(
             image_id,
@@ -518,13 +554,16 @@ class ImageService:
         render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
         return data
 
-    async def delete(self, image_id: str) -> None:
+    async def delete(self, image_id: str, owner: str | None = None) -> None:
         """Concurrent DELETEs of one image in this process share one deletion: all 204.
 
         Across processes, a DELETE that finds the object already gone is a 404 (it came after
-        the deletion); the ledger debits once either way.
+        the deletion); the ledger debits once either way. With ``owner``, another tenant's
+        image does not exist (404, never 403): checked before joining a deletion in flight.
         """
         object_key(image_id)
+        if owner is not None:
+            _owned(await self.meta(image_id), owner)
         await self._deletes.run(image_id, lambda: self._delete(image_id))
 
     async def _delete(self, image_id: str) -> None:

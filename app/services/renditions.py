@@ -110,6 +110,17 @@ def sign(key: str, image_id: str, query: Iterable[tuple[str, str]]) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def verify_signature(settings: Settings, image_id: str, query: Iterable[tuple[str, str]]) -> None:
+    """The URL's ``sig`` was made with the signing key for this image and these options."""
+    pairs = tuple(query)
+    given = next((value for name, value in pairs if name == SIGNATURE_PARAM), "")
+    if settings.url_signing_key is None or not given:
+        raise InvalidSignature("this URL must be signed (sig=)")
+    expected = sign(settings.url_signing_key.get_secret_value(), image_id, pairs)
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise InvalidSignature("the URL's signature does not match its options")
+
+
 def check_access(image_id: str, request: RenditionRequest, settings: Settings) -> None:
     """With a signing key, option URLs need a valid ``sig``; unsigned sizes obey the allow-list.
 
@@ -119,9 +130,7 @@ def check_access(image_id: str, request: RenditionRequest, settings: Settings) -
     if settings.url_signing_key is not None and request.has_options:
         if not request.signature:
             raise InvalidSignature("this URL has rendition options and must be signed (sig=)")
-        expected = sign(settings.url_signing_key.get_secret_value(), image_id, request.query)
-        if not hmac.compare_digest(expected.encode(), request.signature.encode()):
-            raise InvalidSignature("the URL's signature does not match its options")
+        verify_signature(settings, image_id, request.query)
         return
     if settings.allowed_widths and request.sized:
         allowed = ", ".join(str(w) for w in sorted(settings.allowed_widths))

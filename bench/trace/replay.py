@@ -33,6 +33,7 @@ from tests.support.servers import (
 )
 
 HOUR = 3600.0
+SAMPLE_EVERY = 6 * HOUR  # simulated: storage is integrated over these steps
 READERS = 8  # reads in flight at once, at most
 
 
@@ -195,7 +196,7 @@ async def replay(
             while simulated <= end:
                 await at(simulated)
                 outcome.samples.append(await sample(http, worker, simulated))
-                simulated += HOUR
+                simulated += SAMPLE_EVERY
 
         uploading = [asyncio.create_task(upload(name)) for name in uploads]
         sampling = asyncio.create_task(sample_every_hour())

@@ -58,17 +58,19 @@ def start_api(
     workers: int = 1,
     asgi_app: str = "",
     log_path: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> ApiProcess:
     """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200.
 
-    Its output is appended to ``log_path`` when given (tests read what it logged).
+    Its output is appended to ``log_path`` when given (tests read what it logged). It binds
+    to ``host``; readiness is asked over loopback.
     """
     port = port or free_port()
     command = ["srstore.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
     log = log_path.open("ab") if log_path else None
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", *command, "--host", "127.0.0.1"),
+            *(sys.executable, "-m", *command, "--host", host),
             *("--port", str(port), "--workers", str(workers)),
         ],
         env={**os.environ, **env},

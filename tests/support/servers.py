@@ -206,6 +206,11 @@ class RedisClusterServer:
         """Any node will do: the cluster client learns the others from it."""
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
+    def live_url(self) -> str:
+        """A node still running (after a test killed some)."""
+        port = next(n.port for n in self.nodes if n.process.poll() is None)
+        return f"redis://127.0.0.1:{port}/0"
+
     def node(self, port: int) -> RedisServer:
         (node,) = [n for n in self.nodes if n.port == port]
         return node
