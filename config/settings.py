@@ -314,6 +314,18 @@ class Settings(BaseSettings):
         description="How long a process trusts its last lookup of a key: a revocation takes"
         " effect on every process within this.",
     )
+    quota_uploads_per_minute: int = Field(
+        120, ge=0, description="Uploads one API key may make per minute (0: no limit)."
+    )
+    quota_upload_bytes_per_day: int = Field(
+        10 * 2**30, ge=0, description="Bytes one API key may upload per UTC day (0: no limit)."
+    )
+    quota_cpu_seconds_per_hour: float = Field(
+        900.0,
+        ge=0,
+        description="CPU seconds of scoring (compaction) one API key's uploads may cost per"
+        " hour; past it, its uploads get 429 until the hour ends (0: no limit).",
+    )
     key: SecretStr | None = Field(
         None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."
     )
