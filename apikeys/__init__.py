@@ -19,6 +19,7 @@ from apikeys.base import (
     mint,
 )
 from apikeys.local import LocalKeyStore
+from apikeys.quotas import LocalQuotas, Quotas, RedisQuotas, Window
 from apikeys.redis import RedisKeyStore
 
 if TYPE_CHECKING:
@@ -32,6 +33,13 @@ def make_key_store(settings: Settings) -> KeyStore:
     return LocalKeyStore(settings.data_dir / "ledger.sqlite3")
 
 
+def make_quotas(settings: Settings) -> Quotas:
+    """Beside the keys: one count per key and window for the whole fleet."""
+    if settings.redis_url:
+        return RedisQuotas(settings.redis_url, settings.redis_cluster)
+    return LocalQuotas(settings.data_dir / "ledger.sqlite3")
+
+
 __all__ = [
     "DEFAULT_TENANT",
     "KEY_PREFIX",
@@ -42,10 +50,15 @@ __all__ = [
     "KeyStoreUnavailable",
     "Limits",
     "LocalKeyStore",
+    "LocalQuotas",
+    "Quotas",
     "RedisKeyStore",
+    "RedisQuotas",
     "Scope",
+    "Window",
     "digest_of",
     "key_id_of",
     "make_key_store",
+    "make_quotas",
     "mint",
 ]

@@ -16,8 +16,9 @@ import hmac
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from apikeys import (
     DEFAULT_TENANT,
@@ -25,14 +26,19 @@ from apikeys import (
     KeyRecord,
     KeyStore,
     KeyStoreUnavailable,
+    Quotas,
     Scope,
+    Window,
     key_id_of,
 )
-from app.errors import AdminDisabled, Forbidden, KeysUnavailable, Unauthorized
+from app import metrics
+from app.errors import AdminDisabled, Forbidden, KeysUnavailable, RateLimited, Unauthorized
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+MINUTE, HOUR, DAY = 60, 3_600, 86_400
 ADMIN_TOKEN_ID = "admin-token"  # how the bootstrap credential is named in audit lines
 CREATE_A_KEY = (
     "create a key with `srstore keys create --scopes upload,read` "
@@ -68,6 +74,7 @@ class Principal:
 
 ANONYMOUS = Principal(None, DEFAULT_TENANT, frozenset({"read"}))
 LOOPBACK = Principal(None, DEFAULT_TENANT, frozenset({"read", "upload", "list", "delete"}))
+NOBODY = Principal(None, DEFAULT_TENANT, frozenset())
 SIGNED = Principal(None, DEFAULT_TENANT, frozenset({"read"}), signed_only=True)
 ADMIN_TOKEN = Principal(ADMIN_TOKEN_ID, None, frozenset(SCOPES), costly_options=True)
 
@@ -147,9 +154,10 @@ class Access:
     it last did.
     """
 
-    def __init__(self, settings: Settings, store: KeyStore) -> None:
+    def __init__(self, settings: Settings, store: KeyStore, quotas: Quotas) -> None:
         self.settings = settings
         self.store = store
+        self.quotas = quotas
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.ttl = settings.key_cache_seconds
         self._records: dict[str, tuple[float, KeyRecord | None]] = {}
@@ -182,6 +190,17 @@ class Access:
         if needed not in principal.scopes:
             raise Forbidden(f"this key lacks the {needed!r} scope")
         return principal
+
+    async def whoami(
+        self, authorization: str | None, peer: str | None, forwarded_for: str | None
+    ) -> Principal:
+        """What this caller may do, for the console: a bad key is 401, no key is anonymous
+        (with the protected default's rights when it applies)."""
+        if authorization is not None:
+            return await self._authenticate(authorization)
+        if not await self.any_active() and is_loopback(self.proxies.client(peer, forwarded_for)):
+            return LOOPBACK
+        return ANONYMOUS if self.settings.public_read else NOBODY
 
     async def _authenticate(self, authorization: str) -> Principal:
         scheme, _, given = authorization.partition(" ")
@@ -218,6 +237,55 @@ class Access:
     async def _admin_possible(self) -> bool:
         """The admin API is off while neither the token nor any key could open it."""
         return self.settings.admin_token is not None or await self.any_active()
+
+    async def admit_upload(self, principal: Principal) -> None:
+        """Before an upload's body is read: the key's uploads this minute, and its scoring CPU
+        this hour. Keys only: the bootstrap token and the protected default's loopback
+        clients are the operator's own."""
+        record = principal.record
+        if record is None:
+            return
+        now = time.time()
+        per_minute = _limit(
+            record.limits.uploads_per_minute, self.settings.quota_uploads_per_minute
+        )
+        if per_minute:
+            window = Window(MINUTE, now)
+            if not await _answered(self.quotas.take(record.id, "uploads", 1, per_minute, window)):
+                raise _throttled(record, "uploads", f"{per_minute:g} uploads a minute", window)
+        per_hour = _limit(
+            record.limits.cpu_seconds_per_hour, self.settings.quota_cpu_seconds_per_hour
+        )
+        if per_hour:
+            window = Window(HOUR, now)
+            if await _answered(self.quotas.used(record.id, "cpu", window)) >= per_hour:
+                raise _throttled(
+                    record, "cpu", f"{per_hour:g} CPU seconds of scoring an hour", window
+                )
+
+    async def spend_bytes(self, principal: Principal, size: int) -> None:
+        """Once the body is read: its bytes against the key's bytes of the UTC day."""
+        record = principal.record
+        if record is None:
+            return
+        per_day = _limit(
+            record.limits.upload_bytes_per_day, self.settings.quota_upload_bytes_per_day
+        )
+        if per_day:
+            window = Window(DAY, time.time())
+            if not await _answered(self.quotas.take(record.id, "bytes", size, per_day, window)):
+                raise _throttled(record, "bytes", f"{per_day:g} uploaded bytes a day", window)
+
+    async def spent_cpu(self, principal: Principal, seconds: float) -> None:
+        """After the upload was scored: what it cost, for the key's next uploads."""
+        record = principal.record
+        if record is None or seconds <= 0:
+            return
+        metrics.KEY_CPU_SECONDS.labels(record.id).inc(seconds)
+        try:
+            await self.quotas.add(record.id, "cpu", seconds, Window(HOUR, time.time()))
+        except KeyStoreUnavailable as exc:  # the upload is stored: only the count is lost
+            log.warning("quota not counted for key %s: %s", record.id, exc)
 
     async def record(self, key_id: str) -> KeyRecord | None:
         now = time.monotonic()
@@ -256,3 +324,24 @@ class Access:
         if await self.any_active():
             return "keys: every upload, listing and delete needs an API key"
         return "protected: no API key exists; uploads, listings and deletes only from loopback"
+
+
+def _limit(override: float | None, setting: float) -> float:
+    """The key's own limit when it has one, else the setting's; 0 means none."""
+    return setting if override is None else override
+
+
+def _throttled(record: KeyRecord, quota: str, allowance: str, window: Window) -> RateLimited:
+    metrics.KEY_THROTTLED.labels(record.id, quota).inc()
+    return RateLimited(
+        f"key {record.id} may use {allowance}; retry in {window.retry_after} s",
+        window.retry_after,
+    )
+
+
+async def _answered(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except KeyStoreUnavailable as exc:
+        log.warning("quota store unavailable: %s", exc)
+        raise KeysUnavailable("the key store is unavailable; retry later") from None

@@ -14,9 +14,9 @@ from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
 
-from apikeys import make_key_store
+from apikeys import make_key_store, make_quotas
 from app.access import Access
-from app.api import admin, health, images, keys
+from app.api import access, admin, health, images, keys
 from app.api.console import mount_console
 from app.api.console import router as console_router
 from app.errors import KeysUnavailable, error_responses, install_error_handlers
@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache = make_cache(settings)
         ledger = make_ledger(settings)
         key_store = make_key_store(settings)
-        app.state.access = Access(settings, key_store)
+        quotas = make_quotas(settings)
+        app.state.access = Access(settings, key_store, quotas)
         renderer: Renderer
         if settings.inference == "queue":
             renderer = QueueRenderer(settings, cache)
@@ -139,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(image_service.decoding.close)
             await asyncio.to_thread(image_service.cpu.close)
             await control.close()
-            for closeable in (cache, ledger, key_store):
+            for closeable in (cache, ledger, key_store, quotas):
                 close = getattr(closeable, "close", None)
                 if close is not None:
                     await close()
@@ -154,13 +155,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=error_responses(431, 500),
     )
     install_error_handlers(app)
-    for router in (images.router, admin.router, keys.router, health.router, console_router):
+    routers = (images.router, admin.router, keys.router, access.router, health.router)
+    for router in (*routers, console_router):
         answer_head_wherever_get(router)
     answer_head_wherever_get(app)  # the documentation pages
     protect_docs(app)
     app.include_router(images.router)
     app.include_router(admin.router)
     app.include_router(keys.router)
+    app.include_router(access.router)
     app.include_router(health.router)
     mount_console(app)
     app.add_middleware(RequestGate, settings=settings)

@@ -99,6 +99,23 @@ LEDGER_ERRORS = Counter(
     "Ledger updates that failed after the object store had confirmed (the ledger drifts).",
 )
 
+# Labelled by the public id of keys that exist (a refused key has no series): as many series
+# as keys were created, however many ids clients make up.
+KEY_UPLOADS = Counter("srstore_key_uploads", "Uploads acknowledged, by API key id.", ["key"])
+KEY_UPLOAD_BYTES = Counter(
+    "srstore_key_upload_bytes", "Bytes of uploads acknowledged, by API key id.", ["key"]
+)
+KEY_CPU_SECONDS = Counter(
+    "srstore_key_compaction_cpu_seconds",
+    "CPU seconds of scoring (compaction) spent on uploads, by API key id.",
+    ["key"],
+)
+KEY_THROTTLED = Counter(
+    "srstore_key_throttled",
+    "Requests refused with 429, by API key id and quota (uploads, bytes, cpu).",
+    ["key", "quota"],
+)
+
 
 def observe_receipt(receipt: Receipt) -> None:
     """Count an acknowledged upload's receipt (an unscored one only by its representation)."""

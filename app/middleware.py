@@ -126,6 +126,8 @@ class RequestGate:
                         headers.get("x-forwarded-for") or headers.get("forwarded"),
                         signed=b"sig=" in scope.get("query_string", b""),
                     )
+                    if needed == "upload":
+                        await access.admit_upload(principal)
                 except BadRequest as refusal:
                     await _refuse(refusal, scope, receive, send)
                     return

@@ -18,6 +18,7 @@ from app.errors import error_responses
 from config.settings import Settings
 
 SCHEME = "apiKey"
+WHOAMI = "/v1/access"
 _SCHEME = {
     "type": "http",
     "scheme": "bearer",
@@ -74,6 +75,8 @@ def _declare_security(schema: dict[str, Any], settings: Settings) -> None:
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             scope = required_scope(method.upper(), path)
+            if path == WHOAMI:
+                operation["security"] = [{SCHEME: []}, {}]  # any key, or none
             if scope is None:
                 continue
             requirement: list[dict[str, list[str]]] = [{SCHEME: [scope]}]

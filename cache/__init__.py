@@ -35,6 +35,7 @@ def make_cache(settings: Settings) -> HRCache:
             settings.cache_admit_after,
             settings.cache_probation_seconds,
             cluster=settings.redis_cluster,
+            wait_replicas=settings.redis_wait_replicas,
         )
     return MemoryCache(
         settings.cache_ttl_seconds,

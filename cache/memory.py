@@ -107,6 +107,11 @@ class MemoryCache:
         return None
 
     async def held_bytes(self) -> int:
+        """What the entries hold, once the expired ones are dropped: an entry unread for its
+        TTL is gone from memory by the next sample, not only when it is next asked for."""
+        now = self.clock()
+        for key in [k for k, (_, expires_at) in self._entries.items() if expires_at <= now]:
+            self._remove(key)
         return self.size_bytes
 
     def expires_in(self, key: CacheKey) -> float | None:

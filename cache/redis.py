@@ -2,10 +2,10 @@
 
 A large rendition (above ``TtlBySize.large_bytes``) is admitted only once it was asked for
 ``admit_after`` times within its TTL, and then kept for at most its shorter TTL. Before that
-it is kept on probation, ``probation_seconds``, long enough for the API process waiting on a
-worker to read it (queue mode), so one client asking for many renditions once each cannot
-fill the cache with them for long. Under ``maxmemory``, ``volatile-lfu`` (see the README)
-evicts the least frequently read first, and the one-offs are those.
+it is kept on probation, for ``probation_seconds``: long enough for the API process waiting
+on a worker to read it (queue mode), and for a second request soon after to find it. So one
+client asking for many renditions once each cannot fill the cache with them for long. Under
+``maxmemory``, ``volatile-lfu`` (see the README) evicts the least frequently read first.
 
 Each image also has a set naming its renditions (``hr:{<id>}:keys``), renewed with them, so a
 DELETE finds every rendition without scanning the keyspace.
@@ -19,6 +19,7 @@ one image carries the image's hash tag, so the scripts run on a Redis Cluster to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -31,9 +32,12 @@ from cache.base import (
     ImageDeleted,
     TtlBySize,
 )
-from keyspace import connect, on_every_master, rendition_prefix
+from keyspace import connect, eval_and_wait, on_every_master, rendition_prefix
 
 log = logging.getLogger(__name__)
+
+WAIT_MS = 250  # how long a DELETE waits for its mark to reach the replicas (under the 0.5 s
+# socket timeout of the cache connection)
 
 
 # KEYS: entry, index, delete mark, request count. ARGV: data, TTL, large bytes, large TTL,
@@ -106,9 +110,11 @@ class RedisCache:
         retry_seconds: float = 2.0,
         ttl_by_size: TtlBySize | None = None,
         admit_after: int = 1,
-        probation_seconds: int = 60,
+        probation_seconds: int = 10,
         cluster: bool = False,
+        wait_replicas: int = 0,
     ) -> None:
+        self.wait_replicas = wait_replicas
         self.ttl_seconds = ttl_seconds
         self.ttl_by_size = ttl_by_size or TtlBySize()
         self.admit_after = admit_after
@@ -157,11 +163,33 @@ class RedisCache:
             raise self._unavailable(exc) from exc
 
     async def mark_deleted(self, image_id: str) -> None:
+        """With ``wait_replicas``, the mark and the drops must also reach that many of the
+        master's connected replicas (``WAIT``, up to ``WAIT_MS``): a failover then cannot bring
+        back renditions of an image whose DELETE was answered 204. A master with fewer replicas
+        (after a failover, before the old master returns) has no failover to lose them to, so
+        all it has must have them. Short of that the mark is taken back and
+        :class:`CacheUnavailable` raised: the DELETE answers 503 and deletes nothing, and the
+        image renders as before.
+        """
         keys = [_index_key(image_id), deleted_key(image_id)]
         try:
-            await self._drop(keys=keys, args=[self.tombstone_seconds])
+            if not self.wait_replicas:
+                await self._drop(keys=keys, args=[self.tombstone_seconds])
+                return
+            _, reached, connected = await eval_and_wait(
+                self.client,
+                _MARK_DELETED_AND_DROP,
+                keys,
+                [self.tombstone_seconds],
+                self.wait_replicas,
+                WAIT_MS,
+            )
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+        if reached < min(self.wait_replicas, connected):
+            with contextlib.suppress(RedisError):
+                await self.client.delete(deleted_key(image_id))
+            raise CacheUnavailable(f"the delete mark reached {reached} of {connected} replicas")
 
     async def ping(self) -> None:
         """Every master answers (on a cluster, one that is down leaves some images uncached)."""

@@ -10,7 +10,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
@@ -38,6 +44,14 @@ class Settings(BaseSettings):
         description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
         " any node of the cluster).",
     )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Replicas a DELETE's mark must reach (Redis WAIT, up to 0.25 s) before the"
+        " DELETE answers, else 503: with 1 on a cluster, a failover cannot bring a deleted"
+        " image's cached renditions back.",
+    )
     redis_cluster: bool = Field(
         False,
         description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
@@ -63,10 +77,13 @@ class Settings(BaseSettings):
         2,
         ge=1,
         description="Requests within its TTL before Redis admits a large rendition; before"
-        " that it is kept SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
+        " that it is kept only SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
     )
     cache_probation_seconds: int = Field(
-        60, ge=1, description="How long Redis keeps a large rendition not admitted yet."
+        10,
+        ge=1,
+        description="How long Redis keeps a large rendition not admitted yet (long enough for"
+        " the API to read what a worker rendered).",
     )
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
@@ -296,6 +313,18 @@ class Settings(BaseSettings):
         le=5,
         description="How long a process trusts its last lookup of a key: a revocation takes"
         " effect on every process within this.",
+    )
+    quota_uploads_per_minute: int = Field(
+        120, ge=0, description="Uploads one API key may make per minute (0: no limit)."
+    )
+    quota_upload_bytes_per_day: int = Field(
+        10 * 2**30, ge=0, description="Bytes one API key may upload per UTC day (0: no limit)."
+    )
+    quota_cpu_seconds_per_hour: float = Field(
+        900.0,
+        ge=0,
+        description="CPU seconds of scoring (compaction) one API key's uploads may cost per"
+        " hour; past it, its uploads get 429 until the hour ends (0: no limit).",
     )
     key: SecretStr | None = Field(
         None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."

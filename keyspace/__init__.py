@@ -31,6 +31,8 @@ from typing import Any, TypeAlias
 
 from redis import asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import PipelineCommand
+from redis.exceptions import RedisError
 
 Client: TypeAlias = "aioredis.Redis | aioredis.RedisCluster"
 
@@ -50,6 +52,43 @@ async def on_every_master(client: Client, *command: str) -> list[Any]:
         replies = await client.execute_command(*command, target_nodes=client.PRIMARIES)
         return list(replies.values()) if isinstance(replies, dict) else [replies]
     return [await client.execute_command(*command)]
+
+
+async def eval_and_wait(
+    client: Client, script: str, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+) -> tuple[Any, int, int]:
+    """Run ``script``, then ``WAIT`` until ``replicas`` replicas have it: the script's answer,
+    how many replicas acknowledged it within ``timeout_ms``, and how many the master had
+    connected (``ROLE``) when it ran.
+
+    ``WAIT`` counts the writes of its own connection, so all three go down one connection: a
+    pipeline on one server; on a cluster, the connection to the master of the keys' slot (the
+    cluster client routes commands one by one, and a keyless ``WAIT`` it would send anywhere).
+    """
+    sent: list[tuple[Any, ...]] = [
+        ("EVAL", script, len(keys), *keys, *args),
+        ("ROLE",),
+        ("WAIT", replicas, timeout_ms),
+    ]
+    if not isinstance(client, aioredis.RedisCluster):
+        async with client.pipeline(transaction=False) as pipe:
+            for command in sent:
+                pipe.execute_command(*command)
+            answer, role, reached = await pipe.execute()
+        return answer, int(reached), len(role[2])
+    await client.initialize()
+    node = client.get_node_from_key(keys[0])
+    if node is None:
+        raise RedisError(f"no master serves the slot of {keys[0]}")
+    commands = [PipelineCommand(n, *command) for n, command in enumerate(sent)]
+    await node.execute_pipeline(commands)
+    answers = [command.result for command in commands]
+    for answer in answers:
+        if isinstance(answer, Exception):
+            await client.nodes_manager.initialize()  # the slot may have moved: look again
+            raise answer if isinstance(answer, RedisError) else RedisError(str(answer))
+    answer, role, reached = answers
+    return answer, int(reached), len(role[2])  # type: ignore[arg-type,index]
 
 
 async def subscriber(client: Client, **options: Any) -> PubSub:
@@ -146,6 +185,7 @@ __all__ = [
     "Client",
     "adopt_legacy_names",
     "connect",
+    "eval_and_wait",
     "image_tag",
     "ledger_debited",
     "on_every_master",

@@ -148,6 +148,7 @@ def cluster_settings(
         s3_endpoint_url=seaweed_server.endpoint_url,
         redis_url=redis_cluster.url,
         redis_cluster=True,
+        redis_wait_replicas=1,
     )
 
 
@@ -158,7 +159,15 @@ def queue_env(
     cluster, the queue has a shard per master."""
     cluster = isinstance(redis_server, RedisClusterServer)
     return {
-        **({"SRSTORE_REDIS_CLUSTER": "true", "SRSTORE_QUEUE_SHARDS": "3"} if cluster else {}),
+        **(
+            {
+                "SRSTORE_REDIS_CLUSTER": "true",
+                "SRSTORE_QUEUE_SHARDS": "3",
+                "SRSTORE_REDIS_WAIT_REPLICAS": "1",
+            }
+            if cluster
+            else {}
+        ),
         "SRSTORE_INFERENCE": "queue",
         "SRSTORE_REDIS_URL": redis_server.url,
         "SRSTORE_S3_BUCKET": unique_bucket(),

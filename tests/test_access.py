@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -548,3 +549,56 @@ def test_the_cli_creates_lists_and_revokes_keys_and_sends_one(tmp_path: Path) ->
     assert with_flag.returncode == 0 and with_env.returncode == 0
     assert revoked.returncode == 0
     assert after.returncode == 1 and "unknown or revoked API key" in after.stderr
+
+
+def minute_of(moment: float) -> int:
+    return int(moment // 60)
+
+
+async def test_a_key_past_its_quotas_gets_429_with_the_seconds_its_window_has_left(
+    fleet: Callable[..., Settings],
+) -> None:
+    async with serving(fleet()) as (_, http):
+        for _attempt in range(2):  # a minute may turn between the uploads: then once more
+            started = time.time()
+            key = await create_key(http, ["upload"], limits={"uploads_per_minute": 2})
+            answers = [await upload(http, bearer(key), seed=i) for i in range(3)]
+            if minute_of(started) == minute_of(time.time()):
+                break
+        assert [a.status_code for a in answers] == [201, 201, 429]
+        refused = answers[2]
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60 - int(started % 60) + 1
+
+        size = len(small_png(0))
+        thrifty = await create_key(http, ["upload"], limits={"upload_bytes_per_day": size * 3 // 2})
+        first, second = [await upload(http, bearer(thrifty), seed=0) for _ in range(2)]
+        assert (first.status_code, second.status_code) == (201, 429)
+        until_midnight = 86_400 - time.time() % 86_400
+        assert abs(int(second.headers["retry-after"]) - until_midnight) <= 2
+
+        # Scoring an upload costs some CPU; a budget of a microsecond an hour is spent by one.
+        frugal = await create_key(http, ["upload"], limits={"cpu_seconds_per_hour": 1e-6})
+        first, second = [await upload(http, bearer(frugal), seed=0) for _ in range(2)]
+        assert (first.status_code, second.status_code) == (201, 429)
+        assert "CPU seconds" in second.json()["error"]["message"]
+        assert 1 <= int(second.headers["retry-after"]) <= 3600
+
+        metrics = (await http.get("/metrics")).text
+    assert f'srstore_key_throttled_total{{key="{key["id"]}",quota="uploads"}} 1.0' in metrics
+    assert f'srstore_key_throttled_total{{key="{thrifty["id"]}",quota="bytes"}} 1.0' in metrics
+    assert f'srstore_key_throttled_total{{key="{frugal["id"]}",quota="cpu"}} 1.0' in metrics
+    assert f'srstore_key_uploads_total{{key="{key["id"]}"}} 2.0' in metrics
+
+
+async def test_per_key_metrics_name_only_keys_that_exist(tmp_path: Path) -> None:
+    async with serving(Settings(data_dir=tmp_path / "data", admin_token=TOKEN)) as (_, http):  # type: ignore[arg-type]
+        key = await create_key(http, ["upload"])
+        assert (await upload(http, bearer(key))).status_code == 201
+        made_up = [f"srk_{i:010x}_{'b' * 43}" for i in range(50)]
+        for fake in made_up:
+            assert (await upload(http, bearer(fake))).status_code == 401
+        metrics = (await http.get("/metrics")).text
+    labelled = set(re.findall(r'srstore_key_\w+\{key="([0-9a-f]+)"', metrics))
+    assert key["id"] in labelled
+    assert not labelled & {fake.split("_")[1] for fake in made_up}

@@ -655,3 +655,47 @@ def test_an_image_deleted_from_compare_is_gone(
 
     assert not by_id(browser, "compare-body").is_displayed()
     assert api.get(f"/v1/images/{meta['id']}").status_code == 404
+
+
+def test_signed_in_with_a_key_the_views_its_scopes_do_not_allow_are_disabled_with_a_reason(
+    browser: Chrome, tmp_path: Path
+) -> None:
+    env = {"SRSTORE_DATA_DIR": str(tmp_path / "data"), "SRSTORE_ADMIN_TOKEN": TOKEN}
+    keyed = start_api(env)  # a service of its own: its keys must not reach the other tests
+    try:
+        made = httpx.post(
+            f"{keyed.url}/v1/admin/keys",
+            json={"scopes": ["read"], "tenant": "viewers"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        ).json()
+        browser.get("about:blank")
+        browser.get(f"{keyed.url}/console/#compare")
+        by_id(browser, "api-key").send_keys(made["key"])
+        by_id(browser, "key-form").submit()
+        status = by_id(browser, "key-status")
+        wait(browser).until(lambda _: made["id"] in status.text)
+        links = {
+            view: browser.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]')
+            for view in ("upload", "gallery", "compare")
+        }
+        disabled = {v: link.get_attribute("aria-disabled") for v, link in links.items()}
+        upload_reason = links["upload"].get_attribute("title")
+        gallery_reason = links["gallery"].get_attribute("title")
+        links["upload"].click()
+        refused = by_id(browser, "view-refused")
+        wait(browser).until(lambda _: refused.is_displayed())
+        upload_hidden = not by_id(browser, "view-upload").is_displayed()
+        refused_text = refused.text
+
+        by_id(browser, "key-forget").click()
+        wait(browser).until(lambda _: "Not signed in" in status.text)
+        signed_out_reason = links["upload"].get_attribute("title")
+    finally:
+        keyed.stop()
+    assert status.text.startswith("Not signed in")
+    assert disabled == {"upload": "true", "gallery": "true", "compare": None}
+    assert upload_reason == f"this key ({made['id']}) lacks the upload scope"
+    assert gallery_reason == f"this key ({made['id']}) lacks the list scope"
+    assert upload_hidden and refused_text == f"Upload is disabled: {upload_reason}."
+    # A key exists, so without one even this machine may not upload.
+    assert signed_out_reason == "sign in with an API key that has the upload scope"

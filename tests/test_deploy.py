@@ -107,6 +107,7 @@ def test_promtool_accepts_the_scrape_config_and_alert_rules() -> None:
     for result in (
         promtool("check", "config", PROMETHEUS / "prometheus.yml"),
         promtool("check", "rules", PROMETHEUS / "alerts.yml"),
+        promtool("check", "rules", PROMETHEUS / "redis-cluster-alerts.yml"),
     ):
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -114,6 +115,13 @@ def test_promtool_accepts_the_scrape_config_and_alert_rules() -> None:
 @needs_promtool
 def test_alerts_fire_on_a_down_dependency_and_a_low_hit_rate() -> None:
     result = promtool("test", "rules", PROMETHEUS / "alerts_test.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_redis_cluster_alerts_fire_on_a_master_down_uncovered_slots_and_replica_lag() -> None:
+    result = promtool("test", "rules", PROMETHEUS / "redis-cluster-alerts_test.yml")
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -282,6 +290,8 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 KUSTOMIZATION = DEPLOY / "k8s" / "kustomization.yaml"
 MONITORING = DEPLOY / "k8s" / "monitoring"  # the optional component: the ServiceMonitor
 WITH_MONITORING = DEPLOY / "k8s-with-monitoring"
+REDIS_CLUSTER = DEPLOY / "k8s" / "redis-cluster"  # the optional component: a Redis Cluster
+WITH_REDIS_CLUSTER = DEPLOY / "k8s-with-redis-cluster"
 
 
 def kubernetes_resources(folder: Path = DEPLOY / "k8s") -> list[dict]:
@@ -333,6 +343,54 @@ def test_the_service_monitor_is_an_optional_component() -> None:
     assert yaml.safe_load((MONITORING / "kustomization.yaml").read_text())["kind"] == "Component"
 
 
+def test_the_redis_cluster_component_adds_six_nodes_and_selects_the_cluster_client() -> None:
+    base = kustomize(DEPLOY / "k8s")
+    clustered = kustomize(WITH_REDIS_CLUSTER)
+    by_kind = {(r["kind"], r["metadata"]["name"]): r for r in clustered}
+    config = by_kind["ConfigMap", "srstore"]["data"]
+    redis_conf = by_kind["ConfigMap", "redis-cluster"]["data"]["redis.conf"]
+    create = " ".join(
+        by_kind["Job", "redis-cluster-create"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+    assert len(clustered) == len(base) + 5  # config, service, nodes, budget, the create job
+    assert (config["SRSTORE_REDIS_CLUSTER"], config["SRSTORE_QUEUE_SHARDS"]) == ("true", "3")
+    assert config["SRSTORE_REDIS_WAIT_REPLICAS"] == "1"
+    assert by_kind["StatefulSet", "redis-cluster"]["spec"]["replicas"] == 6
+    assert "--cluster-replicas 1" in create
+    assert "cluster-enabled yes" in redis_conf
+    assert "cluster-require-full-coverage no" in redis_conf
+    assert by_kind["Service", "redis-cluster"]["spec"]["clusterIP"] == "None"
+
+
+def test_the_compose_cluster_profile_runs_three_masters_with_replicas_and_their_exporter() -> None:
+    schema = json.loads((ROOT / "tests/data/compose_spec.json").read_text())
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    override = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    nodes = [name for name in services if name.startswith("redis-node-")]
+    init = services["redis-cluster-init"]
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
+    (redis_job,) = [job for job in scrape if job["job_name"] == "redis-cluster"]
+
+    jsonschema.validate(override, schema, cls=jsonschema.Draft201909Validator)
+    assert len(nodes) == 6
+    for name in [*nodes, "redis-cluster-init", "redis-exporter"]:
+        assert services[name]["profiles"] == ["cluster"], name
+    node_args = services["redis-node-0"]["command"]
+    assert node_args[node_args.index("--cluster-enabled") + 1] == "yes"
+    assert node_args[node_args.index("--cluster-require-full-coverage") + 1] == "no"
+    assert set(init["depends_on"]) == set(nodes)
+    assert "--cluster-replicas 1" in init["command"][0]
+    for name in ("api", "worker", "worker-cpu"):
+        env = override["services"][name]["environment"]
+        assert (env["SRSTORE_REDIS_CLUSTER"], env["SRSTORE_REDIS_WAIT_REPLICAS"]) == ("true", "1")
+        assert env["SRSTORE_REDIS_URL"].startswith("redis://redis-node-0:")
+        assert override["services"][name]["depends_on"]["redis-cluster-init"] == {
+            "condition": "service_completed_successfully"
+        }
+    assert len(redis_job["static_configs"][0]["targets"]) == 6
+
+
 def test_no_secret_is_applied_and_the_readme_says_how_to_create_it() -> None:
     """An applied Secret would overwrite the real one with placeholders, token included."""
     rendered = kustomize(WITH_MONITORING)
@@ -374,7 +432,11 @@ def test_the_manifests_run_the_images_the_documented_build_tags() -> None:
 
 @pytest.mark.parametrize(
     "resource",
-    [*kubernetes_resources(), *kubernetes_resources(MONITORING)],
+    [
+        *kubernetes_resources(),
+        *kubernetes_resources(MONITORING),
+        *kubernetes_resources(REDIS_CLUSTER),
+    ],
     ids=lambda r: f"{r['kind']}/{r['metadata']['name']}",
 )
 def test_kubernetes_manifests_validate_against_the_api_schemas(resource: dict) -> None:

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from app import metrics
 from app.access import Principal, costly_options_allowed
 from app.api.uploads import read_upload
 from app.audit import audit
-from app.deps import ClientDep, ImageServiceDep, PrincipalDep, SettingsDep
+from app.deps import AccessDep, ClientDep, ImageServiceDep, PrincipalDep, SettingsDep
 from app.errors import Forbidden, error_response, error_responses
 from app.services.conditional import (
     Preconditions,
@@ -24,6 +25,7 @@ from app.services.renditions import RenditionRequest, verify_signature
 from config.settings import Settings
 from imaging import Fit, OutputFormat
 from policy import Floor, StoragePolicy
+from render import costs
 from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -55,7 +57,7 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=ImageMeta,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 429, 503),
     summary="Upload an image (multipart field 'file', or a raw image/* body)",
     description="The image belongs to the tenant of the key that uploads it. `policy` and "
     "`floor` cost CPU: a key needs `costly_options` to ask for them.",
@@ -67,6 +69,7 @@ async def upload_image(
     settings: SettingsDep,
     principal: PrincipalDep,
     client: ClientDep,
+    access: AccessDep,
     policy: Annotated[
         StoragePolicy | None,
         Query(description="Storage policy for this upload; SRSTORE_STORAGE_POLICY if omitted."),
@@ -84,7 +87,13 @@ async def upload_image(
     ):
         raise Forbidden("this key may not ask for policy= or floor= (costly_options)")
     data = await read_upload(request, settings.max_upload_bytes)
-    meta = await images.upload(data, policy, quality_floor, client, tenant=principal.owner)
+    await access.spend_bytes(principal, len(data))
+    with costs.account("compaction") as scoring:
+        meta = await images.upload(data, policy, quality_floor, client, tenant=principal.owner)
+    await access.spent_cpu(principal, scoring.seconds)
+    if principal.record is not None:
+        metrics.KEY_UPLOADS.labels(principal.record.id).inc()
+        metrics.KEY_UPLOAD_BYTES.labels(principal.record.id).inc(len(data))
     response.headers["Location"] = f"/v1/images/{meta.id}"
     return meta
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,7 +116,10 @@ class CpuPool:
                 _retry_after(self.wait_seconds),
             ) from None
         try:
-            future = asyncio.wrap_future(self._pool.submit(work))
+            # In the caller's context, as asyncio.to_thread runs it: the request id of its log
+            # lines, and the per-key account of its CPU (render.costs.account).
+            context = contextvars.copy_context()
+            future = asyncio.wrap_future(self._pool.submit(context.run, work))
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:

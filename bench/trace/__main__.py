@@ -76,7 +76,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--seconds-per-day",
         type=float,
-        default=12.0,
+        default=2.0,
         help="real seconds per simulated day (the clock's acceleration)",
     )
     parser.add_argument(

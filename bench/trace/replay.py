@@ -33,6 +33,7 @@ from tests.support.servers import (
 )
 
 HOUR = 3600.0
+SAMPLE_EVERY = 6 * HOUR  # simulated: storage is integrated over these steps
 READERS = 8  # reads in flight at once, at most
 
 
@@ -105,6 +106,7 @@ class Deployment:
     @contextlib.contextmanager
     def serve(self, env: Mapping[str, str]) -> Iterator[tuple[ApiProcess, WorkerProcess | None]]:
         run = uuid.uuid4().hex[:8]
+        (self.scratch / run).mkdir(parents=True)
         env = {**env, "SRSTORE_DATA_DIR": str(self.scratch / run / "data")}
         worker = None
         if self.redis is not None and self.seaweed is not None:
@@ -195,7 +197,7 @@ async def replay(
             while simulated <= end:
                 await at(simulated)
                 outcome.samples.append(await sample(http, worker, simulated))
-                simulated += HOUR
+                simulated += SAMPLE_EVERY
 
         uploading = [asyncio.create_task(upload(name)) for name in uploads]
         sampling = asyncio.create_task(sample_every_hour())

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.trace.replay import HOUR, Clock, Outcome
+from bench.trace.replay import HOUR, SAMPLE_EVERY, Clock, Outcome
 from ledger.costs import GIB, SECONDS_PER_MONTH, Prices
 
 FLOOR_SSIM = 0.9
@@ -36,6 +36,7 @@ class Figures:
     p95_ms: float
     min_ssim: float
     below_floor: int
+    unscored: int  # receipts whose scoring failed (the x4 copy kept, quality unknown)
     errors: int
     late_seconds: float
     months: float
@@ -53,14 +54,15 @@ class Figures:
 
 def figures(name: str, outcome: Outcome, clock: Clock, prices: Prices, images: int) -> Figures:
     first, last = outcome.samples[0], outcome.samples[-1]
-    per_byte_hour = prices.storage_gb_month / GIB * HOUR / SECONDS_PER_MONTH
-    storage = sum(s.stored_bytes for s in outcome.samples) * per_byte_hour
-    originals = sum(s.original_bytes for s in outcome.samples) * per_byte_hour
+    per_byte_step = prices.storage_gb_month / GIB * SAMPLE_EVERY / SECONDS_PER_MONTH
+    storage = sum(s.stored_bytes for s in outcome.samples) * per_byte_step
+    originals = sum(s.original_bytes for s in outcome.samples) * per_byte_step
     cpu = last.process_cpu_seconds - first.process_cpu_seconds
     cache_byte_seconds = (last.cache_byte_seconds - first.cache_byte_seconds) * clock.speedup
     ok = [read for read in outcome.reads if read.status == 200]
     latencies = sorted(read.seconds * 1000 for read in ok) or [0.0]
-    ssims = [_ssim(receipt) for receipt in outcome.receipts.values()]
+    known = [_ssim(receipt) for receipt in outcome.receipts.values()]
+    ssims = [ssim for ssim in known if ssim is not None]
     return Figures(
         name=name,
         stored_gb=last.stored_bytes / GIB,
@@ -77,6 +79,7 @@ def figures(name: str, outcome: Outcome, clock: Clock, prices: Prices, images: i
         p95_ms=latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
         min_ssim=min(ssims, default=1.0),
         below_floor=sum(ssim < FLOOR_SSIM for ssim in ssims),
+        unscored=len(known) - len(ssims),
         errors=len(outcome.reads) - len(ok) + outcome.failed_uploads,
         late_seconds=max((read.late for read in outcome.reads), default=0.0),
         months=last.at / SECONDS_PER_MONTH,
@@ -84,19 +87,20 @@ def figures(name: str, outcome: Outcome, clock: Clock, prices: Prices, images: i
     )
 
 
-def _ssim(receipt: dict[str, object]) -> float:
-    """The SSIM of a plain read; the upload kept as it came is served as its own bytes."""
-    if receipt.get("representation") == "original":
+def _ssim(receipt: dict[str, object]) -> float | None:
+    """The SSIM of a plain read (the upload kept as it came is served as its own bytes);
+    None when unknown: scoring failed, or had not finished by the end."""
+    if receipt.get("representation") == "original" and not receipt.get("error"):
         return 1.0
     ssim = receipt.get("ssim")
-    return float(ssim) if isinstance(ssim, int | float) else 0.0
+    return float(ssim) if isinstance(ssim, int | float) else None
 
 
 def table(rows: list[Figures]) -> str:
     head = (
         "| configuration | stored at end (GB) | storage $ | CPU s (ledger) | CPU $ | cache GB-h"
         " | cache $ | total $ | net $/month | hit rate | model runs | p50 / p95 ms"
-        " | min SSIM (below 0.9) | errors | max late s |\n"
+        " | min SSIM (below 0.9, unscored) | errors | max late s |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
@@ -108,7 +112,8 @@ def table(rows: list[Figures]) -> str:
             f" | {f.cache_gb_hours * s:.1f} | {f.cache_dollars * s:.2f}"
             f" | {f.total_dollars * s:.2f} | {f.net_per_month * s:+.2f}"
             f" | {f.hit_rate:.0%} | {f.model_runs} | {f.p50_ms:.0f} / {f.p95_ms:.0f}"
-            f" | {f.min_ssim:.3f} ({f.below_floor}) | {f.errors} | {f.late_seconds:.1f} |"
+            f" | {f.min_ssim:.3f} ({f.below_floor}, {f.unscored}) | {f.errors}"
+            f" | {f.late_seconds:.1f} |"
         )
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import tracemalloc
 import uuid
@@ -25,7 +26,7 @@ from cache import (
 from cache.memory import ENTRY_OVERHEAD_BYTES
 from cache.redis import _index_key
 from cache.tombstones import SWEEP_INTERVAL_SECONDS
-from tests.support.servers import RedisClusterServer, RedisServer, free_port
+from tests.support.servers import RedisClusterServer, RedisServer, free_port, start_redis
 from tests.support.waiting import until
 
 TTL = 60
@@ -285,6 +286,24 @@ async def test_the_memory_bound_counts_what_an_entry_really_holds(
     assert 0.75 < cache.size_bytes / held < 1.33
 
 
+async def test_memory_held_by_expired_entries_is_reclaimed_unasked(
+    tombstones: Tombstones,
+) -> None:
+    now = [0.0]
+    cache = MemoryCache(
+        ttl_seconds=10, max_bytes=10**6, tombstones=tombstones, clock=lambda: now[0]
+    )
+    await cache.put(key("short"), b"s" * 1000)
+    now[0] = 5.0
+    await cache.put(key("later"), b"l" * 1000)
+
+    now[0] = 11.0  # "short" unread for its TTL, "later" still live; neither asked for
+    held = await cache.held_bytes()
+
+    assert held == 1000 + ENTRY_OVERHEAD_BYTES
+    assert await cache.get(key("later")) is not None
+
+
 async def test_a_large_entry_is_kept_unread_for_less_time(tombstones: Tombstones) -> None:
     cache = MemoryCache(
         TTL, max_bytes=2**20, tombstones=tombstones, ttl_by_size=TtlBySize(1000, 10)
@@ -327,3 +346,57 @@ async def test_an_unreachable_redis_is_unavailable_and_fails_fast() -> None:
     with pytest.raises(CacheUnavailable, match="moments ago"):
         await cache.get(key())
     await cache.close()
+
+
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+async def test_a_delete_mark_reaches_the_replicas_there_are(
+    request: pytest.FixtureRequest, where: str
+) -> None:
+    """SRSTORE_REDIS_WAIT_REPLICAS=1: on the cluster (a replica per master) a replica
+    acknowledges the mark; the session's single Redis has none to wait for, and the mark
+    holds all the same."""
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if where == "redis-cluster" else "redis_server"
+    )
+    cache = RedisCache(server.url, TTL, cluster=where == "redis-cluster", wait_replicas=1)
+    image_id = f"wait-{uuid.uuid4().hex[:8]}"
+    await cache.put(key(image_id), b"rendered")
+    try:
+        await cache.mark_deleted(image_id)
+        with pytest.raises(ImageDeleted):
+            await cache.put(key(image_id), b"again")
+        left = await cache.get(key(image_id))
+    finally:
+        await cache.close()
+
+    assert left is None
+
+
+async def test_a_delete_mark_no_connected_replica_acknowledges_is_taken_back(
+    tmp_path: Path,
+) -> None:
+    """A replica that follows but does not answer in time (paused): the DELETE must fail,
+    and the image stays cacheable rather than half deleted."""
+    master = start_redis(tmp_path / "master")
+    replica = start_redis(tmp_path / "replica")
+    follower = redis.Redis(port=replica.port)
+    cache = RedisCache(master.url, TTL, wait_replicas=1)
+    image_id = f"lag-{uuid.uuid4().hex[:8]}"
+    try:
+        follower.replicaof("127.0.0.1", master.port)
+        await until(lambda: follower.info("replication")["master_link_status"] == "up", "link")
+        replica.process.send_signal(signal.SIGSTOP)  # connected, and silent
+        with pytest.raises(CacheUnavailable) as refused:
+            await cache.mark_deleted(image_id)
+        cache._down_until = 0.0  # the failure's fail-fast pause is not under test here
+        await cache.put(key(image_id), b"still cacheable")
+        kept = await cache.get(key(image_id))
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+        follower.close()
+        replica.stop()
+        master.stop()
+        await cache.close()
+
+    assert "reached 0 of 1 replicas" in str(refused.value)
+    assert kept == b"still cacheable"

@@ -193,6 +193,7 @@ async def test_idle_images_are_those_last_read_before_the_cutoff(
     reopened = open_ledger()
     try:
         idle = await reopened.idle(before=3000.0, limit=10_000)
+        await reopened.forget(cold)
     finally:
         await _close(reopened)
 
