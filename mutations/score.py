@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -38,9 +40,13 @@ def targets(only: list[str] | None = None) -> list[str]:
 def run(minutes: float, children: int, only: list[str]) -> int:
     mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
     command = [mutmut, "run", "--max-children", str(children), *targets(only)]
+    # Its own process group: at the bound, mutmut's forked runners stop with it.
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
     try:
-        return subprocess.run(command, cwd=ROOT, timeout=minutes * 60).returncode
+        return process.wait(timeout=minutes * 60)
     except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
         print(f"stopped after {minutes} minutes; the rest counts as not checked")
         return 0
 

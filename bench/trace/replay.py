@@ -106,6 +106,7 @@ class Deployment:
     @contextlib.contextmanager
     def serve(self, env: Mapping[str, str]) -> Iterator[tuple[ApiProcess, WorkerProcess | None]]:
         run = uuid.uuid4().hex[:8]
+        (self.scratch / run).mkdir(parents=True)
         env = {**env, "SRSTORE_DATA_DIR": str(self.scratch / run / "data")}
         worker = None
         if self.redis is not None and self.seaweed is not None:

@@ -144,19 +144,24 @@ def test_a_tombstone_expires_after_its_lifetime_and_is_swept(tmp_path: Path) -> 
 
 def test_a_sweep_keeps_every_mark_younger_than_its_lifetime(tmp_path: Path) -> None:
     """The clock runs with the files' own times (a sweep compares it with their mtimes):
-    a mark made a sweep interval ago, well within its lifetime, survives the next sweep."""
+    a mark made a sweep interval ago, well within its lifetime, survives the next sweep.
+    The data directory need not exist yet: the first mark makes it."""
     offset = [0.0]
-    marks = Tombstones(tmp_path / "t", lifetime_seconds=300, clock=lambda: time.time() + offset[0])
+    marks = Tombstones(
+        tmp_path / "data" / "tombstones",
+        lifetime_seconds=300,
+        clock=lambda: time.time() + offset[0],
+    )
     marks.mark("earlier")
     offset[0] = SWEEP_INTERVAL_SECONDS + 1
 
     marks.mark("later")  # sweeps: "earlier" is a minute old, with four more to live
 
     assert marks.marked("earlier") and marks.marked("later")
-    assert sorted(os.listdir(tmp_path / "t")) == ["earlier", "later"]
+    assert sorted(os.listdir(tmp_path / "data" / "tombstones")) == ["earlier", "later"]
     offset[0] = 300 + 2 * SWEEP_INTERVAL_SECONDS + 2
     marks.mark("last")  # both are past their lifetime now, and are swept
-    assert sorted(os.listdir(tmp_path / "t")) == ["last"]
+    assert sorted(os.listdir(tmp_path / "data" / "tombstones")) == ["last"]
 
 
 async def test_a_redis_hit_renews_the_ttl(
