@@ -310,6 +310,10 @@ class Access:
             found = await self.store.any_active()
         except KeyStoreUnavailable as exc:
             log.warning("key store unavailable: %s", exc)
+            if self._any is not None and not self._any[1]:
+                # No key was in force when last asked: the protected default (loopback only)
+                # stays in force through an outage of the store, as uploads did before keys.
+                return False
             raise KeysUnavailable("the key store is unavailable; retry later") from None
         self._any = (now, found)
         return found

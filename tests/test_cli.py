@@ -146,7 +146,7 @@ def test_models_list_is_a_table_and_json_for_scripts(
     assert len(listed.stdout.splitlines()) == 2 + len(scripted["models"])
     assert refused.returncode == 1
     assert refused.stderr == (
-        "srstore: error: 401 unauthorized: a valid bearer token is required "
+        "srstore: error: 401 unauthorized: unknown or revoked API key "
         "(SRSTORE_ADMIN_TOKEN in this shell differs from the server's)\n"
     )
 

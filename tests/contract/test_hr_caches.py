@@ -385,6 +385,11 @@ async def test_a_delete_mark_no_connected_replica_acknowledges_is_taken_back(
     try:
         follower.replicaof("127.0.0.1", master.port)
         await until(lambda: follower.info("replication")["master_link_status"] == "up", "link")
+        leader = redis.Redis(port=master.port)
+        # The master lists the replica (ROLE) only once the sync is over, a moment after the
+        # replica sees its link up; before that it has no replica to wait for.
+        await until(lambda: len(leader.execute_command("ROLE")[2]) == 1, "replica listed")
+        leader.close()
         replica.process.send_signal(signal.SIGSTOP)  # connected, and silent
         with pytest.raises(CacheUnavailable) as refused:
             await cache.mark_deleted(image_id)
