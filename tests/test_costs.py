@@ -1,8 +1,9 @@
 """What the service spends, beside what it saves: each figure moves by what was done.
 
-Runs in the embedded default and in full mode (real Redis and SeaweedFS, whose ledger the
-whole session shares, so every test compares before and after), and in queue mode, where a
-real worker process renders and adds its own compute to the fleet's ledger.
+Runs in the embedded default and in full mode (real SeaweedFS, and a real Redis of each test's
+own, whose ledger no other process writes to meanwhile), and in queue mode, where a real worker
+process renders and adds its own compute to the fleet's ledger (the session's, shared: those
+tests compare before and after).
 """
 
 from __future__ import annotations
@@ -58,9 +59,34 @@ def large_photo(photo: Image.Image) -> bytes:
     return encode(photo.resize((1204, 804)), "PNG")
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own: in the session's, a worker process of another test may add
+    its compute to the fleet ledger mid-test, and other tests' keys expire from its memory."""
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["embedded", "full"])
-def local_settings(request: pytest.FixtureRequest) -> Settings:
-    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
+def local_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The embedded default, or full mode (SeaweedFS and a Redis of the test's own). Only the
+    scrapes flush the ledger: a background flush would sample the cache mid-measurement. Large
+    entries are admitted at once: on probation one could expire before a slow test ends."""
+    quiet = {"cost_flush_seconds": 3600.0}
+    if request.param == "embedded":
+        embedded: Settings = request.getfixturevalue("embedded_settings")
+        return embedded.model_copy(update=quiet)
+    seaweed_server: SeaweedServer = request.getfixturevalue("seaweed_server")
+    return Settings(
+        data_dir=tmp_path / "data",
+        s3_bucket=SHARED_BUCKET,
+        s3_prefix=f"{uuid.uuid4().hex[:12]}/",
+        s3_endpoint_url=seaweed_server.endpoint_url,
+        redis_url=request.getfixturevalue("own_redis").url,
+        cache_admit_after=1,
+        **quiet,
+    )
 
 
 async def test_an_upload_adds_its_ingest_cpu_and_its_storage_to_the_ledger(
@@ -155,44 +181,16 @@ async def query_buffers_trimmed(client: redis.asyncio.Redis) -> None:
             await asyncio.sleep(0.2)
 
 
-@pytest.fixture(params=["embedded", "own-redis"])
-def held_settings(
-    request: pytest.FixtureRequest, tmp_path: Path, seaweed_server: SeaweedServer
-) -> Iterator[Settings]:
-    """The embedded cache, or full mode on a Redis of its own: the session's Redis holds other
-    tests' keys, whose expiry would move its memory while the test measures it. The entry is
-    admitted at once (on probation it could expire before a slow measurement ends), and only
-    the scrapes flush (a background flush would sample the cache inside the interval)."""
-    quiet = {"cost_flush_seconds": 3600.0}
-    if request.param == "embedded":
-        embedded: Settings = request.getfixturevalue("embedded_settings")
-        yield embedded.model_copy(update=quiet)
-        return
-    server = start_redis(tmp_path / "redis")
-    try:
-        yield Settings(
-            data_dir=tmp_path / "data",
-            s3_bucket=SHARED_BUCKET,
-            s3_prefix=f"{uuid.uuid4().hex[:12]}/",
-            s3_endpoint_url=seaweed_server.endpoint_url,
-            redis_url=server.url,
-            cache_admit_after=1,
-            **quiet,
-        )
-    finally:
-        server.stop()
-
-
 async def test_a_cached_entry_adds_its_byte_seconds(
-    held_settings: Settings, large_photo: bytes
+    local_settings: Settings, large_photo: bytes
 ) -> None:
     """The fleet ledger integrates the bytes the cache holds, sampled at each flush: an entry's
     bytes for as long as it is held. In Redis, its memory figure (the entry and its overhead)."""
-    redis_url = held_settings.redis_url
+    redis_url = local_settings.redis_url
     # One connection for the whole test: one opened or closed mid-interval moves Redis's memory.
     watcher = redis.asyncio.Redis.from_url(redis_url) if redis_url else None
     windows = []
-    async with serving(held_settings) as (app, client):
+    async with serving(local_settings) as (app, client):
         flusher = app.state.costs.flusher
         sampled: list[int] = []
         held_bytes = flusher.cache.held_bytes
@@ -265,13 +263,13 @@ async def test_a_render_on_a_worker_reaches_the_fleet_ledger(
 
 def test_srstore_costs_prints_the_fleet_figures_from_a_running_api(
     tmp_path: Path,
-    redis_server: RedisServer,
+    own_redis: RedisServer,
     seaweed_server: SeaweedServer,
     large_photo: bytes,
 ) -> None:
     env = {
         "SRSTORE_DATA_DIR": str(tmp_path / "data"),
-        "SRSTORE_REDIS_URL": redis_server.url,
+        "SRSTORE_REDIS_URL": own_redis.url,
         "SRSTORE_S3_BUCKET": "srstore-tests",
         "SRSTORE_S3_PREFIX": f"costs-{time.time_ns()}/",
         "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,
