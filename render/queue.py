@@ -40,6 +40,8 @@ from storage import StorageUnavailable
 
 GROUP = "workers"
 EXPIRED = "expired"
+COMPACTION_FORMAT = "compact"  # the key's format of a compaction job
+COMPACTION_JOB_SECONDS = 3600.0  # a compaction is never refused as expired; this bounds dedupe
 
 Enqueued = Literal["queued", "joined", "full"]
 
@@ -94,6 +96,18 @@ class RenderJob:
             fields.get("encoding", ""),
         )
         return cls(key, float(fields["deadline"]), fields.get("request_id", ""))
+
+
+def compaction_stream(render_stream: str) -> str:
+    """The compactions' own stream: a worker reads it only when no render waits."""
+    return f"{render_stream}:compact"
+
+
+def compaction_job(image_id: str, model: str, request_id: str = "") -> RenderJob:
+    """A compaction travels as a job whose key names the image and the model to score with,
+    so it shares the render queue's enqueue dedupe, claims and acknowledgement."""
+    key = CacheKey(image_id, model, COMPACTION_FORMAT)
+    return RenderJob(key, time.time() + COMPACTION_JOB_SECONDS, request_id)
 
 
 @dataclass(frozen=True)
@@ -155,8 +169,8 @@ class JobQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        """New jobs for this consumer, waiting up to ``block_ms`` for the first.
+    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """New jobs for this consumer, waiting up to ``block_ms`` for the first (None: not at all).
 
         A Redis that lost the stream (a restart without persistence, a failover, a flush)
         loses the consumer group with it: the group is made again and reading goes on.
@@ -204,6 +218,14 @@ class JobQueue:
 
     async def depth(self) -> int:
         return int(await self.client.xlen(self.stream))
+
+    async def oldest_age(self) -> float:
+        """Seconds since the oldest unfinished job was queued (0 when none)."""
+        entries = await self.client.xrange(self.stream, count=1)
+        if not entries:
+            return 0.0
+        queued_ms = int(str(entries[0][0]).partition("-")[0])
+        return max(0.0, time.time() - queued_ms / 1000)
 
 
 def _entry(raw: tuple[str, dict[str, str]]) -> Entry:

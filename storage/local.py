@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +27,11 @@ class LocalStore:
 
     Metadata is written first and the data last, each by rename after fsync, so an object
     exists exactly when its data file does; a crash leaves at most an orphan sidecar.
+
+    Replacing an object renames two files, which a reader could see half done (the new
+    metadata beside the old data). The sidecar therefore carries a digest of its data, and
+    ``get`` reads again until the two match: a read during a replacement returns one side,
+    whole (background compaction replaces images while they are being read).
     """
 
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
@@ -84,7 +91,8 @@ class LocalStore:
     def _put(self, path: Path, data: bytes, metadata: dict[str, str]) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(_sidecar(path), json.dumps(metadata).encode())
+            sealed = {**metadata, _DIGEST: _digest(data)}
+            write_atomically(_sidecar(path), json.dumps(sealed).encode())
             write_atomically(path, data)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path.name}: {exc.strerror}") from exc
@@ -104,19 +112,38 @@ class LocalStore:
         return sorted(key for key in keys if key.startswith(prefix))
 
     def _get(self, path: Path) -> StoredObject:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ObjectNotFound(path.name) from None
-        return StoredObject(data, self._read_metadata(path))
+        for _ in range(_REREADS):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                raise ObjectNotFound(path.name) from None
+            metadata = self._read_sealed(path)
+            digest = metadata.pop(_DIGEST, None)
+            if digest is None or digest == _digest(data):
+                return StoredObject(data, metadata)
+            time.sleep(0.005)  # a replacement is between its two renames
+        raise StorageUnavailable(f"{path.name} kept changing while it was read")
 
     def _read_metadata(self, path: Path) -> Mapping[str, str]:
+        metadata = self._read_sealed(path)
+        metadata.pop(_DIGEST, None)
+        return metadata
+
+    def _read_sealed(self, path: Path) -> dict[str, str]:
         if not path.exists():
             raise ObjectNotFound(path.name)
         try:
             return dict(json.loads(_sidecar(path).read_bytes()))
         except FileNotFoundError:
             raise ObjectNotFound(path.name) from None
+
+
+_DIGEST = "srstore-blake2b"  # in the sidecar only: get and head never return it
+_REREADS = 200
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _sidecar(path: Path) -> Path:

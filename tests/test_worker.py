@@ -19,6 +19,7 @@ from models.archs import build_model
 from models.weights import weights_path
 from render.queue import GROUP
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
+from tests.support.compaction import compacted
 from tests.support.metrics import samples
 from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.proxy import DelayProxy
@@ -45,6 +46,7 @@ def espcn_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
 async def upload(client: httpx.AsyncClient, data: bytes) -> str:
     response = await client.post("/v1/images", content=data, headers={"content-type": "image/jpeg"})
     assert response.status_code == 201, response.text
+    await compacted(client, response.json()["id"])  # the receipt is done, the read cached
     return str(response.json()["id"])
 
 

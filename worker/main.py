@@ -15,9 +15,11 @@ from redis import asyncio as aioredis
 
 from cache import make_cache
 from config.settings import Settings
+from ledger import make_ledger
 from models.registry import ModelRegistry
+from render.compaction import Compactor
 from render.inference import InferenceEngine
-from render.queue import JobQueue
+from render.queue import JobQueue, compaction_stream
 from storage import make_store
 from worker.consumer import Worker
 
@@ -39,6 +41,13 @@ async def serve(settings: Settings, name: str) -> None:
     client = aioredis.from_url(settings.redis_url, decode_responses=True)
     cache = make_cache(settings)
     queue = JobQueue(client, settings.queue_stream, settings.queue_max_length)
+    compactions = JobQueue(
+        client, compaction_stream(settings.queue_stream), settings.compaction_queue_max
+    )
+    ledger = make_ledger(settings)
+    compactor = Compactor(
+        settings, store, cache, ledger, engine.models, settings.compaction_threads
+    )
     worker = Worker(
         name,
         queue,
@@ -47,6 +56,9 @@ async def serve(settings: Settings, name: str) -> None:
         cache,
         settings.render_threads,
         settings.claim_idle_seconds,
+        compactions,
+        compactor,
+        settings.compaction_threads,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -61,11 +73,13 @@ async def serve(settings: Settings, name: str) -> None:
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
+        await asyncio.to_thread(compactor.close)
         await asyncio.to_thread(engine.close)
         await client.aclose()
-        close = getattr(cache, "close", None)
-        if close is not None:
-            await close()
+        for closeable in (cache, ledger):
+            close = getattr(closeable, "close", None)
+            if close is not None:
+                await close()
     log.info("worker %s stopped", name)
 
 

@@ -1,4 +1,9 @@
-"""What the API does with images: upload, describe, render, delete. No HTTP in here."""
+"""The image service: the three flows of an image, and the listing and delete around them.
+
+An upload flows through :mod:`app.services.ingest` (stored and answered at once), then
+:mod:`app.services.compaction` (scored, its representation chosen, in the background), and
+is read through :mod:`app.services.delivery` (cache first). No HTTP in here.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +12,29 @@ import base64
 import binascii
 import contextlib
 import logging
-import secrets
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Literal, Protocol
 
-from PIL import Image
 from pydantic import BaseModel
 
 from app import metrics
-from app.services.conditional import Preconditions, not_modified
+from app.services.compaction import BackgroundCompactions, QueueCompactions
+from app.services.conditional import Preconditions
 from app.services.decoding import DecodeGate
+from app.services.delivery import (
+    NO_PRECONDITIONS,
+    Delivery,
+    Renderer,
+    Rendition,
+    StoredCopy,
+    pending,
+)
 from app.services.dependencies import DependencyMonitor
-from app.services.renditions import (
-    RenditionPlan,
-    RenditionRequest,
-    check_access,
-    etag_of,
-    plan_rendition,
-)
-from app.services.singleflight import SingleFlight
-from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
+from app.services.ingest import Ingest, ModelSource, new_image_id
+from app.services.renditions import RenditionRequest, etag_of
+from cache import HRCache
 from config.settings import Settings
-from imaging import (
-    MEDIA_TYPES,
-    DecodedImage,
-    declared_size,
-    decode_memory_bytes,
-    decode_upload,
-    downscale,
-    encode_stored,
-    media_type_of,
-)
 from ledger import Ledger, LedgerUnavailable
-from policy import NO_MODEL, Decision, Floor, Receipt, Reconstruct, StoragePolicy
-from policy import choose as choose_representation
-from render import metrics as render_metrics
+from policy import Floor, StoragePolicy
+from render.compaction import pending_key
 from render.images import (
     IMAGES_PREFIX,
     ImageMeta,
@@ -52,17 +42,14 @@ from render.images import (
     InvalidImageId,
     object_key,
 )
-from render.inference import render_stored_copy
-from storage import ObjectNotFound, ObjectStore, StorageUnavailable
+from storage import ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-PLAIN_READ = RenditionRequest()  # the upload's own size and format
-NO_PRECONDITIONS = Preconditions()
-KNOWN_IMAGES = 10_000  # metadata remembered per process (about 1 KB each)
 _MAX_CURSOR = 200
+PLAIN_READ = RenditionRequest()
 
-CacheStatus = Literal["HIT", "MISS", "BYPASS"]
+__all__ = ["ImagePage", "ImageService", "Rendition", "StoredCopy", "meta_etag", "new_image_id"]
 
 
 class InvalidCursor(ValueError):
@@ -76,69 +63,8 @@ class ImagePage(BaseModel):
     next_cursor: str | None
 
 
-class Renderer(Protocol):
-    """Renders the rendition a cache key names and caches it (in-process or via workers)."""
-
-    async def render(self, key: CacheKey) -> bytes:
-        """The encoded image, written to the HR cache on the way when the cache answers."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-class UploadScorer(Protocol):
-    """The read path, run at upload time to score what a read of each candidate returns."""
-
-    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
-        """What a plain read of ``meta``'s image returns, for bytes kept as each representation."""
-        ...
-
-
-class ModelSource(Protocol):
-    """Which model version serves right now (see ``app.services.models.ActiveModel``)."""
-
-    @property
-    def label(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class Rendition:
-    data: bytes
-    media_type: str
-    etag: str
-    cache: CacheStatus
-    model: str
-    last_modified: datetime
-    negotiated: bool = False  # the format came from Accept: the response varies on it
-    degraded: bool = False  # bicubic served because no model does: cache briefly
-    not_modified: bool = False
-
-
-@dataclass(frozen=True)
-class _Reduced:
-    data: bytes  # the encoded 4x-reduced copy
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class StoredCopy:
-    """The stored bytes (empty when only validators were asked for) and their validators."""
-
-    data: bytes
-    media_type: str
-    etag: str
-    last_modified: datetime
-    not_modified: bool = False
-
-
 def meta_etag(meta: ImageMeta) -> str:
     return etag_of("meta:" + meta.model_dump_json())
-
-
-def new_image_id() -> str:
-    """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
-    return secrets.token_urlsafe(16)
 
 
 def _encode_cursor(key: str) -> str:
@@ -156,6 +82,9 @@ def _decode_cursor(cursor: str) -> str:
     return key
 
 
+Compactions = BackgroundCompactions | QueueCompactions
+
+
 class ImageService:
     def __init__(
         self,
@@ -165,7 +94,7 @@ class ImageService:
         renderer: Renderer,
         models: ModelSource,
         ledger: Ledger,
-        scorer: UploadScorer,
+        compactions: Compactions,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -173,9 +102,7 @@ class ImageService:
         self.renderer = renderer
         self.models = models
         self.ledger = ledger
-        self.scorer = scorer
-        self._flights: SingleFlight[bytes] = SingleFlight()
-        self._known: OrderedDict[str, ImageMeta] = OrderedDict()
+        self.compactions = compactions
         self.dependencies = DependencyMonitor(
             {"object_store": store.ping, "cache": cache.ping},
             settings.dependency_check_seconds,
@@ -186,153 +113,33 @@ class ImageService:
             settings.decode_memory_budget_bytes,
             settings.decode_wait_seconds,
         )
+        self.ingest = Ingest(settings, store, ledger, models, self.decoding, compactions)
+        self.delivery = Delivery(settings, store, cache, renderer, models)
 
     async def upload(
         self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
     ) -> ImageMeta:
-        """Acknowledged (and counted in the ledger) only after the store confirmed the write.
-
-        The representation kept is chosen by ``policy`` and ``floor`` (the settings' unless
-        given) from candidates scored as a read would serve them. Decoding and scoring hold
-        the upload's estimated peak memory from the decode budget (see ``DecodeGate``)."""
-        width, height = declared_size(data) or (0, 0)
-        cost = max(decode_memory_bytes(width, height), 2 * len(data))
-        async with self.decoding.reserve(cost):  # the decoded pixels live until scored
-            decoded, reduced = await self.decoding.run(lambda: self._reduce(data))
-            as_x4 = ImageMeta(
-                id=new_image_id(),
-                width=decoded.image.width,
-                height=decoded.image.height,
-                stored_width=reduced.width,
-                stored_height=reduced.height,
-                content_type=decoded.content_type,
-                original_bytes=len(data),
-                stored_bytes=len(reduced.data),
-                served_format=decoded.served_format,
-                created_at=datetime.now(UTC),
-                greyscale=decoded.greyscale,
-            )
-            decision = await self._decide(
-                as_x4,
-                decoded.image,
-                data,
-                reduced.data,
-                policy or self.settings.storage_policy,
-                floor or self.settings.floor,
-            )
-        full_size = decision.representation != "x4"
-        meta = as_x4.model_copy(
-            update={
-                "stored_width": as_x4.width if full_size else as_x4.stored_width,
-                "stored_height": as_x4.height if full_size else as_x4.stored_height,
-                "stored_bytes": len(decision.data),
-                "representation": decision.representation,
-                "receipt": decision.receipt,
-            }
-        )
-        await self.store.put(object_key(meta.id), decision.data, meta.to_metadata())
-        metrics.IMAGES_UPLOADED.inc()
-        metrics.ORIGINAL_BYTES.inc(meta.original_bytes)
-        metrics.STORED_BYTES.inc(meta.stored_bytes)
-        metrics.observe_receipt(decision.receipt)
-        await self._credit(meta)
-        return meta
-
-    def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
-        decoded = decode_upload(data, self.settings.max_pixels)
-        low_res = downscale(decoded.image)
-        stored = encode_stored(low_res, self.settings.codec)
-        return decoded, _Reduced(stored, low_res.width, low_res.height)
-
-    async def _decide(
-        self,
-        meta: ImageMeta,
-        image: Image.Image,
-        original: bytes,
-        reduced: bytes,
-        policy: StoragePolicy,
-        floor: Floor,
-    ) -> Decision:
-        """Score and choose; a scoring failure keeps the x4 copy and says so, never fails."""
-        model = self.models.label
-        try:
-            reconstruct = await self.scorer.reconstruct(model, meta)
-            with metrics.RECEIPT_SECONDS.labels(policy).time():
-                return await asyncio.to_thread(
-                    choose_representation,
-                    image=image,
-                    original=original,
-                    x4=reduced,
-                    policy=policy,
-                    floor=floor,
-                    codec=self.settings.full_codec,
-                    reconstruct=reconstruct,
-                    model=model,
-                )
-        except Exception as exc:  # scoring is a report on the upload, never a reason to refuse it
-            log.exception("scoring an upload failed; keeping the x4 copy unscored")
-            metrics.RECEIPT_FAILURES.inc()
-            receipt = Receipt(
-                policy=policy,
-                floor=str(floor),
-                representation="x4",
-                stored_bytes=len(reduced),
-                model=model,
-                error=f"scoring failed: {type(exc).__name__}",
-            )
-            return Decision("x4", reduced, receipt)
+        """See :meth:`Ingest.upload`: stored, then answered; compacted in the background."""
+        return await self.ingest.upload(data, policy, floor)
 
     async def meta(self, image_id: str) -> ImageMeta:
-        try:
-            return ImageMeta.from_metadata(dict(await self.store.head(object_key(image_id))))
-        except ObjectNotFound:
-            raise ImageNotFound(image_id) from None
+        return await self.delivery.meta(image_id)
 
     async def cached_meta(self, image_id: str) -> ImageMeta:
-        """The upload's metadata, kept in the HR cache beside its renditions.
+        return await self.delivery.cached_meta(image_id)
 
-        Every read needs it (format, size, upload time), and a hit must not cost a round trip
-        to the object store; DELETE drops it with the renditions.
-        """
-        key = CacheKey(image_id, "meta", "json")
-        meta: ImageMeta | None = None
-        with contextlib.suppress(CacheUnavailable):
-            if (cached := await self.cache.get(key)) is not None:
-                meta = ImageMeta.model_validate_json(cached)
-        if meta is None:
-            meta = await self.meta(image_id)
-            await self._keep(key, meta.model_dump_json().encode())
-        return self._remember(meta)
+    async def stored(
+        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+    ) -> StoredCopy:
+        return await self.delivery.stored(image_id, preconditions)
 
-    async def _keep(self, key: CacheKey, data: bytes) -> bool:
-        """Cache best effort (False when the cache is down); a DELETE that overtook the read
-        makes it a 404, as for any request after the DELETE."""
-        try:
-            await self.cache.put(key, data)
-        except CacheUnavailable:
-            return False
-        except ImageDeleted:
-            raise ImageNotFound(key.image_id) from None
-        return True
-
-    def _remember(self, meta: ImageMeta) -> ImageMeta:
-        self._known[meta.id] = meta
-        self._known.move_to_end(meta.id)
-        while len(self._known) > KNOWN_IMAGES:
-            self._known.popitem(last=False)
-        return meta
-
-    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
-        """Metadata remembered in this process when it is safe to, else from the shared cache.
-
-        Metadata never changes, but an image may be deleted by another process. A hit is still
-        right: DELETE drops the renditions, so a hit proves the image exists, and a miss reads
-        the object, which answers 404. A 304 proves nothing, so conditional requests always
-        read the shared copy.
-        """
-        conditional = preconditions != NO_PRECONDITIONS
-        known = None if conditional else self._known.get(image_id)
-        return known or await self.cached_meta(image_id)
+    async def fetch(
+        self,
+        image_id: str,
+        request: RenditionRequest = PLAIN_READ,
+        preconditions: Preconditions = NO_PRECONDITIONS,
+    ) -> Rendition:
+        return await self.delivery.fetch(image_id, request, preconditions)
 
     async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
         """A page in id order from the store's own listing: one request, then one HEAD per image.
@@ -353,97 +160,6 @@ class ImageService:
         except (ImageNotFound, InvalidImageId):
             return None
 
-    async def stored(
-        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
-    ) -> StoredCopy:
-        """The stored copy's bytes; validators only when the client's copy is current."""
-        meta = await self.cached_meta(image_id)
-        etag = etag_of(f"stored:{image_id}:{meta.created_at.isoformat()}")
-        if not_modified(preconditions, etag, meta.created_at):
-            return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
-        try:
-            stored = await self.store.get(object_key(image_id))
-        except ObjectNotFound:
-            raise ImageNotFound(image_id) from None
-        return StoredCopy(stored.data, media_type_of(stored.data), etag, meta.created_at)
-
-    async def fetch(
-        self,
-        image_id: str,
-        request: RenditionRequest = PLAIN_READ,
-        preconditions: Preconditions = NO_PRECONDITIONS,
-    ) -> Rendition:
-        """Serve from the cache, or render once however many callers miss together.
-
-        A size at or below the stored copy's is made from the stored copy alone, in this
-        process: no model runs and no worker is asked.
-        """
-        object_key(image_id)
-        check_access(image_id, request, self.settings)
-        meta = await self._meta_for_read(image_id, preconditions)
-        rebuilt = meta.representation == "x4"  # a full-size copy is served without the network
-        plan = plan_rendition(
-            image_id,
-            meta.width,
-            meta.height,
-            meta.served_format,
-            request,
-            self.models.label if rebuilt else NO_MODEL,
-            self.settings,
-        )
-        key = plan.key
-
-        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
-            return Rendition(
-                data,
-                MEDIA_TYPES[plan.fmt],
-                plan.etag,
-                status,
-                key.model,
-                meta.created_at,
-                plan.negotiated,
-                plan.degraded,
-                unchanged,
-            )
-
-        if not_modified(preconditions, plan.etag, meta.created_at):
-            return rendition(b"", "HIT", unchanged=True)
-        status: CacheStatus = "MISS"
-        try:
-            data = await self.cache.get(key)
-        except CacheUnavailable:
-            data, status = None, "BYPASS"
-        if data is not None:
-            metrics.CACHE_REQUESTS.labels("hit").inc()
-            return rendition(data, "HIT")
-        metrics.CACHE_REQUESTS.labels(status.lower()).inc()
-        if plan.from_stored_copy or not rebuilt:
-            data = await self._flights.run(str(key), lambda: self._from_stored_copy(meta, plan))
-        else:
-            data = await self._flights.run(str(key), lambda: self.renderer.render(key))
-        return rendition(data, status)
-
-    async def _from_stored_copy(self, meta: ImageMeta, plan: RenditionPlan) -> bytes:
-        """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
-        stored bytes alone, in this process, and cached like any rendition."""
-        try:
-            stored = await self.store.get(object_key(meta.id))
-        except ObjectNotFound:
-            raise ImageNotFound(meta.id) from None
-        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
-        render_metrics.RENDITIONS.labels("stored_copy").inc()
-        if await self._keep(plan.key, data):
-            render_metrics.CACHE_ENTRY_BYTES.observe(len(data))
-        return data
-
-    def _downscale_stored(self, stored: bytes, meta: ImageMeta, plan: RenditionPlan) -> bytes:
-        started = time.perf_counter()
-        data = render_stored_copy(
-            stored, meta, plan.fmt, plan.key.quality, self.settings.output_encoding, plan.geometry
-        )
-        render_metrics.RENDER_SECONDS.labels("stored_copy").observe(time.perf_counter() - started)
-        return data
-
     async def delete(self, image_id: str) -> None:
         """Mark the image deleted in the cache before the object goes, then debit it once.
 
@@ -453,9 +169,11 @@ class ImageService:
         """
         key = object_key(image_id)
         meta = await self.meta(image_id)
-        self._known.pop(image_id, None)
+        self.delivery.forget(image_id)
         await self.cache.mark_deleted(image_id)
         await self.store.delete(key)
+        if pending(meta):  # the upload kept for compaction (a done one has dropped it)
+            await self.store.delete(pending_key(image_id))
         try:
             debited = await self.ledger.debit_once(
                 meta.id, meta.original_bytes, meta.stored_bytes, meta.representation
@@ -465,13 +183,6 @@ class ImageService:
             self._ledger_failed(meta, exc)
         if debited:
             metrics.IMAGES_DELETED.inc()
-
-    async def _credit(self, meta: ImageMeta) -> None:
-        """The object store already holds the image: a ledger failure only logs."""
-        try:
-            await self.ledger.add(meta.original_bytes, meta.stored_bytes, 1, meta.representation)
-        except LedgerUnavailable as exc:
-            self._ledger_failed(meta, exc)
 
     def _ledger_failed(self, meta: ImageMeta, exc: LedgerUnavailable) -> None:
         metrics.LEDGER_ERRORS.inc()
