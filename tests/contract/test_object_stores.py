@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -49,6 +50,28 @@ async def test_a_put_replaces_the_object_whole(store: ObjectStore) -> None:
     stored = await store.get("images/b")
 
     assert (stored.data, dict(stored.metadata)) == (b"new", {"v": "2"})
+
+
+async def test_a_read_during_replacements_gets_one_side_whole(store: ObjectStore) -> None:
+    """Compaction replaces an image while it is read: data and metadata never mix."""
+    sides = {"x4": b"x" * 3000, "avif": b"a" * 5000}
+    await store.put("images/swap", sides["x4"], {"representation": "x4"})
+
+    async def replace() -> None:
+        for turn in range(40):
+            name = "avif" if turn % 2 == 0 else "x4"
+            await store.put("images/swap", sides[name], {"representation": name})
+
+    async def read() -> list[tuple[str, bytes]]:
+        seen = []
+        for _ in range(80):
+            stored = await store.get("images/swap")
+            seen.append((stored.metadata["representation"], stored.data))
+        return seen
+
+    _, seen = await asyncio.gather(replace(), read())
+
+    assert all(data == sides[name] for name, data in seen)
 
 
 async def test_missing_objects_raise_not_found(store: ObjectStore) -> None:
