@@ -18,6 +18,7 @@ from app.errors import error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
 from app.services.compaction import BackgroundCompactions, QueueCompactions
+from app.services.costs import CostReport
 from app.services.delivery import Renderer
 from app.services.images import ImageService
 from app.services.models import ActiveModel, ModelAdmin
@@ -31,6 +32,7 @@ from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
 from render.admission import Backlog, RenderSlots
 from render.compaction import Compactor
+from render.costs import CostFlusher
 from render.inference import InferenceEngine, LocalRenderer
 from storage import S3Store, StorageUnavailable, make_store
 
@@ -91,6 +93,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.image_service = image_service
         await compactions.start()
         await image_service.dependencies.start()
+        flusher = CostFlusher(
+            ledger,
+            cache,
+            settings.prices,
+            settings.cost_window_seconds,
+            settings.cost_flush_seconds,
+        )
+        app.state.costs = CostReport(settings, ledger, flusher)
+        await flusher.start()
         log.info(
             "srstore ready: %s, %s, model %s",
             type(store).__name__,
@@ -100,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await flusher.stop()
             await active.stop()
             await compactions.close()
             await image_service.dependencies.stop()

@@ -26,7 +26,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ledger import Totals
+from ledger import Spending, Totals
+from ledger.costs import CACHE_BYTE_SECONDS, SECONDS_PER_MONTH, Prices, parse_compute_key
 
 ORIGINAL_BYTES = Counter(
     "srstore_original_bytes", "Bytes of uploaded originals accepted by this process."
@@ -72,6 +73,9 @@ class Snapshot:
     totals: Totals | None  # None when the ledger could not be read
     dependencies: Mapping[str, bool]  # dependency name -> answered its ping
     model: str  # "espcn:1", or "bicubic" when no network serves
+    spending: Spending | None = None  # None when the cost ledger could not be read
+    prices: Prices | None = None
+    window_seconds: float = 30 * 86_400  # of Spending.recent_dollars
 
 
 class _ScrapeCollector:
@@ -111,6 +115,7 @@ class _ScrapeCollector:
                 for representation, share in sorted(totals.by_representation.items()):
                     family.add_metric([representation], getattr(share, field))
                 yield family
+        yield from self._costs()
         up = GaugeMetricFamily(
             "srstore_dependency_up",
             "1 when the dependency answered its last ping (SRSTORE_DEPENDENCY_CHECK_SECONDS).",
@@ -134,6 +139,67 @@ class _ScrapeCollector:
         )
         build.add_metric([_version()], 1.0)
         yield build
+
+    def _costs(self) -> Iterator[Metric]:
+        """Spending from the cost ledger, priced, beside what storage saves: "does it pay"."""
+        snapshot = self.snapshot
+        totals, spending, prices = snapshot.totals, snapshot.spending, snapshot.prices
+        if spending is None or prices is None:
+            return
+        compute = GaugeMetricFamily(
+            "srstore_fleet_compute_seconds",
+            "Compute spent by the fleet, by stage and device (CPU seconds on cpu, busy seconds"
+            f" on an accelerator).{FLEET_HELP}",
+            labels=["stage", "device"],
+        )
+        for name, amount in sorted(spending.amounts.items()):
+            if (parsed := parse_compute_key(name)) is not None:
+                compute.add_metric(list(parsed), amount)
+        yield compute
+        yield GaugeMetricFamily(
+            "srstore_fleet_cache_byte_seconds",
+            f"Bytes held by the HR cache times the seconds held.{FLEET_HELP}",
+            value=spending.amounts.get(CACHE_BYTE_SECONDS, 0.0),
+        )
+        spent = GaugeMetricFamily(
+            "srstore_fleet_spent_dollars",
+            "Dollars spent so far at today's price settings, by kind (cpu, gpu, cache)."
+            + FLEET_HELP,
+            labels=["kind"],
+        )
+        for kind, dollars in sorted(prices.dollars(spending.amounts).items()):
+            spent.add_metric([kind], dollars)
+        yield spent
+        per_month = spending.recent_dollars * SECONDS_PER_MONTH / self.snapshot.window_seconds
+        yield GaugeMetricFamily(
+            "srstore_spent_dollars_per_month",
+            "Compute and cache spending per month, from the recent spending (exponentially"
+            f" weighted over SRSTORE_COST_WINDOW_SECONDS).{FLEET_HELP}",
+            value=per_month,
+        )
+        if totals is None:
+            return
+        storage = GaugeMetricFamily(
+            "srstore_storage_dollars_per_month",
+            f"What the stored copies cost per month, by representation.{FLEET_HELP}",
+            labels=["representation"],
+        )
+        for representation, share in sorted(totals.by_representation.items()):
+            storage.add_metric([representation], prices.storage_per_month(share.stored_bytes))
+        yield storage
+        saved = prices.storage_per_month(totals.original_bytes - totals.stored_bytes)
+        yield GaugeMetricFamily(
+            "srstore_saved_dollars_per_month",
+            "What storing the originals would cost per month beyond the stored copies."
+            + FLEET_HELP,
+            value=saved,
+        )
+        yield GaugeMetricFamily(
+            "srstore_net_savings_dollars_per_month",
+            "Saved minus spent per month: srstore_saved_dollars_per_month -"
+            f" srstore_spent_dollars_per_month.{FLEET_HELP}",
+            value=saved - per_month,
+        )
 
 
 def exposition(snapshot: Snapshot) -> bytes:

@@ -108,7 +108,9 @@ class RequestGate:
             if refusal is not None:
                 await _refuse(refusal, scope, receive, send)
                 return
-        if method == "POST" and path == UPLOAD_PATH:
+        if (method == "POST" and path == UPLOAD_PATH) or _bodiless_read(method, headers):
+            # The upload streams under its own limit; a read without a body has nothing to
+            # count, so a cache hit passes untouched (no body read, no replayed receive).
             await self.app(scope, receive, send)
             return
         limit = self._limit(method, path)
@@ -126,6 +128,15 @@ class RequestGate:
         if method == "POST" and path == MODEL_UPLOAD_PATH:
             return self.settings.max_model_upload_bytes
         return CONTROL_BODY_LIMIT
+
+
+def _bodiless_read(method: str, headers: Headers) -> bool:
+    """A GET or HEAD framed without a body (RFC 9112 §6.3: no length, no transfer coding)."""
+    return (
+        method in ("GET", "HEAD")
+        and "content-length" not in headers
+        and "transfer-encoding" not in headers
+    )
 
 
 def _too_large(limit: int) -> BodyTooLarge:
@@ -185,7 +196,7 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
         request_id = given.decode() if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
 

@@ -41,6 +41,8 @@ class CacheKey:
 
 
 class HRCache(Protocol):
+    shared: bool  # one cache for the whole fleet (Redis), or one per process
+
     async def get(self, key: CacheKey) -> bytes | None:
         """The entry, with its TTL renewed by the same call; ``None`` on a miss."""
         ...
@@ -63,4 +65,8 @@ class HRCache(Protocol):
 
     async def ping(self) -> None:
         """Raise :class:`CacheUnavailable` unless the cache answers."""
+        ...
+
+    async def held_bytes(self) -> int:
+        """The memory the cache holds now, as paid for: the cost ledger integrates it."""
         ...

@@ -15,6 +15,8 @@ from cache.tombstones import Tombstones
 
 
 class MemoryCache:
+    shared = False
+
     def __init__(
         self,
         ttl_seconds: int,
@@ -63,6 +65,9 @@ class MemoryCache:
 
     async def ping(self) -> None:
         return None
+
+    async def held_bytes(self) -> int:
+        return self.size_bytes
 
     def expires_in(self, key: CacheKey) -> float | None:
         """Seconds left before the entry expires, for tests and the admin view."""

@@ -50,6 +50,8 @@ def deleted_key(image_id: str) -> str:
 
 
 class RedisCache:
+    shared = True
+
     def __init__(
         self,
         url: str,
@@ -107,6 +109,16 @@ class RedisCache:
             await self.client.ping()
         except RedisError as exc:
             raise self._unavailable(exc) from exc
+
+    async def held_bytes(self) -> int:
+        """Redis's ``used_memory_dataset``: the RAM the fleet's keys occupy (entries with
+        their allocator overhead, and the small queue and ledger keys beside them), without
+        the server's own buffers, which a cache of any content needs."""
+        try:
+            info = await self.client.info("memory")
+        except RedisError as exc:
+            raise self._unavailable(exc) from exc
+        return int(info["used_memory_dataset"])
 
     async def close(self) -> None:
         await self.client.aclose()

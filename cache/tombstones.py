@@ -33,9 +33,12 @@ class Tombstones:
         self._swept_at = clock()
 
     def mark(self, image_id: str) -> None:
+        """Stamp the mark with this object's clock, the one ``marked`` and the sweep read."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._path(image_id).touch()
-        if self.clock() - self._swept_at > SWEEP_INTERVAL_SECONDS:
+        path, now = self._path(image_id), self.clock()
+        path.touch()
+        os.utime(path, (now, now))
+        if now - self._swept_at > SWEEP_INTERVAL_SECONDS:
             self._sweep()
 
     def marked(self, image_id: str) -> bool:

@@ -18,6 +18,7 @@ from imaging import (
     StoredCodec,
     StoredCodecName,
 )
+from ledger.costs import Prices
 from models import SHIPPED_WEIGHTS_DIR
 from policy import Floor, StoragePolicy
 
@@ -181,6 +182,30 @@ class Settings(BaseSettings):
         frozenset(), description="Comma-separated widths unsigned URLs may ask for (empty: any)."
     )
 
+    price_storage_gb_month: float = Field(
+        0.023, ge=0, description="Dollars per GB-month stored (S3 Standard, us-east-1)."
+    )
+    price_cpu_hour: float = Field(
+        0.0446, ge=0, description="Dollars per vCPU-hour (c7i.large on demand / 2 vCPU)."
+    )
+    price_gpu_hour: float = Field(
+        1.006, ge=0, description="Dollars per accelerator-hour (g5.xlarge on demand, A10G)."
+    )
+    price_cache_gb_hour: float = Field(
+        0.0168,
+        ge=0,
+        description="Dollars per GB-hour of cache RAM (ElastiCache cache.r7g.large / 13 GB).",
+    )
+    cost_flush_seconds: float = Field(
+        10.0, gt=0, description="How often a process adds what it spent to the shared ledger."
+    )
+    cost_window_seconds: float = Field(
+        30 * 86_400,
+        gt=0,
+        description="Time constant of the recent spending that the net saving per month"
+        " subtracts (30 days: about the last month).",
+    )
+
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; the admin API is off without one."
     )
@@ -251,6 +276,15 @@ class Settings(BaseSettings):
     @cached_property
     def floor(self) -> Floor:
         return Floor.parse(self.quality_floor)
+
+    @cached_property
+    def prices(self) -> Prices:
+        return Prices(
+            storage_gb_month=self.price_storage_gb_month,
+            cpu_hour=self.price_cpu_hour,
+            gpu_hour=self.price_gpu_hour,
+            cache_gb_hour=self.price_cache_gb_hour,
+        )
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ledger.base import Ledger, LedgerUnavailable, Share, Totals
+from ledger.base import Ledger, LedgerUnavailable, Share, Spending, Totals
 from ledger.local import LocalLedger
 from ledger.redis import RedisLedger
 
@@ -25,6 +25,7 @@ __all__ = [
     "LocalLedger",
     "RedisLedger",
     "Share",
+    "Spending",
     "Totals",
     "make_ledger",
 ]

@@ -38,6 +38,16 @@ class Totals:
         return 1 - self.stored_bytes / self.original_bytes
 
 
+@dataclass(frozen=True)
+class Spending:
+    """What the fleet spent: resource amounts since the ledger began (``compute_seconds:
+    {stage}:{device}``, ``cache_byte_seconds``), and the dollars spent recently, weighted by
+    ``exp(-age / window)`` (so a window of 30 days reads as "about the last month")."""
+
+    amounts: Mapping[str, float] = field(default_factory=dict)
+    recent_dollars: float = 0.0
+
+
 # How long a ledger remembers that it debited an image: far longer than concurrent DELETEs of
 # one id can be apart (each passed its existence check before any removed the object).
 DEBIT_MEMORY_SECONDS = 86_400
@@ -61,3 +71,21 @@ class Ledger(Protocol):
         ...
 
     async def totals(self) -> Totals: ...
+
+    async def spend(
+        self, amounts: Mapping[str, float], dollars: float, window_seconds: float
+    ) -> None:
+        """Add resource amounts to the fleet's spending, and their price to the recent dollars
+        (the previous recent dollars decayed over ``window_seconds`` first)."""
+        ...
+
+    async def integrate(self, name: str, value: float) -> float:
+        """Add to amount ``name`` the value last given for it times the seconds since then,
+        then remember ``value``: a gauge shared by the fleet (what a shared cache holds),
+        integrated over time once however many processes sample it, on the ledger's clock.
+        Returns what was added."""
+        ...
+
+    async def spending(self, window_seconds: float) -> Spending:
+        """The amounts so far, and the recent dollars decayed to now."""
+        ...

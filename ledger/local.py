@@ -7,14 +7,15 @@ that share the file. One row holds the totals; one row per representation its sh
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import TypeVar
 
-from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Spending, Totals
 
 T = TypeVar("T")
 
@@ -34,7 +35,16 @@ CREATE TABLE IF NOT EXISTS representations (
 );
 CREATE TABLE IF NOT EXISTS debited (image_id TEXT PRIMARY KEY, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS debited_at ON debited (at);
+CREATE TABLE IF NOT EXISTS spent (name TEXT PRIMARY KEY, amount REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS recent (
+    id INTEGER PRIMARY KEY CHECK (id = 1), dollars REAL NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gauges (name TEXT PRIMARY KEY, value REAL NOT NULL, at REAL NOT NULL);
 """
+_ADD_SPENT = (
+    "INSERT INTO spent VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
+    " amount = amount + excluded.amount"
+)
 _ADD = (
     "UPDATE ledger SET original_bytes = original_bytes + ?, stored_bytes = stored_bytes + ?,"
     " images = images + ? WHERE id = 1"
@@ -84,6 +94,35 @@ class LocalLedger:
     async def totals(self) -> Totals:
         return await asyncio.to_thread(self._run, _read)
 
+    async def spend(
+        self, amounts: Mapping[str, float], dollars: float, window_seconds: float
+    ) -> None:
+        def spend(db: sqlite3.Connection) -> None:
+            db.executemany(_ADD_SPENT, [(n, a) for n, a in amounts.items() if a])
+            now = time.time()
+            recent = _recent(db, now, window_seconds)
+            db.execute("INSERT OR REPLACE INTO recent VALUES (1, ?, ?)", (recent + dollars, now))
+
+        await asyncio.to_thread(self._run, spend)
+
+    async def integrate(self, name: str, value: float) -> float:
+        def integrate(db: sqlite3.Connection) -> float:
+            now = time.time()
+            row = db.execute("SELECT value, at FROM gauges WHERE name = ?", (name,)).fetchone()
+            added = 0.0 if row is None else float(row[0]) * max(0.0, now - row[1])
+            db.execute(_ADD_SPENT, (name, added))
+            db.execute("INSERT OR REPLACE INTO gauges VALUES (?, ?, ?)", (name, value, now))
+            return added
+
+        return await asyncio.to_thread(self._run, integrate)
+
+    async def spending(self, window_seconds: float) -> Spending:
+        def read(db: sqlite3.Connection) -> Spending:
+            amounts = dict(db.execute("SELECT name, amount FROM spent"))
+            return Spending(amounts, _recent(db, time.time(), window_seconds))
+
+        return await asyncio.to_thread(self._run, read)
+
     def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
         """``action`` in one transaction: all of it is kept, or none."""
         try:
@@ -99,3 +138,11 @@ def _read(db: sqlite3.Connection) -> Totals:
     shares = {name: Share(*amounts) for name, *amounts in db.execute(_READ_SHARES) if any(amounts)}
     original_bytes, stored_bytes, images = db.execute(_READ).fetchone()
     return Totals(original_bytes, stored_bytes, images, shares)
+
+
+def _recent(db: sqlite3.Connection, now: float, window_seconds: float) -> float:
+    """The recent dollars decayed from when they were last written to ``now``."""
+    row = db.execute("SELECT dollars, at FROM recent WHERE id = 1").fetchone()
+    if row is None:
+        return 0.0
+    return float(row[0]) * math.exp(-max(0.0, now - row[1]) / window_seconds)

@@ -10,13 +10,15 @@ TTL) never evicts it; keep AOF persistence on so it survives a Redis restart.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Totals
+from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Spending, Totals
 
 LEDGER_KEY = "srstore:ledger"
+COSTS_KEY = "srstore:costs"  # amounts spent, the recent dollars, the integrated gauges
 _FIELDS = ("original_bytes", "stored_bytes", "images")
 
 # KEYS: the ledger, the image's "debited" mark. ARGV: original bytes, stored bytes, the mark's
@@ -34,10 +36,54 @@ return 1
 """
 
 
+# The server's clock, so that every process decays and integrates on the same one.
+_NOW = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1e6
+"""
+
+# KEYS: costs. ARGV: window seconds (0: only read), dollars to add. Returns the recent dollars.
+_RECENT = (
+    _NOW
+    + """
+local dollars = tonumber(redis.call('HGET', KEYS[1], 'recent:dollars') or '0')
+local at = tonumber(redis.call('HGET', KEYS[1], 'recent:at') or tostring(now))
+dollars = dollars * math.exp(-math.max(0, now - at) / tonumber(ARGV[1]))
+if tonumber(ARGV[2]) ~= 0 then
+  dollars = dollars + tonumber(ARGV[2])
+  redis.call(
+    'HSET', KEYS[1], 'recent:dollars', string.format('%.12g', dollars),
+    'recent:at', string.format('%.6f', now))
+end
+return string.format('%.12g', dollars)
+"""
+)
+
+# KEYS: costs. ARGV: the amount's name, the gauge's value now.
+_INTEGRATE = (
+    _NOW
+    + """
+local value = redis.call('HGET', KEYS[1], 'gauge:' .. ARGV[1])
+local at = redis.call('HGET', KEYS[1], 'gauge_at:' .. ARGV[1])
+local added = 0
+if value and at then
+  added = tonumber(value) * math.max(0, now - tonumber(at))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'amount:' .. ARGV[1], string.format('%.6f', added))
+end
+redis.call(
+  'HSET', KEYS[1], 'gauge:' .. ARGV[1], ARGV[2],
+  'gauge_at:' .. ARGV[1], string.format('%.6f', now))
+return string.format('%.6f', added)
+"""
+)
+
+
 class RedisLedger:
     def __init__(self, url: str) -> None:
         self.client = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._debit_once = self.client.register_script(_DEBIT_ONCE)
+        self._recent = self.client.register_script(_RECENT)
+        self._integrate = self.client.register_script(_INTEGRATE)
 
     async def add(
         self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
@@ -81,6 +127,39 @@ class RedisLedger:
             fields.get("images", 0),
             {name: Share(**share) for name, share in shares.items() if any(share.values())},
         )
+
+    async def spend(
+        self, amounts: Mapping[str, float], dollars: float, window_seconds: float
+    ) -> None:
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for name, amount in amounts.items():
+                    if amount:
+                        pipe.hincrbyfloat(COSTS_KEY, f"amount:{name}", amount)
+                await pipe.execute()
+            if dollars:
+                await self._recent(keys=[COSTS_KEY], args=[window_seconds, dollars])
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+
+    async def integrate(self, name: str, value: float) -> float:
+        try:
+            return float(await self._integrate(keys=[COSTS_KEY], args=[name, value]))
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+
+    async def spending(self, window_seconds: float) -> Spending:
+        try:
+            values = await self.client.hgetall(COSTS_KEY)
+            recent = await self._recent(keys=[COSTS_KEY], args=[window_seconds, 0])
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+        amounts = {
+            _text(key).removeprefix("amount:"): float(value)
+            for key, value in values.items()
+            if _text(key).startswith("amount:")
+        }
+        return Spending(amounts, float(recent))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -13,8 +13,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -29,11 +31,19 @@ log = logging.getLogger(__name__)
 BatchObserver = Callable[[int, float], None]
 """Called after every batch with its tile count and its forward-pass seconds."""
 
+COMPUTE_STAGE: ContextVar[str] = ContextVar("compute_stage", default="render")
+"""What the caller's work is for (``render``, ``compaction``): the cost ledger's stage."""
+
+ComputeObserver = Callable[[Mapping[str, float], Mapping[str, float]], None]
+"""Called after every batch with its process CPU seconds and its forward-pass seconds, each
+split among the stages of its jobs in proportion to their tiles."""
+
 
 @dataclass
 class _Job:
     tiles: torch.Tensor
     result: Future[torch.Tensor] = field(default_factory=Future)
+    stage: str = field(default_factory=COMPUTE_STAGE.get)
 
 
 class BatchingUpscaler:
@@ -45,6 +55,7 @@ class BatchingUpscaler:
         window_s: float,
         max_tiles: int,
         on_batch: BatchObserver | None = None,
+        on_compute: ComputeObserver | None = None,
     ) -> None:
         if max_tiles < 1:
             raise ValueError("max_tiles must be at least 1")
@@ -52,6 +63,7 @@ class BatchingUpscaler:
         self.window_s = window_s
         self.max_tiles = max_tiles
         self.on_batch = on_batch
+        self.on_compute = on_compute
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="tile-batcher", daemon=True)
         self._thread.start()
@@ -112,7 +124,7 @@ class BatchingUpscaler:
         return batch, None, False
 
     def _run(self, batch: list[_Job]) -> None:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             outputs = self.upscaler.run_tiles(torch.cat([job.tiles for job in batch]))
         except Exception as exc:
@@ -120,7 +132,26 @@ class BatchingUpscaler:
             for job in batch:
                 job.result.set_exception(exc)
             return
+        elapsed = time.perf_counter() - started
         if self.on_batch is not None:
-            self.on_batch(len(outputs), time.perf_counter() - started)
+            self.on_batch(len(outputs), elapsed)
+        if self.on_compute is not None:
+            self.on_compute(*_by_stage(batch, time.process_time() - cpu_started, elapsed))
         for job, output in zip(batch, outputs.split([len(j.tiles) for j in batch]), strict=True):
             job.result.set_result(output)
+
+
+def _by_stage(
+    batch: list[_Job], cpu: float, elapsed: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU and forward-pass seconds shared among the batch's stages by their tiles.
+
+    The CPU is the process's during the pass: the network's own threads, and anything else
+    the process did meanwhile (so an upper bound when other work overlaps the pass)."""
+    tiles = sum(len(job.tiles) for job in batch)
+    cpu_by, elapsed_by = defaultdict[str, float](float), defaultdict[str, float](float)
+    for job in batch:
+        share = len(job.tiles) / tiles
+        cpu_by[job.stage] += cpu * share
+        elapsed_by[job.stage] += elapsed * share
+    return dict(cpu_by), dict(elapsed_by)

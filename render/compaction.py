@@ -38,7 +38,7 @@ from imaging import PILLOW_MAX_PIXELS, decode_upload, encodable
 from ledger import Ledger, LedgerUnavailable
 from policy import Decision, Floor, Receipt
 from policy import choose as choose_representation
-from render import metrics
+from render import costs, metrics
 from render.images import ImageMeta, object_key
 from render.inference import UpscalerPool, read_back
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
@@ -89,7 +89,6 @@ def _lower_priority() -> None:
 class _Scored:
     decision: Decision
     rebuilt: bytes | None  # the x4 copy's plain read, encoded
-    cpu_seconds: float
 
 
 class Compactor:
@@ -140,7 +139,6 @@ class Compactor:
         if meta.receipt is not None and meta.receipt.state != "pending":
             return await self._settle(meta)  # an earlier run got as far as the swap
         scored = await self._score(meta, stored.data, upload.data, model)
-        metrics.COMPACTION_CPU_SECONDS.inc(scored.cpu_seconds)
         decision = scored.decision
         full_size = decision.representation != "x4"
         kept = meta.model_copy(
@@ -175,11 +173,11 @@ class Compactor:
         policy, floor = receipt.policy, Floor.parse(receipt.floor)
 
         def run() -> _Scored:
-            cpu = time.thread_time()
+            """CPU counts as the cost ledger's ``compaction`` stage, network passes included."""
             rebuilt: list[bytes] = []
             try:
-                image = decode_upload(original, PILLOW_MAX_PIXELS).image
-                with metrics.RECEIPT_SECONDS.labels(policy).time():
+                with costs.measured("compaction"), metrics.RECEIPT_SECONDS.labels(policy).time():
+                    image = decode_upload(original, PILLOW_MAX_PIXELS).image
                     decision = choose_representation(
                         image=image,
                         original=original,
@@ -203,7 +201,7 @@ class Compactor:
                     error=f"scoring failed: {type(exc).__name__}",
                 )
                 decision = Decision("x4", x4, failed)
-            return _Scored(decision, rebuilt[0] if rebuilt else None, time.thread_time() - cpu)
+            return _Scored(decision, rebuilt[0] if rebuilt else None)
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 

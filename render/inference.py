@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
@@ -40,7 +40,7 @@ from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscal
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation
-from render import metrics
+from render import costs, metrics
 from render.admission import RenderSlots
 from render.images import ImageMeta, ImageNotFound, object_key
 from storage import ObjectNotFound, ObjectStore
@@ -72,8 +72,11 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
         tiles.inc(count)
         seconds.observe(elapsed)
 
+    def spent(cpu: Mapping[str, float], busy: Mapping[str, float]) -> None:
+        costs.record_forward_passes(cpu, busy, device.type)
+
     return BatchingUpscaler(
-        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe
+        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe, spent
     )
 
 
@@ -134,8 +137,11 @@ def rebuild(
     encoding: OutputEncoding,
     geometry: Geometry | None = None,
 ) -> tuple[bytes, dict[str, float]]:
-    """Decode, super-resolve, crop to the uploaded size, resize, encode; seconds by stage."""
-    started = time.perf_counter()
+    """Decode, super-resolve, crop to the uploaded size, resize, encode; seconds by stage.
+
+    Its CPU counts in the cost ledger as ``render`` then ``encode`` (or all of it as the
+    caller's stage, e.g. ``compaction`` when an upload is scored)."""
+    started, cpu_started = time.perf_counter(), time.thread_time()
     low_res = decode_stored(stored)
     decoded = time.perf_counter()
     high_res = crop_to(upscaler.upscale(low_res), meta.width, meta.height)
@@ -144,9 +150,10 @@ def rebuild(
         high_res = apply_geometry(high_res, geometry)
     if meta.greyscale:
         high_res = high_res.convert("L")
-    resized = time.perf_counter()
+    resized, cpu_resized = time.perf_counter(), time.thread_time()
     data = encode_output(high_res, fmt, quality, encoding)
     encoded = time.perf_counter()
+    _count_render(cpu_resized - cpu_started, time.thread_time() - cpu_resized)
     return data, {
         "decode": decoded - started,
         "superres": upscaled - decoded,
@@ -175,6 +182,12 @@ def render(
     return data
 
 
+def _count_render(render_cpu: float, encode_cpu: float) -> None:
+    stage = costs.current_stage()
+    costs.record_thread(stage, render_cpu)
+    costs.record_thread("encode" if stage == "render" else stage, encode_cpu)
+
+
 def render_stored_copy(
     stored: bytes,
     meta: ImageMeta,
@@ -185,6 +198,7 @@ def render_stored_copy(
 ) -> bytes:
     """A rendition made without the network: a thumbnail of an x4 copy, or any size of a
     full-size copy, which is served as stored when it already is what was asked for."""
+    started = time.thread_time()
     if meta.representation == "x4":
         image = decode_stored(stored)
         source: tuple[float, float, float, float] | None = (
@@ -209,7 +223,10 @@ def render_stored_copy(
     image = apply_geometry(image, geometry, source)
     if meta.greyscale:
         image = image.convert("L")
-    return encode_output(image, fmt, quality, encoding)
+    resized = time.thread_time()
+    data = encode_output(image, fmt, quality, encoding)
+    _count_render(resized - started, time.thread_time() - resized)
+    return data
 
 
 def read_back(

@@ -50,6 +50,17 @@ CACHE_ENTRY_BYTES = Histogram(
     "Size of each rendered image written to the HR cache.",
     buckets=tuple(2**n for n in range(14, 27)),  # 16 KiB .. 64 MiB
 )
+COMPUTE_SECONDS = Counter(
+    "srstore_compute_seconds",
+    "Compute spent by this process, by stage (ingest, compaction, render, encode) and device:"
+    " CPU seconds on cpu, busy seconds of the accelerator on cuda.",
+    ["stage", "device"],
+)
+CACHE_BYTE_SECONDS = Counter(
+    "srstore_cache_byte_seconds",
+    "Bytes held by the HR cache times the seconds held, sampled by this process (a shared"
+    " cache is integrated once for the fleet, by whichever process samples it).",
+)
 
 IMAGES_STORED = Counter(
     "srstore_images_stored",
@@ -93,11 +104,6 @@ COMPACTION_SECONDS = Histogram(
     "srstore_compaction_seconds",
     "Wall seconds of one compaction (read, score, choose, swap).",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-)
-COMPACTION_CPU_SECONDS = Counter(
-    "srstore_compaction_cpu_seconds",
-    "CPU seconds of the compaction thread (decode, scoring, encoding); the network's forward "
-    "pass runs on the batcher's threads and is counted in srstore_superres_seconds.",
 )
 COMPACTION_RETRIES = Counter(
     "srstore_compaction_retries",

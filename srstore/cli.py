@@ -13,7 +13,7 @@ from pathlib import Path
 
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
-from srstore import images_cli, models_cli
+from srstore import costs_cli, images_cli, models_cli
 from srstore.client import ApiClient, CommandFailed, api_url, table
 
 log = logging.getLogger("srstore")
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="consumer name in the group (default: HOST-PID)")
     images_cli.add_commands(commands)
     models_cli.add_commands(commands)
+    costs_cli.add_commands(commands)
     doctor = commands.add_parser(
         "doctor", help="check the configuration and every service it names"
     )
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in ("images", "models"):
+    if args.command in ("images", "models", "costs"):
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         api = ApiClient(api_url(args, settings.host, settings.port), token)
         try:
-            commands = images_cli if args.command == "images" else models_cli
-            return commands.run(args, api)
+            commands = {"images": images_cli, "models": models_cli, "costs": costs_cli}
+            return commands[args.command].run(args, api)
         finally:
             api.close()
     if args.command == "sign-url":

@@ -187,6 +187,36 @@ async def test_a_swap_changes_what_serves_and_a_rollback_finds_the_old_entries_w
     assert mean_difference(decode(before.content), decode(after.content)) > 5
 
 
+async def test_a_range_resumed_across_a_swap_is_never_spliced_from_two_renders(
+    admin: httpx.AsyncClient, admin_app: FastAPI, photo_bytes: bytes
+) -> None:
+    """The first half fetched before a swap, the rest asked for after it: whichever validator
+    the client sends in If-Range, the answer is the whole new rendition, never its tail."""
+    image = await admin.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    url = f"/v1/images/{image.json()['id']}"
+    before = await admin.get(url)
+    half = len(before.content) // 2
+    head = await admin.get(url, headers={"range": f"bytes=0-{half - 1}"})
+    await activate(admin, "srcnn", 1)
+    await admin_app.state.models.refresh()
+
+    rest = {
+        validator: await admin.get(
+            url, headers={"range": f"bytes={half}-", "if-range": head.headers[validator]}
+        )
+        for validator in ("last-modified", "etag")
+    }
+
+    assert head.status_code == 206 and head.content == before.content[:half]
+    after = await admin.get(url)
+    assert after.headers["x-model-version"] == "srcnn:1" and after.content != before.content
+    for validator, response in rest.items():
+        assert (validator, response.status_code) == (validator, 200)
+        assert response.content == after.content
+
+
 async def test_every_swap_is_recorded(admin: httpx.AsyncClient) -> None:
     await activate(admin, "srcnn", 1)
     await admin.post("/v1/admin/models/rollback", headers=AUTH)

@@ -112,21 +112,52 @@ async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
         assert redis_client.exists(f"hr:{image_id}:deleted")
 
 
-async def test_concurrent_deletes_of_one_image_debit_the_ledger_once(
+async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_ledger_once(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    photo,  # type: ignore[no-untyped-def]
+) -> None:
+    """Eight DELETEs held at the store until all eight have found the image: each answers
+    204 (none sees it half gone), and the ledger counts one image fewer."""
+    image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
+    before = ledger(await scrape(client))
+    store = app.state.image_service.store
+    removing, all_found = store.delete, asyncio.Barrier(8)
+
+    async def together(key: str) -> None:
+        await all_found.wait()
+        await removing(key)
+
+    store.delete = together
+    try:
+        async with asyncio.timeout(60):
+            answers = await asyncio.gather(
+                *(client.delete(f"/v1/images/{image_id}") for _ in range(8))
+            )
+    finally:
+        del store.delete
+    after = ledger(await scrape(client))
+
+    assert [a.status_code for a in answers] == [204] * 8
+    assert before[2] - after[2] == 1
+    assert before[0] - after[0] > 0
+    assert (await client.get(f"/v1/images/{image_id}")).status_code == 404
+
+
+async def test_a_delete_of_an_image_already_gone_is_404_and_debits_nothing(
     client: httpx.AsyncClient,
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
     image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
     before = ledger(await scrape(client))
 
-    answers = await asyncio.gather(*(client.delete(f"/v1/images/{image_id}") for _ in range(8)))
+    first = await client.delete(f"/v1/images/{image_id}")
+    again = await client.delete(f"/v1/images/{image_id}")
     after = ledger(await scrape(client))
 
-    assert {a.status_code for a in answers} <= {204, 404}
-    assert 204 in {a.status_code for a in answers}
+    assert (first.status_code, again.status_code) == (204, 404)
+    assert again.json()["error"]["code"] == "not_found"
     assert before[2] - after[2] == 1
-    assert before[0] - after[0] > 0
-    assert after[2] >= 0
 
 
 def test_a_delete_served_by_one_process_is_seen_by_the_other(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from app.services.conditional import RangeNotSatisfiable, byte_range
 from config.settings import Settings
+from imaging import OutputEncoding
 from tests.conftest import serving
 from tests.support.compaction import compacted, evict
 
@@ -97,16 +100,40 @@ async def test_the_etag_changes_with_everything_that_changes_the_bytes(
     assert len(set(tags)) == len(variants)
 
 
-async def test_encoder_settings_are_part_of_the_etag(tmp_path: Path, photo_bytes: bytes) -> None:
-    tags = []
-    for speed in (6, 8):
-        settings = Settings(data_dir=tmp_path, output_avif_speed=speed)
-        async with serving(settings) as (_, client):
-            image_id = (await upload(client, photo_bytes))["id"]
-            response = await client.get(f"/v1/images/{image_id}", params={"format": "avif"})
-            tags.append(response.headers["etag"])
+class WebpMethod4(Settings):
+    """WebP's method is not a setting (README, 'Codecs'); a release may still change it."""
 
-    assert tags[0] != tags[1]
+    @cached_property
+    def output_encoding(self) -> OutputEncoding:
+        return replace(super().output_encoding, webp_method=4)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "changed"),
+    [
+        ("avif", {"output_avif_speed": 6}),
+        ("png", {"output_png_compress_level": 6}),
+        ("webp", {}),  # WebpMethod4
+    ],
+)
+async def test_encoder_settings_are_part_of_the_etag(
+    tmp_path: Path, photo_bytes: bytes, fmt: str, changed: dict[str, int]
+) -> None:
+    """The same image served again after the encoder settings changed (AVIF speed, PNG
+    level, WebP method) has another ETag, so no cache keeps the old bytes under it."""
+    before = Settings(data_dir=tmp_path)
+    after = (WebpMethod4 if fmt == "webp" else Settings)(data_dir=tmp_path, **changed)
+    tags = []
+    async with serving(before) as (_, client):
+        image_id = (await upload(client, photo_bytes))["id"]
+        tags.append((await client.get(f"/v1/images/{image_id}", params={"format": fmt})).headers)
+    for settings in (after, before):  # the same data directory, so the same image
+        async with serving(settings) as (_, client):
+            response = await client.get(f"/v1/images/{image_id}", params={"format": fmt})
+            tags.append(response.headers)
+
+    assert [t["x-model-version"] for t in tags] == [tags[0]["x-model-version"]] * 3
+    assert tags[1]["etag"] != tags[0]["etag"] == tags[2]["etag"]
 
 
 @pytest.mark.parametrize(
@@ -229,6 +256,50 @@ async def test_if_range_serves_the_range_only_for_the_current_representation(
     assert stale.status_code == 200
 
 
+async def test_if_range_never_matches_a_weak_tag_or_a_rendition_date(
+    embedded: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    """RFC 9110 §13.1.5: a weak tag never matches. An image's Last-Modified is the upload
+    time, which a model swap does not change (see test_admin_models), so no date validates
+    a range of a rendition."""
+    meta = await upload(embedded, photo_bytes)
+    url = f"/v1/images/{meta['id']}"
+    whole = await embedded.get(url)
+    ranged = {"range": "bytes=0-9"}
+
+    weak = await embedded.get(url, headers={**ranged, "if-range": "W/" + whole.headers["etag"]})
+    dated = await embedded.get(url, headers={**ranged, "if-range": whole.headers["last-modified"]})
+
+    assert (weak.status_code, weak.content) == (200, whole.content)
+    assert (dated.status_code, dated.content) == (200, whole.content)
+
+
+async def test_if_range_on_the_stored_copy_takes_its_exact_date_or_strong_tag(
+    embedded: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    """The stored bytes of an id never change, so their Last-Modified is strong; a later or
+    earlier date than it, or a weak tag, gets the whole copy."""
+    meta = await upload(embedded, photo_bytes)
+    url = f"/v1/images/{meta['id']}/stored"
+    whole = await embedded.get(url)
+    modified = parsedate_to_datetime(whole.headers["last-modified"])
+
+    def ask(if_range: str) -> Awaitable[httpx.Response]:
+        return embedded.get(url, headers={"range": "bytes=5-14", "if-range": if_range})
+
+    by_date = await ask(whole.headers["last-modified"])
+    by_tag = await ask(whole.headers["etag"])
+    later = await ask(http_date(modified + timedelta(seconds=1)))
+    earlier = await ask(http_date(modified - timedelta(seconds=1)))
+    weak = await ask("W/" + whole.headers["etag"])
+
+    for part in (by_date, by_tag):
+        assert (part.status_code, part.content) == (206, whole.content[5:15])
+        assert part.headers["content-range"] == f"bytes 5-14/{len(whole.content)}"
+    for refused in (later, earlier, weak):
+        assert (refused.status_code, refused.content) == (200, whole.content)
+
+
 @given(
     length=st.integers(0, 10_000),
     first=st.integers(0, 12_000) | st.none(),
@@ -280,6 +351,68 @@ async def test_a_degraded_answer_is_cached_briefly(tmp_path: Path, photo_bytes: 
     assert degraded.headers["x-model-version"] == "bicubic"
     assert degraded.headers["cache-control"] == "public, max-age=60"
     assert thumb.headers["cache-control"] == "public, max-age=86400"  # no model was needed
+
+
+async def test_both_max_ages_follow_their_settings(tmp_path: Path, photo_bytes: bytes) -> None:
+    """SRSTORE_HTTP_MAX_AGE_SECONDS and its degraded twin at values other than the defaults:
+    a model's render, the stored copy and the metadata take the first; bicubic the second."""
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    ages = {"http_max_age_seconds": 1234, "http_degraded_max_age_seconds": 7}
+    served = {}
+    for name, extra in (("model", {}), ("bicubic", {"weights_dir": empty})):
+        settings = Settings(data_dir=tmp_path / name, **ages, **extra)  # type: ignore[arg-type]
+        async with serving(settings) as (_, client):
+            url = f"/v1/images/{(await upload(client, photo_bytes))['id']}"
+            for path in ("", "/stored", "/meta"):
+                served[name + path] = (await client.get(url + path)).headers
+
+    assert served["model"]["x-model-version"] != "bicubic"
+    assert served["bicubic"]["x-model-version"] == "bicubic"
+    assert served["bicubic"]["cache-control"] == "public, max-age=7"
+    for name in ("model", "model/stored", "model/meta", "bicubic/stored", "bicubic/meta"):
+        assert (name, served[name]["cache-control"]) == (name, "public, max-age=1234")
+
+
+@pytest.mark.parametrize("path", ["/stored", "/meta"])
+@pytest.mark.parametrize(
+    ("offset", "status"),
+    [(timedelta(0), 304), (timedelta(hours=1), 304), (timedelta(seconds=-1), 200)],
+)
+async def test_if_modified_since_on_stored_and_meta(
+    embedded: httpx.AsyncClient, photo_bytes: bytes, path: str, offset: timedelta, status: int
+) -> None:
+    meta = await upload(embedded, photo_bytes)
+    url = f"/v1/images/{meta['id']}{path}"
+    first = await embedded.get(url)
+    modified = parsedate_to_datetime(first.headers["last-modified"])
+
+    response = await embedded.get(url, headers={"if-modified-since": http_date(modified + offset)})
+
+    assert modified == datetime.fromisoformat(meta["created_at"]).replace(microsecond=0)
+    assert response.status_code == status
+    assert response.content == (b"" if status == 304 else first.content)
+    assert response.headers["etag"] == first.headers["etag"]
+
+
+async def test_range_requests_on_the_stored_copy(
+    embedded: httpx.AsyncClient, photo_bytes: bytes
+) -> None:
+    meta = await upload(embedded, photo_bytes)
+    url = f"/v1/images/{meta['id']}/stored"
+    whole = await embedded.get(url)
+    length = len(whole.content)
+
+    first = await embedded.get(url, headers={"range": "bytes=0-99"})
+    tail = await embedded.get(url, headers={"range": "bytes=-50"})
+    beyond = await embedded.get(url, headers={"range": f"bytes={length}-"})
+
+    assert whole.headers["accept-ranges"] == "bytes"
+    assert (first.status_code, first.content) == (206, whole.content[:100])
+    assert first.headers["content-range"] == f"bytes 0-99/{length}"
+    assert (tail.status_code, tail.content) == (206, whole.content[-50:])
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{length}"
 
 
 async def test_a_normal_answer_keeps_the_long_max_age(

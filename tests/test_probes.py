@@ -3,16 +3,18 @@ whether this process can serve reads (a down cache cannot stop it: reads go unca
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
 
 from config.settings import Settings
 from tests.conftest import encode, serving
 from tests.support.metrics import samples
 from tests.support.proxy import DelayProxy
 from tests.support.servers import RedisServer, SeaweedServer
+from tests.support.waiting import until
 
 PROBE_TIMEOUT = 3.0  # the kubelet's timeoutSeconds in deploy/k8s/api.yaml
 STORE_UP = 'srstore_dependency_up{dependency="object_store"}'
@@ -21,6 +23,19 @@ CACHE_UP = 'srstore_dependency_up{dependency="cache"}'
 
 async def probe(client: httpx.AsyncClient, path: str) -> httpx.Response:
     return await client.get(path, timeout=PROBE_TIMEOUT)
+
+
+def dependency_down(app: FastAPI, name: str) -> Callable[[], bool]:
+    """Whether the process's last ping of ``name`` failed (what /readyz and /metrics report)."""
+    return lambda: not app.state.image_service.dependencies.up()[name]
+
+
+def store_down(app: FastAPI) -> Callable[[], bool]:
+    return dependency_down(app, "object_store")
+
+
+def cache_down(app: FastAPI) -> Callable[[], bool]:
+    return dependency_down(app, "cache")
 
 
 async def test_a_frozen_object_store_fails_readiness_at_once_and_the_scrape_says_so(
@@ -32,16 +47,16 @@ async def test_a_frozen_object_store_fails_readiness_at_once_and_the_scrape_says
         update={"s3_endpoint_url": proxy.url, "dependency_check_seconds": 0.2}
     )
     try:
-        async with serving(settings) as (_, client):
+        async with serving(settings) as (app, client):
             assert (await probe(client, "/readyz")).status_code == 200
             proxy.freeze()
-            await asyncio.sleep(2.0)  # a few pings time out
+            await until(store_down(app), "a ping of the frozen store timing out")
 
             ready = await probe(client, "/readyz")
             scraped = await probe(client, "/metrics")
             live = await probe(client, "/healthz")
             proxy.thaw()
-            await asyncio.sleep(1.0)
+            await until(lambda: not store_down(app)(), "a ping of the thawed store answering")
             again = await probe(client, "/readyz")
     finally:
         proxy.stop()
@@ -65,14 +80,14 @@ async def test_a_frozen_cache_leaves_the_process_ready_and_reads_bypass_it(
     url = f"redis://127.0.0.1:{proxy.server_address[1]}/0"
     settings = full_settings.model_copy(update={"redis_url": url, "dependency_check_seconds": 0.2})
     try:
-        async with serving(settings) as (_, client):
+        async with serving(settings) as (app, client):
             created = await client.post(
                 "/v1/images",
                 content=encode(photo.resize((64, 48)), "PNG"),
                 headers={"content-type": "image/png"},
             )
             proxy.freeze()
-            await asyncio.sleep(2.0)
+            await until(cache_down(app), "a ping of the frozen cache timing out")
 
             ready = await probe(client, "/readyz")
             scraped = await probe(client, "/metrics")
@@ -108,5 +123,5 @@ async def test_a_full_local_disk_makes_the_store_unready_and_refuses_uploads(
     assert samples(scraped.text)[STORE_UP] == 0
     assert upload.status_code == 503
     assert upload.json()["error"]["code"] == "storage_unavailable"
-    assert upload.headers["retry-after"]
+    assert upload.headers["retry-after"] == "5"  # README: an outage answers Retry-After: 5
     assert not list((tmp_path / "data" / "objects").rglob("*.meta.json"))

@@ -4,7 +4,7 @@ on every route, and (against a real server) connections that never finish their 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -133,3 +133,31 @@ async def test_a_body_on_a_bodiless_route_is_bounded(
 
     assert_error(big, 413, "body_too_large")
     assert small.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/v1/images/" + "A" * 22), ("PUT", "/v1/admin/models/active")],
+)
+async def test_a_chunked_body_is_refused_once_past_the_limit_not_read_to_its_end(
+    guarded: httpx.AsyncClient, method: str, path: str
+) -> None:
+    """64 MiB offered in 64 KiB chunks without a length: the service stops reading after
+    the chunk that takes it past its 64 KiB limit, so the rest is never sent."""
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(1024):
+            sent += 1
+            yield b"x" * 65_536
+
+    response = await guarded.request(
+        method,
+        path,
+        content=chunks(),
+        headers={**AUTH, "content-type": "application/json"},
+    )
+
+    assert_error(response, 413, "body_too_large")
+    assert sent <= 3

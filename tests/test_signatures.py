@@ -42,7 +42,12 @@ async def test_a_plain_url_needs_no_signature(
     "query",
     [
         [("w", "100")],
+        [("h", "100")],
+        [("fit", "cover")],
+        [("dpr", "2")],
+        [("enlarge", "true")],
         [("format", "png")],
+        [("quality", "50")],  # alone: it changes the bytes (and the cache entry) too
         [("quality", "50"), ("format", "webp")],
     ],
 )

@@ -211,6 +211,8 @@ async def test_dpr_multiplies_the_size_into_the_same_rendition(
         {"w": 100, "fit": "stretch"},
         {"w": 100, "enlarge": "perhaps"},
         {"format": "gif"},
+        {"format": "bmp"},  # BMP and TIFF uploads are served as PNG; neither is an output
+        {"format": "tiff"},
     ],
 )
 async def test_hostile_sizes_get_a_422_json_error(
@@ -246,3 +248,42 @@ async def test_greyscale_stays_greyscale_at_every_size(
             await embedded.get(f"/v1/images/{image_id}", params={**params, "format": fmt})
         )
         assert served.mode == mode, params
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("box", [100, 300])  # from the stored copy; through the model
+async def test_contain_pads_an_opaque_image_with_white(
+    embedded: httpx.AsyncClient, mode: str, box: int
+) -> None:
+    """A dark 3:2 image in a square box: white bands above and below, the image between."""
+    dark = Image.new(mode, (600, 400), 40 if mode == "L" else (40, 40, 40))
+    image_id = await upload(embedded, encode(dark, "PNG"), "image/png")
+
+    served = decode(
+        await embedded.get(
+            f"/v1/images/{image_id}",
+            params={"w": box, "h": box, "fit": "contain", "format": "png"},
+        )
+    )
+
+    pixels = np.asarray(served.convert("L"))
+    band = box // 6  # (box - 2/3 box) / 2 rows each side
+    assert served.mode == mode and served.size == (box, box)
+    assert pixels[: band - 1].min() == 255 and pixels[-band + 1 :].min() == 255
+    assert abs(int(pixels[box // 2, box // 2]) - 40) <= 3
+
+
+@pytest.mark.parametrize("fit", ["cover", "fill", "inside", "contain"])
+async def test_enlarge_is_bounded_by_the_pixels_it_computes_not_only_those_it_sends(
+    tmp_path: Path, photo_bytes: bytes, fit: str
+) -> None:
+    """``cover`` crops after scaling: a 4000x1 box on a 3:2 image scales it to 4000x2671
+    first, and that intermediate is what the pixel limit must bound."""
+    async with serving(Settings(data_dir=tmp_path, max_pixels=1_000_000)) as (_, client):
+        image_id = await upload(client, photo_bytes)
+        params = {"w": 4000, "h": 1 if fit == "cover" else 2000, "fit": fit, "enlarge": "true"}
+
+        response = await client.get(f"/v1/images/{image_id}", params=params)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_size"

@@ -145,6 +145,25 @@ async def test_small_text_over_a_photo_fails_the_floor_and_is_kept_full_size_as_
     assert ssim_by_definition(decoded(first.content), decoded(captioned_png)) >= 0.9
 
 
+async def test_the_full_size_codec_can_be_webp(tmp_path: Path, captioned_png: bytes) -> None:
+    """SRSTORE_FULL_CODEC=webp: the copy kept when the x4 copy fails is a full-size WebP,
+    at the lowest quality that meets the floor, and reads of it run no model."""
+    settings = Settings(data_dir=tmp_path, full_codec="webp")
+    async with serving(settings) as (_, client):
+        meta = await upload(client, captioned_png, "image/png", policy="guarded", floor="ssim:0.9")
+        stored = await client.get(f"/v1/images/{meta['id']}/stored")
+        served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert meta["receipt"]["x4"]["ssim"] < 0.9
+    assert meta["representation"] == "webp"
+    assert 5 <= meta["receipt"]["quality"] <= 100
+    assert stored.headers["content-type"] == "image/webp"
+    assert meta["stored_bytes"] == len(stored.content) < len(captioned_png)
+    assert decoded(stored.content).size == (meta["width"], meta["height"])
+    assert served.headers["x-model-version"] == "none"
+    assert ssim_by_definition(decoded(served.content), decoded(captioned_png)) >= 0.9
+
+
 async def test_a_page_of_small_text_falls_back_to_the_uploaded_bytes(
     client: httpx.AsyncClient, text_png: bytes
 ) -> None:
@@ -204,6 +223,44 @@ async def test_smallest_never_stores_more_than_guarded(
 
             assert smallest["stored_bytes"] <= guarded["stored_bytes"] <= len(data)
             assert smallest["receipt"]["meets_floor"] is guarded["receipt"]["meets_floor"] is True
+
+
+async def test_smallest_keeps_the_x4_copy_when_it_is_the_fewest_bytes_that_meet_the_floor(
+    embedded_settings: Settings, photo: Image.Image
+) -> None:
+    """A soft image (a photo enlarged 4x) rebuilds from its x4 copy almost exactly, and a
+    floor just under that copy's own SSIM asks more of a full-size AVIF than the copy's
+    bytes: ``smallest`` must still weigh the x4 copy against the others, and keep it."""
+    soft = photo.resize((150, 100), Image.Resampling.LANCZOS).resize((600, 400))
+    data = encode(soft, "PNG")
+    async with serving(embedded_settings) as (_, client):
+        scored = await upload(client, data, "image/png", policy="downscale")
+        floor = f"ssim:{math.floor(scored['receipt']['ssim'] * 1e4) / 1e4}"
+        guarded = await upload(client, data, "image/png", policy="guarded", floor=floor)
+        smallest = await upload(client, data, "image/png", policy="smallest", floor=floor)
+
+    assert guarded["representation"] == smallest["representation"] == "x4"
+    assert smallest["stored_bytes"] == guarded["stored_bytes"] == scored["stored_bytes"]
+    assert smallest["receipt"]["meets_floor"] is True
+
+
+@pytest.mark.parametrize("side", [1, 4, 8, 10])
+async def test_an_image_smaller_than_the_ssim_window_is_still_held_to_the_floor(
+    embedded_settings: Settings, side: int
+) -> None:
+    """SSIM's window is 11 pixels: a smaller image is scored over the whole plane, and its
+    receipt carries a real score, never ``scoring failed`` with the x4 copy kept anyway."""
+    noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    async with serving(embedded_settings) as (_, client):
+        meta = await upload(
+            client, encode(Image.fromarray(noise), "PNG"), "image/png", policy="guarded"
+        )
+        served = decoded((await client.get(f"/v1/images/{meta['id']}")).content)
+
+    receipt = meta["receipt"]
+    assert receipt["error"] is None
+    assert receipt["meets_floor"] is True and receipt["ssim"] >= 0.9
+    assert served.size == (side, side)
 
 
 async def test_the_policy_and_floor_settings_apply_to_uploads_without_a_query(

@@ -18,6 +18,7 @@ from config.settings import Settings
 from ledger import make_ledger
 from models.registry import ModelRegistry
 from render.compaction import Compactor
+from render.costs import CostFlusher
 from render.inference import InferenceEngine
 from render.queue import JobQueue, compaction_stream
 from storage import make_store
@@ -60,6 +61,11 @@ async def serve(settings: Settings, name: str) -> None:
         compactor,
         settings.compaction_threads,
     )
+    # The API processes sample the shared cache; a worker only adds the renders it ran.
+    flusher = CostFlusher(
+        ledger, None, settings.prices, settings.cost_window_seconds, settings.cost_flush_seconds
+    )
+    await flusher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -75,6 +81,7 @@ async def serve(settings: Settings, name: str) -> None:
             metrics_server.shutdown()
         await asyncio.to_thread(compactor.close)
         await asyncio.to_thread(engine.close)
+        await flusher.stop()
         await client.aclose()
         for closeable in (cache, ledger):
             close = getattr(closeable, "close", None)

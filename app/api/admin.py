@@ -19,7 +19,7 @@ from models.registry import ModelRef
 _BEARER = HTTPBearer(auto_error=False, description="The value of SRSTORE_ADMIN_TOKEN.")
 
 
-def get_model_admin(request: Request) -> ModelAdmin:
+async def get_model_admin(request: Request) -> ModelAdmin:
     return request.app.state.model_admin  # type: ignore[no-any-return]
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import metrics
-from app.deps import ImageServiceDep
+from app.deps import CostReportDep, ImageServiceDep
 from app.errors import error_responses
 
 router = APIRouter(tags=["health"])
@@ -23,6 +25,11 @@ async def readyz(images: ImageServiceDep) -> dict[str, str]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def prometheus_metrics(images: ImageServiceDep) -> Response:
-    snapshot = await images.snapshot()
+async def prometheus_metrics(images: ImageServiceDep, costs: CostReportDep) -> Response:
+    snapshot = dataclasses.replace(
+        await images.snapshot(),
+        spending=await costs.spending(),
+        prices=costs.settings.prices,
+        window_seconds=costs.settings.cost_window_seconds,
+    )
     return Response(metrics.exposition(snapshot), media_type=CONTENT_TYPE_LATEST)

@@ -211,9 +211,9 @@ async def get_image(
         headers["Vary"] = "Accept"
     if rendition.not_modified:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return ranged(
-        rendition.data, rendition.media_type, headers, range, if_range, rendition.last_modified
-    )
+    # Last-Modified is the upload time, which a model swap leaves as it is while the bytes
+    # change: a weak validator, so only the ETag can make If-Range serve a part (issue 26).
+    return ranged(rendition.data, rendition.media_type, headers, range, if_range, None)
 
 
 def ranged(
@@ -222,9 +222,11 @@ def ranged(
     headers: dict[str, str],
     range_header: str | None,
     if_range: str | None,
-    last_modified: datetime,
+    last_modified: datetime | None,
 ) -> Response:
-    """The whole body, or the one byte range asked for (``206``; ``416`` when outside)."""
+    """The whole body, or the one byte range asked for (``206``; ``416`` when outside).
+
+    ``last_modified`` only where it is strong (see ``byte_range``)."""
     try:
         span = byte_range(range_header, if_range, len(data), headers["ETag"], last_modified)
     except RangeNotSatisfiable as exc:

@@ -72,12 +72,15 @@ def byte_range(
     if_range: str | None,
     length: int,
     etag: str,
-    last_modified: datetime,
+    last_modified: datetime | None,
 ) -> tuple[int, int] | None:
     """The inclusive ``(first, last)`` byte range to send, or ``None`` for the whole body.
 
     One range is served; several ranges, a malformed header, or an ``If-Range`` that does not
-    match strongly get the whole representation, as RFC 9110 §14.2 allows.
+    match strongly get the whole representation, as RFC 9110 §14.2 allows. ``last_modified``
+    is given only where it is a strong validator (the bytes cannot change while it stays the
+    same); with ``None`` a date in ``If-Range`` never matches, so a range is never spliced
+    onto bytes that changed under the same date.
     """
     if header is None:
         return None
@@ -100,10 +103,13 @@ def byte_range(
     return first, min(int(last_text) if last_text else length - 1, length - 1)
 
 
-def _if_range_holds(if_range: str, etag: str, last_modified: datetime) -> bool:
-    """Strong comparison for a tag; an exact date match for a date (RFC 9110 §13.1.5)."""
+def _if_range_holds(if_range: str, etag: str, last_modified: datetime | None) -> bool:
+    """Strong comparison for a tag (a weak one never matches); for a date, an exact match
+    with a strong ``Last-Modified`` (RFC 9110 §13.1.5)."""
     value = if_range.strip()
     if value.startswith(('"', "W/")):
         return not value.startswith("W/") and value == etag
+    if last_modified is None:
+        return False
     since = _parse_date(value)
     return since is not None and since == last_modified.replace(microsecond=0)

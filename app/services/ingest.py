@@ -27,6 +27,7 @@ from imaging import (
 )
 from ledger import Ledger, LedgerUnavailable
 from policy import Floor, Receipt, StoragePolicy
+from render import costs
 from render.compaction import pending_key
 from render.images import ImageMeta, object_key
 from storage import ObjectStore
@@ -129,9 +130,10 @@ class Ingest:
         return meta
 
     def _reduce(self, data: bytes) -> tuple[DecodedImage, _Reduced]:
-        decoded = decode_upload(data, self.settings.max_pixels)
-        low_res = downscale(decoded.image)
-        stored = encode_stored(low_res, self.settings.codec)
+        with costs.measured("ingest"):
+            decoded = decode_upload(data, self.settings.max_pixels)
+            low_res = downscale(decoded.image)
+            stored = encode_stored(low_res, self.settings.codec)
         return decoded, _Reduced(stored, low_res.width, low_res.height)
 
     async def _credit(self, meta: ImageMeta) -> None:

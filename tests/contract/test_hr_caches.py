@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from cache import (
     RedisCache,
     Tombstones,
 )
+from cache.redis import _index_key
+from cache.tombstones import SWEEP_INTERVAL_SECONDS
 from tests.support.servers import RedisServer, free_port
 
 TTL = 60
@@ -132,18 +135,38 @@ def test_a_tombstone_expires_after_its_lifetime_and_is_swept(tmp_path: Path) -> 
         marks.mark("../escape")
 
 
+def test_a_sweep_keeps_every_mark_younger_than_its_lifetime(tmp_path: Path) -> None:
+    """The clock runs with the files' own times (a sweep compares it with their mtimes):
+    a mark made a sweep interval ago, well within its lifetime, survives the next sweep."""
+    offset = [0.0]
+    marks = Tombstones(tmp_path / "t", lifetime_seconds=300, clock=lambda: time.time() + offset[0])
+    marks.mark("earlier")
+    offset[0] = SWEEP_INTERVAL_SECONDS + 1
+
+    marks.mark("later")  # sweeps: "earlier" is a minute old, with four more to live
+
+    assert marks.marked("earlier") and marks.marked("later")
+    assert sorted(os.listdir(tmp_path / "t")) == ["earlier", "later"]
+    offset[0] = 300 + 2 * SWEEP_INTERVAL_SECONDS + 2
+    marks.mark("last")  # both are past their lifetime now, and are swept
+    assert sorted(os.listdir(tmp_path / "t")) == ["last"]
+
+
 async def test_a_redis_hit_renews_the_ttl(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
+    """The entry and the image's index of entries both: an index that expired under a live
+    entry would hide it from DELETE, which would then leave it served."""
     cache = RedisCache(redis_server.url, ttl_seconds=100)
     await cache.put(key("t1"), b"x")
-    redis_client.expire(str(key("t1")), 5)
-    assert redis_client.ttl(str(key("t1"))) <= 5
+    for name in (str(key("t1")), _index_key("t1")):  # as if 95 s had passed since the put
+        redis_client.expire(name, 5)
+        assert redis_client.ttl(name) <= 5
 
     assert await cache.get(key("t1")) == b"x"
 
     assert 95 <= redis_client.ttl(str(key("t1"))) <= 100
-    assert redis_client.ttl("hr:t1:keys") >= 95
+    assert 95 <= redis_client.ttl(_index_key("t1")) <= 100
     await cache.close()
 
 

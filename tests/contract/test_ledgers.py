@@ -121,3 +121,51 @@ async def test_an_unwritable_ledger_file_raises_ledger_unavailable(tmp_path: Pat
 
     with pytest.raises(LedgerUnavailable):
         await ledger.add(1, 1, 1)
+
+
+async def test_spending_adds_up_across_processes(open_ledger: Callable[[], Ledger]) -> None:
+    name = f"compute_seconds:render:test-{uuid.uuid4().hex[:8]}"
+    first, second = open_ledger(), open_ledger()
+    try:
+        await first.spend({name: 1.25}, 0.0, 60)
+        await second.spend({name: 0.5, "unrelated": 0.0}, 0.0, 60)
+        spent = await open_ledger().spending(60)
+    finally:
+        await _close(first)
+        await _close(second)
+
+    assert spent.amounts[name] == pytest.approx(1.75)
+
+
+async def test_recent_dollars_decay_over_the_window(ledger: Ledger) -> None:
+    window = 1.0
+    before = (await ledger.spending(window)).recent_dollars
+    await ledger.spend({}, 2.0, window)
+    just_after = (await ledger.spending(window)).recent_dollars
+    await asyncio.sleep(1.0)
+    a_window_later = (await ledger.spending(window)).recent_dollars
+
+    assert before + 2.0 >= just_after > 1.9
+    assert a_window_later == pytest.approx(just_after / 2.718, rel=0.15)
+
+
+async def test_a_shared_gauge_is_integrated_over_time_once(
+    open_ledger: Callable[[], Ledger],
+) -> None:
+    """Two processes sampling one gauge: each interval is counted once, on one clock."""
+    name = f"gauge-{uuid.uuid4().hex[:8]}"
+    first, second = open_ledger(), open_ledger()
+    try:
+        assert await first.integrate(name, 1000) == 0  # nothing before the first sample
+        await asyncio.sleep(0.3)
+        by_second = await second.integrate(name, 3000)
+        await asyncio.sleep(0.2)
+        by_first = await first.integrate(name, 0)
+        spent = await first.spending(60)
+    finally:
+        await _close(first)
+        await _close(second)
+
+    assert by_second == pytest.approx(300, rel=0.2)
+    assert by_first == pytest.approx(600, rel=0.25)
+    assert spent.amounts[name] == pytest.approx(by_second + by_first, rel=1e-6)
