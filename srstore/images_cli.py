@@ -86,10 +86,11 @@ def _uploads_table(uploaded: list[tuple[Path, dict[str, Any]]]) -> str:
             meta["original_bytes"],
             meta["stored_bytes"],
             f"{meta['original_bytes'] / max(meta['stored_bytes'], 1):.1f}x",
+            (meta.get("receipt") or {}).get("state", ""),
         ]
         for path, meta in uploaded
     ]
-    return table(rows, ["id", "file", "size", "uploaded bytes", "stored bytes", "saved"])
+    return table(rows, ["id", "file", "size", "uploaded bytes", "stored bytes", "saved", "receipt"])
 
 
 def _get(args: argparse.Namespace, api: ApiClient) -> None:
@@ -119,4 +120,8 @@ def _get(args: argparse.Namespace, api: ApiClient) -> None:
 
 
 def _meta_table(meta: dict[str, Any]) -> str:
-    return table([[key, value] for key, value in meta.items()], ["field", "value"])
+    """One row a field; the quality receipt one row a field of its own, its state first."""
+    rows: list[list[Any]] = [[key, value] for key, value in meta.items() if key != "receipt"]
+    receipt = meta.get("receipt") or {}
+    rows += [[f"receipt {key}", value] for key, value in receipt.items() if value is not None]
+    return table(rows, ["field", "value"])

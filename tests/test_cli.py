@@ -98,6 +98,7 @@ def test_images_upload_get_meta_delete_through_the_api(
     (line,) = [row for row in uploaded.stdout.splitlines() if str(flower) in row]
     image_id = line.split()[0]
     meta = json.loads(srstore("images", "meta", image_id, "--json", env=env).stdout)
+    described = srstore("images", "meta", image_id, env=env).stdout
     got = srstore(
         "images", "get", image_id, "--format", "png", "-o", str(tmp_path / "big.png"), env=env
     )
@@ -107,6 +108,8 @@ def test_images_upload_get_meta_delete_through_the_api(
     assert uploaded.returncode == 0 and uploaded.stderr == "", uploaded.stderr  # no httpx lines
     assert uploaded.stdout.split()[:6] == ["id", "file", "size", "uploaded", "bytes", "stored"]
     assert (meta["id"], meta["width"], meta["height"]) == (image_id, *Image.open(flower).size)
+    assert line.split()[-1] == "pending"  # the receipt is decided in the background
+    assert re.search(r"^receipt state +(pending|done) *$", described, re.MULTILINE), described
     assert got.returncode == 0 and got.stdout.startswith(f"wrote {tmp_path / 'big.png'}")
     assert Image.open(tmp_path / "big.png").size == Image.open(flower).size
     assert deleted.stdout == f"deleted {image_id}\n"
