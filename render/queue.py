@@ -21,6 +21,12 @@ stream already holds ``max_length`` unfinished jobs the miss is refused; otherwi
 job and marks the key in flight. A worker deletes each finished entry, so the stream's length
 is the number of unfinished jobs; and it acknowledges without rendering a job whose rendition
 is already cached.
+
+Compactions. The same class carries compaction jobs (see :mod:`render.compaction`) on a
+stream of their own, ``{stream}:compact``, with the same dedupe, claims and acknowledgement: a
+job's key names the image and the model to score with. Workers read it only when no render is
+waiting for them, so renders keep priority. The durable work item is the ``pending/{id}``
+object, not the entry: a job lost with the stream is queued again by the API's sweep.
 """
 
 from __future__ import annotations
