@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from apikeys import KeyStoreUnavailable
 from app.services.decoding import DecodeBusy
 from app.services.images import InvalidCursor
 from app.services.models import InvalidCard, NothingToRollBack, WorseThanActive
 from app.services.queue import RenderFailed
-from app.services.renditions import InvalidSignature, SizeNotAllowed
+from app.services.renditions import InvalidSignature, RenditionLimit, SizeNotAllowed
+from app.services.work import ClientBusy, CpuBusy
 from cache import CacheUnavailable
 from imaging import ImageTooLarge, InvalidImage, InvalidSize, UnencodableFormat, UnsupportedImage
 from models.control import ControlUnavailable, PointerMoved
@@ -41,6 +43,11 @@ class BodyTooLarge(BadRequest):
     code = "body_too_large"
 
 
+class HeaderTooLarge(BadRequest):
+    status = 431
+    code = "header_too_large"
+
+
 class UnsupportedMediaType(BadRequest):
     status = 415
     code = "unsupported_media_type"
@@ -54,6 +61,41 @@ class Unauthorized(BadRequest):
 class AdminDisabled(BadRequest):
     status = 403
     code = "admin_disabled"
+
+
+class Forbidden(BadRequest):
+    """The caller is known, and its key does not allow this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(BadRequest):
+    status = 404
+    code = "not_found"
+
+
+class Unprocessable(BadRequest):
+    status = 422
+    code = "invalid_request"
+
+
+class KeysUnavailable(BadRequest):
+    """The key store did not answer: nobody can be told apart, so nobody is let in."""
+
+    status = 503
+    code = "keys_unavailable"
+
+
+class RateLimited(BadRequest):
+    """A key's quota is spent; ``retry_after`` says when the window that holds it ends."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
@@ -78,11 +120,15 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     ControlUnavailable: (503, "control_unavailable"),
     StorageUnavailable: (503, "storage_unavailable"),
     CacheUnavailable: (503, "cache_unavailable"),
+    KeyStoreUnavailable: (503, "keys_unavailable"),
     QueueFull: (503, "queue_full"),
     CompactionBacklogFull: (503, "compaction_backlog_full"),
     DecodeBusy: (503, "decode_busy"),
     RenderTimeout: (503, "render_timeout"),
     RenderFailed: (503, "render_failed"),
+    CpuBusy: (503, "cpu_busy"),
+    ClientBusy: (429, "client_busy"),
+    RenditionLimit: (429, "rendition_limit"),
 }
 
 
@@ -91,12 +137,14 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
 _UNAVAILABLE_MESSAGES = {
     "storage_unavailable": "the object store is unavailable; retry later",
     "cache_unavailable": "the cache is unavailable; retry later",
+    "keys_unavailable": "the key store is unavailable; retry later",
     "control_unavailable": "the model registry is unavailable; retry later",
     "queue_full": "too many images are waiting to be rendered; retry later",
     "decode_busy": "too many uploads are being decoded; retry later",
     "compaction_backlog_full": "too many uploads are waiting for compaction; retry later",
     "render_timeout": "the image could not be rendered in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
+    "cpu_busy": "too much image work is under way; retry later",
 }
 
 
@@ -113,24 +161,30 @@ class ErrorEnvelope(BaseModel):
 
 _STATUS_MEANINGS = {
     400: "Malformed request or image id",
-    401: "Missing or wrong bearer token",
-    403: "The admin API is off: no SRSTORE_ADMIN_TOKEN is configured",
+    401: "No API key where one is needed, or an unknown or revoked one (see README, Keys and"
+    " access)",
+    403: "The key lacks the scope this route needs, or the admin API is off",
     404: "No such image or model version",
     409: "Conflicts with the registry's state (version exists, scores worse, nothing to undo)",
     413: "Body or image too large",
     415: "Not a supported image type",
+    431: "A request header is longer than SRSTORE_MAX_HEADER_BYTES",
     422: "Corrupt image, or an invalid query, body, card or weight file",
+    429: "This client holds its share of the CPU work, the image its quota of renditions, or"
+    " the key its quota (rate_limited); retry after Retry-After seconds",
     500: "Unexpected failure (internal_error); the answer names no internals",
     503: "A dependency is down or renders are saturated; retry after Retry-After seconds",
 }
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
-    503: {
-        "Retry-After": {
-            "description": "Seconds to wait before retrying",
-            "schema": {"type": "integer", "minimum": 1},
-        }
-    },
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
 }
 
 
@@ -160,7 +214,7 @@ def error_response(
 ) -> JSONResponse:
     """An error is never stored by a cache: the next request may well succeed."""
     headers = {"Cache-Control": "no-store"}
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(retry_after)
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
@@ -178,9 +232,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def bad_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, BadRequest)
-        response = error_response(exc.status, exc.code, str(exc))
+        retry_after = getattr(exc, "retry_after", OUTAGE_RETRY_AFTER)
+        response = error_response(exc.status, exc.code, str(exc), retry_after)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, BodyTooLarge):
+            # The rest of the body was never read: close instead of draining it (a refused
+            # upload used to read a 256 MiB chunked body to its end).
+            response.headers["Connection"] = "close"
         return response
 
     async def invalid_request(_: Request, exc: Exception) -> JSONResponse:

@@ -43,6 +43,12 @@ CACHE_REQUESTS = Counter(
     "HR cache lookups by result: hit, miss, or bypass when the cache is unavailable.",
     ["result"],
 )
+QUEUE_ENQUEUES = Counter(
+    "srstore_queue_enqueues",
+    "Misses sent to the render queue (queue mode), by outcome: queued a new job, joined the "
+    "job already in flight for the same rendition, or refused because the queue was full.",
+    ["outcome"],
+)
 REQUEST_SECONDS = Histogram(
     "srstore_http_request_seconds",
     "HTTP request duration by route template, method and status.",
@@ -58,6 +64,23 @@ FETCH_SECONDS = Histogram(
 LEDGER_ERRORS = Counter(
     "srstore_ledger_errors",
     "Ledger updates that failed after the object store had confirmed (the ledger drifts).",
+)
+
+# Labelled by the public id of keys that exist (a refused key has no series): as many series
+# as keys were created, however many ids clients make up.
+KEY_UPLOADS = Counter("srstore_key_uploads", "Uploads acknowledged, by API key id.", ["key"])
+KEY_UPLOAD_BYTES = Counter(
+    "srstore_key_upload_bytes", "Bytes of uploads acknowledged, by API key id.", ["key"]
+)
+KEY_CPU_SECONDS = Counter(
+    "srstore_key_compaction_cpu_seconds",
+    "CPU seconds of scoring (compaction) spent on uploads, by API key id.",
+    ["key"],
+)
+KEY_THROTTLED = Counter(
+    "srstore_key_throttled",
+    "Requests refused with 429, by API key id and quota (uploads, bytes, cpu).",
+    ["key", "quota"],
 )
 
 

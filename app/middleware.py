@@ -1,10 +1,9 @@
-"""Pure ASGI middlewares (no per-request task): security headers and request metrics; the
-admin token and body limits, checked before the application reads a byte of the body; the
-request id."""
+"""Pure ASGI middlewares (no per-request task): security headers and request metrics; who
+may call a route and body limits, checked before the application reads a byte of the body;
+the request id."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -15,11 +14,27 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.errors import AdminDisabled, BadRequest, BodyTooLarge, Unauthorized, error_response
+from app.access import Access, required_scope
+from app.errors import (
+    OUTAGE_RETRY_AFTER,
+    BadRequest,
+    BodyTooLarge,
+    HeaderTooLarge,
+    error_response,
+)
 from config.logs import REQUEST_ID
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# Methods a client may name freely; any other token is counted as "other", so a client that
+# invents methods cannot grow /metrics (10,000 invented methods once made it 17.9 MB).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
 
 
 class ResponseHeadersAndMetrics:
@@ -40,11 +55,9 @@ class ResponseHeadersAndMetrics:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                cache = dict(message.get("headers", [])).get(b"x-cache", b"")
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-content-type-options", b"nosniff"),
-                ]
+                headers = message.get("headers", [])
+                cache = next((value for name, value in headers if name == b"x-cache"), b"")
+                message["headers"] = [*headers, (b"x-content-type-options", b"nosniff")]
             await send(message)
 
         try:
@@ -61,33 +74,24 @@ class ResponseHeadersAndMetrics:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             elapsed = time.perf_counter() - started
-            metrics.REQUEST_SECONDS.labels(route, scope["method"], str(status)).observe(elapsed)
+            method = method_label(scope["method"])
+            metrics.REQUEST_SECONDS.labels(route, method, str(status)).observe(elapsed)
             if cache:
                 metrics.FETCH_SECONDS.labels(cache.decode().lower()).observe(elapsed)
 
 
 UPLOAD_PATH = "/v1/images"
-ADMIN_PREFIX = "/v1/admin"
 MODEL_UPLOAD_PATH = "/v1/admin/models"
 CONTROL_BODY_LIMIT = 64 * 1024  # every other route takes a small JSON body or none
-
-
-def admin_refusal(settings: Settings, headers: Headers) -> BadRequest | None:
-    """403 while no token is configured; 401 for a missing or wrong one (constant-time)."""
-    if settings.admin_token is None:
-        return AdminDisabled("the admin API is off: set SRSTORE_ADMIN_TOKEN to enable it")
-    scheme, _, given = headers.get("authorization", "").partition(" ")
-    expected = settings.admin_token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        return Unauthorized("a valid bearer token is required")
-    return None
 
 
 class RequestGate:
     """What is refused from the request line and headers alone, before any body is read.
 
-    The admin token is checked here, not in a route dependency: FastAPI reads and parses a
-    route's body (spooling a multipart file to disk) before it runs the dependencies. Then a
+    First a header longer than ``SRSTORE_MAX_HEADER_BYTES`` (431), before any route parses it.
+    Who may call the route is decided here (``app.access``), not in a route dependency:
+    FastAPI reads and parses a route's body (spooling a multipart file to disk) before it
+    runs the dependencies. The caller is left in the request's state as ``principal``. Then a
     body limit per route: the image upload streams under its own limit (``app.api.uploads``);
     a model upload may carry ``SRSTORE_MAX_MODEL_UPLOAD_BYTES``; every other route 64 KiB.
     Those bodies are read here, counted, and handed on whole.
@@ -101,13 +105,33 @@ class RequestGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        oversized = _oversized_header(scope["headers"], self.settings.max_header_bytes)
+        if oversized is not None:
+            await _refuse(oversized, scope, receive, send)
+            return
         path, method = scope["path"], scope["method"]
         headers = Headers(scope=scope)
-        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
-            refusal = admin_refusal(self.settings, headers)
-            if refusal is not None:
-                await _refuse(refusal, scope, receive, send)
-                return
+        needed = required_scope(method, path)
+        if needed is not None:
+            authorization = headers.get("authorization")
+            # A public read without credentials: no lookup at all (the cache-hit path).
+            if authorization is not None or needed != "read" or not self.settings.public_read:
+                access: Access = scope["app"].state.access
+                client = scope.get("client")
+                try:
+                    principal = await access.principal(
+                        needed,
+                        authorization,
+                        client[0] if client else None,
+                        headers.get("x-forwarded-for") or headers.get("forwarded"),
+                        signed=b"sig=" in scope.get("query_string", b""),
+                    )
+                    if needed == "upload":
+                        await access.admit_upload(principal)
+                except BadRequest as refusal:
+                    await _refuse(refusal, scope, receive, send)
+                    return
+                scope.setdefault("state", {})["principal"] = principal
         if (method == "POST" and path == UPLOAD_PATH) or _bodiless_read(method, headers):
             # The upload streams under its own limit; a read without a body has nothing to
             # count, so a cache hit passes untouched (no body read, no replayed receive).
@@ -130,6 +154,17 @@ class RequestGate:
         return CONTROL_BODY_LIMIT
 
 
+def _oversized_header(raw: list[tuple[bytes, bytes]], limit: int) -> HeaderTooLarge | None:
+    """One length comparison per header: cheap enough for every request, cache hits included."""
+    for name, value in raw:
+        if len(value) > limit:
+            return HeaderTooLarge(
+                f"the {name[:64].decode('latin-1')} header is {len(value)} bytes; at most {limit} "
+                "are read (SRSTORE_MAX_HEADER_BYTES)"
+            )
+    return None
+
+
 def _bodiless_read(method: str, headers: Headers) -> bool:
     """A GET or HEAD framed without a body (RFC 9112 §6.3: no length, no transfer coding)."""
     return (
@@ -144,7 +179,8 @@ def _too_large(limit: int) -> BodyTooLarge:
 
 
 async def _refuse(error: BadRequest, scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(error.status, error.code, str(error))
+    retry_after = getattr(error, "retry_after", OUTAGE_RETRY_AFTER)
+    response = error_response(error.status, error.code, str(error), retry_after)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     # The unread body cannot be skipped: close the connection instead of reading it.

@@ -13,11 +13,24 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.access import required_scope
+from app.errors import error_responses
+from config.settings import Settings
+
+SCHEME = "apiKey"
+WHOAMI = "/v1/access"
+_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key (`srk_...`, see README, Keys and access) or SRSTORE_ADMIN_TOKEN."
+    " Each operation lists the scope it needs; a key with `admin` has every scope.",
+}
+
 _FRAMEWORK_SCHEMAS = ("HTTPValidationError", "ValidationError")
 _FRAMEWORK_422 = "#/components/schemas/HTTPValidationError"
 
 
-def publish_envelope_only(app: FastAPI) -> None:
+def publish_envelope_only(app: FastAPI, settings: Settings) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -28,6 +41,7 @@ def publish_envelope_only(app: FastAPI) -> None:
                 schema = generate()
             _drop_framework_errors(schema)
             _name_head_operations(schema)
+            _declare_security(schema, settings)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -50,3 +64,34 @@ def _name_head_operations(schema: dict[str, Any]) -> None:
             "operationId"
         ):
             head["operationId"] = "head_" + head["operationId"].removeprefix("get_")
+
+
+def _declare_security(schema: dict[str, Any], settings: Settings) -> None:
+    """Each operation's scope (the same table ``RequestGate`` enforces) and its refusals.
+
+    A public read lists an empty requirement beside the key: it may be made without one.
+    """
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})[SCHEME] = _SCHEME
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            scope = required_scope(method.upper(), path)
+            if path == WHOAMI:
+                operation["security"] = [{SCHEME: []}, {}]  # any key, or none
+            if scope is None:
+                continue
+            requirement: list[dict[str, list[str]]] = [{SCHEME: [scope]}]
+            if scope == "read" and settings.public_read:
+                requirement.append({})
+            operation["security"] = requirement
+            refusals = error_responses(401, 403)
+            for status, response in refusals.items():
+                operation["responses"].setdefault(str(status), _jsonable(response))
+
+
+def _jsonable(response: dict[str, Any]) -> dict[str, Any]:
+    """``error_responses`` names the envelope model; the schema holds its reference."""
+    shown = {k: v for k, v in response.items() if k != "model"}
+    shown["content"] = {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}
+    }
+    return shown

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ import httpx
 from PIL import Image, ImageOps
 
 from bench.inference import table
-from bench.service import photo_1mp, summarise, weights_dir
+from bench.service import cpu_seconds, photo_1mp, summarise, weights_dir
 from models.validation import luma_psnr
 from tests.support.process import ApiProcess, start_api
 from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY, start_redis, start_seaweed
@@ -77,13 +76,6 @@ def encoder_rows(photo: Path | None) -> list[list[str]]:
             ]
         )
     return rows
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its reaped children, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def upload(http: httpx.AsyncClient, data: bytes, count: int) -> list[str]:

@@ -1,12 +1,20 @@
 """Network throughput on this machine: tiles per forward pass, against bicubic and matmul peak.
 
-    python -m bench.inference
+    python -m bench.inference [--variants]
+
+Every rate is given twice: per second of wall time, and per CPU-second of this process
+(``time.process_time``, all threads). On a shared machine other tenants stretch wall time
+but not CPU time, so the CPU-second fraction of the matmul peak is the one that says how
+well a network uses the cores it gets; the wall fraction says what a user sees. The peak is
+a float32 2048x2048 matmul at the same thread count. ``--variants`` adds the layouts and
+compilers tried for the engine (NCHW, NHWC, TorchScript freezing, ``torch.compile``).
 
 Untrained weights serve as well as trained ones here: the time does not depend on their values.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import platform
@@ -24,27 +32,48 @@ from models.batching import BatchingUpscaler
 from models.engine import NeuralUpscaler
 
 TILE = 128
-BATCHES = {"espcn": (1, 2, 4, 8, 16), "srcnn": (1, 2, 4)}  # SRCNN: ~1 s per tile here
+BATCHES = {"espcn": (1, 4, 16), "srcnn": (1, 4)}  # SRCNN: ~0.2 s per tile on one core
 PHOTO = Path(__file__).parent.parent / "tests" / "data" / "flower.jpg"
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
 
 
 def best_of(run: Callable[[], object], budget_s: float = 0.6, repeats: int = 5) -> float:
-    """Seconds per call in the fastest of ``repeats`` rounds lasting ``budget_s`` in all.
+    """Wall seconds per call (see :func:`timed`)."""
+    return timed(run, budget_s, repeats)[0]
 
-    The fastest round, not the median: other tenants of a shared machine only add time.
-    """
+
+def timed(
+    run: Callable[[], object], budget_s: float = 0.6, repeats: int = 5
+) -> tuple[float, float]:
+    """Wall and CPU seconds per call, each the fastest of ``repeats`` rounds lasting
+    ``budget_s`` in all. The fastest round, not the median: other tenants only add time."""
     run()
     started = time.perf_counter()
     run()
     once = max(time.perf_counter() - started, 1e-6)
     calls = max(1, int(budget_s / repeats / once))
-    rounds = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        cpu_started, started = time.process_time(), time.perf_counter()
         for _ in range(calls):
             run()
-        rounds.append((time.perf_counter() - started) / calls)
-    return min(rounds)
+        walls.append((time.perf_counter() - started) / calls)
+        cpus.append((time.process_time() - cpu_started) / calls)
+    return min(walls), min(cpus)
+
+
+def instruction_set() -> str:
+    """What torch dispatches to (its CPU capability) and the vector flags the CPU reports."""
+    flags: set[str] = set()
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    present = [flag for flag in ISA_FLAGS if flag in flags]
+    return f"torch kernels {torch.backends.cpu.get_cpu_capability()}; CPU flags: " + (
+        " ".join(present) or "none of " + " ".join(ISA_FLAGS)
+    )
 
 
 def describe_machine() -> list[str]:
@@ -52,10 +81,13 @@ def describe_machine() -> list[str]:
     with open("/proc/cpuinfo") as cpuinfo:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
     cpu = names[0] if names else cpu
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     return [
-        f"CPU: {cpu}, {len(os.sched_getaffinity(0))} cores usable",
+        f"CPU: {cpu}, {len(os.sched_getaffinity(0))} cores usable, load average {load}",
+        f"Instruction set: {instruction_set()}",
         f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} intra-op threads, device cpu",
+        f"{torch.get_num_threads()} intra-op threads, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, device cpu",
     ]
 
 
@@ -77,57 +109,153 @@ def conv_macs(model: nn.Module, tile: torch.Tensor) -> int:
     return total
 
 
-def matmul_peak_macs_per_s(n: int = 2048) -> float:
+def matmul_peak(n: int = 2048) -> tuple[float, float]:
+    """Multiply-adds per wall second and per CPU-second of a float32 n x n matmul."""
     a, b = torch.rand(n, n), torch.rand(n, n)
-    return n**3 / best_of(lambda: torch.mm(a, b), budget_s=3.0, repeats=15)
+    wall, cpu = timed(lambda: torch.mm(a, b), budget_s=3.0, repeats=15)
+    return n**3 / wall, n**3 / cpu
 
 
-def network_rows(peak: float) -> list[list[str]]:
+def thread_counts() -> list[int]:
+    cores = len(os.sched_getaffinity(0))
+    return [1] if cores == 1 else [1, cores]
+
+
+def network_rows() -> tuple[list[list[str]], dict[str, float]]:
+    """Per thread count: the peak, then each network and batch against it."""
     rows = []
-    for name in ("espcn", "srcnn"):
-        upscaler = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=TILE)
-        span = upscaler.tile_span
-        macs = conv_macs(upscaler.model, torch.zeros(1, 1, span, span))
-        core_mp = (TILE * SCALE) ** 2 / 1e6
-        for batch in BATCHES[name]:
-            tiles = torch.rand(batch, 1, span, span)
-            seconds = best_of(partial(upscaler.run_tiles, tiles))
-            rate = batch * macs / seconds
-            rows.append(
-                [
-                    name,
-                    str(batch),
-                    f"{batch * core_mp / seconds:.2f}",
-                    f"{rate / 1e9:.1f}",
-                    f"{100 * rate / peak:.0f}%",
-                ]
-            )
-    return rows
+    peaks = {}
+    default_threads = torch.get_num_threads()
+    try:
+        for threads in thread_counts():
+            torch.set_num_threads(threads)
+            peak_wall, peak_cpu = matmul_peak()
+            peaks[f"{threads} threads, wall"] = peak_wall
+            peaks[f"{threads} threads, CPU"] = peak_cpu
+            for name in ("espcn", "srcnn"):
+                upscaler = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), TILE)
+                span = upscaler.tile_span
+                macs = conv_macs(upscaler.model, torch.zeros(1, 1, span, span))
+                core_mp = (TILE * SCALE) ** 2 / 1e6
+                for batch in BATCHES[name]:
+                    tiles = torch.rand(batch, 1, span, span)
+                    wall, cpu = timed(partial(upscaler.run_tiles, tiles))
+                    rows.append(
+                        [
+                            name,
+                            str(threads),
+                            str(batch),
+                            f"{batch * core_mp / wall:.2f}",
+                            f"{batch * macs / wall / 1e9:.1f}",
+                            f"{100 * batch * macs / wall / peak_wall:.0f}%",
+                            f"{batch * macs / cpu / 1e9:.1f}",
+                            f"{100 * batch * macs / cpu / peak_cpu:.0f}%",
+                        ]
+                    )
+    finally:
+        torch.set_num_threads(default_threads)
+    return rows, peaks
 
 
 def image_rows() -> list[list[str]]:
-    """A 1024x1024 output from a 256x256 stored copy: bicubic against the full SR path."""
+    """A 1024x1024 output from a 256x256 stored copy: bicubic against the full SR path, and
+    the full path against the network alone on the same tiles."""
     low_res = Image.open(PHOTO).convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)
     low_res = Image.open(io.BytesIO(_jpeg(low_res))).convert("RGB")
     size = (low_res.width * SCALE, low_res.height * SCALE)
     output_mp = size[0] * size[1] / 1e6
     bicubic = best_of(lambda: low_res.resize(size, Image.Resampling.BICUBIC))
-    rows = [["Pillow bicubic", "-", f"{output_mp / bicubic:.1f}", "1.00"]]
+    rows = [["Pillow bicubic", "-", f"{output_mp / bicubic:.1f}", "1.00", "-", "-"]]
     for name in ("espcn", "srcnn"):
         neural = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=TILE)
+        tiles = torch.rand(4, 1, neural.tile_span, neural.tile_span)  # the image's 4 tiles
         for max_tiles in (1, 4):
             batcher = BatchingUpscaler(neural, 0.0, max_tiles)
-            seconds = best_of(partial(batcher.upscale, low_res))
+            whole, whole_cpu = timed(partial(batcher.upscale, low_res))
+            network, network_cpu = timed(partial(batcher.run_tiles, tiles))
             batcher.close()
             rows.append(
                 [
                     name,
                     str(max_tiles),
-                    f"{output_mp / seconds:.1f}",
-                    f"{bicubic / seconds:.3f}",
+                    f"{output_mp / whole:.1f}",
+                    f"{bicubic / whole:.3f}",
+                    f"{100 * network / whole:.0f}%",
+                    f"{100 * network_cpu / whole_cpu:.0f}%",
                 ]
             )
     return rows
+
+
+def variant_rows() -> list[list[str]]:
+    """ESPCN and SRCNN at batch 1 on one thread in each form the engine could take, taking
+    turns so that each sees the same load; the output is checked against eager NCHW."""
+    rows = []
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _, peak_cpu = matmul_peak()
+        for name in ("espcn", "srcnn"):
+            model = build_model(name).eval()
+            span = TILE + 2 * 2 * int(getattr(model, "receptive_radius", 4))
+            macs = conv_macs(model, torch.zeros(1, 1, span, span))
+            forms = _forms(model, torch.rand(1, 1, span, span))
+            reference = forms["eager NCHW"][0]()
+            results: dict[str, list[tuple[float, float]]] = {form: [] for form in forms}
+            for _ in range(3):
+                for form, (run, _) in forms.items():
+                    results[form].append(timed(run, budget_s=0.3, repeats=2))
+            for form, (run, warm_s) in forms.items():
+                wall = min(r[0] for r in results[form])
+                cpu = min(r[1] for r in results[form])
+                error = (run() - reference).abs().max().item()
+                rows.append(
+                    [
+                        name,
+                        form,
+                        f"{1000 * cpu:.1f}",
+                        f"{1000 * wall:.1f}",
+                        f"{100 * macs / cpu / peak_cpu:.0f}%",
+                        f"{warm_s:.1f}",
+                        f"{error:.1e}",
+                    ]
+                )
+    finally:
+        torch.set_num_threads(default_threads)
+    return rows
+
+
+Form = tuple[Callable[[], torch.Tensor], float]
+
+
+def _forms(model: nn.Module, tile: torch.Tensor) -> dict[str, Form]:
+    """name -> (one forward pass, seconds its preparation took)."""
+    nhwc = tile.contiguous(memory_format=torch.channels_last)
+    last = build_model(type(model).__name__.lower()).eval()
+    last.load_state_dict(model.state_dict())
+    last = last.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def prepared(make: Callable[[], Callable[[], torch.Tensor]]) -> Form:
+        started = time.perf_counter()
+        run = make()
+        run()  # compilers do their work on the first call
+        return run, time.perf_counter() - started
+
+    def no_grad(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Form:
+        def run() -> torch.Tensor:
+            with torch.no_grad():
+                return module(x)
+
+        return prepared(lambda: run)
+
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(last, nhwc))
+    return {
+        "eager NCHW": no_grad(model, tile),
+        "eager NHWC (served)": no_grad(last, nhwc),
+        "TorchScript frozen NHWC": no_grad(frozen, nhwc),
+        "torch.compile NHWC": no_grad(torch.compile(last), nhwc),
+    }
 
 
 def _jpeg(image: Image.Image) -> bytes:
@@ -142,37 +270,75 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def report() -> str:
-    peak = matmul_peak_macs_per_s()
-    networks = network_rows(peak)
-    peak_after = matmul_peak_macs_per_s()
-    if peak_after > peak:  # other tenants slowed the first measurement; redo the ratios
-        peak = peak_after
-        networks = [[*r[:4], f"{100 * float(r[3]) * 1e9 / peak:.0f}%"] for r in networks]
+def report(variants: bool = False) -> str:
+    networks, peaks = network_rows()
+    peak_lines = ", ".join(f"{name} {value / 1e9:.1f}" for name, value in peaks.items())
     parts = [
-        f"Peak: float32 2048x2048 matmul, {peak / 1e9:.1f} G multiply-adds/s "
-        "(fastest round, measured before and after the networks).",
+        f"Peak: float32 2048x2048 matmul, G multiply-adds/s: {peak_lines}.",
         "",
-        f"Network only, tiles of {TILE}x{TILE} low-res pixels (+ margins), "
-        f"output megapixels = tile cores at x{SCALE}:",
+        f"Network only, tiles of {TILE}x{TILE} low-res pixels (+ margins), NHWC as served, "
+        f"output megapixels = tile cores at x{SCALE}; fractions of the matmul peak at the same "
+        "thread count, per wall second and per CPU-second:",
         "",
         table(
-            ["model", "tiles/batch", "output MP/s", "G MAC/s", "of matmul peak"],
+            [
+                "model",
+                "threads",
+                "tiles/batch",
+                "output MP/s",
+                "G MAC/s",
+                "of peak (wall)",
+                "G MAC/CPU-s",
+                "of peak (CPU)",
+            ],
             networks,
         ),
         "",
         "Whole image, 256x256 stored copy -> 1024x1024 RGB (luma through the network in 4 "
-        "tiles, chroma bicubic), SR/bicubic = speed ratio:",
+        "tiles, chroma bicubic meanwhile), SR/bicubic = speed ratio, network share = the "
+        "same 4 tiles through the network alone over the whole image (wall, CPU):",
         "",
-        table(["upscaler", "tiles/batch", "output MP/s", "SR/bicubic"], image_rows()),
+        table(
+            [
+                "upscaler",
+                "tiles/batch",
+                "output MP/s",
+                "SR/bicubic",
+                "network share (wall)",
+                "network share (CPU)",
+            ],
+            image_rows(),
+        ),
     ]
+    if variants:
+        parts += [
+            "",
+            "Forms of the network, batch 1, one thread, taking turns (CPU ms per tile; "
+            "warm-up = preparation and first call; error = largest difference from eager NCHW):",
+            "",
+            table(
+                [
+                    "model",
+                    "form",
+                    "CPU ms",
+                    "wall ms",
+                    "of peak (CPU)",
+                    "warm-up s",
+                    "max error",
+                ],
+                variant_rows(),
+            ),
+        ]
     return "\n".join(parts)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variants", action="store_true", help="compare the engine's forms")
+    args = parser.parse_args()
     print("\n".join(describe_machine()))
     print()
-    print(report())
+    print(report(args.variants))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ from imaging import (
 )
 from models.engine import BicubicUpscaler, Upscaler
 from models.weights import shipped_upscaler
-from policy import STORAGE_POLICIES, Floor, Reconstruct, Score, choose, score
+from policy import STORAGE_POLICIES, Floor, Reconstruct, Score, score
+from policy.choose import choose
 from render.images import ImageMeta
 from render.inference import read_back
 

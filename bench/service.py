@@ -3,14 +3,16 @@
     python -m bench.service
 
 Measures a 1024x1024 JPEG (1 megapixel): cache hits against the same bytes served as a
-static file by the same server, and misses rendered through a worker (queue mode) against
-misses rendered in the API process (local mode). The load generator is this process (httpx).
+static file by the same server (taking turns in rounds of 40, with the API process's CPU),
+and misses rendered through a worker (queue mode) against misses rendered in the API process
+(local mode). The load generator is this process (httpx).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
 import statistics
 import tempfile
 import time
@@ -28,6 +30,7 @@ from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY, start_redis, sta
 
 SIDE = 1024
 HITS = 400
+ROUND = 40  # requests of one kind before the other kind's turn
 MISSES = 16
 
 
@@ -50,6 +53,14 @@ async def measure(
     http: httpx.AsyncClient, paths: list[str], concurrency: int
 ) -> tuple[float, float, float]:
     """Requests per second, p50 and p99 milliseconds over ``paths``, ``concurrency`` at a time."""
+    elapsed, latencies = await measured(http, paths, concurrency)
+    return summarise(latencies, elapsed)
+
+
+async def measured(
+    http: httpx.AsyncClient, paths: list[str], concurrency: int
+) -> tuple[float, list[float]]:
+    """Seconds for all of ``paths``, ``concurrency`` at a time, and each request's latency."""
     latencies: list[float] = []
     queue: asyncio.Queue[str] = asyncio.Queue()
     for path in paths:
@@ -65,7 +76,35 @@ async def measure(
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return summarise(latencies, time.perf_counter() - started)
+    return time.perf_counter() - started, latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def taking_turns(
+    http: httpx.AsyncClient, kinds: dict[str, str], count: int, concurrency: int, pid: int
+) -> dict[str, tuple[tuple[float, float, float], float]]:
+    """Each kind's (req/s, p50, p99) and the server's CPU ms per request, the kinds taking
+    turns in rounds of ``ROUND`` requests so that every kind sees the same background load."""
+    latencies: dict[str, list[float]] = {name: [] for name in kinds}
+    elapsed = dict.fromkeys(kinds, 0.0)
+    cpu = dict.fromkeys(kinds, 0.0)
+    for _ in range(count // ROUND):
+        for name, path in kinds.items():
+            before, started = cpu_seconds(pid), time.perf_counter()
+            _, round_latencies = await measured(http, [path] * ROUND, concurrency)
+            elapsed[name] += time.perf_counter() - started
+            cpu[name] += cpu_seconds(pid) - before
+            latencies[name] += round_latencies
+    return {
+        name: (summarise(latencies[name], elapsed[name]), 1000 * cpu[name] / len(latencies[name]))
+        for name in kinds
+    }
 
 
 async def upload(http: httpx.AsyncClient, data: bytes, count: int) -> list[str]:
@@ -83,9 +122,18 @@ async def run(queue_api: ApiProcess, local_api: ApiProcess, static_dir: Path) ->
     rows: list[list[str]] = []
     data = photo_1mp()
 
-    def row(name: str, concurrency: int, count: int, result: tuple[float, float, float]) -> None:
+    def row(
+        name: str,
+        concurrency: int,
+        count: int,
+        result: tuple[float, float, float],
+        cpu_ms: float | None = None,
+    ) -> None:
         rps, p50, p99 = result
-        rows.append([name, str(concurrency), str(count), f"{rps:.1f}", f"{p50:.1f}", f"{p99:.1f}"])
+        cpu = "-" if cpu_ms is None else f"{cpu_ms:.2f}"
+        rows.append(
+            [name, str(concurrency), str(count), f"{rps:.1f}", f"{p50:.1f}", f"{p99:.1f}", cpu]
+        )
 
     limits = httpx.Limits(max_connections=16)
     async with (
@@ -96,14 +144,12 @@ async def run(queue_api: ApiProcess, local_api: ApiProcess, static_dir: Path) ->
         body = (await queued.get(hot)).content
         (static_dir / "hot.jpg").write_bytes(body)
         await measure(queued, [hot] * 20 + ["/static/hot.jpg"] * 20, 4)  # warm both paths
+        kinds = {"static file, same bytes": "/static/hot.jpg", "cache hit": hot}
         for concurrency in (1, 8):
-            row(
-                "static file, same bytes",
-                concurrency,
-                HITS,
-                await measure(queued, ["/static/hot.jpg"] * HITS, concurrency),
-            )
-            row("cache hit", concurrency, HITS, await measure(queued, [hot] * HITS, concurrency))
+            pid = queue_api.process.pid
+            results = await taking_turns(queued, kinds, HITS, concurrency, pid)
+            for name, (result, cpu_ms) in results.items():
+                row(name, concurrency, HITS, result, cpu_ms)
         modes = (("miss, in-process (local)", local), ("miss, via worker (queue)", queued))
         for _, http in modes:
             await measure(http, await upload(http, data, 2), 1)  # warm the render path
@@ -170,11 +216,16 @@ def report() -> str:
         [
             f"HTTP, {SIDE}x{SIDE} JPEG output (1 MP), one API process per mode, one worker:",
             "",
-            table(["path", "concurrency", "requests", "req/s", "p50 ms", "p99 ms"], rows),
+            table(
+                ["path", "concurrency", "requests", "req/s", "p50 ms", "p99 ms", "API CPU ms/req"],
+                rows,
+            ),
             "",
             f"- cost of a cache hit relative to the static file: "
-            f"{float(hit[4]) / float(static[4]):.2f}x the p50 latency at concurrency 1, "
-            f"{float(static8[3]) / float(hit8[3]):.2f}x the time per request at concurrency 8",
+            f"{float(hit[4]) / float(static[4]):.2f}x the p50 latency and "
+            f"{float(hit[6]) / float(static[6]):.2f}x the API's CPU at concurrency 1, "
+            f"{float(static8[3]) / float(hit8[3]):.2f}x the time per request and "
+            f"{float(hit8[6]) / float(static8[6]):.2f}x the CPU at concurrency 8",
             f"- queue path over in-process at concurrency 1: "
             f"{float(queued[4]) - float(local[4]):+.1f} ms at p50, "
             f"{float(queued[5]) - float(local[5]):+.1f} ms at p99",

@@ -10,6 +10,7 @@ from cache.base import (
     CacheUnavailable,
     HRCache,
     ImageDeleted,
+    TtlBySize,
 )
 from cache.memory import MemoryCache
 from cache.redis import RedisCache
@@ -27,7 +28,14 @@ def make_cache(settings: Settings) -> HRCache:
     """
     if settings.redis_url:
         return RedisCache(
-            settings.redis_url, settings.cache_ttl_seconds, settings.cache_retry_seconds
+            settings.redis_url,
+            settings.cache_ttl_seconds,
+            settings.cache_retry_seconds,
+            settings.ttl_by_size,
+            settings.cache_admit_after,
+            settings.cache_probation_seconds,
+            cluster=settings.redis_cluster,
+            wait_replicas=settings.redis_wait_replicas,
         )
     return MemoryCache(
         settings.cache_ttl_seconds,
@@ -36,6 +44,7 @@ def make_cache(settings: Settings) -> HRCache:
             settings.data_dir / "tombstones",
             settings.cache_ttl_seconds + TOMBSTONE_MARGIN_SECONDS,
         ),
+        ttl_by_size=settings.ttl_by_size,
     )
 
 
@@ -47,5 +56,6 @@ __all__ = [
     "MemoryCache",
     "RedisCache",
     "Tombstones",
+    "TtlBySize",
     "make_cache",
 ]

@@ -5,9 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from keyspace import rendition_prefix
+
 # A delete mark outlives any entry of the image (unread for a TTL, it expires) and, by a wide
 # margin, any render that read the image before the delete.
 TOMBSTONE_MARGIN_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class TtlBySize:
+    """A large entry is kept unread for less time than a small one.
+
+    Above ``large_bytes`` an entry's TTL is at most ``large_ttl_seconds`` (see the README,
+    "A cache that knows its cost", for the figures that chose the defaults); 0 turns it off.
+    """
+
+    large_bytes: int = 0
+    large_ttl_seconds: int = 0
+
+    def ttl(self, ttl_seconds: int, size: int) -> int:
+        if self.large_bytes and size > self.large_bytes and self.large_ttl_seconds:
+            return min(ttl_seconds, self.large_ttl_seconds)
+        return ttl_seconds
 
 
 class CacheUnavailable(RuntimeError):
@@ -34,8 +53,10 @@ class CacheKey:
     encoding: str = ""
 
     def __str__(self) -> str:
+        """``hr:{id}:...``: tagged with the image, so it shares a cluster slot with the
+        image's delete mark (see :mod:`keyspace`)."""
         return (
-            f"hr:{self.image_id}:{self.model}:{self.fmt}:{self.quality or 0}"
+            f"{rendition_prefix(self.image_id)}{self.model}:{self.fmt}:{self.quality or 0}"
             f":{self.variant}:{self.encoding}"
         )
 

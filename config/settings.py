@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from imaging import (
-    PILLOW_MAX_PIXELS,
-    FullCodecName,
-    OutputEncoding,
-    StoredCodec,
-    StoredCodecName,
-)
-from ledger.costs import Prices
+from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
-from policy import Floor, StoragePolicy
+from policy.receipts import Floor, StoragePolicy
+
+if TYPE_CHECKING:
+    from cache.base import TtlBySize
+    from imaging import OutputEncoding, StoredCodec
+    from ledger.costs import Prices
 
 
 class Settings(BaseSettings):
@@ -34,11 +40,50 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="Region passed to boto3.")
     s3_prefix: str = Field("", description="Key prefix inside the bucket.")
     redis_url: str | None = Field(
-        None, description="Redis URL; setting it selects the Redis cache."
+        None,
+        description="Redis URL; setting it selects the Redis cache (with SRSTORE_REDIS_CLUSTER:"
+        " any node of the cluster).",
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="Replicas a DELETE's mark must reach (Redis WAIT, up to 0.25 s) before the"
+        " DELETE answers, else 503: with 1 on a cluster, a failover cannot bring a deleted"
+        " image's cached renditions back.",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="SRSTORE_REDIS_URL names a node of a Redis Cluster: use the cluster client,"
+        " which finds every master and follows failovers.",
     )
     cache_ttl_seconds: int = Field(86_400, ge=1, description="Sliding TTL of a cached HR image.")
     memory_cache_max_bytes: int = Field(
         256 * 2**20, ge=0, description="Bound of the in-process cache (embedded mode)."
+    )
+    cache_large_entry_bytes: int = Field(
+        128 * 1024,
+        ge=0,
+        description="Renditions larger than this are kept unread for at most"
+        " SRSTORE_CACHE_LARGE_TTL_SECONDS and, in Redis, admitted once asked for twice (0: off).",
+    )
+    cache_large_ttl_seconds: int = Field(
+        7200,
+        ge=0,
+        description="TTL of a large rendition: about when its cache rent reaches the cost of"
+        " rendering it again at the default prices (see README).",
+    )
+    cache_admit_after: int = Field(
+        2,
+        ge=1,
+        description="Requests within its TTL before Redis admits a large rendition; before"
+        " that it is kept only SRSTORE_CACHE_PROBATION_SECONDS (1: admit at once).",
+    )
+    cache_probation_seconds: int = Field(
+        10,
+        ge=1,
+        description="How long Redis keeps a large rendition not admitted yet (long enough for"
+        " the API to read what a worker rendered).",
     )
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
@@ -72,7 +117,19 @@ class Settings(BaseSettings):
     inference: Literal["local", "queue"] = Field(
         "local", description="Render misses in this process, or hand them to `srstore worker`."
     )
-    queue_stream: str = Field("srstore:render", description="Redis stream of render jobs.")
+    queue_stream: str = Field(
+        "srstore:render",
+        pattern=r"^[^{}]+$",
+        description="Name of the render queue's Redis streams (no braces: srstore adds the"
+        " shard's hash tag).",
+    )
+    queue_shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Streams the render queue is spread over, by image id; on a Redis Cluster"
+        " at least the number of masters, so no one master carries the queue.",
+    )
     queue_max_length: int = Field(
         256,
         ge=1,
@@ -132,6 +189,54 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(
         15.0, gt=0, description="A request body may pause at most this long between chunks."
     )
+    io_threads: int = Field(
+        32,
+        ge=2,
+        description="Threads for object-store and ledger calls and the readiness pings (the "
+        "default executor); CPU work never runs there.",
+    )
+    cpu_threads: int = Field(
+        2,
+        ge=1,
+        description="CPU work a request starts (renditions made from a stored copy, upload "
+        "scoring) at once per process, on a pool of its own.",
+    )
+    cpu_backlog_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Estimated CPU-seconds of work per CPU thread admitted at once; more is "
+        "refused with 503 cpu_busy and a Retry-After.",
+    )
+    cpu_client_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of the admitted CPU work one client (its address) may hold; more "
+        "is refused with 429 client_busy.",
+    )
+    max_output_pixels: int = Field(
+        2**24,
+        ge=1,
+        description="Largest enlargement (enlarge=true) in pixels, unless the image itself "
+        "is larger; beyond: 422 invalid_size.",
+    )
+    quality_steps: Annotated[frozenset[int], NoDecode] = Field(
+        frozenset({30, 45, 60, 75, 85, 90, 95}),
+        description="Qualities an unsigned URL may get: any other is snapped to the nearest "
+        "(comma-separated; empty: any).",
+    )
+    max_renditions_per_image: int = Field(
+        48,
+        ge=1,
+        description="Distinct renditions of one image an unsigned URL may create per hour and "
+        "process; beyond: 429 rendition_limit.",
+    )
+    max_header_bytes: int = Field(
+        8 * 1024,
+        ge=256,
+        description="Longest value of any one request header (nginx's line limit); a longer "
+        "one gets 431 before anything parses it.",
+    )
     dependency_check_seconds: float = Field(
         1.0, gt=0, description="How often the object store and cache are pinged for the probes."
     )
@@ -151,7 +256,8 @@ class Settings(BaseSettings):
     storage_policy: StoragePolicy = Field(
         "downscale",
         description="downscale: always the x4 copy; guarded: the x4 copy unless it scores below"
-        " the floor; smallest: the fewest bytes that meet the floor (see README).",
+        " the floor; smallest: the fewest bytes that meet the floor; full: the full-size copy"
+        " at the floor; original: the upload as it came (see README).",
     )
     quality_floor: str = Field(
         "ssim:0.9",
@@ -209,6 +315,38 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; the admin API is off without one."
     )
+    public_read: bool = Field(
+        True,
+        description="Anyone may fetch an image by id (signed URLs only, with a signing key);"
+        " off, reads need a key with the read scope.",
+    )
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Comma-separated addresses or networks whose X-Forwarded-For is believed"
+        " (empty: none; the peer address decides who is loopback).",
+    )
+    key_cache_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=5,
+        description="How long a process trusts its last lookup of a key: a revocation takes"
+        " effect on every process within this.",
+    )
+    quota_uploads_per_minute: int = Field(
+        120, ge=0, description="Uploads one API key may make per minute (0: no limit)."
+    )
+    quota_upload_bytes_per_day: int = Field(
+        10 * 2**30, ge=0, description="Bytes one API key may upload per UTC day (0: no limit)."
+    )
+    quota_cpu_seconds_per_hour: float = Field(
+        900.0,
+        ge=0,
+        description="CPU seconds of scoring (compaction) one API key's uploads may cost per"
+        " hour; past it, its uploads get 429 until the hour ends (0: no limit).",
+    )
+    key: SecretStr | None = Field(
+        None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."
+    )
     model_poll_seconds: float = Field(
         2.0, gt=0, description="How often a process re-reads the active model pointer."
     )
@@ -221,7 +359,7 @@ class Settings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="Bind address of `srstore serve`.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port of `srstore serve`.")
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -232,6 +370,7 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_ADMIN_TOKEN must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_ADMIN_TOKEN", secret)
         return value
 
     @field_validator("quality_floor")
@@ -248,19 +387,45 @@ class Settings(BaseSettings):
         secret = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(secret) < 16:
             raise ValueError("SRSTORE_URL_SIGNING_KEY must be at least 16 characters")
+        _refuse_placeholder("SRSTORE_URL_SIGNING_KEY", secret)
         return value
 
-    @field_validator("allowed_widths", mode="before")
+    @field_validator("allowed_widths", "quality_steps", mode="before")
     @classmethod
     def _comma_separated_widths(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(int(part) for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = frozenset(part.strip() for part in value.split(",") if part.strip())
+        for network in value if isinstance(value, (set, frozenset, list, tuple)) else ():
+            try:
+                ipaddress.ip_network(str(network), strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("quality_steps")
+    @classmethod
+    def _qualities(cls, value: frozenset[int]) -> frozenset[int]:
+        if any(not 1 <= quality <= 100 for quality in value):
+            raise ValueError("every quality step must be 1 to 100")
+        return value
+
     @model_validator(mode="after")
     def _s3_needs_bucket(self) -> Settings:
         if self.s3_endpoint_url and not self.s3_bucket:
             raise ValueError("SRSTORE_S3_ENDPOINT_URL is set but SRSTORE_S3_BUCKET is not")
+        return self
+
+    @model_validator(mode="after")
+    def _cluster_needs_redis(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("SRSTORE_REDIS_CLUSTER is set but SRSTORE_REDIS_URL is not")
         return self
 
     @model_validator(mode="after")
@@ -271,6 +436,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def codec(self) -> StoredCodec:
+        from imaging import StoredCodec  # the pipeline (NumPy): not for every CLI command
+
         return StoredCodec(self.stored_codec, self.stored_quality)
 
     @cached_property
@@ -278,7 +445,15 @@ class Settings(BaseSettings):
         return Floor.parse(self.quality_floor)
 
     @cached_property
+    def ttl_by_size(self) -> TtlBySize:
+        from cache.base import TtlBySize  # the cache package imports redis: not for the CLI
+
+        return TtlBySize(self.cache_large_entry_bytes, self.cache_large_ttl_seconds)
+
+    @cached_property
     def prices(self) -> Prices:
+        from ledger.costs import Prices  # the ledger package imports redis: not for the CLI
+
         return Prices(
             storage_gb_month=self.price_storage_gb_month,
             cpu_hour=self.price_cpu_hour,
@@ -288,6 +463,8 @@ class Settings(BaseSettings):
 
     @cached_property
     def output_encoding(self) -> OutputEncoding:
+        from imaging import OutputEncoding
+
         return OutputEncoding(
             jpeg_quality=self.output_jpeg_quality,
             webp_quality=self.output_webp_quality,
@@ -298,6 +475,17 @@ class Settings(BaseSettings):
 
 
 PREFIX = "SRSTORE_"
+
+# Words of the placeholders that manifests, examples and tutorials ship in place of a secret: a
+# token copied from one of them is public, and would open the admin API to anyone.
+_PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|your[_-]?(token|key)", re.I)
+
+
+def _refuse_placeholder(name: str, secret: str) -> None:
+    if _PLACEHOLDER.search(secret):
+        raise ValueError(
+            f"{name} is a placeholder: generate one (openssl rand -hex 16) and set that"
+        )
 
 
 class SettingsError(ValueError):
@@ -337,7 +525,8 @@ def _problem(error: object, environ: Mapping[str, str]) -> str:
         return message
     variable = PREFIX + str(error["loc"][0]).upper()
     value = environ.get(variable, "")
-    shown = "(hidden)" if variable == "SRSTORE_ADMIN_TOKEN" else repr(value)
+    hidden = ("SRSTORE_ADMIN_TOKEN", "SRSTORE_URL_SIGNING_KEY", "SRSTORE_KEY")
+    shown = "(hidden)" if variable in hidden else repr(value)
     return f"{variable}={shown}: {message}"
 
 

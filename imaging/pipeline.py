@@ -10,21 +10,15 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
 from imaging.errors import ImageError, ImageTooLarge, InvalidImage, UnsupportedImage
+from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, OutputFormat, StoredCodecName
 from imaging.limits import MAX_JPEG_SCANS, encodable, jpeg_scans, jpeg_too_short
 
 SCALE = 4
-# Pillow refuses to open anything over this many pixels, whatever SRSTORE_MAX_PIXELS says.
-PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 2**63 - 1
-
-StoredCodecName = Literal["jpeg", "webp", "webp-lossless", "png"]
-OutputFormat = Literal["jpeg", "png", "webp", "avif"]
-FullCodecName = Literal["avif", "webp"]  # a full-size copy kept instead of the 4x-reduced one
 AVIF_SPEED = 8  # libavif's 0 (slowest) .. 10: 4x faster than its default 6 for ~20% more bytes
 
 # Formats accepted on upload, by Pillow's format name, and the format each is served in.
@@ -300,8 +294,14 @@ def encode_output(
             buffer, "WEBP", quality=quality or settings.webp_quality, method=settings.webp_method
         )
     elif fmt == "avif":
+        # One thread: the CPU pool's concurrency bounds what renders use only if each encode
+        # stays on its own thread (Pillow's default takes every core for one request).
         image.save(
-            buffer, "AVIF", quality=quality or settings.avif_quality, speed=settings.avif_speed
+            buffer,
+            "AVIF",
+            quality=quality or settings.avif_quality,
+            speed=settings.avif_speed,
+            max_threads=1,
         )
     else:
         image.save(buffer, "PNG", compress_level=settings.png_compress_level)

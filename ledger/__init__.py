@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 def make_ledger(settings: Settings) -> Ledger:
     """Redis when a URL is configured (shared by every replica), else a file in the data dir."""
     if settings.redis_url:
-        return RedisLedger(settings.redis_url)
+        return RedisLedger(settings.redis_url, settings.redis_cluster)
     return LocalLedger(settings.data_dir / "ledger.sqlite3")
 
 

@@ -89,3 +89,16 @@ class Ledger(Protocol):
     async def spending(self, window_seconds: float) -> Spending:
         """The amounts so far, and the recent dollars decayed to now."""
         ...
+
+    async def touch(self, last_read: Mapping[str, float]) -> None:
+        """Remember when each image (kept full-size while hot) was last read, in epoch
+        seconds; an earlier time never replaces a later one."""
+        ...
+
+    async def idle(self, before: float, limit: int) -> list[str]:
+        """Up to ``limit`` images last read (or uploaded) before ``before``, oldest first."""
+        ...
+
+    async def forget(self, image_id: str) -> None:
+        """Stop tracking an image (compacted, or deleted)."""
+        ...

@@ -40,7 +40,13 @@ CREATE TABLE IF NOT EXISTS recent (
     id INTEGER PRIMARY KEY CHECK (id = 1), dollars REAL NOT NULL, at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS gauges (name TEXT PRIMARY KEY, value REAL NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS last_read (image_id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS last_read_at ON last_read (at);
 """
+_TOUCH = (
+    "INSERT INTO last_read VALUES (?, ?) ON CONFLICT (image_id) DO UPDATE SET"
+    " at = max(at, excluded.at)"
+)
 _ADD_SPENT = (
     "INSERT INTO spent VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET"
     " amount = amount + excluded.amount"
@@ -122,6 +128,22 @@ class LocalLedger:
             return Spending(amounts, _recent(db, time.time(), window_seconds))
 
         return await asyncio.to_thread(self._run, read)
+
+    async def touch(self, last_read: Mapping[str, float]) -> None:
+        rows = list(last_read.items())
+        await asyncio.to_thread(self._run, lambda db: db.executemany(_TOUCH, rows))
+
+    async def idle(self, before: float, limit: int) -> list[str]:
+        query = "SELECT image_id FROM last_read WHERE at < ? ORDER BY at LIMIT ?"
+
+        def read(db: sqlite3.Connection) -> list[str]:
+            return [image_id for (image_id,) in db.execute(query, (before, limit))]
+
+        return await asyncio.to_thread(self._run, read)
+
+    async def forget(self, image_id: str) -> None:
+        query = "DELETE FROM last_read WHERE image_id = ?"
+        await asyncio.to_thread(self._run, lambda db: db.execute(query, (image_id,)))
 
     def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
         """``action`` in one transaction: all of it is kept, or none."""

@@ -1,10 +1,12 @@
-"""The ledger as one Redis hash, moved with ``HINCRBY`` in a transaction: full mode.
+"""The ledger as one Redis hash, moved with ``HINCRBY`` in one script: full mode.
 
 The totals are the fields ``original_bytes``, ``stored_bytes`` and ``images``; each
 representation's share is the same three fields prefixed ``{representation}:``.
 
 The hash has no TTL, so a Redis that evicts with ``volatile-lru`` (every cache entry has a
-TTL) never evicts it; keep AOF persistence on so it survives a Redis restart.
+TTL) never evicts it; keep AOF persistence on so it survives a Redis restart. The hash and
+the debited marks share the ``{ledger}`` hash tag, so on a Redis Cluster they live on one
+master and the debit script can touch both (see :mod:`keyspace`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,27 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from keyspace import COSTS, LAST_READ, LEDGER, connect, ledger_debited
 from ledger.base import DEBIT_MEMORY_SECONDS, LedgerUnavailable, Share, Spending, Totals
 
-LEDGER_KEY = "srstore:ledger"
-COSTS_KEY = "srstore:costs"  # amounts spent, the recent dollars, the integrated gauges
+LEDGER_KEY = LEDGER
+COSTS_KEY = COSTS  # amounts spent, the recent dollars, the integrated gauges
+LAST_READ_KEY = LAST_READ  # a sorted set: image id by when it was last read
 _FIELDS = ("original_bytes", "stored_bytes", "images")
+
+# KEYS: the ledger. ARGV: original bytes, stored bytes, images, the representation.
+_ADD = """
+local amounts = {
+  original_bytes = tonumber(ARGV[1]), stored_bytes = tonumber(ARGV[2]), images = tonumber(ARGV[3])
+}
+for field, amount in pairs(amounts) do
+  redis.call('HINCRBY', KEYS[1], field, amount)
+  redis.call('HINCRBY', KEYS[1], ARGV[4] .. ':' .. field, amount)
+end
+return 1
+"""
 
 # KEYS: the ledger, the image's "debited" mark. ARGV: original bytes, stored bytes, the mark's
 # lifetime, the representation.
@@ -79,8 +94,9 @@ return string.format('%.6f', added)
 
 
 class RedisLedger:
-    def __init__(self, url: str) -> None:
-        self.client = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, url: str, cluster: bool = False) -> None:
+        self.client = connect(url, cluster, socket_timeout=2, socket_connect_timeout=2)
+        self._add = self.client.register_script(_ADD)
         self._debit_once = self.client.register_script(_DEBIT_ONCE)
         self._recent = self.client.register_script(_RECENT)
         self._integrate = self.client.register_script(_INTEGRATE)
@@ -88,21 +104,16 @@ class RedisLedger:
     async def add(
         self, original_bytes: int, stored_bytes: int, images: int, representation: str = "x4"
     ) -> None:
+        args: list[int | str] = [original_bytes, stored_bytes, images, representation]
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                for field, amount in zip(
-                    _FIELDS, (original_bytes, stored_bytes, images), strict=True
-                ):
-                    pipe.hincrby(LEDGER_KEY, field, amount)
-                    pipe.hincrby(LEDGER_KEY, f"{representation}:{field}", amount)
-                await pipe.execute()
+            await self._add(keys=[LEDGER_KEY], args=args)
         except RedisError as exc:
             raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
 
     async def debit_once(
         self, image_id: str, original_bytes: int, stored_bytes: int, representation: str = "x4"
     ) -> bool:
-        keys = [LEDGER_KEY, f"{LEDGER_KEY}:debited:{image_id}"]
+        keys = [LEDGER_KEY, ledger_debited(image_id)]
         args: list[int | str] = [original_bytes, stored_bytes, DEBIT_MEMORY_SECONDS, representation]
         try:
             debited = await self._debit_once(keys=keys, args=args)
@@ -160,6 +171,29 @@ class RedisLedger:
             if _text(key).startswith("amount:")
         }
         return Spending(amounts, float(recent))
+
+    async def touch(self, last_read: Mapping[str, float]) -> None:
+        if not last_read:
+            return
+        try:
+            await self.client.zadd(LAST_READ_KEY, dict(last_read), gt=True)
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+
+    async def idle(self, before: float, limit: int) -> list[str]:
+        try:
+            ids = await self.client.zrangebyscore(
+                LAST_READ_KEY, "-inf", f"({before}", start=0, num=limit
+            )
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
+        return [_text(image_id) for image_id in ids if isinstance(image_id, bytes | str)]
+
+    async def forget(self, image_id: str) -> None:
+        try:
+            await self.client.zrem(LAST_READ_KEY, image_id)
+        except RedisError as exc:
+            raise LedgerUnavailable(f"Redis ledger: {exc}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()

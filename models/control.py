@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from keyspace import MODEL_ACTIVE, MODEL_AUDIT, MODEL_SWAPS, connect, subscriber
 from models.registry import ModelRef
 from storage.local import write_atomically
 
@@ -86,12 +86,13 @@ return 1
 
 
 class RedisControl:
-    """Keys without a TTL, so a ``volatile-lru`` Redis never evicts them."""
+    """Keys without a TTL, so a ``volatile-lru`` Redis never evicts them; one hash tag, so the
+    swap script runs on a Redis Cluster too."""
 
-    ACTIVE, AUDIT, CHANNEL = "srstore:model:active", "srstore:model:audit", "srstore:model:swaps"
+    ACTIVE, AUDIT, CHANNEL = MODEL_ACTIVE, MODEL_AUDIT, MODEL_SWAPS
 
-    def __init__(self, url: str) -> None:
-        self.client = aioredis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    def __init__(self, url: str, cluster: bool = False) -> None:
+        self.client = connect(url, cluster, socket_connect_timeout=1, socket_timeout=2)
         self._swap = self.client.register_script(_SWAP)
 
     async def active(self) -> ModelRef | None:
@@ -122,7 +123,7 @@ class RedisControl:
         """Reads wake every second to look at ``until``; reconnects quietly when Redis drops."""
         while not until.is_set():
             try:
-                async with self.client.pubsub() as pubsub:
+                async with await subscriber(self.client) as pubsub:
                     await pubsub.subscribe(self.CHANNEL)
                     while not until.is_set():
                         message = await pubsub.get_message(
@@ -200,5 +201,5 @@ class LocalControl:
 def make_control(settings: Settings) -> ModelControl:
     """Redis when a URL is configured, else files under the data directory."""
     if settings.redis_url:
-        return RedisControl(settings.redis_url)
+        return RedisControl(settings.redis_url, settings.redis_cluster)
     return LocalControl(settings.data_dir / "control")

@@ -70,7 +70,17 @@ def choose(
     """``downscale`` keeps the x4 copy; ``guarded`` keeps it unless it fails the floor, then
     the fewest bytes that meet it; ``smallest`` the fewest bytes that meet the floor, the x4
     copy included. The original always qualifies, so neither stores more than the upload, and
-    ``smallest`` never stores more than ``guarded``: it picks from a superset."""
+    ``smallest`` never stores more than ``guarded``: it picks from a superset. ``full`` keeps
+    the full-size copy in ``codec`` at the lowest quality that meets the floor (the original
+    when none does); ``original`` keeps the upload as it came, unscored: a plain read serves
+    its very bytes, so there is nothing to score."""
+    if policy == "original":
+        return _as_uploaded(original, policy, floor, model)
+    if policy == "full":
+        full = _lowest_passing_quality(image, codec, floor, reconstruct)
+        if full is None:
+            return _as_uploaded(original, policy, floor, model)
+        return _decision(full, None, policy, floor, model)
     reduced = Candidate("x4", x4, score(image, reconstruct(x4, "x4")))
     if policy == "downscale" or (policy == "guarded" and floor.met_by(reduced.score)):
         return _decision(reduced, reduced, policy, floor, model)
@@ -104,8 +114,20 @@ def _lowest_passing_quality(
     return Candidate(codec, data, score(image, served), quality)
 
 
+def _as_uploaded(original: bytes, policy: StoragePolicy, floor: Floor, model: str) -> Decision:
+    receipt = Receipt(
+        policy=policy,
+        floor=str(floor),
+        representation="original",
+        stored_bytes=len(original),
+        model=model,
+        meets_floor=True,
+    )
+    return Decision("original", original, receipt)
+
+
 def _decision(
-    kept: Candidate, reduced: Candidate, policy: StoragePolicy, floor: Floor, model: str
+    kept: Candidate, reduced: Candidate | None, policy: StoragePolicy, floor: Floor, model: str
 ) -> Decision:
     receipt = Receipt(
         policy=policy,
@@ -117,6 +139,6 @@ def _decision(
         psnr=kept.score.psnr,
         ssim=kept.score.ssim,
         meets_floor=floor.met_by(kept.score),
-        x4=None if kept is reduced else reduced.score,
+        x4=None if reduced is None or kept is reduced else reduced.score,
     )
     return Decision(kept.representation, kept.data, receipt)

@@ -13,7 +13,8 @@ Representation = Literal["x4", "avif", "webp", "original"]
 full-size image re-encoded with a lossy codec (``avif``, ``webp``), or the uploaded bytes."""
 REPRESENTATIONS: tuple[Representation, ...] = ("x4", "avif", "webp", "original")
 
-StoragePolicy = Literal["downscale", "guarded", "smallest"]
+StoragePolicy = Literal["downscale", "guarded", "smallest", "full", "original"]
+# The policies that choose by score (``full`` and ``original`` choose one representation).
 STORAGE_POLICIES: tuple[StoragePolicy, ...] = ("downscale", "guarded", "smallest")
 
 ReceiptState = Literal["pending", "done", "failed"]

@@ -3,18 +3,27 @@
 A refused or timed-out miss is told when to come back (``Retry-After``) from the backlog and
 the rate at which renders have been finishing: the embedded default counts its own renders,
 queue mode counts every completion the workers announce.
+
+Slots are handed out fairly among clients (:class:`FairSlots`, the client named by
+:data:`CLIENT`): a client that sends a burst of misses queues behind itself, not in front of
+everyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 RETRY_AFTER_BOUNDS = (1, 300)  # seconds: never "now", never "in an hour"
+
+# Who the work being admitted is for: set by the API around a render it starts.
+CLIENT: ContextVar[str] = ContextVar("srstore_client", default="")
 
 
 class Saturated(RuntimeError):
@@ -68,20 +77,86 @@ class Backlog:
         return max(low, min(high, math.ceil(seconds)))
 
 
+class FairSlots:
+    """``slots`` pieces of work at once, handed out fairly among clients.
+
+    When a slot frees it goes to the waiting client running the fewest (then to the one
+    waiting longest), and a client never runs more than ``per_client`` at once.
+    """
+
+    def __init__(self, slots: int, per_client: int) -> None:
+        self.free = slots
+        self.per_client = per_client
+        self._running: dict[str, int] = {}
+        self._waiting: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def running(self, client: str) -> int:
+        return self._running.get(client, 0)
+
+    async def acquire(self, client: str, timeout: float) -> None:
+        """A slot for ``client``, or ``TimeoutError`` after ``timeout`` seconds."""
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (next(self._order), client, granted)
+        self._waiting.append(entry)
+        self._dispatch()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(granted)
+        except BaseException:
+            if granted.done():
+                self.release(client)  # granted just as the wait ended: hand it on
+            else:
+                self._waiting.remove(entry)
+                granted.cancel()
+            raise
+
+    def release(self, client: str) -> None:
+        self.free += 1
+        left = self.running(client) - 1
+        if left:
+            self._running[client] = left
+        else:
+            self._running.pop(client, None)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self.free > 0:
+            eligible = [e for e in self._waiting if self.running(e[1]) < self.per_client]
+            if not eligible:
+                return
+            chosen = min(eligible, key=lambda e: (self.running(e[1]), e[0]))
+            self._waiting.remove(chosen)
+            self.free -= 1
+            self._running[chosen[1]] = self.running(chosen[1]) + 1
+            chosen[2].set_result(None)
+
+
+def share_of(slots: int, client_share: float) -> int:
+    """The slots one client may run on at once: its share, and at least one."""
+    return max(1, math.floor(slots * client_share))
+
+
 class RenderSlots:
     """At most ``concurrent`` renders at once; a miss waits at most ``wait_seconds`` for one.
 
-    Beyond ``max_waiting`` waiting misses a new one is refused at once.
+    Beyond ``max_waiting`` waiting misses a new one is refused at once. Slots go fairly to
+    clients (:data:`CLIENT`), at most ``per_client`` to one.
     """
 
     def __init__(
-        self, concurrent: int, max_waiting: int, wait_seconds: float, backlog: Backlog
+        self,
+        concurrent: int,
+        max_waiting: int,
+        wait_seconds: float,
+        backlog: Backlog,
+        per_client: int | None = None,
     ) -> None:
         self.concurrent = concurrent
         self.max_waiting = max_waiting
         self.wait_seconds = wait_seconds
         self.backlog = backlog
-        self._slots = asyncio.Semaphore(concurrent)
+        self._slots = FairSlots(concurrent, per_client or concurrent)
         self._running = 0
         self._waiting = 0
 
@@ -92,15 +167,15 @@ class RenderSlots:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self._waiting >= self.max_waiting:
+        client = CLIENT.get()
+        if self._slots.free == 0 and self._waiting >= self.max_waiting:
             raise QueueFull(
                 f"{self._waiting} renders are already waiting",
                 self.backlog.retry_after(self.queued),
             )
         self._waiting += 1
         try:
-            async with asyncio.timeout(self.wait_seconds):
-                await self._slots.acquire()
+            await self._slots.acquire(client, self.wait_seconds)
         except TimeoutError:
             raise RenderTimeout(
                 f"no render slot freed within {self.wait_seconds:g} s",
@@ -113,5 +188,5 @@ class RenderSlots:
             yield
         finally:
             self._running -= 1
-            self._slots.release()
+            self._slots.release(client)
             self.backlog.finished()

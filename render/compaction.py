@@ -37,7 +37,7 @@ from config.settings import Settings
 from imaging import PILLOW_MAX_PIXELS, decode_upload, encodable
 from ledger import Ledger, LedgerUnavailable
 from policy import Decision, Floor, Receipt
-from policy import choose as choose_representation
+from policy.choose import choose as choose_representation
 from render import costs, metrics
 from render.images import ImageMeta, object_key
 from render.inference import UpscalerPool, read_back

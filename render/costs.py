@@ -36,6 +36,32 @@ log = logging.getLogger(__name__)
 _MEASURED: ContextVar[bool] = ContextVar("measured", default=False)
 
 
+class Account:
+    """CPU seconds of one ``stage`` spent in a context (an upload), for per-key quotas.
+
+    Threads started with ``asyncio.to_thread`` copy the context, so they add to it too; the
+    network's passes on the batcher's thread serve many requests and are not attributed.
+    """
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.seconds = 0.0
+
+
+_ACCOUNT: ContextVar[Account | None] = ContextVar("cost_account", default=None)
+
+
+@contextlib.contextmanager
+def account(stage: str) -> Iterator[Account]:
+    """Count, besides the fleet's totals, what this context spends on ``stage``."""
+    spent = Account(stage)
+    token = _ACCOUNT.set(spent)
+    try:
+        yield spent
+    finally:
+        _ACCOUNT.reset(token)
+
+
 class _Pending:
     """Amounts counted in this process and not yet in the ledger (any thread adds)."""
 
@@ -67,6 +93,9 @@ def record(stage: str, device: str, seconds: float) -> None:
         return
     metrics.COMPUTE_SECONDS.labels(stage, device).inc(seconds)
     PENDING.add(compute_key(stage, device), seconds)
+    spent = _ACCOUNT.get()
+    if spent is not None and spent.stage == stage:
+        spent.seconds += seconds
 
 
 def record_thread(stage: str, seconds: float) -> None:

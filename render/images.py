@@ -38,6 +38,7 @@ class ImageMeta(BaseModel):
     created_at: datetime
     greyscale: bool = False  # served as greyscale wherever the output format can hold it
     representation: Representation = "x4"  # images stored before receipts existed are x4
+    tenant: str = "default"  # the uploading key's tenant; images older than tenants: default
     receipt: Receipt | None = None
 
     @field_validator("served_format", mode="before")

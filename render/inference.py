@@ -188,6 +188,30 @@ def _count_render(render_cpu: float, encode_cpu: float) -> None:
     costs.record_thread("encode" if stage == "render" else stage, encode_cpu)
 
 
+def stored_media_type(meta: ImageMeta) -> str:
+    """What the stored object is: the x4 copy's codec is a setting, so only full-size ones."""
+    if meta.representation == "original":
+        return meta.content_type
+    return MEDIA_TYPES.get(cast(OutputFormat, meta.representation), "")
+
+
+def served_as_stored(
+    meta: ImageMeta,
+    fmt: OutputFormat,
+    quality: int | None,
+    encoding: OutputEncoding,
+    geometry: Geometry | None,
+) -> bool:
+    """A read a full-size stored copy answers with its own bytes: the uploaded size, the
+    stored format, the default quality. Nothing is decoded, resized or encoded for it."""
+    return (
+        meta.representation != "x4"
+        and (geometry is None or geometry == Geometry.identity(meta.width, meta.height))
+        and stored_media_type(meta) == MEDIA_TYPES[fmt]
+        and quality == encoding.quality_of(fmt, None)
+    )
+
+
 def render_stored_copy(
     stored: bytes,
     meta: ImageMeta,
@@ -208,12 +232,9 @@ def render_stored_copy(
             meta.height / SCALE,
         )
     else:
-        as_stored = (
-            geometry == Geometry.identity(meta.width, meta.height)
-            and media_type_of(stored) == MEDIA_TYPES[fmt]
-            and quality == encoding.quality_of(fmt, None)
-        )
-        if as_stored:
+        if served_as_stored(meta, fmt, quality, encoding, geometry) and media_type_of(
+            stored
+        ) == stored_media_type(meta):
             return stored
         if meta.representation == "original":
             image = decode_upload(stored, PILLOW_MAX_PIXELS).image

@@ -12,8 +12,9 @@ from policy import Receipt
 
 RENDITIONS = Counter(
     "srstore_renditions",
-    "Renditions rendered on a cache miss, by source: model (super-resolution, then resize) or "
-    "stored_copy (a size at or below the stored copy's, downscaled from it: no model runs).",
+    "Renditions rendered on a cache miss, by source: model (super-resolution, then resize), "
+    "stored_copy (a size at or below the stored copy's, downscaled from it: no model runs), or "
+    "as_stored (a full-size stored copy served as its own bytes: no decode, not cached).",
     ["source"],
 )
 SUPERRES_SECONDS = Histogram(

@@ -1,46 +1,60 @@
 """The render-job queue in Redis: the contract between API processes and workers.
 
-Transport. A job is an entry in one Redis stream (``SRSTORE_QUEUE_STREAM``), read through
-one consumer group by every worker: each job goes to one worker, stays in the group's
-pending list until that worker acknowledges it, and is claimed (``XAUTOCLAIM``) by another
-worker if it sits there unacknowledged for ``SRSTORE_CLAIM_IDLE_SECONDS`` (its worker died).
-A worker renews the claim on the jobs it is rendering, so a slow render is never stolen.
-Delivery is at least once; rendering twice is harmless because the result is idempotent.
+Transport. A job is an entry in one of ``SRSTORE_QUEUE_SHARDS`` Redis streams, chosen by its
+image id (``{srstore:render:0}``, ``{srstore:render:1}``, ...: each its own hash tag, so on a
+Redis Cluster the shards spread over the masters and no one master is the queue's limit).
+Every worker reads every shard through one consumer group per shard: each job goes to one
+worker, stays in its shard's pending list until that worker acknowledges it, and is claimed
+(``XAUTOCLAIM``) by another worker if it sits there unacknowledged for
+``SRSTORE_CLAIM_IDLE_SECONDS`` (its worker died). A worker renews the claim on the jobs it is
+rendering, so a slow render is never stolen. Delivery is at least once; rendering twice is
+harmless because the result is idempotent.
+
+Reading several shards. A stream read that blocks can name several streams only when they
+share a slot, which shards never do; so a worker first sweeps the shards without blocking
+(from a shard that rotates, so none starves), and when none holds a job it blocks on one
+shard at a time for ``block_ms / shards``: an idle worker costs one command per shard per
+``block_ms``, and a new job waits at most ``block_ms`` for an idle worker.
 
 Wake-up. A worker writes the rendition into the HR cache, then publishes a small message on
 the key's channel ``{stream}:done:{cache key}``. Each API process holds one pattern
 subscription to ``{stream}:done:*``, opened at start-up: it is subscribed before it ever
 enqueues, a miss costs no subscribe round trip, one connection serves all its waiters, and a
 finished job wakes waiters in every API process at once. (A blocking list per waiter would
-need a connection per waiting request and one push per waiter.) Pub/sub is fire and forget,
-so a waiter whose deadline passes reads the cache once more before answering 503.
+need a connection per waiting request and one push per waiter.) Pub/sub is fire and forget
+(and a cluster forwards each message to every node), so a waiter whose deadline passes reads
+the cache once more before answering 503.
 
 Dedupe and back-pressure. One script enqueues atomically: when the key already has a job in
-flight (``{stream}:inflight:{key}``, expiring with the deadline) the miss joins it; when the
-stream already holds ``max_length`` unfinished jobs the miss is refused; otherwise it adds the
-job and marks the key in flight. A worker deletes each finished entry, so the stream's length
-is the number of unfinished jobs; and it acknowledges without rendering a job whose rendition
-is already cached.
+flight (``{shard}:inflight:{key}``, in the shard's slot, expiring with the deadline) the miss
+joins it; when the shard already holds its part of ``max_length`` unfinished jobs the miss is
+refused; otherwise it adds the job and marks the key in flight. A worker deletes each finished
+entry, so a shard's length is its number of unfinished jobs; and it acknowledges without
+rendering a job whose rendition is already cached.
 
 Compactions. The same class carries compaction jobs (see :mod:`render.compaction`) on a
-stream of their own, ``{stream}:compact``, with the same dedupe, claims and acknowledgement: a
-job's key names the image and the model to score with. Workers read it only when no render is
-waiting for them, so renders keep priority. The durable work item is the ``pending/{id}``
-object, not the entry: a job lost with the stream is queued again by the API's sweep.
+stream of their own, ``{stream}:compact`` (one shard), with the same dedupe, claims and
+acknowledgement: a job's key names the image and the model to score with. Workers read it
+only when no render is waiting for them, so renders keep priority. The durable work item is
+the ``pending/{id}`` object, not the entry: a job lost with the stream is queued again by the
+API's sweep.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+import zlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from cache import CacheKey, CacheUnavailable
 from imaging import InvalidImage, UnencodableFormat
+from keyspace import Client, queue_shard
 from render.images import ImageNotFound
 from storage import StorageUnavailable
 
@@ -57,6 +71,15 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 'full' end
 redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 'queued'
+"""
+
+# KEYS: the shard, the key's in-flight mark. ARGV: group, entry id, channel, message.
+_FINISH = """
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
 """
 
 # Failures a worker reports by code, raised again as the same type in the waiting API process.
@@ -136,17 +159,37 @@ class Outcome:
         return cls(code, str(exc) or type(exc).__name__)
 
 
-Entry = tuple[str, RenderJob]
+@dataclass(frozen=True)
+class JobId:
+    """Where a job sits: its shard and its entry id there."""
+
+    stream: str
+    entry_id: str
+
+    def __str__(self) -> str:
+        return f"{self.stream}/{self.entry_id}"
+
+
+Entry = tuple[JobId, RenderJob]
 
 
 class JobQueue:
     """Every Redis command of the queue, for both sides; the client must decode responses."""
 
-    def __init__(self, client: aioredis.Redis, stream: str, max_length: int) -> None:
+    def __init__(self, client: Client, stream: str, max_length: int, shards: int = 1) -> None:
         self.client = client
         self.stream = stream
         self.max_length = max_length
+        self.shards = [queue_shard(stream, n) for n in range(shards)]
+        self.shard_max_length = math.ceil(max_length / shards)
         self._enqueue = client.register_script(_ENQUEUE)
+        self._finish = client.register_script(_FINISH)
+        self._turn = 0
+        self._idle = False
+
+    def shard_of(self, key: CacheKey) -> str:
+        """The stream of every job of one image (CRC-32 of the id: the same in every process)."""
+        return self.shards[zlib.crc32(key.image_id.encode()) % len(self.shards)]
 
     @property
     def done_pattern(self) -> str:
@@ -158,82 +201,125 @@ class JobQueue:
     def key_of_channel(self, channel: str) -> str:
         return channel.removeprefix(f"{self.stream}:done:")
 
-    def _inflight(self, key: CacheKey) -> str:
-        return f"{self.stream}:inflight:{key}"
+    @staticmethod
+    def _inflight(shard: str, key: CacheKey) -> str:
+        return f"{shard}:inflight:{key}"
 
     async def enqueue(self, job: RenderJob) -> Enqueued:
         ttl_ms = max(1, int((job.deadline - time.time()) * 1000))
-        args: list[str | int] = [self.max_length, ttl_ms]
+        args: list[str | int] = [self.shard_max_length, ttl_ms]
         args += [x for kv in job.fields().items() for x in kv]
-        result = await self._enqueue(keys=[self.stream, self._inflight(job.key)], args=args)
+        shard = self.shard_of(job.key)
+        result = await self._enqueue(keys=[shard, self._inflight(shard, job.key)], args=args)
         return cast(Enqueued, result)
 
     async def ensure_group(self) -> None:
+        for shard in self.shards:
+            await self._ensure_group(shard)
+
+    async def _ensure_group(self, shard: str) -> None:
         try:
-            await self.client.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            await self.client.xgroup_create(shard, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
-        """New jobs for this consumer, waiting up to ``block_ms`` for the first (None: not at all).
+    def _rotation(self) -> list[str]:
+        """Every shard, from the next one in turn."""
+        self._turn = (self._turn + 1) % len(self.shards)
+        return self.shards[self._turn :] + self.shards[: self._turn]
 
-        A Redis that lost the stream (a restart without persistence, a failover, a flush)
-        loses the consumer group with it: the group is made again and reading goes on.
+    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """New jobs for this consumer, at most ``count``, waiting up to ``block_ms`` in all
+        (None: not at all, one sweep of the shards).
+
+        A busy fleet sweeps every shard without waiting; an idle one waits on one shard at a
+        time (see the module's docstring).
         """
+        shards = self._rotation()
+        if len(shards) == 1:
+            return await self._read(shards[0], consumer, count, block_ms)
+        entries: list[Entry] = []
+        if not self._idle or block_ms is None:
+            for shard in shards:
+                if len(entries) >= count:
+                    break
+                entries += await self._read(shard, consumer, count - len(entries), None)
+            self._idle = not entries
+            if entries:
+                return entries
+            if block_ms is None:
+                return entries
+        entries = await self._read(shards[0], consumer, count, max(1, block_ms // len(shards)))
+        self._idle = not entries
+        return entries
+
+    async def _read(
+        self, shard: str, consumer: str, count: int, block_ms: int | None
+    ) -> list[Entry]:
+        """A Redis that lost the stream (a restart without persistence, a failover, a flush)
+        loses the consumer group with it: the group is made again and reading goes on."""
         try:
             reply = await self.client.xreadgroup(
-                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+                GROUP, consumer, {shard: ">"}, count=count, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            await self.ensure_group()
+            await self._ensure_group(shard)
             return []
         streams = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], reply or [])
-        return [_entry(e) for _, entries in streams for e in entries]
+        return [_entry(shard, e) for _, entries in streams for e in entries]
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
-        """Jobs whose worker has not renewed its claim for ``min_idle_ms`` (it died); a lost
-        group is made again, as in :meth:`read`."""
-        try:
-            reply = await self.client.xautoclaim(
-                self.stream, GROUP, consumer, min_idle_ms, start_id="0-0", count=count
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_group()
-            return []
-        return [_entry(e) for e in reply[1] if e[1]]  # a deleted entry comes back empty
+        """Up to ``count`` jobs whose worker has not renewed its claim for ``min_idle_ms`` (it
+        died), from every shard; a lost group is made again, as in :meth:`read`."""
+        claimed: list[Entry] = []
+        for shard in self._rotation():
+            if len(claimed) >= count:
+                break
+            try:
+                reply = await self.client.xautoclaim(
+                    shard, GROUP, consumer, min_idle_ms, start_id="0-0", count=count - len(claimed)
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await self._ensure_group(shard)
+                continue
+            claimed += [_entry(shard, e) for e in reply[1] if e[1]]  # a deleted one is empty
+        return claimed
 
-    async def renew(self, consumer: str, entry_ids: list[str]) -> None:
+    async def renew(self, consumer: str, job_ids: list[JobId]) -> None:
         """Reset the idle time of jobs this consumer is still working on."""
-        if entry_ids:
-            ids: list[int | bytes | str | memoryview] = [*entry_ids]
-            await self.client.xclaim(self.stream, GROUP, consumer, 0, ids, justid=True)
+        by_shard: defaultdict[str, list[int | bytes | str | memoryview]] = defaultdict(list)
+        for job_id in job_ids:
+            by_shard[job_id.stream].append(job_id.entry_id)
+        for shard, ids in by_shard.items():
+            await self.client.xclaim(shard, GROUP, consumer, 0, ids, justid=True)
 
-    async def finish(self, entry_id: str, job: RenderJob, outcome: Outcome) -> None:
-        """Wake the waiters, then drop the job from the stream and release its key."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self._inflight(job.key))
-            pipe.publish(self.done_channel(str(job.key)), outcome.to_json())
-            pipe.xack(self.stream, GROUP, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            await pipe.execute()
+    async def finish(self, job_id: JobId, job: RenderJob, outcome: Outcome) -> None:
+        """Wake the waiters, then drop the job from its shard and release its key (one
+        script: a worker that dies between the steps cannot leave the key marked)."""
+        keys = [job_id.stream, self._inflight(job_id.stream, job.key)]
+        args = [GROUP, job_id.entry_id, self.done_channel(str(job.key)), outcome.to_json()]
+        await self._finish(keys=keys, args=args)
 
     async def depth(self) -> int:
-        return int(await self.client.xlen(self.stream))
+        """Unfinished jobs in every shard."""
+        return sum([int(await self.client.xlen(shard)) for shard in self.shards])
 
     async def oldest_age(self) -> float:
-        """Seconds since the oldest unfinished job was queued (0 when none)."""
-        entries = await self.client.xrange(self.stream, count=1)
-        if not entries:
-            return 0.0
-        queued_ms = int(str(entries[0][0]).partition("-")[0])
-        return max(0.0, time.time() - queued_ms / 1000)
+        """Seconds since the oldest unfinished job of any shard was queued (0 when none)."""
+        oldest: float | None = None
+        for shard in self.shards:
+            entries = await self.client.xrange(shard, count=1)
+            if entries:
+                queued = int(str(entries[0][0]).partition("-")[0]) / 1000
+                oldest = queued if oldest is None else min(oldest, queued)
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
 
-def _entry(raw: tuple[str, dict[str, str]]) -> Entry:
+def _entry(shard: str, raw: tuple[str, dict[str, str]]) -> Entry:
     entry_id, fields = raw
-    return entry_id, RenderJob.from_fields(fields)
+    return JobId(shard, entry_id), RenderJob.from_fields(fields)

@@ -10,12 +10,16 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from config.logs import configure_logging
-from config.settings import Settings, SettingsError, load_settings, unknown_variables
-from srstore import costs_cli, images_cli, models_cli
-from srstore.client import ApiClient, CommandFailed, api_url, table
+from srstore import costs_cli, images_cli, keys_cli, ledger_cli, models_cli
+from srstore.client import CommandFailed, api_url, table
 
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+# What each command needs is imported where it runs: `srstore --help` and the commands that
+# only talk HTTP start without the web app, NumPy, SciPy or torch (tests/test_cli_startup.py).
 log = logging.getLogger("srstore")
 
 DESCRIPTION = """\
@@ -41,11 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="consumer name in the group (default: HOST-PID)")
     images_cli.add_commands(commands)
     models_cli.add_commands(commands)
+    keys_cli.add_commands(commands)
     costs_cli.add_commands(commands)
+    ledger_cli.add_commands(commands)
     doctor = commands.add_parser(
         "doctor", help="check the configuration and every service it names"
     )
     doctor.add_argument("--json", action="store_true", help="the checks as JSON, for scripts")
+    doctor.add_argument(
+        "--url", help="the srstore API to check (default: http://SRSTORE_HOST:SRSTORE_PORT)"
+    )
     sign_url = commands.add_parser(
         "sign-url", help="print a rendition URL signed with SRSTORE_URL_SIGNING_KEY"
     )
@@ -55,7 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# How a shell reports a process that SIGPIPE ended (`srstore models list | head -1`).
+CLOSED_PIPE_STATUS = 128 + 13
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a reader that closed the pipe ends it quietly, as it would `cat`."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print a traceback
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull so that the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return CLOSED_PIPE_STATUS
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "train":
@@ -66,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.command == "doctor":
         return _doctor(args)
+    from config.logs import configure_logging
+    from config.settings import SettingsError, load_settings
+
     try:
         settings = load_settings(os.environ)
     except SettingsError as exc:
@@ -80,19 +108,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "keys":
+        return keys_cli.run(args, settings)
     if args.command in ("images", "models", "costs"):
-        token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        api = ApiClient(api_url(args, settings.host, settings.port), token)
+        from srstore.client import ApiClient
+
+        api = ApiClient(api_url(args, settings.host, settings.port), _credential(args, settings))
         try:
             commands = {"images": images_cli, "models": models_cli, "costs": costs_cli}
             return commands[args.command].run(args, api)
         finally:
             api.close()
+    if args.command == "ledger":
+        return ledger_cli.run(args, settings)
     if args.command == "sign-url":
         return _print_signed_url(settings, args.image_id, args.options)
     if args.command == "worker":
         import asyncio
 
+        from config.settings import unknown_variables
         from worker.main import default_name
         from worker.main import serve as serve_worker
 
@@ -123,6 +157,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _credential(args: argparse.Namespace, settings: Settings) -> str | None:
+    """--key, else SRSTORE_KEY, else the bootstrap admin token, else none (loopback)."""
+    if getattr(args, "key", None):
+        return str(args.key)
+    for secret in (settings.key, settings.admin_token):
+        if secret is not None:
+            return secret.get_secret_value()
+    return None
+
+
 def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> int:
     from urllib.parse import urlencode
 
@@ -139,7 +183,7 @@ def _print_signed_url(settings: Settings, image_id: str, options: list[str]) -> 
 def _doctor(args: argparse.Namespace) -> int:
     from srstore import doctor
 
-    checks = doctor.diagnose(os.environ)
+    checks = doctor.diagnose(os.environ, args.url)
     if args.json:
         import json
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from srstore.client import ApiClient, CommandFailed, add_client_arguments, emit, table
 
 GIB = 2**30
@@ -34,6 +32,8 @@ def run(args: argparse.Namespace, api: ApiClient) -> int:
 
 def read_costs(exposition: str) -> dict[str, Any]:
     """The cost figures of a ``/metrics`` text, as the JSON that ``--json`` prints."""
+    from prometheus_client.parser import text_string_to_metric_families  # only this command's
+
     values: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:

@@ -1,8 +1,10 @@
 """srstore doctor: is this configuration valid, and does everything it names answer?
 
-It checks what start-up would need, in order: the SRSTORE_* variables (each bad value named
-with what is allowed, each unknown name flagged), the object store, the cache (and queue),
-the active model's weights, the inference device and the image codecs.
+It checks, in order: the SRSTORE_* variables (each bad value named with what is allowed, each
+unknown name flagged), the API the CLI commands would talk to (its /readyz: a server that is
+not running fails the check, as it fails every `srstore images` command), then what start-up
+would need: the object store, the cache (and queue), the active model's weights, who may call
+the API (keys or the protected default), the inference device and the image codecs.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import torch
+import httpx
 from PIL import features
 
+from apikeys import KeyStoreUnavailable, make_key_store
 from cache import CacheUnavailable, make_cache
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from models.control import ControlUnavailable, make_control
@@ -23,6 +26,7 @@ from models.engine import resolve_device
 from models.registry import ModelRegistry, UnknownModelVersion
 from models.validation import InvalidWeights, load_checked
 from models.weights import find_weights
+from srstore.client import api_url
 from storage import ObjectNotFound, S3Store, StorageUnavailable, make_store
 
 Status = Literal["ok", "warn", "FAIL"]
@@ -37,12 +41,14 @@ class Check:
     detail: str
 
 
-def diagnose(environ: Mapping[str, str]) -> list[Check]:
+def diagnose(environ: Mapping[str, str], url: str | None = None) -> list[Check]:
+    """Every check; ``url`` is the API's (``--url``), else SRSTORE_HOST and SRSTORE_PORT's."""
     try:
         settings = load_settings(environ)
     except SettingsError as exc:
         return [Check("configuration", "FAIL", p) for p in exc.problems] + _unknown(environ)
     checks = [Check("configuration", "ok", _mode(settings)), *_unknown(environ)]
+    checks.append(_api(url or api_url(None, settings.host, settings.port)))
     checks += asyncio.run(_dependencies(settings))
     return [*checks, _device(settings), _codecs(settings)]
 
@@ -65,6 +71,27 @@ def _mode(settings: Settings) -> str:
     return f"inference {settings.inference}, objects in {store}, {cache}"
 
 
+def _api(url: str) -> Check:
+    """Whether the API answers /readyz at ``url``, and what it says it serves with."""
+    try:
+        answer = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.ConnectError:
+        return Check("api", "FAIL", f"nothing answers at {url}: is `srstore serve` running?")
+    except httpx.HTTPError as exc:
+        return Check("api", "FAIL", f"{url}/readyz: {type(exc).__name__}: {exc}")
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.status_code != 200 or not isinstance(body, dict):
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        reason = error.get("message") if isinstance(error, dict) else None
+        detail = f"{url}/readyz answered {answer.status_code}: {reason or answer.reason_phrase}"
+        return Check("api", "FAIL", detail)
+    served = ", ".join(f"{k} {v}" for k, v in body.items() if k in ("storage", "cache", "model"))
+    return Check("api", "ok", f"{url} is ready ({served})")
+
+
 async def _dependencies(settings: Settings) -> list[Check]:
     store = make_store(settings)
     checks = [await _store(store)]
@@ -79,6 +106,7 @@ async def _dependencies(settings: Settings) -> list[Check]:
         if close is not None:
             await close()
     checks.append(await _model(settings, ModelRegistry(store)))
+    checks.append(await _access(settings))
     return checks
 
 
@@ -118,7 +146,30 @@ async def _model(settings: Settings, registry: ModelRegistry) -> Check:
     return Check("model", "ok", f"{label} ({where}) loads: {parameters} parameters")
 
 
+async def _access(settings: Settings) -> Check:
+    """Keys in force, or the protected default (uploads, listings, deletes from loopback)."""
+    store = make_key_store(settings)
+    try:
+        keyed = await store.any_active()
+    except KeyStoreUnavailable as exc:
+        return Check("access", "FAIL", str(exc))
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            await close()
+    if keyed:
+        return Check("access", "ok", "API keys: every upload, listing and delete needs one")
+    detail = (
+        "protected: no API key exists, so uploads, listings and deletes are accepted only "
+        "from loopback (srstore keys create --scopes upload,read makes one)"
+    )
+    local = settings.host in ("127.0.0.1", "localhost", "::1")
+    return Check("access", "ok" if local else "warn", detail)
+
+
 def _device(settings: Settings) -> Check:
+    import torch
+
     try:
         device = resolve_device(settings.device)
     except RuntimeError as exc:

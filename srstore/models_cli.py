@@ -88,18 +88,21 @@ def _versions(overview: dict[str, Any]) -> str:
     rows = []
     for model in overview["models"]:
         card = model["card"]
-        gain = card.get("evaluation", {}).get("mean", {}).get("gain_db")
-        canary = card.get("canary", {}).get("model_psnr")
+        held_out = card.get("evaluation", {}).get("mean", {}).get("gain_db")
+        canary = card.get("canary", {})
         rows.append(
             [
                 "*" if model["active"] else "",
                 f"{model['name']}:{model['version']}",
                 card.get("parameters", ""),
-                "" if gain is None else f"{gain:+.2f} dB",
-                "" if canary is None else f"{canary:.2f} dB",
+                "" if "model_psnr" not in canary else f"{canary['model_psnr']:.2f} dB",
+                "" if "gain_db" not in canary else f"{canary['gain_db']:+.2f} dB",
+                "" if held_out is None else f"{held_out:+.2f} dB",
             ]
         )
-    headers = ["active", "model", "parameters", "gain over bicubic", "canary PSNR"]
+    # The figures' names and definitions are the README's ("Model versions and the admin API"),
+    # the console's and the cards' alike.
+    headers = ["active", "model", "parameters", "canary Y-PSNR", "canary gain", "held-out gain"]
     return table(rows, headers) if rows else "no model versions registered"
 
 

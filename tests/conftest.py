@@ -2,7 +2,10 @@
 
 Every test that takes ``client`` runs three times: in the embedded default (local
 directory + in-process cache), in full mode against the real servers, and in queue mode,
-where a real ``srstore worker`` process renders the misses.
+where a real ``srstore worker`` process renders the misses. The modules that override
+``settings`` with :data:`CLUSTER_MODES` run twice more, on a real Redis Cluster (3 masters,
+3 replicas, started once per session when first needed): full mode, and queue mode with the
+queue sharded over the masters.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from tests.support.process import WorkerProcess, start_worker
 from tests.support.servers import (
     S3_ACCESS_KEY,
     S3_SECRET_KEY,
+    RedisClusterServer,
     RedisServer,
     SeaweedServer,
     start_redis,
+    start_redis_cluster,
     start_seaweed,
 )
 from tests.support.weights import brightened, write_shipped, zero_residual
@@ -37,11 +42,31 @@ from tests.support.weights import brightened, write_shipped, zero_residual
 DATA = Path(__file__).parent / "data"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow tests first (each file's own order kept).
+
+    ``make test`` hands whole files to pytest-xdist workers in this order, so the long files
+    start at once instead of ending the run on one busy worker. Servers are per worker: each
+    worker's session fixtures start their own Redis and SeaweedFS on free ports.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """Shared by the session's tests: none of them kills its nodes (the failover test starts
+    a cluster of its own)."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +85,9 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
     client.close()
 
 
-def forget_active_model(redis_url: str) -> None:
+def forget_active_model(redis_url: str, cluster: bool = False) -> None:
     """The model pointer and audit trail are fleet-wide: each test's fleet starts without."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.RedisCluster.from_url(redis_url) if cluster else redis.Redis.from_url(redis_url)
     client.delete(RedisControl.ACTIVE, RedisControl.AUDIT)
     client.close()
 
@@ -110,9 +135,39 @@ def full_settings(
     )
 
 
-def queue_env(redis_server: RedisServer, seaweed_server: SeaweedServer) -> dict[str, str]:
-    """SRSTORE_* settings of a queue-mode deployment with its own bucket and stream."""
+@pytest.fixture
+def cluster_settings(
+    tmp_path: Path, redis_cluster: RedisClusterServer, seaweed_server: SeaweedServer
+) -> Settings:
+    """Full mode on the Redis Cluster: a fresh fleet, as in ``full_settings``."""
+    forget_active_model(redis_cluster.url, cluster=True)
+    return Settings(
+        data_dir=tmp_path / "data",
+        s3_bucket=SHARED_BUCKET,
+        s3_prefix=f"{uuid.uuid4().hex[:12]}/",
+        s3_endpoint_url=seaweed_server.endpoint_url,
+        redis_url=redis_cluster.url,
+        redis_cluster=True,
+        redis_wait_replicas=1,
+    )
+
+
+def queue_env(
+    redis_server: RedisServer | RedisClusterServer, seaweed_server: SeaweedServer
+) -> dict[str, str]:
+    """SRSTORE_* settings of a queue-mode deployment with its own bucket and stream; on a
+    cluster, the queue has a shard per master."""
+    cluster = isinstance(redis_server, RedisClusterServer)
     return {
+        **(
+            {
+                "SRSTORE_REDIS_CLUSTER": "true",
+                "SRSTORE_QUEUE_SHARDS": "3",
+                "SRSTORE_REDIS_WAIT_REPLICAS": "1",
+            }
+            if cluster
+            else {}
+        ),
         "SRSTORE_INFERENCE": "queue",
         "SRSTORE_REDIS_URL": redis_server.url,
         "SRSTORE_S3_BUCKET": unique_bucket(),
@@ -149,7 +204,34 @@ def queue_settings(
     return settings_from(env, data_dir=tmp_path / "data")
 
 
-@pytest.fixture(params=["embedded", "full", "queue"])
+@pytest.fixture(scope="session")
+def cluster_queue_deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_cluster: RedisClusterServer,
+    seaweed_server: SeaweedServer,
+) -> Iterator[tuple[dict[str, str], WorkerProcess]]:
+    """One worker reading every shard of a queue on the cluster, for the whole session."""
+    env = queue_env(redis_cluster, seaweed_server)
+    worker = start_worker(env, "cluster-session", tmp_path_factory.mktemp("cluster-worker"))
+    yield env, worker
+    worker.stop()
+
+
+@pytest.fixture
+def cluster_queue_settings(
+    tmp_path: Path, cluster_queue_deployment: tuple[dict[str, str], WorkerProcess]
+) -> Settings:
+    env = cluster_queue_deployment[0]
+    forget_active_model(env["SRSTORE_REDIS_URL"], cluster=True)
+    return settings_from(env, data_dir=tmp_path / "data")
+
+
+MODES = ["embedded", "full", "queue"]
+# A module whose tests should also hold on a Redis Cluster overrides ``settings`` with these.
+CLUSTER_MODES = [*MODES, "cluster", "cluster_queue"]
+
+
+@pytest.fixture(params=MODES)
 def settings(request: pytest.FixtureRequest) -> Settings:
     return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 

@@ -36,9 +36,10 @@ TOKEN = "test-admin-token-123"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(params=["embedded", "full"])
+@pytest.fixture(params=["embedded", "full", "cluster"])
 def settings(request: pytest.FixtureRequest) -> Settings:
-    """The admin API does not depend on the inference transport: two backends suffice."""
+    """The admin API does not depend on the inference transport; it does on where the
+    pointer lives: one Redis, or a Redis Cluster."""
     return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 
 
@@ -280,12 +281,26 @@ async def test_without_a_configured_token_the_admin_api_is_off(
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "admin_disabled"
+    # Where to act: the server's environment, not the shell of the client that was refused.
+    assert "SRSTORE_ADMIN_TOKEN in the environment of srstore serve" in response.text
 
 
 def test_a_blank_token_leaves_the_admin_api_off_and_a_short_one_is_refused() -> None:
     assert Settings(admin_token="  ").admin_token is None
     with pytest.raises(ValidationError, match="at least 16"):
         Settings(admin_token="secret")
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["REPLACE_ME_WITH_32_RANDOM_CHARACTERS", "changeme-changeme-changeme", "<your-token-here>!!"],
+)
+def test_a_placeholder_token_from_a_manifest_or_example_is_refused(placeholder: str) -> None:
+    """A token copied from a template is public: start-up stops instead of opening the API."""
+    with pytest.raises(ValidationError, match="SRSTORE_ADMIN_TOKEN is a placeholder"):
+        Settings(admin_token=placeholder)
+    with pytest.raises(ValidationError, match="SRSTORE_URL_SIGNING_KEY is a placeholder"):
+        Settings(url_signing_key=placeholder)
 
 
 async def test_a_request_in_flight_during_a_swap_finishes_on_the_version_it_started_on(

@@ -82,8 +82,9 @@ async def test_the_embedded_default_bounds_concurrent_misses_with_503_and_retry_
             )
         ).json()["id"]
         # Eight distinct renditions miss together: one renders, one waits, six are refused.
+        # (Sizes above the stored copy's, so the network renders each.)
         answers = await asyncio.gather(
-            *(client.get(f"/v1/images/{image_id}?format=jpeg&quality={q}") for q in range(1, 9))
+            *(client.get(f"/v1/images/{image_id}?format=jpeg&w={w}") for w in range(300, 308))
         )
 
     served = [a for a in answers if a.status_code == 200]

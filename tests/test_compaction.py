@@ -20,11 +20,10 @@ from fastapi import FastAPI
 from PIL import Image, ImageDraw, ImageFont
 
 from config.settings import Settings
-from render.compaction import PENDING_PREFIX
+from keyspace import queue_shard
 from render.queue import compaction_stream
-from storage import ObjectStore
 from tests.conftest import encode, queue_env, serving, settings_from
-from tests.support.compaction import compacted, compacted_sync
+from tests.support.compaction import compacted, compacted_sync, keys, until_pending_dropped
 from tests.support.process import start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer
 
@@ -50,20 +49,6 @@ async def post(client: httpx.AsyncClient, data: bytes, **query: str) -> dict:
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-async def keys(store: ObjectStore, image_id: str) -> list[str]:
-    """Every object the store holds for the image: its copy and any pending upload."""
-    found = await store.list_keys("images/") + await store.list_keys(PENDING_PREFIX)
-    return [key for key in found if key.endswith(image_id)]
-
-
-async def until_pending_dropped(store: ObjectStore, image_id: str, timeout: float = 60) -> None:
-    """Compaction deletes the pending upload right after the receipt is recorded."""
-    deadline = time.monotonic() + timeout
-    while await keys(store, image_id) != [f"images/{image_id}"]:
-        assert time.monotonic() < deadline, await keys(store, image_id)
-        await asyncio.sleep(0.05)
 
 
 class HeldCompactions:
@@ -138,6 +123,8 @@ async def test_a_read_racing_the_swap_gets_a_whole_image(
     mode: str, request: pytest.FixtureRequest, photo: Image.Image
 ) -> None:
     settings: Settings = request.getfixturevalue(f"{mode}_settings")
+    # Every read asks for a new width: more renditions than one image gets by default.
+    settings = settings.model_copy(update={"max_renditions_per_image": 10_000})
     async with serving(settings) as (_, client):
         data = captioned(photo, (602, 402))
         meta = await post(client, data, policy="guarded", floor="ssim:0.9")
@@ -194,7 +181,7 @@ async def test_a_worker_killed_mid_compaction_leaves_one_object_and_one_receipt(
 ) -> None:
     env = queue_env(redis_server, seaweed_server)
     first = start_worker(env, "doomed", tmp_path)
-    stream = compaction_stream(env["SRSTORE_QUEUE_STREAM"])
+    stream = queue_shard(compaction_stream(env["SRSTORE_QUEUE_STREAM"]), 0)  # its one shard
     try:
         async with serving(settings_from(env, data_dir=tmp_path / "data")) as (app, client):
             data = captioned(photo, (1600, 1200))

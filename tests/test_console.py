@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,8 @@ from tests.support.browser import RefusingProxy, chromium, requested_urls
 from tests.support.compaction import compacted_sync
 from tests.support.process import ApiProcess, start_api
 from tests.support.weights import noisy, to_bytes
+
+pytestmark = pytest.mark.slow  # one server and one browser for the module, a minute to start
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = [
@@ -149,14 +150,19 @@ def test_the_root_redirects_to_a_console_that_loads_with_the_network_blocked(
     for view in ("upload", "compare", "admin", "gallery"):
         browser.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]').click()
         wait(browser).until(lambda d, v=view: by_id(d, f"view-{v}").is_displayed())
-    time.sleep(0.5)
+    expected = {f"{service.url}/console/js/main.js", f"{service.url}/v1/images?limit=24"}
+    urls: list[str] = []
+
+    def settled(driver: Chrome) -> bool:  # the log is drained by each read: keep what it held
+        urls.extend(requested_urls(driver))
+        return expected <= set(urls) and (
+            driver.execute_script("return document.readyState") == "complete"
+        )
+
+    wait(browser).until(settled)
 
     assert browser.current_url.startswith(f"{service.url}/console/")
     assert browser.title == "srstore console"
-    urls = requested_urls(browser)
-    assert (
-        f"{service.url}/console/js/main.js" in urls and f"{service.url}/v1/images?limit=24" in urls
-    )
     assert [u for u in urls if not u.startswith((service.url + "/", "blob:", "data:"))] == []
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
@@ -365,6 +371,7 @@ def test_compare_shows_the_served_image_against_bicubic_with_the_stored_copy_and
     assert f"Size\n151{BY}101 px" in stored_facts
     assert by_id(browser, "compare-stored").get_property("naturalWidth") == 151
     assert by_id(browser, "compare-served").get_property("naturalWidth") == 602
+    assert by_id(browser, "compare-tag-left").text == "bicubic"
     receipt = by_id(browser, "compare-receipt").text
     assert "Receipt\ndone" in receipt
     assert f"Y-PSNR vs upload\n{meta['receipt']['psnr']:.2f} dB" in receipt
@@ -409,6 +416,13 @@ def test_the_split_follows_the_keyboard_and_a_drag_and_zooms_to_one_to_one(
     assert stage.size["width"] < meta["width"] or meta["width"] <= 1200
 
 
+def first_card(driver: Chrome) -> str | None:
+    """The id of the gallery's first card, read in one step (the grid is redrawn per page)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return document.querySelector('#gallery-grid li')?.dataset.id ?? null"
+    )
+
+
 def test_delete_asks_first_and_cancel_keeps_the_image(
     browser: Chrome, service: ApiProcess, api: httpx.Client, screenshots: Path
 ) -> None:
@@ -416,8 +430,9 @@ def test_delete_asks_first_and_cancel_keeps_the_image(
     open_view(browser, service, "gallery")
     card = f'#gallery-grid li[data-id="{meta["id"]}"]'
     while not browser.find_elements(By.CSS_SELECTOR, card):
+        shown = first_card(browser)
         by_id(browser, "gallery-next").click()
-        time.sleep(0.3)
+        wait(browser).until(lambda d, s=shown: first_card(d) not in (s, None))
 
     browser.find_element(By.CSS_SELECTOR, f"{card} button.danger").click()
     dialog = by_id(browser, "confirm-dialog")
@@ -495,6 +510,10 @@ def test_an_admin_activates_past_the_canary_verdict_and_rolls_back(
     assert rows[1].endswith("activate espcn:2 srcnn:2 yes")
     active_card = browser.find_element(By.CSS_SELECTOR, '#model-cards li[data-model="espcn:2"]')
     assert "active" in active_card.get_attribute("class")
+    # One name and one definition per figure, as `srstore models list` prints them.
+    shipped = json.loads((REPO / "models/weights/espcn-x4-v2.json").read_text())
+    held_out = shipped["evaluation"]["mean"]["gain_db"]
+    assert card_facts(active_card)["Held-out gain"] == f"{held_out:+.2f} dB"
     screenshot(browser, screenshots / "admin.png")
 
 
@@ -607,10 +626,22 @@ def test_an_admin_adds_a_model_version_that_the_service_scores_first(
     listing = api.get("/v1/admin/models", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     added = next(m for m in listing["models"] if (m["name"], m["version"]) == ("espcn", 3))
     canary = added["card"]["canary"]
-    assert f"{canary['model_psnr']:.2f} dB on the canary set" in admin_status(browser)
+    assert f"canary Y-PSNR {canary['model_psnr']:.2f} dB" in admin_status(browser)
     assert not added["active"] and listing["active"] == {"name": "espcn", "version": 2}
     new_card = browser.find_element(By.CSS_SELECTOR, '#model-cards li[data-model="espcn:3"]')
     assert "worse than the active version" in new_card.text
+    facts = card_facts(new_card)
+    assert facts["Canary Y-PSNR"].startswith(f"{canary['model_psnr']:.2f} dB (bicubic ")
+    assert facts["Canary gain"] == f"{canary['gain_db']:+.2f} dB"
+    assert "Held-out gain" not in facts, "its card has no trainer evaluation"
+
+
+def card_facts(card: WebElement) -> dict[str, str]:
+    """A model card's facts, term to description."""
+    terms = [term.text for term in card.find_elements(By.CSS_SELECTOR, "dt")]
+    return dict(
+        zip(terms, [d.text for d in card.find_elements(By.CSS_SELECTOR, "dd")], strict=True)
+    )
 
 
 def test_an_image_deleted_from_compare_is_gone(
@@ -627,3 +658,47 @@ def test_an_image_deleted_from_compare_is_gone(
 
     assert not by_id(browser, "compare-body").is_displayed()
     assert api.get(f"/v1/images/{meta['id']}").status_code == 404
+
+
+def test_signed_in_with_a_key_the_views_its_scopes_do_not_allow_are_disabled_with_a_reason(
+    browser: Chrome, tmp_path: Path
+) -> None:
+    env = {"SRSTORE_DATA_DIR": str(tmp_path / "data"), "SRSTORE_ADMIN_TOKEN": TOKEN}
+    keyed = start_api(env)  # a service of its own: its keys must not reach the other tests
+    try:
+        made = httpx.post(
+            f"{keyed.url}/v1/admin/keys",
+            json={"scopes": ["read"], "tenant": "viewers"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        ).json()
+        browser.get("about:blank")
+        browser.get(f"{keyed.url}/console/#compare")
+        by_id(browser, "api-key").send_keys(made["key"])
+        by_id(browser, "key-form").submit()
+        status = by_id(browser, "key-status")
+        wait(browser).until(lambda _: made["id"] in status.text)
+        links = {
+            view: browser.find_element(By.CSS_SELECTOR, f'nav a[data-view="{view}"]')
+            for view in ("upload", "gallery", "compare")
+        }
+        disabled = {v: link.get_attribute("aria-disabled") for v, link in links.items()}
+        upload_reason = links["upload"].get_attribute("title")
+        gallery_reason = links["gallery"].get_attribute("title")
+        links["upload"].click()
+        refused = by_id(browser, "view-refused")
+        wait(browser).until(lambda _: refused.is_displayed())
+        upload_hidden = not by_id(browser, "view-upload").is_displayed()
+        refused_text = refused.text
+
+        by_id(browser, "key-forget").click()
+        wait(browser).until(lambda _: "Not signed in" in status.text)
+        signed_out_reason = links["upload"].get_attribute("title")
+    finally:
+        keyed.stop()
+    assert status.text.startswith("Not signed in")
+    assert disabled == {"upload": "true", "gallery": "true", "compare": None}
+    assert upload_reason == f"this key ({made['id']}) lacks the upload scope"
+    assert gallery_reason == f"this key ({made['id']}) lacks the list scope"
+    assert upload_hidden and refused_text == f"Upload is disabled: {upload_reason}."
+    # A key exists, so without one even this machine may not upload.
+    assert signed_out_reason == "sign in with an API key that has the upload scope"

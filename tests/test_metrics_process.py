@@ -23,6 +23,7 @@ def scrape(url: str) -> dict[str, float]:
     return samples(httpx.get(f"{url}/metrics").text)
 
 
+@pytest.mark.slow
 def test_two_workers_answer_every_scrape_with_the_same_merged_counters(
     tmp_path: Path, photo_bytes: bytes
 ) -> None:
@@ -51,6 +52,7 @@ def test_two_workers_answer_every_scrape_with_the_same_merged_counters(
     assert list(multiproc.glob("*.db"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["embedded", "full"])
 def test_the_ledger_survives_a_restart(
     mode: str, request: pytest.FixtureRequest, tmp_path: Path, photo_bytes: bytes

@@ -84,6 +84,7 @@ def switched_within(fleet: list[ApiProcess], label: str, seconds: float) -> bool
     return False
 
 
+@pytest.mark.slow
 def test_activate_and_rollback_reach_every_process_under_load(
     fleet: list[ApiProcess], shipped_dir: Path, photo_bytes: bytes
 ) -> None:

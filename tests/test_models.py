@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -50,6 +54,25 @@ def test_tiled_output_equals_whole_image_output(name: str, tile: int) -> None:
 
     assert tiled.shape == whole.shape == (1, 1, 212, 284)
     assert torch.allclose(tiled, whole, atol=1 / 255)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_the_engine_runs_channels_last_with_the_reference_output(name: str) -> None:
+    """The served layout (NHWC) changes the kernels, not the result: the plain NCHW model
+    on the same tiles is the reference."""
+    torch.manual_seed(0)
+    reference = build_model(name).eval()
+    engine = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=24)
+    engine.model.load_state_dict(reference.state_dict())
+    tiles = torch.rand(3, 1, engine.tile_span, engine.tile_span)
+
+    with torch.no_grad():
+        expected = reference(tiles)
+    served = engine.run_tiles(tiles)
+
+    last = engine.model.body[4].weight  # 32 input channels, 3x3 or 5x5, in both networks
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert torch.allclose(served, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])
@@ -109,3 +132,44 @@ def test_auto_device_on_a_cpu_machine_is_the_cpu() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
 
     assert resolve_device("auto").type == expected
+
+
+# Reports the OpenMP wait policy in force at the moment torch is first imported.
+_POLICY_AT_TORCH_IMPORT = """
+import os, sys
+seen = []
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY", "unset"))
+sys.meta_path.insert(0, Probe())
+import {module}
+import torch
+print(seen[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "given", "policy"),
+    [
+        ("app.main", None, "PASSIVE"),
+        ("worker.main", None, "PASSIVE"),
+        ("trainer.cli", None, "PASSIVE"),
+        ("models", "ACTIVE", "ACTIVE"),
+    ],
+)
+def test_openmp_threads_sleep_while_waiting_in_every_process_unless_the_operator_chose(
+    module: str, given: str | None, policy: str
+) -> None:
+    """torch's OpenMP runtime reads the policy once, when torch loads: it must be set by then."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    probe = _POLICY_AT_TORCH_IMPORT.format(module=module)
+
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [policy]

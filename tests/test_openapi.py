@@ -59,18 +59,41 @@ async def test_every_error_is_documented_with_the_real_envelope(documented: Any)
     assert "HTTPValidationError" not in str(schema)
 
 
-async def test_the_admin_routes_declare_the_bearer_scheme(documented: Any) -> None:
+EXPECTED_SCOPES = {
+    ("post", "/v1/images"): "upload",
+    ("get", "/v1/images"): "list",
+    ("get", "/v1/images/{image_id}"): "read",
+    ("head", "/v1/images/{image_id}"): "read",
+    ("get", "/v1/images/{image_id}/meta"): "read",
+    ("get", "/v1/images/{image_id}/stored"): "read",
+    ("delete", "/v1/images/{image_id}"): "delete",
+    ("get", "/v1/admin/models"): "admin",
+    ("post", "/v1/admin/keys"): "admin",
+    ("delete", "/v1/admin/keys/{key_id}"): "admin",
+}
+
+
+async def test_every_api_route_declares_the_key_scope_it_needs(documented: Any) -> None:
     _, schema = documented
 
     (name,) = schema["components"]["securitySchemes"]
-    assert schema["components"]["securitySchemes"][name] == {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "The value of SRSTORE_ADMIN_TOKEN.",
-    }
-    for _, path, operation in operations(schema):
-        secured = operation.get("security") == [{name: []}]
-        assert secured == path.startswith("/v1/admin"), path
+    assert schema["components"]["securitySchemes"][name]["scheme"] == "bearer"
+    for method, path, operation in operations(schema):
+        if not path.startswith("/v1/"):
+            assert "security" not in operation, path
+            continue
+        if path == "/v1/access":  # what may I do: asked with any key, or none
+            assert operation["security"] == [{name: []}, {}]
+            continue
+        (scopes,) = [r[name] for r in operation["security"] if r]
+        assert len(scopes) == 1, (method, path)
+        # Reads are public by default: an empty requirement says a key is optional.
+        assert ({} in operation["security"]) == (scopes == ["read"]), (method, path)
+        assert {"401", "403"} <= set(operation["responses"]), (method, path)
+        expected = EXPECTED_SCOPES.get((method, path))
+        assert expected in (None, scopes[0]), (method, path, scopes)
+    seen = {(m, p) for m, p, _ in operations(schema)}
+    assert set(EXPECTED_SCOPES) <= seen
 
 
 async def test_each_error_a_route_returns_is_one_it_documents(

@@ -229,6 +229,7 @@ def eventually(condition: Callable[[], bool], what: str) -> None:
     wait_until(condition, WAIT, what)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
 def test_a_redis_outage_serves_uncached_and_the_cache_comes_back_by_itself(
     tmp_path: Path, own_redis: RedisServer, seaweed_server: SeaweedServer, how: str
@@ -279,6 +280,7 @@ def test_a_redis_outage_serves_uncached_and_the_cache_comes_back_by_itself(
     assert_log_is_clean(log, S3_SECRET_KEY)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_an_object_store_outage_answers_503_and_loses_no_acknowledged_upload(
     tmp_path: Path, own_seaweed: SeaweedServer, redis_server: RedisServer, how: str
@@ -351,6 +353,7 @@ def assert_every_object_is_whole(seaweed: SeaweedServer, bucket: str) -> None:
         assert Image.open(io.BytesIO(data)).size == (meta.stored_width, meta.stored_height)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_restarting_the_api_under_load_loses_no_acknowledged_upload(
     tmp_path: Path, redis_server: RedisServer, seaweed_server: SeaweedServer, how: str

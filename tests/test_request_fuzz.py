@@ -49,7 +49,8 @@ def http(
             }
         )
     app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=True) as client:
+    # A loopback peer: with no API key, the protected default lets loopback upload and delete.
+    with TestClient(app, raise_server_exceptions=True, client=("127.0.0.1", 50000)) as client:
         yield client
 
 

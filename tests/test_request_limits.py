@@ -40,6 +40,7 @@ def admin_off_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProce
     api.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "content_type", "head"),
     [

@@ -11,6 +11,7 @@ import pytest
 import redis
 from PIL import Image
 
+from keyspace import rendition_prefix
 from tests.conftest import unique_bucket
 from tests.support.metrics import samples
 from tests.support.process import ApiProcess, start_api
@@ -46,7 +47,7 @@ def test_upload_fetch_and_sliding_ttl_over_http(
         assert created.status_code == 201
         image_id = created.json()["id"]
         miss = http.get(f"/v1/images/{image_id}")
-        renditions = redis_client.scan_iter(f"hr:{image_id}:*")
+        renditions = redis_client.scan_iter(f"{rendition_prefix(image_id)}*")
         (entry,) = [k for k in renditions if b":keys" not in k and b":meta:" not in k]
         redis_client.expire(entry, 10)
         hit = http.get(f"/v1/images/{image_id}")

@@ -19,6 +19,7 @@ from config.settings import Settings
 from models.control import LocalControl
 from models.registry import ModelRef
 from tests.conftest import serving
+from tests.support.waiting import until
 
 TOKEN = "shutdown-admin-token"
 
@@ -26,7 +27,10 @@ TOKEN = "shutdown-admin-token"
 class CancellationSwallowingControl(LocalControl):
     """Reads the pointer the way redis-py can on Python 3.11: a cancellation is lost."""
 
+    reads = 0
+
     async def active(self) -> ModelRef | None:
+        self.reads += 1
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0.05)
         return await super().active()
@@ -38,9 +42,10 @@ async def stops_within(stop: asyncio.Future[None] | asyncio.Task[None], seconds:
 
 
 async def test_the_model_follower_stops_even_when_a_cancellation_is_lost(tmp_path: Path) -> None:
-    active = ActiveModel(CancellationSwallowingControl(tmp_path), poll_seconds=0.01)
+    control = CancellationSwallowingControl(tmp_path)
+    active = ActiveModel(control, poll_seconds=0.01)
     await active.start()
-    await asyncio.sleep(0.2)
+    await until(lambda: control.reads >= 3, "the follower polling the pointer")
 
     assert await stops_within(asyncio.ensure_future(active.stop()), seconds=5)
 

@@ -250,21 +250,24 @@ async def test_greyscale_stays_greyscale_at_every_size(
         assert served.mode == mode, params
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize(
+    ("mode", "codec"),
+    [("L", "webp"), ("L", "png"), ("RGB", "webp")],  # a PNG stored copy stays one channel
+)
 @pytest.mark.parametrize("box", [100, 300])  # from the stored copy; through the model
 async def test_contain_pads_an_opaque_image_with_white(
-    embedded: httpx.AsyncClient, mode: str, box: int
+    tmp_path: Path, mode: str, codec: str, box: int
 ) -> None:
     """A dark 3:2 image in a square box: white bands above and below, the image between."""
     dark = Image.new(mode, (600, 400), 40 if mode == "L" else (40, 40, 40))
-    image_id = await upload(embedded, encode(dark, "PNG"), "image/png")
-
-    served = decode(
-        await embedded.get(
-            f"/v1/images/{image_id}",
-            params={"w": box, "h": box, "fit": "contain", "format": "png"},
+    async with serving(Settings(data_dir=tmp_path, stored_codec=codec)) as (_, client):  # type: ignore[arg-type]
+        image_id = await upload(client, encode(dark, "PNG"), "image/png")
+        served = decode(
+            await client.get(
+                f"/v1/images/{image_id}",
+                params={"w": box, "h": box, "fit": "contain", "format": "png"},
+            )
         )
-    )
 
     pixels = np.asarray(served.convert("L"))
     band = box // 6  # (box - 2/3 box) / 2 rows each side

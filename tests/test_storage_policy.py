@@ -145,7 +145,9 @@ async def test_small_text_over_a_photo_fails_the_floor_and_is_kept_full_size_as_
     assert ssim_by_definition(decoded(first.content), decoded(captioned_png)) >= 0.9
 
 
-async def test_the_full_size_codec_can_be_webp(tmp_path: Path, captioned_png: bytes) -> None:
+async def test_the_kept_copy_can_be_webp_instead_of_avif(
+    tmp_path: Path, captioned_png: bytes
+) -> None:
     """SRSTORE_FULL_CODEC=webp: the copy kept when the x4 copy fails is a full-size WebP,
     at the lowest quality that meets the floor, and reads of it run no model."""
     settings = Settings(data_dir=tmp_path, full_codec="webp")
@@ -419,3 +421,30 @@ async def test_a_scoring_failure_keeps_the_x4_copy_and_the_receipt_says_so(
     assert meta["receipt"]["psnr"] is None and meta["receipt"]["meets_floor"] is None
     assert served.status_code == 200
     assert values["srstore_receipt_failures_total"] >= 1
+
+
+async def test_original_keeps_the_upload_and_every_plain_read_is_its_very_bytes(
+    tmp_path: Path, photo_bytes: bytes
+) -> None:
+    async with serving(Settings(data_dir=tmp_path / "data")) as (_, client):
+        meta = await upload(client, photo_bytes, "image/jpeg", policy="original")
+        served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert (meta["representation"], meta["stored_bytes"]) == ("original", len(photo_bytes))
+    assert served.content == photo_bytes
+    assert served.headers["x-model-version"] == "none"
+
+
+async def test_full_keeps_the_full_size_copy_at_the_floor_even_where_x4_would_pass(
+    tmp_path: Path, photo_bytes: bytes
+) -> None:
+    async with serving(Settings(data_dir=tmp_path / "data")) as (_, client):
+        meta = await upload(client, photo_bytes, "image/jpeg", policy="full", floor="ssim:0.9")
+        x4 = await upload(client, photo_bytes, "image/jpeg", policy="guarded", floor="ssim:0.9")
+        served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert x4["representation"] == "x4"
+    assert meta["representation"] == "avif"
+    assert meta["receipt"]["meets_floor"] is True
+    assert ssim_by_definition(decoded(served.content), decoded(photo_bytes)) >= 0.9
+    assert meta["stored_bytes"] < len(photo_bytes)

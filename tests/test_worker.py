@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache import CacheKey
 from config.settings import Settings
+from keyspace import queue_shard
 from models.archs import build_model
 from models.weights import weights_path
 from render.queue import GROUP
@@ -74,6 +74,7 @@ async def eventually(condition: Callable[[], bool], timeout: float = 30) -> None
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     env: dict[str, str], espcn_weights: str, tmp_path: Path, photo_bytes: bytes
 ) -> None:
@@ -102,6 +103,7 @@ async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     assert exits == [0, 0]
 
 
+@pytest.mark.slow
 async def test_a_killed_workers_job_is_finished_by_another(
     env: dict[str, str],
     seaweed_server: SeaweedServer,
@@ -112,7 +114,7 @@ async def test_a_killed_workers_job_is_finished_by_another(
     # The first worker's object store never answers, so it is mid-job when it is killed.
     blackhole = DelayProxy(seaweed_server.s3_port, delay=3600)
     stuck = start_worker({**env, "SRSTORE_S3_ENDPOINT_URL": blackhole.url}, "stuck", tmp_path)
-    stream = env["SRSTORE_QUEUE_STREAM"]
+    stream = queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)  # the deployment's one shard
     try:
         async with serving(settings_from(env)) as (_, client):
             image_id = await upload(client, photo_bytes)
@@ -144,8 +146,12 @@ async def test_a_worker_carries_on_when_redis_loses_the_job_stream(
     worker = start_worker(env, "survivor", tmp_path)
     try:
         async with serving(settings_from(env)) as (_, client):
-            await eventually(lambda: redis_client.exists(env["SRSTORE_QUEUE_STREAM"]) == 1)
-            redis_client.delete(env["SRSTORE_QUEUE_STREAM"])  # as a restart without persistence
+            await eventually(
+                lambda: redis_client.exists(queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)) == 1
+            )
+            redis_client.delete(
+                queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)
+            )  # as a restart without persistence
             image_id = await upload(client, photo_bytes)
             response = await client.get(f"/v1/images/{image_id}", params=PNG)
     finally:
@@ -165,7 +171,7 @@ async def test_sigterm_finishes_the_job_in_hand_then_exits_0(
     # The worker's object store answers after 2 s, so the job is in flight at SIGTERM.
     slow = DelayProxy(seaweed_server.s3_port, delay=2)
     worker = start_worker({**env, "SRSTORE_S3_ENDPOINT_URL": slow.url}, "draining", tmp_path)
-    stream = env["SRSTORE_QUEUE_STREAM"]
+    stream = queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)  # the deployment's one shard
     try:
         async with serving(settings_from(env)) as (_, client):
             image_id = await upload(client, photo_bytes)
@@ -217,7 +223,7 @@ async def test_a_full_queues_retry_after_is_its_backlog_at_the_fleets_rate(
     async with serving(settings) as (app, client):
         image_id = await upload(client, photo_bytes)
         for n in range(20):  # a backlog no worker is taking
-            redis_client.xadd(stream, {"image_id": f"waiting-{n}"})
+            redis_client.xadd(queue_shard(stream, 0), {"image_id": f"waiting-{n}"})
         before = await client.get(f"/v1/images/{image_id}")
         for n in range(8):  # the fleet finishes 8 renders within a second
             redis_client.publish(f"{stream}:done:finished-{n}", '{"code": null, "message": ""}')
@@ -230,6 +236,7 @@ async def test_a_full_queues_retry_after_is_its_backlog_at_the_fleets_rate(
     assert after.headers["retry-after"] == "3"  # 20 jobs at 8 a second, rounded up
 
 
+@pytest.mark.slow
 def test_misses_in_two_api_processes_queue_one_job(
     env: dict[str, str], tmp_path: Path, photo_bytes: bytes, redis_client: redis.Redis
 ) -> None:
@@ -248,9 +255,9 @@ def test_misses_in_two_api_processes_queue_one_job(
         fetchers = [Helper(fetch, index, name=f"fetch-{index}") for index in (0, 1)]
         for fetcher in fetchers:
             fetcher.start()
-        wait_until(lambda: all(misses(api) == 1 for api in apis), 30, "a miss in each process")
-        time.sleep(0.5)  # both are now past the cache lookup, waiting on the queue
-        queued = redis_client.xlen(env["SRSTORE_QUEUE_STREAM"])
+        wait_until(lambda: sum(enqueued(apis).values()) == 2, 30, "a miss enqueued by each")
+        outcomes = enqueued(apis)
+        queued = redis_client.xlen(queue_shard(env["SRSTORE_QUEUE_STREAM"], 0))
         worker = start_worker(env, "late", tmp_path)
         join_all(fetchers, timeout=60)
         rendered = jobs(worker, "rendered")
@@ -260,14 +267,21 @@ def test_misses_in_two_api_processes_queue_one_job(
             api.stop()
 
     assert queued == 1
+    assert outcomes == {"queued": 1, "joined": 1}
     assert [responses[i].status_code for i in (0, 1)] == [200, 200]
     assert responses[0].content == responses[1].content
     assert rendered == 1
 
 
-def misses(api: ApiProcess) -> float:
-    values = samples(httpx.get(f"{api.url}/metrics").text)
-    return values.get('srstore_cache_requests_total{result="miss"}', 0)
+def enqueued(apis: list[ApiProcess]) -> dict[str, int]:
+    """What became of the misses the API processes sent to the queue, summed over them."""
+    outcomes: dict[str, int] = {}
+    for api in apis:
+        for name, value in samples(httpx.get(f"{api.url}/metrics").text).items():
+            if name.startswith("srstore_queue_enqueues_total{"):
+                outcome = name.split('"')[1]
+                outcomes[outcome] = outcomes.get(outcome, 0) + int(value)
+    return outcomes
 
 
 async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(

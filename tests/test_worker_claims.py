@@ -51,7 +51,7 @@ class NoCache:
 async def held_by(client: aioredis.Redis, queue: JobQueue, consumer: str) -> list[dict]:
     """The jobs delivered to ``consumer`` and not yet acknowledged, with their idle times."""
     return await client.xpending_range(  # type: ignore[no-any-return]
-        queue.stream, GROUP, min="-", max="+", count=100, consumername=consumer
+        queue.shards[0], GROUP, min="-", max="+", count=100, consumername=consumer
     )
 
 
@@ -99,7 +99,7 @@ async def test_claiming_a_dead_workers_job_never_exceeds_the_concurrency(
     await until(all_done, "both jobs finishing")
     stop.set()
     await asyncio.wait_for(running, 30)
-    pending = await client.xpending(queue.stream, GROUP)
+    pending = await client.xpending(queue.shards[0], GROUP)
     await client.aclose()
 
     assert held_while_busy == (1, 1)
@@ -122,7 +122,7 @@ async def test_a_busy_worker_reads_only_as_many_new_jobs_as_it_has_free_slots(
     await until(lambda: engine.holding == 1, "the first job reaching the engine")
     async with client.pipeline(transaction=True) as pipe:  # one blocked read wakes to all 3
         for name in ("second", "third", "fourth"):
-            pipe.xadd(queue.stream, job(name).fields())  # type: ignore[arg-type]
+            pipe.xadd(queue.shards[0], job(name).fields())  # type: ignore[arg-type]
         await pipe.execute()
     await until(lambda: engine.holding == 2, "a second job reaching the engine")
     held = len(await held_by(client, queue, "busy"))

@@ -8,7 +8,10 @@ without --force: the shipped weights in models/weights change only on purpose.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import json
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +22,7 @@ from imaging import StoredCodec
 from models.engine import NeuralUpscaler
 from models.weights import load_model, weights_path
 from trainer import corpus
+from trainer.data import image_paths
 from trainer.evaluate import evaluate, write_json
 from trainer.train import TrainConfig
 
@@ -167,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--weights", type=Path, required=True, help="a weight file (.pt)")
     check.add_argument(
+        "--version",
+        type=int,
+        help="the version the table names (default: its card's, or the file name's -vN)",
+    )
+    check.add_argument(
         "--data", type=Path, default=Path("corpus/val"), help="a folder of validation images"
     )
     check.add_argument("--json", type=Path, help="also write the table as JSON")
@@ -191,8 +200,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     codec = StoredCodec(args.stored_codec, args.stored_quality)
     if args.command == "evaluate":
+        _photos_in(args.data, "--data")
+        if not args.weights.is_file():
+            raise CommandError(f"{args.weights}: no such weight file")
+        version = args.version if args.version is not None else _version_of(args.weights)
         upscaler = NeuralUpscaler(
-            load_model(args.model, args.weights), args.model, 0, torch.device("cpu")
+            load_model(args.model, args.weights), args.model, version, torch.device("cpu")
         )
         evaluation = evaluate(upscaler, args.data, codec)
         print(evaluation.table())
@@ -202,10 +215,32 @@ def _run(args: argparse.Namespace) -> int:
     return _train(args, codec)
 
 
+def _photos_in(folder: Path, option: str) -> None:
+    """Stop in one line, saying what to run first, when there is nothing to read."""
+    if image_paths(folder):
+        return
+    state = "has no images" if folder.is_dir() else "does not exist"
+    first = "run `srstore train corpus` first, or " if folder.parts[:1] == ("corpus",) else ""
+    raise CommandError(f"{folder} {state}: {first}pass {option} a folder of photos")
+
+
+def _version_of(weights: Path) -> int:
+    """The version in the card beside the weights, else in their file name (``-v2.pt``)."""
+    card = weights.with_suffix(".json")
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        return int(json.loads(card.read_text())["version"])
+    named = re.search(r"-v(\d+)\.pt$", weights.name)
+    if named is None:
+        raise CommandError(f"no card beside {weights} and no -vN in its name: pass --version")
+    return int(named[1])
+
+
 def _train(args: argparse.Namespace, codec: StoredCodec) -> int:
     missing = [name for name in TRAIN_EXTRA if importlib.util.find_spec(name) is None]
     if missing:
         raise CommandError(f"training needs {', '.join(missing)}: pip install 'srstore[train]'")
+    _photos_in(args.data, "--data")
+    _photos_in(args.val, "--val")
     from trainer import report
     from trainer.train import train
 

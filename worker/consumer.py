@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from redis.exceptions import RedisError
@@ -26,7 +27,7 @@ from render import metrics as render_metrics
 from render.compaction import CompactionRetry, Compactor
 from render.images import ImageNotFound
 from render.inference import InferenceEngine
-from render.queue import EXPIRED, JobQueue, Outcome, RenderJob
+from render.queue import EXPIRED, Entry, JobId, JobQueue, Outcome, RenderJob
 from storage import ObjectStore
 from worker import metrics
 
@@ -56,11 +57,13 @@ class Worker:
         self.cache = cache
         self.concurrency = concurrency
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
-        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[JobId, asyncio.Task[None]] = {}
+        self._claimed_at = -math.inf
         self.compactions = compactions
         self.compactor = compactor
         self.compaction_slots = compaction_slots
-        self._compacting: dict[str, asyncio.Task[None]] = {}
+        self._compacting: dict[JobId, asyncio.Task[None]] = {}
+        self._compactions_claimed_at = -math.inf
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.ensure_group()
@@ -69,7 +72,12 @@ class Worker:
         drained = asyncio.Event()
         keeper = asyncio.create_task(self._keep_claims(drained))
         metrics.WORKER_UP.set(1)
-        log.info("worker %s takes jobs from %s", self.name, self.queue.stream)
+        log.info(
+            "worker %s takes jobs from %s (%d shards)",
+            self.name,
+            self.queue.stream,
+            len(self.queue.shards),
+        )
         try:
             while not stop.is_set():
                 if self._free() <= 0:
@@ -95,13 +103,18 @@ class Worker:
         """Adopt dead workers' jobs first, then read new ones into the slots still free.
 
         One task does both in turn, so they never count the same free slot twice (issue 12:
-        a worker held more jobs than its limit, then asked Redis for a negative count).
+        a worker held more jobs than its limit, then asked Redis for a negative count). The
+        claim sweep (a command per shard) runs at most twice per claim period: a job can only
+        go stale after a whole one.
         """
-        for entry_id, job in await self.queue.claim_stale(
-            self.name, self.claim_idle_ms, self._free()
-        ):
-            log.info("claimed job %s of a worker that stopped answering", entry_id)
-            self._start(entry_id, job)
+        now = time.monotonic()
+        if (now - self._claimed_at) * 1000 >= self.claim_idle_ms / 2:
+            self._claimed_at = now
+            for job_id, job in await self.queue.claim_stale(
+                self.name, self.claim_idle_ms, self._free()
+            ):
+                log.info("claimed job %s of a worker that stopped answering", job_id)
+                self._start(job_id, job)
         taken = 0
         if self._free() > 0:
             for entry_id, job in await self.queue.read(self.name, self._free(), READ_BLOCK_MS):
@@ -120,26 +133,30 @@ class Worker:
         free = self.compaction_slots - len(self._compacting)
         if free <= 0:
             return
-        entries = await self.compactions.claim_stale(self.name, self.claim_idle_ms, free)
+        entries: list[Entry] = []
+        now = time.monotonic()
+        if (now - self._compactions_claimed_at) * 1000 >= self.claim_idle_ms / 2:
+            self._compactions_claimed_at = now
+            entries = await self.compactions.claim_stale(self.name, self.claim_idle_ms, free)
         if len(entries) < free:
             entries += await self.compactions.read(self.name, free - len(entries), None)
         for entry_id, job in entries:
             if entry_id not in self._compacting:
                 self._start_compaction(entry_id, job)
 
-    def _start_compaction(self, entry_id: str, job: RenderJob) -> None:
+    def _start_compaction(self, entry_id: JobId, job: RenderJob) -> None:
         task = asyncio.create_task(self._compact(entry_id, job))
         self._compacting[entry_id] = task
         task.add_done_callback(lambda _: self._compacting.pop(entry_id, None))
 
-    def _start(self, entry_id: str, job: RenderJob) -> None:
+    def _start(self, entry_id: JobId, job: RenderJob) -> None:
         if entry_id in self._jobs:
             return
         task = asyncio.create_task(self._handle(entry_id, job))
         self._jobs[entry_id] = task
         task.add_done_callback(lambda _: self._jobs.pop(entry_id, None))
 
-    async def _handle(self, entry_id: str, job: RenderJob) -> None:
+    async def _handle(self, entry_id: JobId, job: RenderJob) -> None:
         REQUEST_ID.set(job.request_id or None)  # this task's own context: its log lines
         started = time.perf_counter()
         outcome, result = Outcome(), "rendered"
@@ -162,7 +179,7 @@ class Worker:
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info("job %s for %s: %s in %.0f ms", entry_id, job.key, result, elapsed_ms)
 
-    async def _compact(self, entry_id: str, job: RenderJob) -> None:
+    async def _compact(self, entry_id: JobId, job: RenderJob) -> None:
         """Compact, then acknowledge; a worker killed before the acknowledgement leaves the
         job to be claimed again, and compaction run twice ends the same."""
         assert self.compactions is not None and self.compactor is not None

@@ -11,10 +11,10 @@ import socket
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
-from redis import asyncio as aioredis
 
 from cache import make_cache
 from config.settings import Settings
+from keyspace import connect
 from ledger import make_ledger
 from models.registry import ModelRegistry
 from render.compaction import Compactor
@@ -39,9 +39,11 @@ async def serve(settings: Settings, name: str) -> None:
         raise SystemExit("srstore worker needs SRSTORE_REDIS_URL (the queue and the HR cache)")
     store = make_store(settings)
     engine = InferenceEngine.from_settings(ModelRegistry(store), settings)
-    client = aioredis.from_url(settings.redis_url, decode_responses=True)
+    client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
     cache = make_cache(settings)
-    queue = JobQueue(client, settings.queue_stream, settings.queue_max_length)
+    queue = JobQueue(
+        client, settings.queue_stream, settings.queue_max_length, settings.queue_shards
+    )
     compactions = JobQueue(
         client, compaction_stream(settings.queue_stream), settings.compaction_queue_max
     )

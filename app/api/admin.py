@@ -1,6 +1,6 @@
-"""``/v1/admin``: model versions for admins, behind a bearer token.
+"""``/v1/admin``: model versions, for a key with the ``admin`` scope or SRSTORE_ADMIN_TOKEN.
 
-The token is checked by :class:`app.middleware.RequestGate` before any body is read.
+The caller is checked by :class:`app.middleware.RequestGate` before any body is read.
 """
 
 from __future__ import annotations
@@ -8,15 +8,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile, status
-from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 
+from app.audit import audit
+from app.deps import PrincipalDep
 from app.errors import error_responses
 from app.services.models import ModelAdmin
 from models.control import SwapRecord
 from models.registry import ModelRef
-
-_BEARER = HTTPBearer(auto_error=False, description="The value of SRSTORE_ADMIN_TOKEN.")
 
 
 async def get_model_admin(request: Request) -> ModelAdmin:
@@ -27,9 +26,6 @@ ModelAdminDep = Annotated[ModelAdmin, Depends(get_model_admin)]
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
-    # Declares the bearer scheme in the OpenAPI schema; RequestGate checks the token.
-    dependencies=[Depends(_BEARER)],
-    responses=error_responses(401, 403),
 )
 
 
@@ -56,10 +52,12 @@ async def list_models(admin: ModelAdminDep) -> dict[str, Any]:
 )
 async def upload_model(
     admin: ModelAdminDep,
+    principal: PrincipalDep,
     weights: Annotated[UploadFile, File(description="PyTorch state dict (.pt)")],
     card: Annotated[str, Form(description="Model card JSON with at least name and version")],
 ) -> dict[str, Any]:
     entry = await admin.upload(await weights.read(), card)
+    audit("model.upload", principal, model=entry.ref.label)
     return {"name": entry.ref.name, "version": entry.ref.version, "card": entry.card}
 
 
@@ -68,8 +66,11 @@ async def upload_model(
     responses=error_responses(404, 409, 422, 503),
     summary="Activate a version across the fleet",
 )
-async def activate_model(admin: ModelAdminDep, body: Activation) -> dict[str, Any]:
+async def activate_model(
+    admin: ModelAdminDep, body: Activation, principal: PrincipalDep
+) -> dict[str, Any]:
     record = await admin.activate(ModelRef(body.name, body.version), body.force)
+    audit("model.activate", principal, model=f"{body.name}:{body.version}", force=body.force)
     return swap_response(record, ModelRef(body.name, body.version))
 
 
@@ -78,8 +79,9 @@ async def activate_model(admin: ModelAdminDep, body: Activation) -> dict[str, An
     responses=error_responses(409, 503),
     summary="Go back to the previously active version",
 )
-async def rollback_model(admin: ModelAdminDep) -> dict[str, Any]:
+async def rollback_model(admin: ModelAdminDep, principal: PrincipalDep) -> dict[str, Any]:
     record = await admin.rollback()
+    audit("model.rollback", principal, model=record.to_label)
     return swap_response(record, ModelRef.parse(record.to_label))
 
 

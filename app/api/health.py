@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import metrics
-from app.deps import CostReportDep, ImageServiceDep
-from app.errors import error_responses
+from app.deps import AccessDep, CostReportDep, ImageServiceDep
+from app.errors import KeysUnavailable, error_responses
 
 router = APIRouter(tags=["health"])
 
@@ -20,8 +21,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses=error_responses(503), summary="Storage, cache and model are ready")
-async def readyz(images: ImageServiceDep) -> dict[str, str]:
-    return {"status": "ready", **await images.check_ready()}
+async def readyz(images: ImageServiceDep, access: AccessDep) -> dict[str, str]:
+    ready = await images.check_ready()
+    try:
+        regime = await access.describe()
+    except KeysUnavailable:
+        regime = "unknown: the key store is unavailable"
+    return {"status": "ready", **ready, "access": regime}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -32,4 +38,6 @@ async def prometheus_metrics(images: ImageServiceDep, costs: CostReportDep) -> R
         prices=costs.settings.prices,
         window_seconds=costs.settings.cost_window_seconds,
     )
-    return Response(metrics.exposition(snapshot), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: a scrape never holds up the requests being served meanwhile.
+    body = await asyncio.to_thread(metrics.exposition, snapshot)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -7,9 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from app import metrics
+from app.access import Principal, costly_options_allowed
 from app.api.uploads import read_upload
-from app.deps import ImageServiceDep, SettingsDep
-from app.errors import error_response, error_responses
+from app.audit import audit
+from app.deps import AccessDep, ClientDep, ImageServiceDep, PrincipalDep, SettingsDep
+from app.errors import Forbidden, error_response, error_responses
 from app.services.conditional import (
     Preconditions,
     RangeNotSatisfiable,
@@ -18,9 +21,11 @@ from app.services.conditional import (
     not_modified,
 )
 from app.services.images import ImagePage, meta_etag
-from app.services.renditions import RenditionRequest
+from app.services.renditions import RenditionRequest, verify_signature
+from config.settings import Settings
 from imaging import Fit, OutputFormat
 from policy import Floor, StoragePolicy
+from render import costs
 from render.images import ImageMeta
 
 router = APIRouter(prefix="/v1/images", tags=["images"])
@@ -52,14 +57,18 @@ _UPLOAD_BODY = {
     status_code=status.HTTP_201_CREATED,
     response_model=ImageMeta,
     openapi_extra=_UPLOAD_BODY,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 429, 503),
     summary="Upload an image (multipart field 'file', or a raw image/* body)",
+    description="The image belongs to the tenant of the key that uploads it. `policy` and "
+    "`floor` cost CPU: a key needs `costly_options` to ask for them.",
 )
 async def upload_image(
     request: Request,
     response: Response,
     images: ImageServiceDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
+    access: AccessDep,
     policy: Annotated[
         StoragePolicy | None,
         Query(description="Storage policy for this upload; SRSTORE_STORAGE_POLICY if omitted."),
@@ -72,8 +81,18 @@ async def upload_image(
     ] = None,
 ) -> ImageMeta:
     quality_floor = Floor.parse(floor) if floor is not None else None
+    if (policy is not None or floor is not None) and not costly_options_allowed(
+        principal, settings
+    ):
+        raise Forbidden("this key may not ask for policy= or floor= (costly_options)")
     data = await read_upload(request, settings.max_upload_bytes)
-    meta = await images.upload(data, policy, quality_floor)
+    await access.spend_bytes(principal, len(data))
+    with costs.account("ingest") as ingest:
+        meta = await images.upload(data, policy, quality_floor, tenant=principal.owner)
+    await access.spent_cpu(principal, ingest.seconds)
+    if principal.record is not None:
+        metrics.KEY_UPLOADS.labels(principal.record.id).inc()
+        metrics.KEY_UPLOAD_BYTES.labels(principal.record.id).inc(len(data))
     response.headers["Location"] = f"/v1/images/{meta.id}"
     return meta
 
@@ -103,6 +122,7 @@ _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
         400,
         404,
         422,
+        429,
         503,
         described={
             403: "A signing key is configured and `sig` is missing or wrong",
@@ -123,15 +143,17 @@ _STORED_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_model=ImagePage,
     responses=error_responses(400, 422, 503),
     summary="A page of stored images, in id order",
+    description="The caller's tenant's images; an admin key sees every tenant's.",
 )
 async def list_images(
     images: ImageServiceDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Images on this page.")] = 24,
     cursor: Annotated[
         str | None, Query(description="The previous page's next_cursor; omit for the first.")
     ] = None,
 ) -> ImagePage:
-    return await images.list_images(limit, cursor)
+    return await images.list_images(limit, cursor, principal.only_tenant)
 
 
 @router.api_route(
@@ -153,6 +175,8 @@ async def get_image(
     image_id: str,
     images: ImageServiceDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
+    client: ClientDep,
     w: Annotated[
         int | None, Query(ge=1, le=MAX_SIDE, description="Width in CSS pixels (times dpr).")
     ] = None,
@@ -191,9 +215,13 @@ async def get_image(
     if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
     query = tuple(request.query_params.multi_items())
+    owner = read_owner(principal, settings, image_id, query)
     options = RenditionRequest(w, h, fit, dpr, enlarge, format, quality, accept, sig, query)
     preconditions = Preconditions(if_none_match, if_modified_since)
-    rendition = await images.fetch(image_id, options, preconditions)
+    head = request.method == "HEAD"
+    rendition = await images.fetch(
+        image_id, options, preconditions, client, render=not head, owner=owner
+    )
     max_age = (
         settings.http_degraded_max_age_seconds
         if rendition.degraded
@@ -211,9 +239,26 @@ async def get_image(
         headers["Vary"] = "Accept"
     if rendition.not_modified:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    if rendition.data is None:
+        # A HEAD of a rendition not made yet: its type and validators from the plan, and no
+        # Content-Length, since the bytes do not exist (RFC 9110 §9.3.2 allows that).
+        response = Response(media_type=rendition.media_type, headers=headers)
+        del response.headers["content-length"]
+        return response
     # Last-Modified is the upload time, which a model swap leaves as it is while the bytes
     # change: a weak validator, so only the ETag can make If-Range serve a part (issue 26).
     return ranged(rendition.data, rendition.media_type, headers, range, if_range, None)
+
+
+def read_owner(
+    principal: Principal, settings: Settings, image_id: str, query: tuple[tuple[str, str], ...]
+) -> str | None:
+    """Whose images this caller may read: anyone's while reads are public, else its own
+    tenant's (an admin: anyone's). A caller let in by a URL signature has it checked here."""
+    if principal.signed_only:
+        verify_signature(settings, image_id, query)
+        return None
+    return None if settings.public_read else principal.only_tenant
 
 
 def ranged(
@@ -261,15 +306,19 @@ def _validators(etag: str, last_modified: datetime, max_age: int) -> dict[str, s
     summary="The stored low-resolution copy, byte for byte",
 )
 async def get_stored(
+    request: Request,
     image_id: str,
     images: ImageServiceDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     if_none_match: Annotated[str | None, Header()] = None,
     if_modified_since: Annotated[str | None, Header()] = None,
     range: Annotated[str | None, Header()] = None,
     if_range: Annotated[str | None, Header()] = None,
 ) -> Response:
-    stored = await images.stored(image_id, Preconditions(if_none_match, if_modified_since))
+    owner = read_owner(principal, settings, image_id, tuple(request.query_params.multi_items()))
+    preconditions = Preconditions(if_none_match, if_modified_since)
+    stored = await images.stored(image_id, preconditions, owner)
     headers = _validators(stored.etag, stored.last_modified, settings.http_max_age_seconds)
     headers["Accept-Ranges"] = "bytes"
     if stored.not_modified:
@@ -285,13 +334,16 @@ async def get_stored(
     summary="What srstore knows of an image",
 )
 async def get_meta(
+    request: Request,
     image_id: str,
     images: ImageServiceDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     if_none_match: Annotated[str | None, Header()] = None,
     if_modified_since: Annotated[str | None, Header()] = None,
 ) -> Response:
-    meta = await images.cached_meta(image_id)
+    owner = read_owner(principal, settings, image_id, tuple(request.query_params.multi_items()))
+    meta = await images.cached_meta(image_id, owner)
     etag = meta_etag(meta)
     headers = _validators(etag, meta.created_at, settings.http_max_age_seconds)
     if not_modified(Preconditions(if_none_match, if_modified_since), etag, meta.created_at):
@@ -305,7 +357,9 @@ async def get_meta(
     response_class=Response,
     responses=error_responses(400, 404, 503),
     summary="Delete the stored copy and every cached rendition",
+    description="Another tenant's image is not found (404): its id does not exist for you.",
 )
-async def delete_image(image_id: str, images: ImageServiceDep) -> Response:
-    await images.delete(image_id)
+async def delete_image(image_id: str, images: ImageServiceDep, principal: PrincipalDep) -> Response:
+    await images.delete(image_id, principal.only_tenant)
+    audit("image.delete", principal, image_id=image_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

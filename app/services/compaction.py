@@ -19,12 +19,12 @@ import contextlib
 import logging
 import time
 
-from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.services.ingest import ModelSource
 from config.logs import REQUEST_ID
 from config.settings import Settings
+from keyspace import connect
 from render import metrics
 from render.admission import Backlog, CompactionBacklogFull, RenderSlots
 from render.compaction import PENDING_PREFIX, CompactionRetry, Compactor
@@ -171,7 +171,7 @@ class QueueCompactions(_Sweeping):
         assert settings.redis_url, "queue mode needs SRSTORE_REDIS_URL"
         self.store = store
         self.models = models
-        self.client = aioredis.from_url(settings.redis_url, decode_responses=True)
+        self.client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
         self.queue = JobQueue(
             self.client,
             compaction_stream(settings.queue_stream),

@@ -8,7 +8,6 @@ compaction has finished, so every process sees the final one).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import OrderedDict
@@ -20,6 +19,7 @@ from app import metrics
 from app.services.conditional import Preconditions, not_modified
 from app.services.ingest import ModelSource
 from app.services.renditions import (
+    RenditionBudget,
     RenditionPlan,
     RenditionRequest,
     check_access,
@@ -27,14 +27,17 @@ from app.services.renditions import (
     plan_rendition,
 )
 from app.services.singleflight import SingleFlight
+from app.services.work import CpuPool
 from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
 from config.settings import Settings
-from imaging import MEDIA_TYPES, media_type_of
+from imaging import MEDIA_TYPES, SCALE, media_type_of
+from imaging.costs import rendition_seconds
 from policy import NO_MODEL
 from render import metrics as render_metrics
+from render.admission import CLIENT
 from render.compaction import meta_cache_key
 from render.images import ImageMeta, ImageNotFound, object_key
-from render.inference import render_stored_copy
+from render.inference import render_stored_copy, served_as_stored
 from storage import ObjectNotFound, ObjectStore
 
 PLAIN_READ = RenditionRequest()  # the upload's own size and format
@@ -56,7 +59,7 @@ class Renderer(Protocol):
 
 @dataclass(frozen=True)
 class Rendition:
-    data: bytes
+    data: bytes | None  # None: a HEAD of a rendition not made yet, answered from the plan
     media_type: str
     etag: str
     cache: CacheStatus
@@ -82,6 +85,18 @@ def pending(meta: ImageMeta) -> bool:
     return meta.receipt is not None and meta.receipt.state == "pending"
 
 
+def owned(meta: ImageMeta, owner: str | None) -> ImageMeta:
+    """``meta``, unless it belongs to another tenant than ``owner`` (None: any owner)."""
+    if owner is not None and meta.tenant != owner:
+        raise ImageNotFound(meta.id)
+    return meta
+
+
+def _output_pixels(plan: RenditionPlan) -> int:
+    (sw, sh), (cw, ch) = plan.geometry.scaled, plan.geometry.canvas
+    return max(sw * sh, cw * ch)
+
+
 class Delivery:
     def __init__(
         self,
@@ -90,12 +105,16 @@ class Delivery:
         cache: HRCache,
         renderer: Renderer,
         models: ModelSource,
+        cpu: CpuPool,
+        renditions: RenditionBudget,
     ) -> None:
         self.settings = settings
         self.store = store
         self.cache = cache
         self.renderer = renderer
         self.models = models
+        self.cpu = cpu
+        self.renditions = renditions
         self._flights: SingleFlight[bytes] = SingleFlight()
         self._known: OrderedDict[str, ImageMeta] = OrderedDict()
 
@@ -105,12 +124,13 @@ class Delivery:
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
 
-    async def cached_meta(self, image_id: str) -> ImageMeta:
+    async def cached_meta(self, image_id: str, owner: str | None = None) -> ImageMeta:
         """The upload's metadata, kept in the HR cache beside its renditions.
 
         Every read needs it (format, size, upload time), and a hit must not cost a round trip
         to the object store; DELETE drops it with the renditions. A pending receipt is read
-        from the store each time, until compaction has recorded the final one.
+        from the store each time, until compaction has recorded the final one. With
+        ``owner``, another tenant's image does not exist.
         """
         key = meta_cache_key(image_id)
         meta: ImageMeta | None = None
@@ -120,7 +140,7 @@ class Delivery:
         if meta is None or pending(meta):
             meta = await self.meta(image_id)
             await self._keep(key, meta.model_dump_json().encode())
-        return self._remember(meta)
+        return owned(self._remember(meta), owner)
 
     async def _keep(self, key: CacheKey, data: bytes) -> bool:
         """Cache best effort (False when the cache is down); a DELETE that overtook the read
@@ -143,7 +163,9 @@ class Delivery:
     def forget(self, image_id: str) -> None:
         self._known.pop(image_id, None)
 
-    async def _meta_for_read(self, image_id: str, preconditions: Preconditions) -> ImageMeta:
+    async def _meta_for_read(
+        self, image_id: str, preconditions: Preconditions, owner: str | None
+    ) -> ImageMeta:
         """Metadata remembered in this process when it is safe to, else from the shared cache.
 
         Once compaction is done metadata never changes, but an image may be deleted by
@@ -154,16 +176,19 @@ class Delivery:
         conditional = preconditions != NO_PRECONDITIONS
         known = None if conditional else self._known.get(image_id)
         if known is not None and not pending(known):
-            return known
-        return await self.cached_meta(image_id)
+            return owned(known, owner)
+        return await self.cached_meta(image_id, owner)
 
     async def stored(
-        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+        self,
+        image_id: str,
+        preconditions: Preconditions = NO_PRECONDITIONS,
+        owner: str | None = None,
     ) -> StoredCopy:
         """The stored copy's bytes; validators only when the client's copy is current.
 
         The ETag names the representation: compaction may replace the stored copy."""
-        meta = await self.cached_meta(image_id)
+        meta = await self.cached_meta(image_id, owner)
         etag = _stored_etag(meta)
         if not_modified(preconditions, etag, meta.created_at):
             return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
@@ -180,15 +205,21 @@ class Delivery:
         image_id: str,
         request: RenditionRequest = PLAIN_READ,
         preconditions: Preconditions = NO_PRECONDITIONS,
+        client: str = "",
+        render: bool = True,
+        owner: str | None = None,
     ) -> Rendition:
         """Serve from the cache, or render once however many callers miss together.
 
         A size at or below the stored copy's is made from the stored copy alone, in this
-        process: no model runs and no worker is asked.
+        process: no model runs and no worker is asked. A miss is admitted first: a new
+        rendition against the image's quota (unsigned URLs), its CPU cost against the
+        process's and ``client``'s share. With ``render`` false (a HEAD) a miss is answered
+        from the plan, without rendering.
         """
         object_key(image_id)
         check_access(image_id, request, self.settings)
-        meta = await self._meta_for_read(image_id, preconditions)
+        meta = await self._meta_for_read(image_id, preconditions, owner)
         rebuilt = meta.representation == "x4"  # a full-size copy is served without the network
         plan = plan_rendition(
             image_id,
@@ -201,7 +232,9 @@ class Delivery:
         )
         key = plan.key
 
-        def rendition(data: bytes, status: CacheStatus, unchanged: bool = False) -> Rendition:
+        def rendition(
+            data: bytes | None, status: CacheStatus, unchanged: bool = False
+        ) -> Rendition:
             return Rendition(
                 data,
                 MEDIA_TYPES[plan.fmt],
@@ -216,6 +249,13 @@ class Delivery:
 
         if not_modified(preconditions, plan.etag, meta.created_at):
             return rendition(b"", "HIT", unchanged=True)
+        encoding = self.settings.output_encoding
+        if served_as_stored(meta, plan.fmt, key.quality, encoding, plan.geometry):
+            # The store serves these bytes as they are: RAM would only hold a second copy.
+            # Only a compacted (final) full-size copy is served so: compaction never
+            # replaces it again.
+            render_metrics.RENDITIONS.labels("as_stored").inc()
+            return rendition(await self._stored_bytes(meta.id), "MISS")
         status: CacheStatus = "MISS"
         try:
             data = await self.cache.get(key)
@@ -225,22 +265,51 @@ class Delivery:
             metrics.CACHE_REQUESTS.labels("hit").inc()
             return rendition(data, "HIT")
         metrics.CACHE_REQUESTS.labels(status.lower()).inc()
+        if not render:
+            return rendition(None, status)
+        if request.has_options and not request.signed(self.settings):
+            self.renditions.admit(image_id, str(key))
         if plan.from_stored_copy or not rebuilt:
-            data = await self._flights.run(str(key), lambda: self._from_stored_copy(image_id, plan))
+            data = await self._flights.run(
+                str(key), lambda: self._from_stored_copy(meta, plan, client)
+            )
+        elif self.settings.inference == "local":
+            data = await self._flights.run(str(key), lambda: self._render_here(meta, plan, client))
         else:
             data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return rendition(data, status)
 
-    async def _from_stored_copy(self, image_id: str, plan: RenditionPlan) -> bytes:
-        """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
-        stored bytes alone, in this process, and cached like any rendition. The metadata
-        that came with the bytes describes them, even if compaction just replaced them."""
+    async def _stored_bytes(self, image_id: str) -> bytes:
         try:
-            stored = await self.store.get(object_key(image_id))
+            return (await self.store.get(object_key(image_id))).data
         except ObjectNotFound:
             raise ImageNotFound(image_id) from None
-        meta = ImageMeta.from_metadata(dict(stored.metadata))
-        data = await asyncio.to_thread(self._downscale_stored, stored.data, meta, plan)
+
+    async def _render_here(self, meta: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
+        """A model render in this process, admitted by its cost like any CPU work."""
+        stored_pixels = meta.stored_width * meta.stored_height
+        cost = rendition_seconds(stored_pixels, _output_pixels(plan), plan.fmt, model=True)
+        with self.cpu.admission.admit(client, cost):
+            CLIENT.set(client)  # this flight's own task: the render slot goes to it fairly
+            return await self.renderer.render(plan.key)
+
+    async def _from_stored_copy(self, known: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
+        """A thumbnail of the x4 copy, or any rendition of a full-size copy: made from the
+        stored bytes alone, on the CPU pool once admitted, and cached like any rendition. The
+        metadata that came with the bytes describes them, even if compaction just replaced
+        them (``known`` only estimates the cost)."""
+        x4 = known.representation == "x4"
+        source = known.width * known.height // (SCALE * SCALE if x4 else 1)
+        cost = rendition_seconds(source, _output_pixels(plan), plan.fmt)
+        with self.cpu.admission.admit(client, cost):
+            try:
+                stored = await self.store.get(object_key(known.id))
+            except ObjectNotFound:
+                raise ImageNotFound(known.id) from None
+            meta = ImageMeta.from_metadata(dict(stored.metadata))
+            data = await self.cpu.call(
+                client, lambda: self._downscale_stored(stored.data, meta, plan)
+            )
         render_metrics.RENDITIONS.labels("stored_copy").inc()
         if await self._keep(plan.key, data):
             render_metrics.CACHE_ENTRY_BYTES.observe(len(data))

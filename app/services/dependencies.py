@@ -4,6 +4,10 @@ A frozen object store (it accepts connections and never answers) used to hold ``
 ``/metrics`` for 10 s each, past the kubelet's 3 s probe timeout and Prometheus's 10 s scrape
 timeout. Here each dependency is pinged every ``interval`` seconds, one ping at a time and at
 most ``timeout`` seconds each; the probes read the last answers and return at once.
+
+A dependency counts as down after ``misses`` pings in a row went unanswered (two by default),
+as a kubelet's ``failureThreshold`` would: one ping that a starved process could not finish
+in time (the issue-23 soak saw three) does not take a replica out of service.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ _DOWN = (TimeoutError, StorageUnavailable, ObjectNotFound, CacheUnavailable)
 
 
 class DependencyMonitor:
-    def __init__(self, pings: Mapping[str, Ping], interval: float, timeout: float) -> None:
+    def __init__(
+        self, pings: Mapping[str, Ping], interval: float, timeout: float, misses: int = 2
+    ) -> None:
         self.pings = dict(pings)
         self.interval = interval
         self.timeout = timeout
+        self.misses = misses
         self._up = dict.fromkeys(self.pings, False)
+        self._missed = dict.fromkeys(self.pings, 0)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -61,8 +69,10 @@ class DependencyMonitor:
         try:
             await asyncio.wait_for(ping(), self.timeout)
         except _DOWN as exc:
-            if self._up[name]:
+            self._missed[name] += 1
+            if self._up[name] and self._missed[name] >= self.misses:
                 log.warning("%s stopped answering: %s", name, str(exc) or "timed out")
-            self._up[name] = False
+                self._up[name] = False
             return
+        self._missed[name] = 0
         self._up[name] = True

@@ -15,6 +15,7 @@ import logging
 
 from pydantic import BaseModel
 
+from apikeys import DEFAULT_TENANT
 from app import metrics
 from app.services.compaction import BackgroundCompactions, QueueCompactions
 from app.services.conditional import Preconditions
@@ -25,11 +26,14 @@ from app.services.delivery import (
     Renderer,
     Rendition,
     StoredCopy,
+    owned,
     pending,
 )
 from app.services.dependencies import DependencyMonitor
 from app.services.ingest import Ingest, ModelSource, new_image_id
-from app.services.renditions import RenditionRequest, etag_of
+from app.services.renditions import RenditionBudget, RenditionRequest, etag_of
+from app.services.singleflight import SingleFlight
+from app.services.work import CpuPool
 from cache import HRCache
 from config.settings import Settings
 from ledger import Ledger, LedgerUnavailable
@@ -47,6 +51,7 @@ from storage import ObjectStore, StorageUnavailable
 log = logging.getLogger(__name__)
 
 _MAX_CURSOR = 200
+LIST_SCAN_PAGES = 10  # store pages one tenant's listing page may read
 PLAIN_READ = RenditionRequest()
 
 __all__ = ["ImagePage", "ImageService", "Rendition", "StoredCopy", "meta_etag", "new_image_id"]
@@ -108,64 +113,112 @@ class ImageService:
             settings.dependency_check_seconds,
             settings.dependency_timeout_seconds,
         )
+        self.cpu = CpuPool(
+            settings.cpu_threads,
+            settings.cpu_backlog_seconds,
+            settings.cpu_client_share,
+            settings.request_deadline_seconds,
+        )
+        self.renditions = RenditionBudget(settings.max_renditions_per_image)
+        # Every listing's HEADs together take at most a quarter of the I/O threads, so the
+        # readiness ping and single reads always find one (16 clients paging 100 at a time
+        # once queued 1,600 HEADs ahead of the ping).
+        self._listing_heads = asyncio.Semaphore(max(1, settings.io_threads // 4))
+        self._deletes: SingleFlight[None] = SingleFlight()
         self.decoding = DecodeGate(
             settings.decode_threads,
             settings.decode_memory_budget_bytes,
             settings.decode_wait_seconds,
         )
         self.ingest = Ingest(settings, store, ledger, models, self.decoding, compactions)
-        self.delivery = Delivery(settings, store, cache, renderer, models)
+        self.delivery = Delivery(
+            settings, store, cache, renderer, models, self.cpu, self.renditions
+        )
 
     async def upload(
-        self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
+        self,
+        data: bytes,
+        policy: StoragePolicy | None = None,
+        floor: Floor | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> ImageMeta:
         """See :meth:`Ingest.upload`: stored, then answered; compacted in the background."""
-        return await self.ingest.upload(data, policy, floor)
+        return await self.ingest.upload(data, policy, floor, tenant)
 
     async def meta(self, image_id: str) -> ImageMeta:
         return await self.delivery.meta(image_id)
 
-    async def cached_meta(self, image_id: str) -> ImageMeta:
-        return await self.delivery.cached_meta(image_id)
+    async def cached_meta(self, image_id: str, owner: str | None = None) -> ImageMeta:
+        return await self.delivery.cached_meta(image_id, owner)
 
     async def stored(
-        self, image_id: str, preconditions: Preconditions = NO_PRECONDITIONS
+        self,
+        image_id: str,
+        preconditions: Preconditions = NO_PRECONDITIONS,
+        owner: str | None = None,
     ) -> StoredCopy:
-        return await self.delivery.stored(image_id, preconditions)
+        return await self.delivery.stored(image_id, preconditions, owner)
 
     async def fetch(
         self,
         image_id: str,
         request: RenditionRequest = PLAIN_READ,
         preconditions: Preconditions = NO_PRECONDITIONS,
+        client: str = "",
+        render: bool = True,
+        owner: str | None = None,
     ) -> Rendition:
-        return await self.delivery.fetch(image_id, request, preconditions)
+        return await self.delivery.fetch(image_id, request, preconditions, client, render, owner)
 
-    async def list_images(self, limit: int, cursor: str | None = None) -> ImagePage:
+    async def list_images(
+        self, limit: int, cursor: str | None = None, tenant: str | None = None
+    ) -> ImagePage:
         """A page in id order from the store's own listing: one request, then one HEAD per image.
 
         An image deleted between the two is left out, so a page may hold fewer than ``limit``.
+        With ``tenant``, only that tenant's images are shown: further store pages are read
+        until ``limit`` are found or ``LIST_SCAN_PAGES`` pages were read (then the page is
+        short and ``next_cursor`` resumes the scan).
         """
         after = _decode_cursor(cursor) if cursor is not None else None
-        page = await self.store.list_page(IMAGES_PREFIX, limit, after)
-        ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
-        found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
-        next_cursor = _encode_cursor(page.next_after) if page.next_after else None
-        return ImagePage(images=[m for m in found if m is not None], next_cursor=next_cursor)
+        images: list[ImageMeta] = []
+        for _ in range(LIST_SCAN_PAGES if tenant is not None else 1):
+            page = await self.store.list_page(IMAGES_PREFIX, limit - len(images), after)
+            ids = [key.removeprefix(IMAGES_PREFIX) for key in page.keys]
+            found = await asyncio.gather(*(self._meta_if_present(i) for i in ids))
+            images += [m for m in found if m is not None and tenant in (None, m.tenant)]
+            after = page.next_after
+            if after is None or len(images) >= limit:
+                break
+        next_cursor = _encode_cursor(after) if after else None
+        return ImagePage(images=images, next_cursor=next_cursor)
 
     async def _meta_if_present(self, image_id: str) -> ImageMeta | None:
         """None for an image deleted meanwhile, or a key under images/ that is no image."""
         try:
-            return await self.meta(image_id)
+            async with self._listing_heads:
+                return await self.meta(image_id)
         except (ImageNotFound, InvalidImageId):
             return None
 
-    async def delete(self, image_id: str) -> None:
+    async def delete(self, image_id: str, owner: str | None = None) -> None:
+        """Concurrent DELETEs of one image in this process share one deletion: all 204.
+
+        Across processes, a DELETE that finds the object already gone is a 404 (it came after
+        the deletion); the ledger debits once either way. With ``owner``, another tenant's
+        image does not exist (404, never 403): checked before joining a deletion in flight.
+        """
+        object_key(image_id)
+        if owner is not None:
+            owned(await self.meta(image_id), owner)
+        await self._deletes.run(image_id, lambda: self._delete(image_id))
+
+    async def _delete(self, image_id: str) -> None:
         """Mark the image deleted in the cache before the object goes, then debit it once.
 
         The mark comes first so that a render which read the object before the delete cannot
         cache it after (see ``HRCache.mark_deleted``), and a DELETE that failed half-way can be
-        retried. Concurrent DELETEs of one image all answer 204; the ledger debits one.
+        retried. A pending compaction finds the mark and deletes what it wrote: the delete wins.
         """
         key = object_key(image_id)
         meta = await self.meta(image_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from apikeys import DEFAULT_TENANT
 from app import metrics
 from app.services.decoding import DecodeGate
 from config.settings import Settings
@@ -62,8 +63,14 @@ class _Reduced:
 
 
 def new_image_id() -> str:
-    """128 random bits, URL-safe: unguessable and never derived from anything a client sent."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe: unguessable and never derived from anything a client sent.
+
+    Never with a leading ``-``: one id in 64 had one, and a shell command took it for an
+    option (``srstore images meta $ID`` printed a usage error instead of the image).
+    """
+    while (image_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return image_id
 
 
 class Ingest:
@@ -84,7 +91,11 @@ class Ingest:
         self.compactions = compactions
 
     async def upload(
-        self, data: bytes, policy: StoragePolicy | None = None, floor: Floor | None = None
+        self,
+        data: bytes,
+        policy: StoragePolicy | None = None,
+        floor: Floor | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> ImageMeta:
         """Acknowledged (and counted in the ledger) only after the store confirmed the write.
 
@@ -108,6 +119,7 @@ class Ingest:
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
             greyscale=decoded.greyscale,
+            tenant=tenant,
             receipt=Receipt(
                 state="pending",
                 policy=policy or self.settings.storage_policy,

@@ -104,7 +104,7 @@ class ModelAdmin:
             if canary_of(candidate) < canary_of(current) - SCORE_TOLERANCE_DB:
                 raise WorseThanActive(
                     f"{ref.label} scores {canary_of(candidate):.2f} dB on the canary set, "
-                    f"below {active.label} at {canary_of(current):.2f} dB; pass force to override"
+                    f"below {active.label} at {canary_of(current):.2f} dB"
                 )
         return await self._swap("activate", active, ref, forced=force)
 

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import time
 
-from redis import asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from app import metrics
 from cache import CacheKey, CacheUnavailable, HRCache
 from config.logs import REQUEST_ID
 from config.settings import Settings
+from keyspace import connect, subscriber
 from render.admission import Backlog, QueueFull, RenderTimeout
 from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
@@ -31,19 +33,24 @@ class RenderFailed(RuntimeError):
 class QueueRenderer:
     def __init__(self, settings: Settings, cache: HRCache) -> None:
         assert settings.redis_url, "queue mode needs SRSTORE_REDIS_URL"
-        self.client = aioredis.from_url(settings.redis_url, decode_responses=True)
-        self.queue = JobQueue(self.client, settings.queue_stream, settings.queue_max_length)
+        self.client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
+        self.queue = JobQueue(
+            self.client,
+            settings.queue_stream,
+            settings.queue_max_length,
+            settings.queue_shards,
+        )
         self.cache = cache
         self.deadline_seconds = settings.request_deadline_seconds
         # Every API process hears every completion: the fleet's rate, for Retry-After.
         self.backlog = Backlog(fallback_seconds=settings.request_deadline_seconds)
-        self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub: PubSub | None = None
         self._waiters: dict[str, set[asyncio.Future[Outcome]]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
     async def start(self) -> None:
-        await self._pubsub.psubscribe(self.queue.done_pattern)
+        await self._resubscribe()
         self._listener = asyncio.create_task(self._listen())
 
     async def render(self, key: CacheKey) -> bytes:
@@ -81,6 +88,7 @@ class QueueRenderer:
             enqueued = await self.queue.enqueue(job)
         except RedisError as exc:
             raise RenderFailed(f"the render queue is unreachable: {exc}") from exc
+        metrics.QUEUE_ENQUEUES.labels(enqueued).inc()
         if enqueued == "full":
             raise QueueFull(
                 f"{self.queue.max_length} renders are already waiting for a worker",
@@ -109,15 +117,23 @@ class QueueRenderer:
         return None
 
     async def _listen(self) -> None:
-        """Resolve the futures of every finished key; redis-py resubscribes on reconnect.
+        """Resolve the futures of every finished key.
 
-        Reads wake every second to look at the closing flag: see ``ModelControl.announcements``.
+        A lost connection gets a new subscription: on a Redis Cluster the node it was on may
+        be gone for good (a failover), and a fresh one picks a node that answers. Reads wake
+        every second to look at the closing flag: see ``ModelControl.announcements``.
         """
+        subscribed = True
         while not self._closing.is_set():
             try:
+                if not subscribed:
+                    await self._resubscribe()
+                    subscribed = True
+                assert self._pubsub is not None
                 message = await self._pubsub.get_message(timeout=1.0)
             except RedisError as exc:
                 log.warning("lost the completion subscription: %s; reconnecting", exc)
+                subscribed = False
                 await asyncio.sleep(0.5)
                 continue
             if message is None or message["type"] != "pmessage":
@@ -128,11 +144,19 @@ class QueueRenderer:
                 if not future.done():
                     future.set_result(Outcome.from_json(message["data"]))
 
+    async def _resubscribe(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError):
+                await self._pubsub.aclose()
+        self._pubsub = await subscriber(self.client, ignore_subscribe_messages=True)
+        await self._pubsub.psubscribe(self.queue.done_pattern)
+
     async def close(self) -> None:
         self._closing.set()
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        await self._pubsub.aclose()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
         await self.client.aclose()

@@ -12,7 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -29,6 +32,7 @@ from imaging import (
     plan_geometry,
 )
 from models.engine import BICUBIC_LABEL
+from render.admission import RETRY_AFTER_BOUNDS, Saturated
 
 # Query parameters that name a rendition; with a signing key set, a URL using any needs `sig`.
 OPTION_PARAMS = frozenset({"w", "h", "fit", "dpr", "enlarge", "format", "quality"})
@@ -43,6 +47,10 @@ class InvalidSignature(ValueError):
 
 class SizeNotAllowed(ValueError):
     """An unsigned URL asks for a size outside ``SRSTORE_ALLOWED_WIDTHS`` (HTTP 400)."""
+
+
+class RenditionLimit(Saturated):
+    """This image already has its quota of distinct renditions for now (HTTP 429)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class RenditionRequest:
     @property
     def has_options(self) -> bool:
         return any(name in OPTION_PARAMS for name, _ in self.query)
+
+    def signed(self, settings: Settings) -> bool:
+        """Whether the URL carries a signature (``check_access`` has verified it by then)."""
+        return settings.url_signing_key is not None and self.signature is not None
 
     def box(self) -> tuple[float | None, float | None]:
         """The requested box in pixels: CSS pixels times the device pixel ratio."""
@@ -98,6 +110,17 @@ def sign(key: str, image_id: str, query: Iterable[tuple[str, str]]) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
+def verify_signature(settings: Settings, image_id: str, query: Iterable[tuple[str, str]]) -> None:
+    """The URL's ``sig`` was made with the signing key for this image and these options."""
+    pairs = tuple(query)
+    given = next((value for name, value in pairs if name == SIGNATURE_PARAM), "")
+    if settings.url_signing_key is None or not given:
+        raise InvalidSignature("this URL must be signed (sig=)")
+    expected = sign(settings.url_signing_key.get_secret_value(), image_id, pairs)
+    if not hmac.compare_digest(expected.encode(), given.encode()):
+        raise InvalidSignature("the URL's signature does not match its options")
+
+
 def check_access(image_id: str, request: RenditionRequest, settings: Settings) -> None:
     """With a signing key, option URLs need a valid ``sig``; unsigned sizes obey the allow-list.
 
@@ -107,9 +130,7 @@ def check_access(image_id: str, request: RenditionRequest, settings: Settings) -
     if settings.url_signing_key is not None and request.has_options:
         if not request.signature:
             raise InvalidSignature("this URL has rendition options and must be signed (sig=)")
-        expected = sign(settings.url_signing_key.get_secret_value(), image_id, request.query)
-        if not hmac.compare_digest(expected.encode(), request.signature.encode()):
-            raise InvalidSignature("the URL's signature does not match its options")
+        verify_signature(settings, image_id, request.query)
         return
     if settings.allowed_widths and request.sized:
         allowed = ", ".join(str(w) for w in sorted(settings.allowed_widths))
@@ -161,14 +182,15 @@ def plan_rendition(
     encoding: OutputEncoding = settings.output_encoding
     fmt = request.fmt or negotiate(request.accept, own_format, settings.output_avif)
     box_width, box_height = request.box()
+    enlarge = bool(request.enlarge)
     geometry = plan_geometry(
         width,
         height,
         box_width,
         box_height,
         request.fit or DEFAULT_FIT,
-        bool(request.enlarge),
-        settings.max_pixels,
+        enlarge,
+        _output_bound(width * height, enlarge, settings),
     )
     fmt = _encodable_format(fmt, geometry.canvas, explicit=request.fmt is not None)
     full_size = geometry == Geometry.identity(width, height)
@@ -177,7 +199,7 @@ def plan_rendition(
         image_id,
         STORED_COPY_LABEL if from_stored else model_label,
         fmt,
-        encoding.quality_of(fmt, request.quality),
+        encoding.quality_of(fmt, _quality(request, settings)),
         "" if full_size else geometry.token,
         encoding.settings_tag(fmt),
     )
@@ -190,6 +212,71 @@ def plan_rendition(
         negotiated=request.fmt is None,
         degraded=key.model == BICUBIC_LABEL,
     )
+
+
+def _output_bound(image_pixels: int, enlarge: bool, settings: Settings) -> int:
+    """Enlargements stop at ``SRSTORE_MAX_OUTPUT_PIXELS`` (or the image's own size, if larger):
+    a 50-megapixel AVIF enlargement of a small upload cost 8.3 CPU-s and 1.7 GB."""
+    if not enlarge:
+        return settings.max_pixels
+    return min(settings.max_pixels, max(settings.max_output_pixels, image_pixels))
+
+
+def snap_quality(requested: int, steps: frozenset[int]) -> int:
+    """The step nearest ``requested`` (the higher one on a tie)."""
+    return min(steps, key=lambda step: (abs(step - requested), -step))
+
+
+def _quality(request: RenditionRequest, settings: Settings) -> int | None:
+    """Unsigned URLs get one of ``SRSTORE_QUALITY_STEPS``: 100 qualities are not 100 renders."""
+    if request.quality is None or not settings.quality_steps or request.signed(settings):
+        return request.quality
+    return snap_quality(request.quality, settings.quality_steps)
+
+
+class RenditionBudget:
+    """Distinct renditions each image may get from unsigned URLs, per window, in this process.
+
+    Every ``w``, ``h``, ``fit``, format and quality is a new render and a new cache entry:
+    19,200 renditions of one image were all rendered and cached. Past the quota a new one is
+    refused (429 with the time left in the window); the renditions already made are still
+    served, and signed URLs (the operator's own) are not counted.
+    """
+
+    def __init__(
+        self,
+        per_image: int,
+        window_seconds: float = 3600.0,
+        images: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_image = per_image
+        self.window_seconds = window_seconds
+        self.images = images
+        self.clock = clock
+        self._made: OrderedDict[str, tuple[float, set[str]]] = OrderedDict()
+
+    def admit(self, image_id: str, rendition: str) -> None:
+        now = self.clock()
+        entry = self._made.get(image_id)
+        if entry is None or now - entry[0] >= self.window_seconds:
+            entry = (now, set())
+            self._made[image_id] = entry
+        self._made.move_to_end(image_id)
+        while len(self._made) > self.images:
+            self._made.popitem(last=False)
+        started, made = entry
+        if rendition in made:
+            return
+        if len(made) >= self.per_image:
+            low, high = RETRY_AFTER_BOUNDS
+            wait = math.ceil(started + self.window_seconds - now)
+            raise RenditionLimit(
+                f"this image already has {len(made)} renditions made by unsigned URLs "
+                "(SRSTORE_MAX_RENDITIONS_PER_IMAGE); ask for one of those, or sign the URL",
+                max(low, min(high, wait)),
+            )
+        made.add(rendition)
 
 
 def _encodable_format(fmt: OutputFormat, size: tuple[int, int], explicit: bool) -> OutputFormat:

@@ -10,16 +10,19 @@ from pathlib import Path
 import pytest
 
 from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Share, Totals
-from tests.support.servers import RedisServer, free_port
+from tests.support.servers import RedisClusterServer, RedisServer, free_port
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", "redis", "redis-cluster"])
 def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Ledger]:
     """Opens the same ledger afresh each call, as a restarted process would."""
     if request.param == "local":
         return lambda: LocalLedger(tmp_path / "ledger.sqlite3")
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return lambda: RedisLedger(server.url)
+    cluster = request.param == "redis-cluster"
+    server: RedisServer | RedisClusterServer = request.getfixturevalue(
+        "redis_cluster" if cluster else "redis_server"
+    )
+    return lambda: RedisLedger(server.url, cluster)
 
 
 @pytest.fixture
@@ -156,6 +159,8 @@ async def test_a_shared_gauge_is_integrated_over_time_once(
     name = f"gauge-{uuid.uuid4().hex[:8]}"
     first, second = open_ledger(), open_ledger()
     try:
+        await first.totals()  # both connected (a cluster client first learns the slots), so
+        await second.totals()  # the intervals below are the sleeps, not connection set-up
         assert await first.integrate(name, 1000) == 0  # nothing before the first sample
         await asyncio.sleep(0.3)
         by_second = await second.integrate(name, 3000)
@@ -169,3 +174,28 @@ async def test_a_shared_gauge_is_integrated_over_time_once(
     assert by_second == pytest.approx(300, rel=0.2)
     assert by_first == pytest.approx(600, rel=0.25)
     assert spent.amounts[name] == pytest.approx(by_second + by_first, rel=1e-6)
+
+
+async def test_idle_images_are_those_last_read_before_the_cutoff(
+    open_ledger: Callable[[], Ledger],
+) -> None:
+    """Kept across a restart (a new handle), and a late touch never moves a read back."""
+    tag = uuid.uuid4().hex[:8]
+    cold, hot, gone = f"cold-{tag}", f"hot-{tag}", f"gone-{tag}"
+    first = open_ledger()
+    try:
+        await first.touch({cold: 1000.0, hot: 1000.0, gone: 1000.0})
+        await first.touch({hot: 5000.0})
+        await first.touch({hot: 2000.0})  # an older report of a read, from a slower process
+        await first.forget(gone)
+    finally:
+        await _close(first)
+    reopened = open_ledger()
+    try:
+        idle = await reopened.idle(before=3000.0, limit=10_000)
+        await reopened.forget(cold)
+    finally:
+        await _close(reopened)
+
+    assert cold in idle
+    assert hot not in idle and gone not in idle

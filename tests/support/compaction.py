@@ -8,6 +8,9 @@ from typing import Any
 
 import httpx
 
+from render.compaction import PENDING_PREFIX
+from storage import ObjectStore
+
 POLL_SECONDS = 0.05
 
 
@@ -42,3 +45,18 @@ def compacted_sync(client: httpx.Client, image_id: str, timeout: float = 120) ->
 async def evict(app: Any, image_id: str) -> None:
     """Drop what compaction cached of an image, for tests of what a cold read does."""
     await app.state.image_service.cache.drop_image(image_id)
+
+
+async def keys(store: ObjectStore, image_id: str) -> list[str]:
+    """Every object the store holds for the image: its copy and any pending upload."""
+    found = await store.list_keys("images/") + await store.list_keys(PENDING_PREFIX)
+    return [key for key in found if key.endswith(image_id)]
+
+
+async def until_pending_dropped(store: ObjectStore, image_id: str, timeout: float = 60) -> None:
+    """Compaction deletes the pending upload last, right after the receipt is recorded and
+    its metadata cached: then nothing of it is still running."""
+    deadline = time.monotonic() + timeout
+    while await keys(store, image_id) != [f"images/{image_id}"]:
+        assert time.monotonic() < deadline, await keys(store, image_id)
+        await asyncio.sleep(POLL_SECONDS)

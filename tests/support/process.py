@@ -14,6 +14,11 @@ import httpx
 
 from tests.support.servers import free_port, wait_until
 
+# How long a process may take to be ready before the test fails. A bound, not a speed check:
+# a start imports torch and scores the shipped models on the canary set (about 8 CPU seconds),
+# which takes a minute and more on a 2-core machine running the suite's workers in parallel.
+START_SECONDS = 240
+
 
 @dataclass
 class ApiProcess:
@@ -53,17 +58,19 @@ def start_api(
     workers: int = 1,
     asgi_app: str = "",
     log_path: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> ApiProcess:
     """``srstore serve`` (or uvicorn serving ``asgi_app``) once /readyz answers 200.
 
-    Its output is appended to ``log_path`` when given (tests read what it logged).
+    Its output is appended to ``log_path`` when given (tests read what it logged). It binds
+    to ``host``; readiness is asked over loopback.
     """
     port = port or free_port()
     command = ["srstore.cli", "serve"] if not asgi_app else ["uvicorn", asgi_app, "--no-access-log"]
     log = log_path.open("ab") if log_path else None
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", *command, "--host", "127.0.0.1"),
+            *(sys.executable, "-m", *command, "--host", host),
             *("--port", str(port), "--workers", str(workers)),
         ],
         env={**os.environ, **env},
@@ -74,7 +81,7 @@ def start_api(
         log.close()
     api = ApiProcess(port, process)
     try:
-        wait_until(lambda: _ready(api), 60, "srstore serve")
+        wait_until(lambda: _ready(api), START_SECONDS, "srstore serve")
     except BaseException:
         api.stop()
         raise
@@ -145,9 +152,11 @@ def start_worker(
     log.close()
     worker = WorkerProcess(name, 0, process)
     try:
-        wait_until(lambda: _metrics_port(log_path, process) is not None, 60, "metrics port")
+        wait_until(
+            lambda: _metrics_port(log_path, process) is not None, START_SECONDS, "metrics port"
+        )
         worker.metrics_port = _metrics_port(log_path, process) or 0
-        wait_until(lambda: _taking_jobs(worker), 60, "srstore worker")
+        wait_until(lambda: _taking_jobs(worker), START_SECONDS, "srstore worker")
     except BaseException:
         worker.kill()
         raise

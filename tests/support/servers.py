@@ -72,7 +72,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_until(lambda: port_open(self.port), 15, "redis-server")
+        wait_until(lambda: port_open(self.port), 60, "redis-server")
 
 
 # The session's Redis: nothing persisted, bounded like production's.
@@ -96,7 +96,7 @@ def start_redis(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_until(lambda: port_open(port), 15, "redis-server")
+    wait_until(lambda: port_open(port), 60, "redis-server")
     return RedisServer(port, process, cast(list[str], process.args))
 
 
@@ -193,3 +193,97 @@ def _s3_answers(server: SeaweedServer) -> bool:
     except Exception:
         return False
     return True
+
+
+@dataclass
+class RedisClusterServer:
+    """A Redis Cluster of ``masters`` masters with a replica each, on loopback ports."""
+
+    nodes: list[RedisServer]
+
+    @property
+    def url(self) -> str:
+        """Any node will do: the cluster client learns the others from it."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def live_url(self) -> str:
+        """A node still running (after a test killed some)."""
+        port = next(n.port for n in self.nodes if n.process.poll() is None)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def node(self, port: int) -> RedisServer:
+        (node,) = [n for n in self.nodes if n.port == port]
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+# Fast failover for tests: a master silent for a second is failed over by its replica.
+# ``cluster-require-full-coverage no``: while one master's slots wait for their replica,
+# the other masters keep answering for theirs (the setting production should use too).
+TEST_CLUSTER_CONFIG = (
+    *TEST_REDIS_CONFIG,
+    *("--cluster-enabled", "yes", "--cluster-node-timeout", "1000"),
+    *("--cluster-require-full-coverage", "no"),
+)
+
+
+def start_redis_cluster(
+    workdir: Path, masters: int = 3, config: Sequence[str] = TEST_CLUSTER_CONFIG
+) -> RedisClusterServer:
+    """``masters`` masters and one replica each (``redis-cli --cluster create``), once every
+    slot is served and every replica follows its master.
+
+    Each node has its own directory (its ``nodes.conf``) and two free ports: the client port
+    and the cluster bus (``--cluster-port``, so it need not be the client port + 10000).
+    """
+    nodes: list[RedisServer] = []
+    try:
+        for n in range(masters * 2):
+            options = [*config, "--cluster-config-file", "nodes.conf"]
+            options += ["--cluster-port", str(free_port())]
+            nodes.append(start_redis(workdir / f"node{n}", config=options))
+        cluster = RedisClusterServer(nodes)
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1"]
+        subprocess.run(
+            [*create, "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+        )
+        wait_until(lambda: cluster_healthy(cluster, masters), 60, "the Redis Cluster")
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return cluster
+
+
+def cluster_healthy(cluster: RedisClusterServer, masters: int) -> bool:
+    """Every live node says the cluster is ok, and ``masters`` masters each have a replica
+    that is in sync."""
+    import redis
+
+    live = [node for node in cluster.nodes if node.process.poll() is None]
+    masters_seen: set[str] = set()
+    for node in live:
+        client = redis.Redis(port=node.port, socket_timeout=1, decode_responses=True)
+        try:
+            if client.cluster("info")["cluster_state"] != "ok":
+                return False
+            replication = client.info("replication")
+            if replication["role"] == "master":
+                if replication.get("connected_slaves", 0) < 1:
+                    return False
+                masters_seen.add(str(node.port))
+            elif replication.get("master_link_status") != "up":
+                return False
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+    return len(masters_seen) == masters

@@ -61,6 +61,7 @@ def smoke_config(photos: Path, run_dir: Path, steps: int) -> TrainConfig:
     )
 
 
+@pytest.mark.slow
 def test_a_smoke_training_lowers_the_loss(photos: Path, tmp_path: Path) -> None:
     _, history = train(smoke_config(photos, tmp_path, steps=40))
 
@@ -134,6 +135,7 @@ def test_resuming_refuses_a_checkpoint_that_holds_more_than_tensors(
         train(smoke_config(photos, tmp_path / "run", steps=2), tmp_path / "hostile.pt")
 
 
+@pytest.mark.slow
 def test_the_command_writes_weights_the_service_loads_and_a_card(
     photos: Path, tmp_path: Path
 ) -> None:
@@ -246,6 +248,79 @@ def test_resume_needs_the_run_folder_it_continues(
 ) -> None:
     assert train_cli(quick_run(photos, "--resume")) == 2
     assert "--resume continues a run: name its folder with --run-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # docs/training.md's commands, verbatim, on a clone without corpus/ yet
+        "evaluate --model espcn --weights models/weights/espcn-x4-v2.pt --json espcn.json",
+        "train --model espcn --version 2 --steps 50000 --batch 16 --patch 96 --lr 1e-3",
+    ],
+)
+def test_the_documented_commands_say_what_to_run_first_without_a_corpus(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "models").symlink_to(SHIPPED_WEIGHTS_DIR.parent)
+    monkeypatch.chdir(tmp_path)
+    folder = "corpus/val" if command.startswith("evaluate") else "corpus/train"
+
+    assert train_cli(command.split()) == 2
+    assert capsys.readouterr().err == (
+        f"srstore train: error: {folder} does not exist: run `srstore train corpus` first, "
+        "or pass --data a folder of photos\n"
+    )
+    assert list(tmp_path.iterdir()) == [tmp_path / "models"], "nothing written"
+
+
+def test_evaluate_names_the_version_of_the_weights_it_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipped = SHIPPED_WEIGHTS_DIR / "espcn-x4-v2.pt"
+    unnamed = tmp_path / "latest.pt"
+    shutil.copy(shipped, unnamed)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.open(DATA / "flower.jpg").crop((0, 0, 160, 120)).save(photos / "crop.png")
+
+    assert (
+        train_cli(
+            ["evaluate", "--model", "espcn", "--weights", str(shipped), "--data", str(photos)]
+        )
+        == 0
+    )
+    from_card = capsys.readouterr().out.splitlines()[0]
+    assert (
+        train_cli(
+            ["evaluate", "--model", "espcn", "--weights", str(unnamed), "--data", str(photos)]
+        )
+        == 2
+    )
+    refused = capsys.readouterr().err
+    assert (
+        train_cli(
+            [
+                "evaluate",
+                "--model",
+                "espcn",
+                "--weights",
+                str(unnamed),
+                "--data",
+                str(photos),
+                "--version",
+                "7",
+            ]
+        )
+        == 0
+    )
+    given = capsys.readouterr().out.splitlines()[0]
+
+    assert from_card.startswith("| image (espcn:2, stored as webp q90) |")
+    assert refused.startswith(f"srstore train: error: no card beside {unnamed} and no -vN")
+    assert given.startswith("| image (espcn:7, ")
 
 
 def test_help_shows_every_default() -> None:

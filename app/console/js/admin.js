@@ -88,6 +88,8 @@ async function refreshModels(outcome = null) {
   renderHistory(history.swaps);
 }
 
+const signedDb = (value) => `${value >= 0 ? "+" : ""}${value.toFixed(2)} dB`;
+
 function canaryOf(model) {
   return model.card && model.card.canary ? model.card.canary : null;
 }
@@ -118,11 +120,14 @@ function cardFacts(model) {
   const card = model.card || {};
   const canary = canaryOf(model);
   const rows = [];
+  // The same names and definitions as `srstore models list` and the README.
   if (canary) {
-    const gain = `${canary.gain_db >= 0 ? "+" : ""}${canary.gain_db.toFixed(2)} dB`;
-    rows.push(["Canary PSNR", `${canary.model_psnr.toFixed(2)} dB (bicubic ${canary.bicubic_psnr.toFixed(2)} dB, ${gain})`]);
+    rows.push(["Canary Y-PSNR", `${canary.model_psnr.toFixed(2)} dB (bicubic ${canary.bicubic_psnr.toFixed(2)} dB)`]);
+    rows.push(["Canary gain", signedDb(canary.gain_db)]);
     if (canary.codec) rows.push(["Canary codec", canary.codec]);
   }
+  const heldOut = card.evaluation && card.evaluation.mean ? card.evaluation.mean.gain_db : null;
+  if (typeof heldOut === "number") rows.push(["Held-out gain", signedDb(heldOut)]);
   for (const [key, value] of Object.entries(card)) {
     if (["name", "version", "canary", "architecture"].includes(key)) continue;
     rows.push([key.replaceAll("_", " "), cardValue(value)]);
@@ -214,8 +219,7 @@ async function addModel(event) {
   try {
     const added = await models.upload(weights, card);
     const canary = added.card.canary;
-    const gain = `${canary.gain_db >= 0 ? "+" : ""}${canary.gain_db.toFixed(2)} dB`;
-    outcome = { text: `Registered ${added.name}:${added.version}: ${canary.model_psnr.toFixed(2)} dB on the canary set (${gain} over bicubic). Not active yet.` };
+    outcome = { text: `Registered ${added.name}:${added.version}: canary Y-PSNR ${canary.model_psnr.toFixed(2)} dB, canary gain ${signedDb(canary.gain_db)}. Not active yet.` };
     event.target.reset();
   } catch (error) {
     outcome = { text: `Not registered: ${error.message} (${error.status} ${error.code})`, error: true };

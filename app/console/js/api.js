@@ -1,6 +1,19 @@
 // The public HTTP API, and nothing else: every call goes to this page's own origin.
 
 const TOKEN_KEY = "srstore.adminToken";
+const API_KEY = "srstore.apiKey";
+
+/** The API key the console signed in with: this tab's session storage only. */
+export const apiKey = {
+  get: () => sessionStorage.getItem(API_KEY),
+  set: (key) => sessionStorage.setItem(API_KEY, key),
+  forget: () => sessionStorage.removeItem(API_KEY),
+};
+
+function signedIn(headers = {}) {
+  const key = apiKey.get();
+  return key ? { Authorization: `Bearer ${key}`, ...headers } : headers;
+}
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -24,7 +37,8 @@ async function failure(response) {
 }
 
 async function call(path, options = {}) {
-  const response = await fetch(path, { cache: "no-store", ...options });
+  const headers = signedIn(options.headers || {});
+  const response = await fetch(path, { cache: "no-store", ...options, headers });
   if (!response.ok) throw await failure(response);
   return response;
 }
@@ -78,6 +92,7 @@ export function uploadFile(file, onProgress) {
     const request = new XMLHttpRequest();
     request.open("POST", "/v1/images");
     request.responseType = "json";
+    for (const [name, value] of Object.entries(signedIn())) request.setRequestHeader(name, value);
     request.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);
     });
@@ -107,8 +122,14 @@ export const adminToken = {
   forget: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
+/** Who the console is signed in as, and what it may do: GET /v1/access. */
+export async function whoami() {
+  return (await call("/v1/access")).json();
+}
+
 async function admin(path, options = {}) {
-  const headers = { Authorization: `Bearer ${adminToken.get() || ""}`, ...(options.headers || {}) };
+  const credential = adminToken.get() || apiKey.get() || "";
+  const headers = { Authorization: `Bearer ${credential}`, ...(options.headers || {}) };
   return (await call(`/v1/admin${path}`, { ...options, headers })).json();
 }
 

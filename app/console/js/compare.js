@@ -99,14 +99,19 @@ async function decode(blob) {
   return context.getImageData(0, 0, bitmap.width, bitmap.height);
 }
 
+// What the left side shows for each representation kept (the upload's "representation").
+const KEPT_AS = { avif: "stored AVIF", webp: "stored WebP", original: "original upload" };
+
 /**
  * The left side: the stored copy upscaled 4x with bicubic and cropped to the upload's size;
- * a full-size stored copy (a quality-guarded policy kept one) is shown as it is.
+ * a full-size stored copy (a quality-guarded policy kept one) is shown as it is, and named.
  */
 function drawBicubic(stored, meta) {
-  const downscaled = meta.stored_width < meta.width || meta.stored_height < meta.height;
+  const downscaled = meta.representation
+    ? meta.representation === "x4"
+    : meta.stored_width < meta.width || meta.stored_height < meta.height;
   const scale = downscaled ? SCALE : 1;
-  el["tag-left"].textContent = downscaled ? "bicubic" : "stored copy";
+  el["tag-left"].textContent = downscaled ? "bicubic" : KEPT_AS[meta.representation] || "stored copy";
   const upscaled = scale === 1 ? stored : bicubicResize(stored, stored.width * scale, stored.height * scale);
   el.bicubic.width = meta.width;
   el.bicubic.height = meta.height;
