@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     cuda_dtype: Literal["float16", "bfloat16", "float32"] = Field(
         "float16", description="Precision of the network on CUDA (the CPU always runs float32)."
     )
+    compile: Literal["off", "background"] = Field(
+        "background",
+        description="torch.compile the networks where it pays (ESPCN on the CPU) on a"
+        " background thread after loading; eager serves until the compiled one is warm.",
+    )
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."
     )
