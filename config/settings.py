@@ -156,6 +156,24 @@ class Settings(BaseSettings):
     claim_idle_seconds: float = Field(
         5.0, gt=0, description="A job idle this long (its worker died) is claimed by another."
     )
+    compaction_threads: int = Field(
+        1,
+        ge=1,
+        description="Uploads compacted at once per process (API in local mode, or worker), at a"
+        " lower CPU priority than renders.",
+    )
+    compaction_queue_max: int = Field(
+        1024,
+        ge=1,
+        description="Uploads waiting for compaction (local: in this process; queue: in the"
+        " stream) beyond which a new upload gets 503 at once.",
+    )
+    compaction_sweep_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often the store is searched for pending compactions (after a restart, a"
+        " lost job, or a dependency outage).",
+    )
     worker_metrics_port: int = Field(
         9100, ge=0, le=65535, description="Port of a worker's /metrics (0: none)."
     )

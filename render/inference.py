@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
@@ -256,9 +256,15 @@ def render_stored_copy(
     return data
 
 
-def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> Reconstruct:
+def read_back(
+    meta: ImageMeta,
+    upscaler: Upscaler,
+    encoding: OutputEncoding,
+    rebuilt: Callable[[bytes], None] | None = None,
+) -> Reconstruct:
     """What a plain ``GET`` of ``meta``'s image returns for bytes kept as each representation,
-    decoded as a client decodes it: the quality receipt scores this."""
+    decoded as a client decodes it: the quality receipt scores this. ``rebuilt`` is handed the
+    encoded read of the x4 copy, which compaction caches so the first read is a hit."""
     fmt = meta.served_format  # what a read without options or Accept gets
     quality = encoding.quality_of(fmt, None)
     full_size = Geometry.identity(meta.width, meta.height)
@@ -266,23 +272,14 @@ def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> 
     def read(stored: bytes, representation: Representation) -> Image.Image:
         if representation == "x4":
             data, _ = rebuild(stored, meta, upscaler, fmt, quality, encoding)
+            if rebuilt is not None:
+                rebuilt(data)
         else:
             kept = meta.model_copy(update={"representation": representation})
             data = render_stored_copy(stored, kept, fmt, quality, encoding, full_size)
         return decode_upload(data, PILLOW_MAX_PIXELS).image
 
     return read
-
-
-class ReadPath:
-    """The read path at upload time, sharing the engine's loaded models (see ``read_back``)."""
-
-    def __init__(self, models: UpscalerPool, encoding: OutputEncoding) -> None:
-        self.models = models
-        self.encoding = encoding
-
-    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
-        return read_back(meta, await self.models.get(model), self.encoding)
 
 
 class InferenceEngine:
