@@ -151,11 +151,12 @@ def _position(digits: str) -> int:
 
 
 def _if_range_holds(if_range: str, etag: str, last_modified: datetime | None) -> bool:
-    """Strong comparison for a tag (a weak one never matches); for a date, an exact match
-    with a strong ``Last-Modified`` (RFC 9110 §13.1.5)."""
+    """Strong comparison for a tag; for a date, an exact match with a strong ``Last-Modified``
+    (RFC 9110 §13.1.5). A weak tag (``W/"..."``) never matches: it is not a quoted tag, and
+    it parses as no date."""
     value = if_range.strip()
-    if value.startswith(('"', "W/")):
-        return not value.startswith("W/") and value == etag
+    if value.startswith('"'):
+        return value == etag
     if last_modified is None:
         return False
     since = _parse_date(value)
