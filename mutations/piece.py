@@ -48,7 +48,9 @@ def copy_tree(destination: Path, ref: str | None) -> None:
             shutil.copy2(source, destination / name.decode())
 
 
-def narrow(pyproject: Path, module: str, tests: list[str], keyword: str) -> None:
+def narrow(
+    pyproject: Path, module: str, tests: list[str], keyword: str, timeout_constant: float
+) -> None:
     text = pyproject.read_text()
     start = text.index("[tool.mutmut]")
     end = text.find("\n[", start + 1)
@@ -64,6 +66,7 @@ def narrow(pyproject: Path, module: str, tests: list[str], keyword: str) -> None
         flags=re.S,
     )
     section = re.sub(r'"-k",\s*"[^"]*",', f'"-k", "{keyword}",', section)
+    section = re.sub(r"timeout_constant = .*", f"timeout_constant = {timeout_constant}", section)
     pyproject.write_text(text[:start] + section + text[end:])
 
 
@@ -75,12 +78,21 @@ def main() -> int:
     parser.add_argument("--ref", help="a git ref to copy instead of the working tree")
     parser.add_argument("--children", type=int, default=1)
     parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument(
+        "--timeout-constant",
+        type=float,
+        default=2.0,
+        help="a mutant's CPU-time limit is (its tests' time + this) x 30: a mutant that loops"
+        " forever costs that much (the trainer's 20 s suits slow tests, not unit tests)",
+    )
     args = parser.parse_args()
     dotted = args.module.removesuffix(".py").replace("/", ".")
     with tempfile.TemporaryDirectory(prefix="srstore-mutmut-") as scratch:
         tree = Path(scratch)
         copy_tree(tree, args.ref)
-        narrow(tree / "pyproject.toml", args.module, args.tests, args.keyword)
+        narrow(
+            tree / "pyproject.toml", args.module, args.tests, args.keyword, args.timeout_constant
+        )
         mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
         command = ["nice", "-n", "15", mutmut, "run", "--max-children", str(args.children)]
         try:
