@@ -7,7 +7,8 @@ Every rate is given twice: per second of wall time, and per CPU-second of this p
 but not CPU time, so the CPU-second fraction of the matmul peak is the one that says how
 well a network uses the cores it gets; the wall fraction says what a user sees. The peak is
 a float32 2048x2048 matmul at the same thread count. ``--variants`` adds the layouts and
-compilers tried for the engine (NCHW, NHWC, TorchScript freezing, ``torch.compile``).
+compilers tried for the engine (NCHW, NHWC, TorchScript freezing, ``torch.compile`` as the
+engine compiles, and int8 where the CPU has VNNI).
 
 Untrained weights serve as well as trained ones here: the time does not depend on their values.
 """
@@ -27,9 +28,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.archs import SCALE, build_model
+from models.archs import ESPCN, SCALE, build_model
 from models.batching import BatchingUpscaler
 from models.engine import NeuralUpscaler
+from models.quantizing import has_vnni
 
 TILE = 128
 BATCHES = {"espcn": (1, 4, 16), "srcnn": (1, 4)}  # SRCNN: ~0.2 s per tile on one core
@@ -248,14 +250,30 @@ def _forms(model: nn.Module, tile: torch.Tensor) -> dict[str, Form]:
 
         return prepared(lambda: run)
 
+    def served(int8: bool) -> Form:
+        """The engine's own compiled form (``SRSTORE_COMPILE``, ``SRSTORE_INT8``)."""
+        name = type(model).__name__.lower()
+        engine = NeuralUpscaler(last, name, 0, torch.device("cpu"), TILE)
+        return prepared(lambda: _compiled(engine, int8, tile))
+
     with torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.trace(last, nhwc))
-    return {
+    forms = {
         "eager NCHW": no_grad(model, tile),
-        "eager NHWC (served)": no_grad(last, nhwc),
+        "eager NHWC (served uncompiled)": no_grad(last, nhwc),
         "TorchScript frozen NHWC": no_grad(frozen, nhwc),
-        "torch.compile NHWC": no_grad(torch.compile(last), nhwc),
+        "compiled NHWC (SRSTORE_COMPILE)": served(int8=False),
     }
+    if isinstance(model, ESPCN) and has_vnni():  # int8 sets inductor's freezing for good: last
+        forms["int8, last layer float32 (SRSTORE_INT8)"] = served(int8=True)
+    return forms
+
+
+def _compiled(engine: NeuralUpscaler, int8: bool, tile: torch.Tensor) -> Callable[[], torch.Tensor]:
+    engine.compile_now(1, int8)
+    if engine.precision != ("int8" if int8 else "float32"):
+        raise RuntimeError(f"{engine.label} did not compile as asked (see the log)")
+    return partial(engine.run_tiles, tile)
 
 
 def _jpeg(image: Image.Image) -> bytes:

@@ -1,7 +1,8 @@
-"""torch.compile in the engine: same pixels as eager, never on the serving path, eager on failure.
+"""torch.compile and int8 in the engine: what eager serves, within tolerance, never compiled on
+the serving path, eager on failure.
 
-The compiling test runs inductor for real (about 20 CPU-seconds the first time on a machine,
-a few seconds from inductor's cache after that); it needs the C++ compiler inductor uses.
+Two tests run inductor for real (each about 20 CPU-seconds the first time on a machine, a few
+seconds from inductor's cache after that); they need the C++ compiler inductor uses.
 """
 
 from __future__ import annotations
@@ -10,20 +11,31 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from config.settings import Settings
+from imaging import StoredCodec, crop_to, degrade
+from imaging.quality import luma_psnr
 from models import SHIPPED_WEIGHTS_DIR
 from models.compiling import TOLERANCE
 from models.engine import NeuralUpscaler
+from models.quantizing import has_vnni
 from models.registry import ModelRef
 from models.weights import find_weights, load_model
-from render.inference import build_upscaler
+from render import inference
 
 TILE = 16
 MAX_TILES = 3
+PHOTO = Path(__file__).parent / "data" / "flower.jpg"
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None,
+    reason="inductor compiles C++ with g++ (or $CXX), which this machine lacks",
+)
 
 
 def shipped_espcn() -> NeuralUpscaler:
@@ -39,10 +51,7 @@ def tiles(count: int) -> torch.Tensor:
     )
 
 
-@pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "g++")) is None,
-    reason="inductor compiles C++ with g++ (or $CXX), which this machine lacks",
-)
+@needs_compiler
 def test_the_compiled_network_serves_what_eager_serves_once_warm() -> None:
     upscaler = shipped_espcn()
     eager = {count: upscaler.run_tiles(tiles(count)) for count in (1, 2, MAX_TILES)}
@@ -89,21 +98,56 @@ def test_a_network_that_cannot_be_compiled_faithfully_stays_eager(
 
 
 @pytest.mark.parametrize(
-    ("model", "setting", "compiles"),
-    [("espcn", "background", True), ("espcn", "off", False), ("srcnn", "background", False)],
+    ("model", "settings", "vnni", "started"),
+    [
+        ("espcn", {"int8": "vnni"}, True, [(3, True)]),
+        ("espcn", {"int8": "vnni"}, False, [(3, False)]),
+        ("espcn", {}, True, [(3, False)]),
+        ("espcn", {"compile": "off", "int8": "vnni"}, True, []),
+        ("srcnn", {"int8": "vnni"}, True, []),
+    ],
 )
 def test_the_engine_compiles_only_where_it_pays_and_only_when_asked(
-    model: str, setting: str, compiles: bool, monkeypatch: pytest.MonkeyPatch
+    model: str,
+    settings: dict[str, str],
+    vnni: bool,
+    started: list[tuple[int, bool]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    started: list[str] = []
+    calls: list[tuple[int, bool]] = []
     monkeypatch.setattr(
-        NeuralUpscaler, "start_compiling", lambda self, _: started.append(self.label)
+        NeuralUpscaler, "start_compiling", lambda _, tiles, int8: calls.append((tiles, int8))
     )
+    monkeypatch.setattr(inference, "has_vnni", lambda: vnni)
     found = find_weights(SHIPPED_WEIGHTS_DIR, model)
     assert found is not None
-    settings = Settings(compile=setting, device="cpu", tile_size=TILE)
+    config = Settings(
+        **{"compile": "background", "int8": "off", **settings},  # type: ignore[arg-type]
+        device="cpu",
+        tile_size=TILE,
+        max_tiles_per_batch=3,
+    )
 
-    batcher = build_upscaler(ModelRef(model, found.version), found.path.read_bytes(), settings)
+    batcher = inference.build_upscaler(
+        ModelRef(model, found.version), found.path.read_bytes(), config
+    )
     batcher.close()
 
-    assert started == ([f"{model}:{found.version}"] if compiles else [])
+    assert calls == started
+
+
+@needs_compiler
+@pytest.mark.skipif(not has_vnni(), reason="the int8 path serves only where the CPU has VNNI")
+def test_int8_espcn_scores_within_005_db_of_float32() -> None:
+    """The receipt's measure (Y-PSNR against the original) on a photo not calibrated on."""
+    original = Image.open(PHOTO).convert("RGB").resize((128, 96))
+    low = degrade(original, StoredCodec())
+    upscaler = shipped_espcn()
+    float32 = crop_to(upscaler.upscale(low), *original.size)
+
+    upscaler.compile_now(MAX_TILES, int8=True)
+    int8 = crop_to(upscaler.upscale(low), *original.size)
+
+    assert upscaler.precision == "int8"
+    assert abs(luma_psnr(int8, original) - luma_psnr(float32, original)) <= 0.05
+    assert luma_psnr(int8, float32) >= 45
