@@ -110,8 +110,8 @@ class Settings(BaseSettings):
     int8: Literal["off", "vnni"] = Field(
         "off",
         description="`vnni`: with SRSTORE_COMPILE=background, serve ESPCN in int8 where the CPU"
-        " has VNNI (about 1.8x less CPU per tile; its last layer stays float32; 0.014 dB less"
-        " Y-PSNR on average, up to 0.052 dB on one held-out photo, so not the default).",
+        " has VNNI (about 1.8x less CPU per tile; its last layer stays float32; 0.015 dB less"
+        " Y-PSNR on average, 0.050 dB on the worst held-out photo, so not the default).",
     )
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."

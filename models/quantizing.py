@@ -4,13 +4,14 @@ On this AVX-512 VNNI machine an int8 ESPCN tile costs about half the CPU of floa
 Quantizing every layer cost 0.07 dB of Y-PSNR on the held-out photos and 0.1 dB on the canary
 set (a third of ESPCN's gain over bicubic there): the last convolution's output is the
 residual added to bicubic, and 8 bits are too coarse for it, so that layer stays float32.
-Activations are calibrated on the canary crops, which ship with the weights: 0.014 dB less
-Y-PSNR on the held-out photos on average, but 0.052 dB on the worst one, just over the 0.05
-dB a quality receipt may move (calibrated on 48 training tiles instead, the worst was 0.032
-dB), so int8 is opt-in (``SRSTORE_INT8=vnni``; bench/RESULTS.md). The result must agree with
-float32 to :data:`MIN_AGREEMENT_DB` on the calibration tiles before it serves. The quantized
-graph has a fixed batch of one tile (a dynamic batch does not lower with frozen weights in
-this torch), so a batch runs tile by tile: on the CPU batching saves little per tile anyway.
+Activations are calibrated on the canary crops, which ship with the weights: 0.015 dB less
+Y-PSNR on the held-out photos on average, but 0.050 dB on the worst one, with no margin under
+the 0.05 dB a quality receipt may move (calibrated on 48 training tiles instead, the worst
+was 0.032 dB; the training photos do not ship), so int8 is opt-in (``SRSTORE_INT8=vnni``;
+bench/RESULTS.md). The result must agree with float32 to :data:`MIN_AGREEMENT_DB` on the
+calibration tiles before it serves. The quantized graph has a fixed batch of one tile (a
+dynamic batch does not lower with frozen weights in this torch), so a batch runs tile by
+tile: on the CPU batching saves little per tile anyway.
 """
 
 from __future__ import annotations

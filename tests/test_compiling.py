@@ -7,6 +7,7 @@ seconds from inductor's cache after that); they need the C++ compiler inductor u
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -138,6 +139,10 @@ def test_the_engine_compiles_only_where_it_pays_and_only_when_asked(
 
 @needs_compiler
 @pytest.mark.skipif(not has_vnni(), reason="the int8 path serves only where the CPU has VNNI")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchao") is None,
+    reason="torchao (a dependency since the int8 path) is missing: run make .venv/.dev",
+)
 def test_int8_espcn_scores_within_005_db_of_float32() -> None:
     """The receipt's measure (Y-PSNR against the original) on a photo not calibrated on."""
     original = Image.open(PHOTO).convert("RGB").resize((128, 96))
