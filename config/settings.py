@@ -331,6 +331,11 @@ class Settings(BaseSettings):
         description="Anyone may fetch an image by id (signed URLs only, with a signing key);"
         " off, reads need a key with the read scope.",
     )
+    anonymous_costly_options: bool = Field(
+        False,
+        description="Callers without a key (loopback clients while no key exists) may ask an"
+        " upload for ?policy= or ?floor= (a quality search each: minutes of CPU); off, 403.",
+    )
     trusted_proxies: Annotated[frozenset[str], NoDecode] = Field(
         frozenset(),
         description="Comma-separated addresses or networks whose X-Forwarded-For is believed"

@@ -431,6 +431,31 @@ async def test_costly_upload_options_need_a_key_that_allows_them(tmp_path: Path)
     assert allowed.status_code == 201
 
 
+async def test_costly_upload_options_without_a_key_are_refused_unless_a_setting_allows_them(
+    tmp_path: Path,
+) -> None:
+    """The protected default's loopback client: plain uploads go on, quality searches 403."""
+    answers: dict[bool, list[httpx.Response]] = {}
+    for allowed in (False, True):
+        settings = Settings(data_dir=tmp_path / str(allowed), anonymous_costly_options=allowed)  # type: ignore[arg-type]
+        async with serving(settings) as (_, http):
+            answers[allowed] = [
+                await http.post(f"/v1/images{query}", content=small_png(), headers=PNG)
+                for query in ("", "?policy=smallest", "?floor=psnr:20", "?policy=downscale")
+            ]
+            stored = (await http.get("/v1/images")).json()["images"]
+        assert len(stored) == sum(answer.status_code == 201 for answer in answers[allowed])
+
+    plain, *costly = answers[False]
+    assert plain.status_code == 201
+    for refused in costly:
+        assert refused.status_code == 403
+        error = refused.json()["error"]
+        assert error["code"] == "forbidden"
+        assert "SRSTORE_ANONYMOUS_COSTLY_OPTIONS" in error["message"]
+    assert [answer.status_code for answer in answers[True]] == [201] * 4
+
+
 async def test_key_requests_that_make_no_sense_are_refused_with_4xx(tmp_path: Path) -> None:
     async with serving(Settings(data_dir=tmp_path / "data", admin_token=TOKEN)) as (_, http):  # type: ignore[arg-type]
         answers = [
