@@ -277,7 +277,7 @@ class Access:
                 raise _throttled(record, "bytes", f"{per_day:g} uploaded bytes a day", window)
 
     async def spent_cpu(self, principal: Principal, seconds: float) -> None:
-        """After the upload was scored: what it cost, for the key's next uploads."""
+        """After the upload was ingested: what its request cost, for the key's next uploads."""
         record = principal.record
         if record is None or seconds <= 0:
             return

@@ -364,8 +364,9 @@ class Settings(BaseSettings):
     quota_cpu_seconds_per_hour: float = Field(
         900.0,
         ge=0,
-        description="CPU seconds of scoring (compaction) one API key's uploads may cost per"
-        " hour; past it, its uploads get 429 until the hour ends (0: no limit).",
+        description="CPU seconds one API key's upload requests (decode and reduction; scoring"
+        " runs later, in compaction) may cost per hour; past it, its uploads get 429 until the"
+        " hour ends (0: no limit).",
     )
     key: SecretStr | None = Field(
         None, description="The API key the srstore CLI sends (the CLI's --key overrides it)."

@@ -602,7 +602,7 @@ async def test_a_key_past_its_quotas_gets_429_with_the_seconds_its_window_has_le
         until_midnight = 86_400 - time.time() % 86_400
         assert abs(int(second.headers["retry-after"]) - until_midnight) <= 2
 
-        # Scoring an upload costs some CPU; a budget of a microsecond an hour is spent by one.
+        # Ingesting an upload costs some CPU; a budget of a microsecond an hour is spent by one.
         frugal = await create_key(http, ["upload"], limits={"cpu_seconds_per_hour": 1e-6})
         first, second = [await upload(http, bearer(frugal), seed=0) for _ in range(2)]
         assert (first.status_code, second.status_code) == (201, 429)
