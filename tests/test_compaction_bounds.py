@@ -12,6 +12,7 @@ import asyncio
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,8 +23,9 @@ from PIL import Image
 from config.settings import Settings
 from imaging import decode_memory_bytes
 from render.compaction import Compactor, scoring_memory_bytes
-from tests.conftest import costly_options, encode, serving
+from tests.conftest import costly_options, encode, queue_env, serving, settings_from
 from tests.support.compaction import compacted
+from tests.support.servers import RedisServer, SeaweedServer
 from tests.support.waiting import until
 
 
@@ -136,3 +138,48 @@ async def test_compactions_score_at_once_only_as_many_as_the_memory_bound_fits(
     assert (scoring, reserved) == (1, cost)
     assert [meta["receipt"]["state"] for meta in done] == ["done", "done"]
     assert held.entered == 2 and left == 0
+
+
+def refused_for_backlog(answer: httpx.Response) -> bool:
+    return (
+        answer.status_code == 503
+        and answer.json()["error"]["code"] == "compaction_backlog_full"
+        and int(answer.headers["retry-after"]) >= 1
+    )
+
+
+async def test_an_upload_past_the_compaction_backlog_is_503_and_nothing_is_stored(
+    embedded_settings: Settings, photo_bytes: bytes
+) -> None:
+    """One upload may wait for compaction (``SRSTORE_COMPACTION_QUEUE_MAX=1``); its scoring held."""
+    settings = embedded_settings.model_copy(update={"compaction_queue_max": 1})
+    jpeg = {"content-type": "image/jpeg"}
+    async with serving(settings) as (app, client):
+        with released(HeldScoring(app)) as held:
+            first = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
+            await until(lambda: held.entered == 1, "the first compaction scoring")
+            second = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
+            listed = (await client.get("/v1/images")).json()["images"]
+        await compacted(client, first.json()["id"])
+        third = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
+
+    assert first.status_code == 201
+    assert refused_for_backlog(second)
+    assert [image["id"] for image in listed] == [first.json()["id"]]
+    assert third.status_code == 201  # the backlog drained
+
+
+async def test_in_queue_mode_the_backlog_is_the_compaction_stream(
+    redis_server: RedisServer, seaweed_server: SeaweedServer, tmp_path: Path, photo_bytes: bytes
+) -> None:
+    """No worker runs: the first upload's compaction job stays in the stream, the second is 503."""
+    env = queue_env(redis_server, seaweed_server)
+    settings = settings_from(env, data_dir=tmp_path / "data", compaction_queue_max=1)
+    jpeg = {"content-type": "image/jpeg"}
+    async with serving(settings) as (_, client):
+        first = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
+        second = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
+        meta = (await client.get(f"/v1/images/{first.json()['id']}/meta")).json()
+
+    assert first.status_code == 201 and meta["receipt"]["state"] == "pending"
+    assert refused_for_backlog(second)
