@@ -168,6 +168,13 @@ class Settings(BaseSettings):
         description="Uploads waiting for compaction (local: in this process; queue: in the"
         " stream) beyond which a new upload gets 503 at once.",
     )
+    compaction_memory_bytes: int = Field(
+        2 * 2**30,
+        ge=0,
+        description="Memory this process's compactions may hold while they score (about 120"
+        " bytes a pixel each); an upload too large to score within it keeps its x4 copy with a"
+        " failed receipt.",
+    )
     compaction_sweep_seconds: float = Field(
         30.0,
         gt=0,
