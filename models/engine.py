@@ -123,7 +123,8 @@ class NeuralUpscaler:
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.margin = 2 * int(getattr(self.model, "receptive_radius", 4))
         self._forward: Forward = self.model
-        self.precision = str(self.dtype).removeprefix("torch.")
+        self._eager_precision = str(self.dtype).removeprefix("torch.")
+        self.precision = self._eager_precision
 
     @property
     def compiled(self) -> bool:
@@ -142,7 +143,14 @@ class NeuralUpscaler:
     @torch.inference_mode()
     def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """One forward pass over a batch of equally sized tiles."""
-        return self._forward(self.prepare(tiles)).float().cpu()
+        batch = self.prepare(tiles)
+        if self.compiled:
+            try:
+                return self._forward(batch).float().cpu()
+            except Exception:
+                log.exception("%s: the compiled network failed; eager from now on", self.label)
+                self._forward, self.precision = self.model, self._eager_precision
+        return self.model(batch).float().cpu()
 
     def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
         """Tiles on the network's device, in its precision and memory layout."""
