@@ -55,6 +55,9 @@ def test_if_none_match_star_matches_any_current_representation(header: str) -> N
         ('"a", "b"', False),
         ('""', False),
         (f"W/ {ETAG}", False),  # W/ must touch the quote
+        (f'"a", W/{ETAG}', True),  # a weak tag after the first member
+        (f"{ETAG}, W/", True),  # a list that ends in a bare W/
+        ("W/", False),
     ],
 )
 def test_if_none_match_names_the_tag_in_a_list(header: str, matches: bool) -> None:
