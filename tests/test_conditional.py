@@ -50,6 +50,7 @@ def test_if_none_match_star_matches_any_current_representation(header: str) -> N
         (f'"", {ETAG}', True),  # an empty tag is a tag; the list goes on after it
         (f',, "a" ,\t{ETAG} ,', True),  # empty members and whitespace around commas
         (f'W/x, "a", {ETAG}', True),  # a malformed member is skipped to its comma
+        (f'"a", junk, {ETAG}', True),  # wherever it is in the list
         (f'"a"  , W/"b"\t,{ETAG}', True),
         (f"{ETAG[:-1]}", False),  # unclosed
         ('"a", "b"', False),
