@@ -39,7 +39,7 @@ from models.batching import BatchingUpscaler
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
-from policy import Reconstruct, Representation
+from policy import Reconstruct, Representation, SampleRead
 from render import costs, metrics
 from render.admission import RenderSlots
 from render.images import ImageMeta, ImageNotFound, object_key
@@ -266,6 +266,17 @@ def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> 
         return decode_upload(data, PILLOW_MAX_PIXELS).image
 
     return read
+
+
+def sample_read(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> SampleRead:
+    """``read_back`` for an image of another size with ``meta``'s served format and colour:
+    scoring tries a large upload's candidates on a mosaic of its sampled tiles through it."""
+
+    def sized(width: int, height: int) -> Reconstruct:
+        update = {"width": width, "height": height}
+        return read_back(meta.model_copy(update=update), upscaler, encoding)
+
+    return sized
 
 
 class ReadPath:
