@@ -24,7 +24,7 @@ from models.control import ControlUnavailable, PointerMoved
 from models.registry import ModelVersionExists, UnknownModelVersion
 from models.validation import InvalidWeights
 from policy import InvalidFloor
-from render.admission import QueueFull, RenderTimeout, Saturated
+from render.admission import CompactionBacklogFull, QueueFull, RenderTimeout, Saturated
 from render.images import ImageNotFound, InvalidImageId
 from storage import StorageUnavailable
 
@@ -122,6 +122,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     CacheUnavailable: (503, "cache_unavailable"),
     KeyStoreUnavailable: (503, "keys_unavailable"),
     QueueFull: (503, "queue_full"),
+    CompactionBacklogFull: (503, "compaction_backlog_full"),
     DecodeBusy: (503, "decode_busy"),
     RenderTimeout: (503, "render_timeout"),
     RenderFailed: (503, "render_failed"),
@@ -140,6 +141,7 @@ _UNAVAILABLE_MESSAGES = {
     "control_unavailable": "the model registry is unavailable; retry later",
     "queue_full": "too many images are waiting to be rendered; retry later",
     "decode_busy": "too many uploads are being decoded; retry later",
+    "compaction_backlog_full": "too many uploads are waiting for compaction; retry later",
     "render_timeout": "the image could not be rendered in time; retry later",
     "render_failed": "the image could not be rendered; retry later",
     "cpu_busy": "too much image work is under way; retry later",

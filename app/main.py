@@ -23,8 +23,10 @@ from app.errors import KeysUnavailable, error_responses, install_error_handlers
 from app.middleware import RequestGate, RequestId, ResponseHeadersAndMetrics
 from app.openapi import publish_envelope_only
 from app.routing import answer_head_wherever_get, protect_docs
+from app.services.compaction import BackgroundCompactions, QueueCompactions
 from app.services.costs import CostReport
-from app.services.images import ImageService, Renderer
+from app.services.delivery import Renderer
+from app.services.images import ImageService
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
 from cache import make_cache
@@ -36,8 +38,9 @@ from models.control import ControlUnavailable, make_control
 from models.registry import ModelRef, ModelRegistry
 from models.weights import find_weights, list_weights
 from render.admission import Backlog, RenderSlots, share_of
+from render.compaction import Compactor
 from render.costs import CostFlusher
-from render.inference import InferenceEngine, LocalRenderer, ReadPath, UpscalerPool
+from render.inference import InferenceEngine, LocalRenderer
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
@@ -94,24 +97,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         quotas = make_quotas(settings)
         app.state.access = Access(settings, key_store, quotas)
         renderer: Renderer
+        compactions: BackgroundCompactions | QueueCompactions
         if settings.inference == "queue":
             renderer = QueueRenderer(settings, cache)
             await renderer.start()
-            # Uploads are scored here, beside the original: see README, "Quality receipts".
-            upscalers = UpscalerPool(registry, settings)
+            # Workers render and compact: this process loads no model.
+            active = ActiveModel(control, settings.model_poll_seconds)
+            compactions = QueueCompactions(settings, store, active)
         else:
             engine = InferenceEngine.from_settings(registry, settings)
-            local = LocalRenderer(engine, store, cache, render_slots(settings))
+            slots = render_slots(settings)
+            local = LocalRenderer(engine, store, cache, slots)
             renderer = local
-            upscalers = local.engine.models
-        active = ActiveModel(control, settings.model_poll_seconds, preload=upscalers.get)
+            active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
+            compactor = Compactor(
+                settings, store, cache, ledger, engine.models, settings.compaction_threads
+            )
+            compactions = BackgroundCompactions(settings, compactor, store, active, slots)
         await active.start()
-        scorer = ReadPath(upscalers, settings.output_encoding)
         app.state.settings = settings
         app.state.models = active
         app.state.model_admin = model_admin
-        image_service = ImageService(settings, store, cache, renderer, active, ledger, scorer)
+        image_service = ImageService(settings, store, cache, renderer, active, ledger, compactions)
         app.state.image_service = image_service
+        await compactions.start()
         await image_service.dependencies.start()
         flusher = CostFlusher(
             ledger,
@@ -134,9 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await flusher.stop()
             await active.stop()
+            await compactions.close()
             await image_service.dependencies.stop()
             await renderer.close()
-            upscalers.close()
             await asyncio.to_thread(image_service.decoding.close)
             await asyncio.to_thread(image_service.cpu.close)
             await control.close()

@@ -28,7 +28,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ledger import Spending, Totals
 from ledger.costs import CACHE_BYTE_SECONDS, SECONDS_PER_MONTH, Prices, parse_compute_key
-from policy import Receipt
 
 ORIGINAL_BYTES = Counter(
     "srstore_original_bytes", "Bytes of uploaded originals accepted by this process."
@@ -39,38 +38,6 @@ STORED_BYTES = Counter(
 )
 IMAGES_UPLOADED = Counter("srstore_images_uploaded", "Uploads acknowledged with 201.")
 IMAGES_DELETED = Counter("srstore_images_deleted", "Images deleted.")
-IMAGES_STORED = Counter(
-    "srstore_images_stored",
-    "Uploads by storage policy and the representation kept (x4, avif, webp, original).",
-    ["policy", "representation"],
-)
-STORED_BYTES_BY_REPRESENTATION = Counter(
-    "srstore_representation_stored_bytes",
-    "Bytes written by this process, by the representation kept.",
-    ["representation"],
-)
-RECEIPT_PSNR = Histogram(
-    "srstore_receipt_psnr_db",
-    "Y-PSNR (dB) of each upload's default read against its original, by representation kept.",
-    ["representation"],
-    buckets=(20, 24, 26, 28, 30, 32, 34, 36, 38, 40, 45, 50, 60),
-)
-RECEIPT_SSIM = Histogram(
-    "srstore_receipt_ssim",
-    "SSIM of each upload's default read against its original, by representation kept.",
-    ["representation"],
-    buckets=(0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 0.995, 1.0),
-)
-RECEIPT_SECONDS = Histogram(
-    "srstore_receipt_seconds",
-    "Seconds to score an upload and choose its representation, by storage policy.",
-    ["policy"],
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
-RECEIPT_FAILURES = Counter(
-    "srstore_receipt_failures",
-    "Uploads whose scoring failed: the x4 copy was kept and the receipt says so.",
-)
 CACHE_REQUESTS = Counter(
     "srstore_cache_requests",
     "HR cache lookups by result: hit, miss, or bypass when the cache is unavailable.",
@@ -115,16 +82,6 @@ KEY_THROTTLED = Counter(
     "Requests refused with 429, by API key id and quota (uploads, bytes, cpu).",
     ["key", "quota"],
 )
-
-
-def observe_receipt(receipt: Receipt) -> None:
-    """Count an acknowledged upload's receipt (an unscored one only by its representation)."""
-    IMAGES_STORED.labels(receipt.policy, receipt.representation).inc()
-    STORED_BYTES_BY_REPRESENTATION.labels(receipt.representation).inc(receipt.stored_bytes)
-    if receipt.psnr is not None and receipt.ssim is not None:
-        # An identical read (infinite PSNR) counts as 100 dB, so the histogram's sum stays finite.
-        RECEIPT_PSNR.labels(receipt.representation).observe(min(receipt.psnr, 100.0))
-        RECEIPT_SSIM.labels(receipt.representation).observe(receipt.ssim)
 
 
 # Read at scrape time from the shared ledger: every replica reports the same fleet-wide value,

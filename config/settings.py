@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     cuda_dtype: Literal["float16", "bfloat16", "float32"] = Field(
         "float16", description="Precision of the network on CUDA (the CPU always runs float32)."
     )
+    compile: Literal["off", "background"] = Field(
+        "background",
+        description="torch.compile the networks where it pays (ESPCN on the CPU) on a"
+        " background thread after loading; eager serves until the compiled one is warm.",
+    )
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."
     )
@@ -144,6 +149,24 @@ class Settings(BaseSettings):
     )
     claim_idle_seconds: float = Field(
         5.0, gt=0, description="A job idle this long (its worker died) is claimed by another."
+    )
+    compaction_threads: int = Field(
+        1,
+        ge=1,
+        description="Uploads compacted at once per process (API in local mode, or worker), at a"
+        " lower CPU priority than renders.",
+    )
+    compaction_queue_max: int = Field(
+        1024,
+        ge=1,
+        description="Uploads waiting for compaction (local: in this process; queue: in the"
+        " stream) beyond which a new upload gets 503 at once.",
+    )
+    compaction_sweep_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often the store is searched for pending compactions (after a restart, a"
+        " lost job, or a dependency outage).",
     )
     worker_metrics_port: int = Field(
         9100, ge=0, le=65535, description="Port of a worker's /metrics (0: none)."

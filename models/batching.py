@@ -5,10 +5,16 @@ from different images stack into one batch. One inference thread owns the networ
 the first waiting job, keeps collecting jobs for ``window_s`` or until ``max_tiles`` tiles are
 in hand, runs them as one batch, and hands each caller its own slice of the output. A batch
 never exceeds ``max_tiles``, which bounds memory however large an image is.
+
+Renders first. Work done in the background (a compaction scoring an upload: the stages in
+``BACKGROUND_STAGES``) waits while any other job waits: the thread takes jobs in priority
+order, so a render queued behind a compaction's thousands of tiles waits for at most the one
+batch already running (``max_tiles`` tiles), never for the rest of that compaction.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -34,6 +40,11 @@ BatchObserver = Callable[[int, float], None]
 COMPUTE_STAGE: ContextVar[str] = ContextVar("compute_stage", default="render")
 """What the caller's work is for (``render``, ``compaction``): the cost ledger's stage."""
 
+BACKGROUND_STAGES = frozenset({"compaction"})
+"""Stages whose tiles wait while any other stage's tiles wait."""
+
+_FIRST, _LATER, _CLOSE = 0, 1, 2  # priorities: lower goes first; closing after all queued
+
 ComputeObserver = Callable[[Mapping[str, float], Mapping[str, float]], None]
 """Called after every batch with its process CPU seconds and its forward-pass seconds, each
 split among the stages of its jobs in proportion to their tiles."""
@@ -44,6 +55,13 @@ class _Job:
     tiles: torch.Tensor
     result: Future[torch.Tensor] = field(default_factory=Future)
     stage: str = field(default_factory=COMPUTE_STAGE.get)
+
+    @property
+    def priority(self) -> int:
+        return _LATER if self.stage in BACKGROUND_STAGES else _FIRST
+
+
+_Entry = tuple[int, int, _Job | None]  # priority, arrival order, the job (None: close)
 
 
 class BatchingUpscaler:
@@ -64,7 +82,8 @@ class BatchingUpscaler:
         self.max_tiles = max_tiles
         self.on_batch = on_batch
         self.on_compute = on_compute
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.PriorityQueue[_Entry] = queue.PriorityQueue()
+        self._arrivals = itertools.count()
         self._thread = threading.Thread(target=self._serve, name="tile-batcher", daemon=True)
         self._thread.start()
 
@@ -95,41 +114,40 @@ class BatchingUpscaler:
     def _submit(self, tiles: torch.Tensor) -> Callable[[], torch.Tensor]:
         jobs = [_Job(chunk) for chunk in tiles.split(self.max_tiles)]
         for job in jobs:
-            self._jobs.put(job)
+            self._jobs.put((job.priority, next(self._arrivals), job))
         return lambda: torch.cat([job.result.result() for job in jobs])
 
     def close(self) -> None:
         """Finish the jobs already queued, then stop the inference thread."""
-        self._jobs.put(None)
+        self._jobs.put((_CLOSE, next(self._arrivals), None))
         self._thread.join()
 
     def _serve(self) -> None:
-        held: _Job | None = None
         while True:
-            first = held or self._jobs.get()
+            _, _, first = self._jobs.get()
             if first is None:
                 return
-            batch, held, stop = self._collect(first)
-            self._run(batch)
-            if stop:
-                return
+            self._run(self._collect(first))
 
-    def _collect(self, first: _Job) -> tuple[list[_Job], _Job | None, bool]:
-        """Jobs arriving within the window, up to ``max_tiles`` tiles; the next one held over."""
+    def _collect(self, first: _Job) -> list[_Job]:
+        """Jobs arriving within the window, up to ``max_tiles`` tiles, first in priority.
+
+        A job that does not fit (or the close) goes back in its place, so a render that
+        arrives meanwhile still goes before it."""
         batch, count = [first], len(first.tiles)
         closes_at = time.monotonic() + self.window_s
         while count < self.max_tiles:
             try:
-                job = self._jobs.get(timeout=max(0.0, closes_at - time.monotonic()))
+                entry = self._jobs.get(timeout=max(0.0, closes_at - time.monotonic()))
             except queue.Empty:
                 break
-            if job is None:
-                return batch, None, True
-            if count + len(job.tiles) > self.max_tiles:
-                return batch, job, False
+            job = entry[2]
+            if job is None or count + len(job.tiles) > self.max_tiles:
+                self._jobs.put(entry)
+                break
             batch.append(job)
             count += len(job.tiles)
-        return batch, None, False
+        return batch
 
     def _run(self, batch: list[_Job]) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()

@@ -6,8 +6,10 @@ as in the ESPCN and SRCNN papers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -16,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from models.archs import SCALE
+from models.compiling import Forward, compile_forward, compile_in_background
 from models.tiling import split_tiles, stitch_tiles
 
 BICUBIC_LABEL = "bicubic"
@@ -94,9 +97,10 @@ class NeuralUpscaler:
 
     The network runs channels-last (NHWC) everywhere: oneDNN's CPU convolutions take that
     layout without reordering, which measured 5-13% faster for ESPCN and 40% for SRCNN than
-    NCHW on one core (see bench/RESULTS.md). On CUDA it runs in ``cuda_dtype`` (half
-    precision by default); on the CPU it stays float32, where half precision has no fast
-    convolution kernels.
+    NCHW on one core (see bench/RESULTS.md). Where compiling pays (:mod:`models.compiling`),
+    ``start_compiling`` swaps in the compiled network once it is warm. On CUDA it runs in
+    ``cuda_dtype`` (half precision by default); on the CPU it stays float32, where half
+    precision has no fast convolution kernels.
     """
 
     model: nn.Module
@@ -112,6 +116,12 @@ class NeuralUpscaler:
         self.model = self.model.to(self.device, self.dtype).eval()
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.margin = 2 * int(getattr(self.model, "receptive_radius", 4))
+        self._forward: Forward = self.model
+
+    @property
+    def compiled(self) -> bool:
+        """Whether tiles now go through the compiled network rather than eager."""
+        return self._forward is not self.model
 
     @property
     def label(self) -> str:
@@ -125,8 +135,25 @@ class NeuralUpscaler:
     @torch.inference_mode()
     def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """One forward pass over a batch of equally sized tiles."""
-        batch = tiles.to(self.device, self.dtype, memory_format=self.memory_format)
-        return self.model(batch).float().cpu()
+        return self._forward(self.prepare(tiles)).float().cpu()
+
+    def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Tiles on the network's device, in its precision and memory layout."""
+        return tiles.to(self.device, self.dtype, memory_format=self.memory_format)
+
+    def compile_now(self, max_tiles: int) -> None:
+        """Compile and warm up for batches of up to ``max_tiles``; serve compiled after."""
+        self._use(self._compile(max_tiles))
+
+    def start_compiling(self, max_tiles: int) -> threading.Thread:
+        """Compile on a daemon thread while this upscaler goes on serving eagerly."""
+        return compile_in_background(self.label, partial(self._compile, max_tiles), self._use)
+
+    def _compile(self, max_tiles: int) -> Forward:
+        return compile_forward(self.model, self.prepare, self.tile_span, max_tiles)
+
+    def _use(self, forward: Forward) -> None:
+        self._forward = forward
 
     def warm_up(self, batch: int) -> None:
         """Run one full batch so kernel selection and allocation happen before traffic."""

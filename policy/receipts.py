@@ -19,6 +19,10 @@ StoragePolicy = Literal["downscale", "guarded", "smallest", "full", "original"]
 # The policies that choose by score (``full`` and ``original`` choose one representation).
 STORAGE_POLICIES: tuple[StoragePolicy, ...] = ("downscale", "guarded", "smallest")
 
+ReceiptState = Literal["pending", "done", "failed"]
+"""``pending`` from the upload's ``201`` until compaction has scored and chosen; ``done`` then
+(the image keeps what the receipt names); ``failed`` when scoring failed (``error`` says why)."""
+
 Metric = Literal["psnr", "ssim"]
 NO_MODEL = "none"  # the model label of a representation served without the network
 
@@ -74,6 +78,7 @@ class Receipt(BaseModel):
 
     model_config = ConfigDict(frozen=True, ser_json_inf_nan="strings")
 
+    state: ReceiptState = "done"
     policy: StoragePolicy
     floor: str
     representation: Representation

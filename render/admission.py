@@ -38,6 +38,10 @@ class QueueFull(Saturated):
     """So many renders are waiting that a new miss is refused at once."""
 
 
+class CompactionBacklogFull(Saturated):
+    """So many uploads wait for compaction that a new upload is refused before it is stored."""
+
+
 class RenderTimeout(Saturated):
     """The miss was not rendered before its deadline."""
 

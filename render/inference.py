@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
@@ -36,6 +36,7 @@ from imaging import (
     media_type_of,
 )
 from models.batching import BatchingUpscaler
+from models.compiling import COMPILE_PAYS
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
@@ -64,6 +65,8 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
     # CUDA picks kernels per batch shape on first use; the CPU only needs one pass.
     neural.warm_up(settings.max_tiles_per_batch if device.type == "cuda" else 1)
     log.info("loaded %s on %s (%s)", ref.label, device, neural.dtype)
+    if settings.compile == "background" and device.type == "cpu" and ref.name in COMPILE_PAYS:
+        neural.start_compiling(settings.max_tiles_per_batch)
     tiles = metrics.INFERENCE_TILES.labels(neural.label, str(device))
     seconds = metrics.INFERENCE_BATCH_SECONDS.labels(neural.label, str(device))
 
@@ -250,9 +253,16 @@ def render_stored_copy(
     return data
 
 
-def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> Reconstruct:
+def read_back(
+    meta: ImageMeta,
+    upscaler: Upscaler,
+    encoding: OutputEncoding,
+    rebuilt: Callable[[bytes, bytes], None] | None = None,
+) -> Reconstruct:
     """What a plain ``GET`` of ``meta``'s image returns for bytes kept as each representation,
-    decoded as a client decodes it: the quality receipt scores this."""
+    decoded as a client decodes it: the quality receipt scores this. ``rebuilt`` is handed
+    each x4 copy read and its encoded read (``smallest`` may read several), which compaction
+    caches for the copy it keeps, so the first read is a hit."""
     fmt = meta.served_format  # what a read without options or Accept gets
     quality = encoding.quality_of(fmt, None)
     full_size = Geometry.identity(meta.width, meta.height)
@@ -260,6 +270,8 @@ def read_back(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> 
     def read(stored: bytes, representation: Representation) -> Image.Image:
         if representation == "x4":
             data, _ = rebuild(stored, meta, upscaler, fmt, quality, encoding)
+            if rebuilt is not None:
+                rebuilt(stored, data)
         else:
             kept = meta.model_copy(update={"representation": representation})
             data = render_stored_copy(stored, kept, fmt, quality, encoding, full_size)
@@ -277,17 +289,6 @@ def sample_read(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -
         return read_back(meta.model_copy(update=update), upscaler, encoding)
 
     return sized
-
-
-class ReadPath:
-    """The read path at upload time, sharing the engine's loaded models (see ``read_back``)."""
-
-    def __init__(self, models: UpscalerPool, encoding: OutputEncoding) -> None:
-        self.models = models
-        self.encoding = encoding
-
-    async def reconstruct(self, model: str, meta: ImageMeta) -> Reconstruct:
-        return read_back(meta, await self.models.get(model), self.encoding)
 
 
 class InferenceEngine:

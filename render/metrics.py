@@ -6,7 +6,9 @@ Each process that imports this module registers them in its own registry: the AP
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from policy import Receipt
 
 RENDITIONS = Counter(
     "srstore_renditions",
@@ -60,3 +62,73 @@ CACHE_BYTE_SECONDS = Counter(
     "Bytes held by the HR cache times the seconds held, sampled by this process (a shared"
     " cache is integrated once for the fleet, by whichever process samples it).",
 )
+
+IMAGES_STORED = Counter(
+    "srstore_images_stored",
+    "Compacted uploads by storage policy and the representation kept (x4, avif, webp, original).",
+    ["policy", "representation"],
+)
+STORED_BYTES_BY_REPRESENTATION = Counter(
+    "srstore_representation_stored_bytes",
+    "Bytes of the representations kept by this process's compactions.",
+    ["representation"],
+)
+RECEIPT_PSNR = Histogram(
+    "srstore_receipt_psnr_db",
+    "Y-PSNR (dB) of each upload's default read against its original, by representation kept.",
+    ["representation"],
+    buckets=(20, 24, 26, 28, 30, 32, 34, 36, 38, 40, 45, 50, 60),
+)
+RECEIPT_SSIM = Histogram(
+    "srstore_receipt_ssim",
+    "SSIM of each upload's default read against its original, by representation kept.",
+    ["representation"],
+    buckets=(0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 0.995, 1.0),
+)
+RECEIPT_SECONDS = Histogram(
+    "srstore_receipt_seconds",
+    "Seconds to score an upload and choose its representation (in compaction), by policy.",
+    ["policy"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RECEIPT_FAILURES = Counter(
+    "srstore_receipt_failures",
+    "Compactions whose scoring failed: the x4 copy was kept and the receipt says so.",
+)
+COMPACTIONS = Counter(
+    "srstore_compactions",
+    "Compactions finished, by outcome: done (receipt recorded), failed (scoring failed, the x4 "
+    "copy kept), deleted (the image was deleted before it finished: nothing written back).",
+    ["outcome"],
+)
+COMPACTION_SECONDS = Histogram(
+    "srstore_compaction_seconds",
+    "Wall seconds of one compaction (read, score, choose, swap).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+COMPACTION_RETRIES = Counter(
+    "srstore_compaction_retries",
+    "Compactions put back for later because the store or cache did not answer.",
+)
+COMPACTIONS_PENDING = Gauge(
+    "srstore_compactions_pending",
+    "Uploads acknowledged whose compaction has not finished (embedded: this process's; queue: "
+    "the fleet's stream).",
+    multiprocess_mode="max",
+)
+COMPACTION_OLDEST_SECONDS = Gauge(
+    "srstore_compaction_oldest_pending_seconds",
+    "Age of the oldest pending compaction (0 when none): the alert on falling behind.",
+    multiprocess_mode="max",
+)
+
+
+def observe_receipt(receipt: Receipt) -> None:
+    """Count a finished receipt (an unscored one only by its representation), where it was made:
+    the API in embedded mode, the worker in queue mode."""
+    IMAGES_STORED.labels(receipt.policy, receipt.representation).inc()
+    STORED_BYTES_BY_REPRESENTATION.labels(receipt.representation).inc(receipt.stored_bytes)
+    if receipt.psnr is not None and receipt.ssim is not None:
+        # An identical read (infinite PSNR) counts as 100 dB, so the histogram's sum stays finite.
+        RECEIPT_PSNR.labels(receipt.representation).observe(min(receipt.psnr, 100.0))
+        RECEIPT_SSIM.labels(receipt.representation).observe(receipt.ssim)

@@ -31,6 +31,13 @@ joins it; when the shard already holds its part of ``max_length`` unfinished job
 refused; otherwise it adds the job and marks the key in flight. A worker deletes each finished
 entry, so a shard's length is its number of unfinished jobs; and it acknowledges without
 rendering a job whose rendition is already cached.
+
+Compactions. The same class carries compaction jobs (see :mod:`render.compaction`) on a
+stream of their own, ``{stream}:compact`` (one shard), with the same dedupe, claims and
+acknowledgement: a job's key names the image and the model to score with. Workers read it
+only when no render is waiting for them, so renders keep priority. The durable work item is
+the ``pending/{id}`` object, not the entry: a job lost with the stream is queued again by the
+API's sweep.
 """
 
 from __future__ import annotations
@@ -53,6 +60,8 @@ from storage import StorageUnavailable
 
 GROUP = "workers"
 EXPIRED = "expired"
+COMPACTION_FORMAT = "compact"  # the key's format of a compaction job
+COMPACTION_JOB_SECONDS = 3600.0  # a compaction is never refused as expired; this bounds dedupe
 
 Enqueued = Literal["queued", "joined", "full"]
 
@@ -116,6 +125,18 @@ class RenderJob:
             fields.get("encoding", ""),
         )
         return cls(key, float(fields["deadline"]), fields.get("request_id", ""))
+
+
+def compaction_stream(render_stream: str) -> str:
+    """The compactions' own stream: a worker reads it only when no render waits."""
+    return f"{render_stream}:compact"
+
+
+def compaction_job(image_id: str, model: str, request_id: str = "") -> RenderJob:
+    """A compaction travels as a job whose key names the image and the model to score with,
+    so it shares the render queue's enqueue dedupe, claims and acknowledgement."""
+    key = CacheKey(image_id, model, COMPACTION_FORMAT)
+    return RenderJob(key, time.time() + COMPACTION_JOB_SECONDS, request_id)
 
 
 @dataclass(frozen=True)
@@ -208,8 +229,9 @@ class JobQueue:
         self._turn = (self._turn + 1) % len(self.shards)
         return self.shards[self._turn :] + self.shards[: self._turn]
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        """New jobs for this consumer, at most ``count``, waiting up to ``block_ms`` in all.
+    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """New jobs for this consumer, at most ``count``, waiting up to ``block_ms`` in all
+        (None: not at all, one sweep of the shards).
 
         A busy fleet sweeps every shard without waiting; an idle one waits on one shard at a
         time (see the module's docstring).
@@ -218,13 +240,15 @@ class JobQueue:
         if len(shards) == 1:
             return await self._read(shards[0], consumer, count, block_ms)
         entries: list[Entry] = []
-        if not self._idle:
+        if not self._idle or block_ms is None:
             for shard in shards:
                 if len(entries) >= count:
                     break
                 entries += await self._read(shard, consumer, count - len(entries), None)
             self._idle = not entries
             if entries:
+                return entries
+            if block_ms is None:
                 return entries
         entries = await self._read(shards[0], consumer, count, max(1, block_ms // len(shards)))
         self._idle = not entries
@@ -284,6 +308,16 @@ class JobQueue:
     async def depth(self) -> int:
         """Unfinished jobs in every shard."""
         return sum([int(await self.client.xlen(shard)) for shard in self.shards])
+
+    async def oldest_age(self) -> float:
+        """Seconds since the oldest unfinished job of any shard was queued (0 when none)."""
+        oldest: float | None = None
+        for shard in self.shards:
+            entries = await self.client.xrange(shard, count=1)
+            if entries:
+                queued = int(str(entries[0][0]).partition("-")[0]) / 1000
+                oldest = queued if oldest is None else min(oldest, queued)
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
 
 def _entry(shard: str, raw: tuple[str, dict[str, str]]) -> Entry:

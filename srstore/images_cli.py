@@ -153,10 +153,11 @@ def _uploads_table(uploaded: list[tuple[Path, dict[str, Any]]]) -> str:
             meta["original_bytes"],
             meta["stored_bytes"],
             f"{meta['original_bytes'] / max(meta['stored_bytes'], 1):.1f}x",
+            (meta.get("receipt") or {}).get("state", ""),
         ]
         for path, meta in uploaded
     ]
-    return table(rows, ["id", "file", "size", "uploaded bytes", "stored bytes", "saved"])
+    return table(rows, ["id", "file", "size", "uploaded bytes", "stored bytes", "saved", "receipt"])
 
 
 def _get(args: argparse.Namespace, api: ApiClient) -> None:

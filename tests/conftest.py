@@ -39,6 +39,10 @@ from tests.support.servers import (
 )
 from tests.support.weights import brightened, write_shipped, zero_residual
 
+# The suite loads models in hundreds of app and worker processes; compiling each in the
+# background would only take CPU from the tests. tests/test_compiling.py covers compiling.
+os.environ.setdefault("SRSTORE_COMPILE", "off")
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -22,6 +22,7 @@ from imaging.quality import luma_psnr
 from models.control import RedisControl
 from models.validation import canary_images
 from tests.conftest import SHIPPED_ESPCN_LEVELS, serving
+from tests.support.compaction import compacted
 from tests.support.pixels import (
     decode,
     expected_render,
@@ -309,6 +310,7 @@ async def test_a_request_in_flight_during_a_swap_finishes_on_the_version_it_star
         "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
     )
     url = f"/v1/images/{image.json()['id']}"
+    await compacted(admin, image.json()["id"])  # its scoring runs the network too
     stored = (await admin.get(f"{url}/stored")).content
     upscaler = await admin_app.state.image_service.renderer.engine.models.get("espcn:1")
     entered, release = threading.Event(), threading.Event()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -11,7 +13,7 @@ import torch
 from PIL import Image
 
 from models.archs import build_model
-from models.batching import BatchingUpscaler
+from models.batching import COMPUTE_STAGE, BatchingUpscaler
 from models.engine import NeuralUpscaler, luma_to_tensor
 
 TILE = 16
@@ -122,3 +124,46 @@ def test_a_failing_forward_pass_fails_every_image_in_the_batch(
         for future in futures:
             with pytest.raises(RuntimeError, match="out of memory"):
                 future.result()
+
+
+def test_a_render_goes_before_the_compaction_tiles_queued_ahead_of_it(
+    network: NeuralUpscaler, lumas: list[Image.Image]
+) -> None:
+    """A compaction's 16 tiles go in batches of 4; a render queued while the first batch runs
+    is the next batch, not the fifth."""
+    running, release = threading.Event(), threading.Event()
+    forward = network.run_tiles
+
+    def first_batch_held(tiles: torch.Tensor) -> torch.Tensor:
+        if not running.is_set():
+            running.set()
+            release.wait(30)
+        return forward(tiles)
+
+    network.run_tiles = first_batch_held  # type: ignore[method-assign]
+    stages: list[list[str]] = []
+
+    def observed(_: Mapping[str, float], elapsed: Mapping[str, float]) -> None:
+        stages.append(sorted(elapsed))
+
+    def compaction(luma: Image.Image) -> Image.Image:
+        COMPUTE_STAGE.set("compaction")  # this pool thread's own context
+        return upscaler.upscale_luma(luma)
+
+    upscaler = BatchingUpscaler(network, 0.0, 4, on_compute=observed)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            scored = pool.submit(compaction, lumas[0].resize((64, 64)))  # 16 tiles
+            assert running.wait(30)
+            rendered = pool.submit(upscaler.upscale_luma, lumas[0])  # 4 tiles: one batch
+            deadline = time.monotonic() + 30
+            while upscaler._jobs.qsize() < 4:  # the compaction's 3 batches left, the render
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            release.set()
+            scored.result(30), rendered.result(30)
+    finally:
+        release.set()
+        upscaler.close()
+
+    assert stages == [["compaction"], ["render"], ["compaction"], ["compaction"], ["compaction"]]

@@ -15,6 +15,7 @@ from PIL import Image
 
 from config.settings import Settings
 from tests.conftest import SHARED_BUCKET, encode, serving
+from tests.support.compaction import compacted, until_pending_dropped
 from tests.support.metrics import samples
 from tests.support.servers import RedisServer, SeaweedServer, start_redis
 
@@ -87,11 +88,11 @@ async def test_a_read_that_matches_the_stored_bytes_is_served_as_they_are(
         data_dir=tmp_path / "data", storage_policy="guarded", quality_floor="psnr:99"
     )
     async with serving(settings) as (app, client):
-        meta = (
-            await client.post(
-                "/v1/images", content=large_png, headers={"content-type": "image/png"}
-            )
-        ).json()
+        uploaded = await client.post(
+            "/v1/images", content=large_png, headers={"content-type": "image/png"}
+        )
+        meta = await compacted(client, uploaded.json()["id"])
+        await until_pending_dropped(app.state.image_service.store, meta["id"])
         stored = (await client.get(f"/v1/images/{meta['id']}/stored")).content
         before = samples((await client.get("/metrics")).text)
         held_before = await app.state.image_service.cache.held_bytes()

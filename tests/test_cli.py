@@ -112,6 +112,7 @@ def test_images_upload_get_meta_delete_through_the_api(
     described = srstore("images", "meta", image_id, "--json", env=env)
     assert described.returncode == 0, shown(described)
     meta = json.loads(described.stdout)
+    table = srstore("images", "meta", image_id, env=env).stdout
     got = srstore(
         "images", "get", image_id, "--format", "png", "-o", str(tmp_path / "big.png"), env=env
     )
@@ -120,6 +121,8 @@ def test_images_upload_get_meta_delete_through_the_api(
 
     assert uploaded.stdout.split()[:6] == ["id", "file", "size", "uploaded", "bytes", "stored"]
     assert (meta["id"], meta["width"], meta["height"]) == (image_id, *Image.open(flower).size)
+    assert line.split()[-1] == "pending"  # the receipt is decided in the background
+    assert re.search(r"^receipt\.state +(pending|done) *$", table, re.MULTILINE), table
     assert got.returncode == 0 and got.stdout.startswith(f"wrote {tmp_path / 'big.png'}"), shown(
         got
     )

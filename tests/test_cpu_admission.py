@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.services import images as image_service
+from app.services import delivery
 from app.services.dependencies import DependencyMonitor
 from app.services.work import ClientBusy, CpuAdmission, CpuBusy
 from config.settings import Settings
@@ -72,8 +72,8 @@ class Held:
 
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> Held:
-    stand_in = Held(image_service.render_stored_copy)
-    monkeypatch.setattr(image_service, "render_stored_copy", stand_in)
+    stand_in = Held(delivery.render_stored_copy)
+    monkeypatch.setattr(delivery, "render_stored_copy", stand_in)
     return stand_in
 
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import encode, serving
+from tests.support.compaction import compacted
 
 
 @pytest.fixture(params=["embedded", "full"])
@@ -29,7 +30,7 @@ async def upload_tiles(client: httpx.AsyncClient, count: int) -> dict[str, dict]
         data = encode(Image.new("RGB", (8 + shade, 8), (shade * 40, 90, 200)), "PNG")
         response = await client.post("/v1/images", files={"file": ("t.png", data, "image/png")})
         assert response.status_code == 201, response.text
-        uploaded[response.json()["id"]] = response.json()
+        uploaded[response.json()["id"]] = await compacted(client, response.json()["id"])
     return uploaded
 
 

@@ -19,6 +19,7 @@ from imaging.quality import luma_psnr
 from models.engine import BicubicUpscaler
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
 from tests.conftest import CLUSTER_MODES, encode
+from tests.support.compaction import compacted, evict, until_pending_dropped
 from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
 
 
@@ -31,6 +32,7 @@ def settings(request: pytest.FixtureRequest) -> Settings:
 async def upload(client: httpx.AsyncClient, data: bytes, content_type: str = "image/jpeg") -> dict:
     response = await client.post("/v1/images", files={"file": ("photo", data, content_type)})
     assert response.status_code == 201, response.text
+    await compacted(client, response.json()["id"])  # the receipt is done, the read cached
     return response.json()
 
 
@@ -67,9 +69,10 @@ async def test_a_raw_image_body_is_accepted_like_multipart(
 
 
 async def test_fetch_returns_the_original_size_and_format_then_hits_the_cache(
-    client: httpx.AsyncClient, photo_bytes: bytes
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
+    await evict(app, meta["id"])
 
     first = await client.get(f"/v1/images/{meta['id']}")
     second = await client.get(f"/v1/images/{meta['id']}")
@@ -137,14 +140,16 @@ async def test_head_gives_the_headers_of_get(client: httpx.AsyncClient, photo_by
     assert head.headers["content-type"] == got.headers["content-type"]
 
 
-async def test_meta_returns_what_upload_returned(
+async def test_meta_returns_what_upload_returned_with_the_receipt_completed(
     client: httpx.AsyncClient, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
 
-    response = await client.get(f"/v1/images/{meta['id']}/meta")
+    described = (await client.get(f"/v1/images/{meta['id']}/meta")).json()
 
-    assert response.json() == meta
+    assert meta["receipt"]["state"] == "pending"
+    assert described["receipt"]["state"] == "done"
+    assert {**described, "receipt": None} == {**meta, "receipt": None}
 
 
 async def test_delete_removes_the_image_and_its_cached_renditions(
@@ -167,6 +172,7 @@ async def test_sixteen_concurrent_misses_run_one_inference(
     client: httpx.AsyncClient, app: FastAPI, settings: Settings, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
+    await evict(app, meta["id"])
     renderer = app.state.image_service.renderer
     # In-process, count network runs; in queue mode, count the jobs handed to the workers.
     if settings.inference == "queue":
@@ -279,6 +285,7 @@ async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image
 ) -> None:
     meta = await upload(client, photo_bytes)
     service = app.state.image_service
+    await until_pending_dropped(service.store, meta["id"])  # compaction wrote its last
     key = await served_key(client, app, f"/v1/images/{meta['id']}")
     delete_object = service.store.delete
     refused: list[str] = []
@@ -297,7 +304,7 @@ async def test_a_rendition_cached_while_a_delete_runs_does_not_outlive_the_image
         del service.store.delete
 
     assert deleted.status_code == 204
-    assert refused == [f"images/{meta['id']}"]
+    assert refused == [f"images/{meta['id']}"]  # compaction already removed pending/
     assert await service.cache.get(key) is None
 
 
@@ -326,9 +333,10 @@ async def test_renditions_are_gone_before_the_object_is(
 
 
 async def test_an_explicit_quality_is_a_rendition_of_its_own(
-    client: httpx.AsyncClient, photo_bytes: bytes
+    client: httpx.AsyncClient, app: FastAPI, photo_bytes: bytes
 ) -> None:
     meta = await upload(client, photo_bytes)
+    await evict(app, meta["id"])
     url = f"/v1/images/{meta['id']}"
 
     lowest = await client.get(url, params={"format": "jpeg", "quality": 30})  # the lowest step

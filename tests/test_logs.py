@@ -72,11 +72,14 @@ async def test_the_worker_logs_a_job_under_the_request_id_that_queued_it(
         async with serving(settings_from(env)) as (_, client):
             image_id = (
                 await client.post(
-                    "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+                    "/v1/images",
+                    content=photo_bytes,
+                    headers={"content-type": "image/jpeg", "x-request-id": "trace-upload"},
                 )
             ).json()["id"]
+            # A PNG of the JPEG upload: a rendition its compaction does not cache.
             answer = await client.get(
-                f"/v1/images/{image_id}", headers={"x-request-id": "trace-job"}
+                f"/v1/images/{image_id}?format=png", headers={"x-request-id": "trace-job"}
             )
     finally:
         worker.stop()
@@ -87,4 +90,5 @@ async def test_the_worker_logs_a_job_under_the_request_id_that_queued_it(
     assert answer.status_code == 200
     rendition = re.escape(rendition_prefix(image_id))
     assert re.fullmatch(rf"job \S+ for {rendition}\S+: rendered in \d+ ms", str(job["message"]))
-    assert all(line.get("request_id") in (None, "trace-job") for line in lines)
+    # The upload's compaction, a job too, logs under the upload's id.
+    assert all(line.get("request_id") in (None, "trace-job", "trace-upload") for line in lines)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from config.settings import Settings
 from tests.conftest import encode, serving
+from tests.support.compaction import compacted
 
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 SAFARI_OLD = "image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
@@ -21,6 +22,7 @@ SAFARI_OLD = "image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*
 async def upload(client: httpx.AsyncClient, data: bytes, content_type: str) -> str:
     response = await client.post("/v1/images", files={"file": ("photo", data, content_type)})
     assert response.status_code == 201, response.text
+    await compacted(client, response.json()["id"])  # the receipt is done, the read cached
     return str(response.json()["id"])
 
 

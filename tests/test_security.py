@@ -129,7 +129,7 @@ async def test_an_unexpected_error_is_a_json_500_with_nosniff_and_no_detail(
         async def broken(*_: object) -> None:
             raise RuntimeError(f"internal detail {SECRET}")
 
-        app.state.image_service.meta = broken
+        app.state.image_service.delivery.meta = broken
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as http:
             response = await http.get("/v1/images/AAAAAAAAAAAAAAAAAAAAAA/meta")

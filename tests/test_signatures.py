@@ -12,6 +12,7 @@ from app.services.renditions import sign
 from config.settings import Settings
 from srstore.cli import main
 from tests.conftest import serving
+from tests.support.compaction import compacted
 
 KEY = "a-signing-key-of-32-characters!!"
 
@@ -19,6 +20,7 @@ KEY = "a-signing-key-of-32-characters!!"
 async def upload(client: httpx.AsyncClient, data: bytes) -> str:
     response = await client.post("/v1/images", files={"file": ("a.jpg", data, "image/jpeg")})
     assert response.status_code == 201, response.text
+    await compacted(client, response.json()["id"])  # the receipt is done, the read cached
     return str(response.json()["id"])
 
 

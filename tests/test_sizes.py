@@ -15,12 +15,14 @@ from PIL import Image
 
 from config.settings import Settings
 from tests.conftest import encode, serving
+from tests.support.compaction import compacted
 from tests.support.metrics import samples
 
 
 async def upload(client: httpx.AsyncClient, data: bytes, content_type: str = "image/jpeg") -> str:
     response = await client.post("/v1/images", files={"file": ("photo", data, content_type)})
     assert response.status_code == 201, response.text
+    await compacted(client, response.json()["id"])  # the receipt is done, the read cached
     return str(response.json()["id"])
 
 

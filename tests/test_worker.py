@@ -19,6 +19,7 @@ from models.archs import build_model
 from models.weights import weights_path
 from render.queue import GROUP
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
+from tests.support.compaction import compacted
 from tests.support.metrics import samples
 from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
 from tests.support.proxy import DelayProxy
@@ -46,6 +47,11 @@ async def upload(client: httpx.AsyncClient, data: bytes) -> str:
     response = await client.post("/v1/images", content=data, headers={"content-type": "image/jpeg"})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+# Compaction (on the same workers) caches the plain read of every upload; the render tests
+# read a PNG of the JPEG upload, which only a render job makes.
+PNG = {"format": "png"}
 
 
 def jobs(worker: WorkerProcess, outcome: str) -> float:
@@ -78,7 +84,9 @@ async def test_two_workers_on_one_host_with_the_same_settings_share_the_queue(
     try:
         async with serving(settings_from(env)) as (_, client):
             ids = [await upload(client, photo_bytes) for _ in range(6)]
-            responses = await asyncio.gather(*(client.get(f"/v1/images/{i}") for i in ids))
+            responses = await asyncio.gather(
+                *(client.get(f"/v1/images/{i}", params=PNG) for i in ids)
+            )
         rendered = [jobs(worker, "rendered") for worker in workers]
         scraped = [worker.metrics() for worker in workers]
     finally:
@@ -110,7 +118,7 @@ async def test_a_killed_workers_job_is_finished_by_another(
     try:
         async with serving(settings_from(env)) as (_, client):
             image_id = await upload(client, photo_bytes)
-            request = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
+            request = asyncio.create_task(client.get(f"/v1/images/{image_id}", params=PNG))
             await eventually(lambda: pending(redis_client, stream) == ["stuck"])
             survivor = start_worker(env, "survivor", tmp_path)
             stuck.kill()
@@ -145,7 +153,7 @@ async def test_a_worker_carries_on_when_redis_loses_the_job_stream(
                 queue_shard(env["SRSTORE_QUEUE_STREAM"], 0)
             )  # as a restart without persistence
             image_id = await upload(client, photo_bytes)
-            response = await client.get(f"/v1/images/{image_id}")
+            response = await client.get(f"/v1/images/{image_id}", params=PNG)
     finally:
         worker.stop()
 
@@ -167,7 +175,7 @@ async def test_sigterm_finishes_the_job_in_hand_then_exits_0(
     try:
         async with serving(settings_from(env)) as (_, client):
             image_id = await upload(client, photo_bytes)
-            request = asyncio.create_task(client.get(f"/v1/images/{image_id}"))
+            request = asyncio.create_task(client.get(f"/v1/images/{image_id}", params=PNG))
             await eventually(lambda: pending(redis_client, stream) == ["draining"])
             exit_status = await asyncio.to_thread(worker.stop)
             response = await request
@@ -284,6 +292,7 @@ async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
     _, worker = queue_deployment
     async with serving(queue_settings) as (app, client):
         image_id = await upload(client, photo_bytes)
+        await compacted(client, image_id)  # it caches the plain read: the key below, after
         service = app.state.image_service
         key = CacheKey(image_id, app.state.models.label, "jpeg", 90, "", "")
         await service.cache.put(key, b"already rendered elsewhere")

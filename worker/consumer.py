@@ -5,6 +5,11 @@ batcher, together with nothing else, so a batch mixes tiles of several images. B
 read it claims the jobs of workers that died; meanwhile it renews the claim on the jobs it
 holds. When
 ``stop`` is set it reads nothing more, finishes what it holds, and returns.
+
+Compactions come from a stream of their own, read only when the render stream had nothing
+for this worker, and at most ``compaction_slots`` at once: renders keep priority. A
+compaction's job is claimed again like a render's when its worker dies; one the store or
+cache could not finish is acknowledged and left to the API's sweep of pending uploads.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from redis.exceptions import RedisError
 from cache import HRCache, ImageDeleted
 from config.logs import REQUEST_ID
 from render import metrics as render_metrics
+from render.compaction import CompactionRetry, Compactor
 from render.images import ImageNotFound
 from render.inference import InferenceEngine
-from render.queue import EXPIRED, JobId, JobQueue, Outcome, RenderJob
+from render.queue import EXPIRED, Entry, JobId, JobQueue, Outcome, RenderJob
 from storage import ObjectStore
 from worker import metrics
 
@@ -40,6 +46,9 @@ class Worker:
         cache: HRCache,
         concurrency: int,
         claim_idle_seconds: float,
+        compactions: JobQueue | None = None,
+        compactor: Compactor | None = None,
+        compaction_slots: int = 1,
     ) -> None:
         self.name = name
         self.queue = queue
@@ -50,9 +59,16 @@ class Worker:
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
         self._jobs: dict[JobId, asyncio.Task[None]] = {}
         self._claimed_at = -math.inf
+        self.compactions = compactions
+        self.compactor = compactor
+        self.compaction_slots = compaction_slots
+        self._compacting: dict[JobId, asyncio.Task[None]] = {}
+        self._compactions_claimed_at = -math.inf
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.ensure_group()
+        if self.compactions is not None:
+            await self.compactions.ensure_group()
         drained = asyncio.Event()
         keeper = asyncio.create_task(self._keep_claims(drained))
         metrics.WORKER_UP.set(1)
@@ -74,8 +90,9 @@ class Worker:
                     await asyncio.sleep(1)
         finally:
             metrics.WORKER_UP.set(0)
-            log.info("worker %s drains %d job(s)", self.name, len(self._jobs))
-            await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+            held = [*self._jobs.values(), *self._compacting.values()]
+            log.info("worker %s drains %d job(s)", self.name, len(held))
+            await asyncio.gather(*held, return_exceptions=True)
             drained.set()
             keeper.cancel()
 
@@ -98,9 +115,39 @@ class Worker:
             ):
                 log.info("claimed job %s of a worker that stopped answering", job_id)
                 self._start(job_id, job)
+        taken = 0
         if self._free() > 0:
             for entry_id, job in await self.queue.read(self.name, self._free(), READ_BLOCK_MS):
                 self._start(entry_id, job)
+                taken += 1
+        if taken == 0 and not self._rendering():
+            await self._take_compactions()
+
+    def _rendering(self) -> bool:
+        return any(not task.done() for task in self._jobs.values())
+
+    async def _take_compactions(self) -> None:
+        """Only when no render is waiting or running here: renders keep priority."""
+        if self.compactions is None or self.compactor is None:
+            return
+        free = self.compaction_slots - len(self._compacting)
+        if free <= 0:
+            return
+        entries: list[Entry] = []
+        now = time.monotonic()
+        if (now - self._compactions_claimed_at) * 1000 >= self.claim_idle_ms / 2:
+            self._compactions_claimed_at = now
+            entries = await self.compactions.claim_stale(self.name, self.claim_idle_ms, free)
+        if len(entries) < free:
+            entries += await self.compactions.read(self.name, free - len(entries), None)
+        for entry_id, job in entries:
+            if entry_id not in self._compacting:
+                self._start_compaction(entry_id, job)
+
+    def _start_compaction(self, entry_id: JobId, job: RenderJob) -> None:
+        task = asyncio.create_task(self._compact(entry_id, job))
+        self._compacting[entry_id] = task
+        task.add_done_callback(lambda _: self._compacting.pop(entry_id, None))
 
     def _start(self, entry_id: JobId, job: RenderJob) -> None:
         if entry_id in self._jobs:
@@ -132,6 +179,30 @@ class Worker:
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info("job %s for %s: %s in %.0f ms", entry_id, job.key, result, elapsed_ms)
 
+    async def _compact(self, entry_id: JobId, job: RenderJob) -> None:
+        """Compact, then acknowledge; a worker killed before the acknowledgement leaves the
+        job to be claimed again, and compaction run twice ends the same."""
+        assert self.compactions is not None and self.compactor is not None
+        REQUEST_ID.set(job.request_id or None)
+        outcome = Outcome()
+        result: str
+        try:
+            result = await self.compactor.compact(job.key.image_id, job.key.model)
+        except CompactionRetry as exc:
+            result = "put back"
+            log.warning("compaction of %s put back until the next sweep: %s", job.key.image_id, exc)
+        except Exception as exc:
+            result = "failed"
+            outcome = Outcome.failure(exc)
+            log.exception("compaction of %s failed", job.key.image_id)
+        try:
+            await self.compactions.finish(entry_id, job, outcome)
+        except Exception:
+            log.exception("could not acknowledge compaction %s; it will be claimed", entry_id)
+            return
+        metrics.WORKER_JOBS.labels(f"compaction_{result.replace(' ', '_')}").inc()
+        log.info("compaction %s of %s: %s", entry_id, job.key.image_id, result)
+
     async def _render(self, job: RenderJob) -> None:
         """Render and cache; a delete that overtook the render makes it a ``not_found``."""
         data = await self.engine.render_object(self.store, job.key)
@@ -151,6 +222,8 @@ class Worker:
         while not drained.is_set():
             try:
                 await self.queue.renew(self.name, list(self._jobs))
+                if self.compactions is not None:
+                    await self.compactions.renew(self.name, list(self._compacting))
                 metrics.WORKER_QUEUE_DEPTH.set(await self.queue.depth())
             except Exception:
                 log.exception("queue housekeeping failed; retrying")

@@ -17,9 +17,10 @@ from config.settings import Settings
 from keyspace import connect
 from ledger import make_ledger
 from models.registry import ModelRegistry
+from render.compaction import Compactor
 from render.costs import CostFlusher
 from render.inference import InferenceEngine
-from render.queue import JobQueue
+from render.queue import JobQueue, compaction_stream
 from storage import make_store
 from worker.consumer import Worker
 
@@ -43,6 +44,13 @@ async def serve(settings: Settings, name: str) -> None:
     queue = JobQueue(
         client, settings.queue_stream, settings.queue_max_length, settings.queue_shards
     )
+    compactions = JobQueue(
+        client, compaction_stream(settings.queue_stream), settings.compaction_queue_max
+    )
+    ledger = make_ledger(settings)
+    compactor = Compactor(
+        settings, store, cache, ledger, engine.models, settings.compaction_threads
+    )
     worker = Worker(
         name,
         queue,
@@ -51,8 +59,10 @@ async def serve(settings: Settings, name: str) -> None:
         cache,
         settings.render_threads,
         settings.claim_idle_seconds,
+        compactions,
+        compactor,
+        settings.compaction_threads,
     )
-    ledger = make_ledger(settings)
     # The API processes sample the shared cache; a worker only adds the renders it ran.
     flusher = CostFlusher(
         ledger, None, settings.prices, settings.cost_window_seconds, settings.cost_flush_seconds
@@ -71,6 +81,7 @@ async def serve(settings: Settings, name: str) -> None:
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
+        await asyncio.to_thread(compactor.close)
         await asyncio.to_thread(engine.close)
         await flusher.stop()
         await client.aclose()

@@ -10,6 +10,7 @@ WORKER_QUEUE_DEPTH = Gauge(
 )
 WORKER_JOBS = Counter(
     "srstore_worker_jobs",
-    "Render jobs finished by this worker: rendered, cached (already done), expired, failed.",
+    "Jobs finished by this worker: renders rendered, cached (already done), expired, failed;"
+    " compactions compaction_done, _failed, _deleted, _gone (finished before), _put_back.",
     ["outcome"],
 )

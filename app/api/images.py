@@ -68,7 +68,6 @@ async def upload_image(
     images: ImageServiceDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    client: ClientDep,
     access: AccessDep,
     policy: Annotated[
         StoragePolicy | None,
@@ -88,9 +87,9 @@ async def upload_image(
         raise Forbidden("this key may not ask for policy= or floor= (costly_options)")
     data = await read_upload(request, settings.max_upload_bytes)
     await access.spend_bytes(principal, len(data))
-    with costs.account("compaction") as scoring:
-        meta = await images.upload(data, policy, quality_floor, client, tenant=principal.owner)
-    await access.spent_cpu(principal, scoring.seconds)
+    with costs.account("ingest") as ingest:
+        meta = await images.upload(data, policy, quality_floor, tenant=principal.owner)
+    await access.spent_cpu(principal, ingest.seconds)
     if principal.record is not None:
         metrics.KEY_UPLOADS.labels(principal.record.id).inc()
         metrics.KEY_UPLOAD_BYTES.labels(principal.record.id).inc(len(data))

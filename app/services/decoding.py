@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -49,8 +50,10 @@ class DecodeGate:
 
     async def run(self, work: Callable[[], T]) -> T:
         """``work()`` on the decode pool. A caller that stops waiting (a disconnect) still
-        waits for the work to end, so the memory it holds stays reserved until then."""
-        future = asyncio.wrap_future(self._pool.submit(work))
+        waits for the work to end, so the memory it holds stays reserved until then. It runs
+        in the caller's context: the per-key account of its CPU (``render.costs.account``)."""
+        context = contextvars.copy_context()
+        future = asyncio.wrap_future(self._pool.submit(context.run, work))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

@@ -86,7 +86,14 @@ function receiptValue(value) {
   return String(value);
 }
 
+const RECEIPT_STATES = {
+  pending: "pending: scored and chosen in the background",
+  done: "done",
+  failed: "failed: the x4 copy is kept unscored",
+};
+
 const RECEIPT_LABELS = {
+  state: ["Receipt", (v) => RECEIPT_STATES[v] || String(v)],
   policy: ["Policy", String],
   floor: ["Floor", String],
   quality: ["Codec quality", String],
@@ -116,6 +123,9 @@ export function receiptRows(meta) {
 export function receiptSentence(meta) {
   const receipt = meta.receipt;
   if (!receipt || typeof receipt !== "object") return "";
+  if (receipt.state === "pending") {
+    return `Quality receipt: pending (policy ${receipt.policy}, floor ${receipt.floor}); the image is readable now and is scored in the background.`;
+  }
   if (receipt.error) return `Quality receipt: scoring failed (${receipt.error}).`;
   const scores = [];
   if (receipt.psnr !== undefined && receipt.psnr !== null) scores.push(`Y-PSNR ${score(receipt.psnr, 2, " dB")}`);
