@@ -137,10 +137,16 @@ class _Trials:
         self.reference = Reference(image)
         self._reads: dict[bytes, Candidate] = {}
         self._copies: dict[tuple[FullCodecName, int], bytes] = {}
+        self._levels: dict[FullCodecName, dict[int, float]] = {}  # trials by codec, quality
         self._trials: dict[tuple[Representation, FullCodecName | None, int | None], float] = {}
-        self._mosaic: Mosaic | None = None
-        if sample_read is not None and not self.reference.whole:
-            self._mosaic = Mosaic(image, self.reference, sample_read)
+        self.sample_read = sample_read
+
+    @cached_property
+    def _mosaic(self) -> Mosaic | None:
+        """Built on the first trial: ``downscale`` and a passing ``guarded`` make none."""
+        if self.sample_read is None or self.reference.whole:
+            return None
+        return Mosaic(self.image, self.reference, self.sample_read)
 
     @cached_property
     def low_res(self) -> Image.Image:
@@ -191,6 +197,10 @@ class _Trials:
                 self._trials[key] = self._mosaic.full_size(codec, quality, self.floor)
         return self._trials[key]
 
+    def _lowest_trial(self, codec: FullCodecName, target: float) -> int | None:
+        known = self._levels.setdefault(codec, {})
+        return _lowest_quality(lambda q: self.trial_full_size(codec, q), target, known)
+
     def lowest_passing(self, codec: FullCodecName) -> Candidate | None:
         """The full-size copy in ``codec`` at the lowest quality whose read meets the floor.
 
@@ -203,7 +213,7 @@ class _Trials:
         if not encodable(codec, *self.image.size):
             return None
         offset = 0.0
-        quality = _lowest_quality(lambda q: self.trial_full_size(codec, q), self.floor.value)
+        quality = self._lowest_trial(codec, self.floor.value)
         read: dict[int, Candidate] = {}
         for _ in range(FULL_SIZE_READS):
             if quality is None or quality in read:
@@ -213,7 +223,7 @@ class _Trials:
             offset = self.metric(found) - self.trial_full_size(codec, quality)
             passes = self.floor.met_by(found.score)
             target = self.floor.value - offset
-            quality = _lowest_quality(lambda q: self.trial_full_size(codec, q), target)
+            quality = self._lowest_trial(codec, target)
             if passes and (quality is None or quality >= min(read)):
                 break  # the corrected prediction puts the floor just under this quality
             if not passes and (quality is None or quality <= max(read)):
@@ -224,9 +234,9 @@ class _Trials:
     def smallest(self, x4: bytes, original: bytes) -> tuple[Candidate, Candidate | None]:
         """The fewest bytes that meet the floor, and the upload's x4 copy when it was read.
 
-        x4 copies are weighed cheapest first and the first whose trial passes stands for
-        them all; a full-size codec is searched only when its lowest quality can undercut
-        it. Candidates are then read at full size, fewest (estimated) bytes first: the first
+        The cheapest x4 copy whose trial passes stands for them all; a full-size codec is
+        searched only when its lowest quality can undercut it and what came before.
+        Candidates are then read at full size, fewest (estimated) bytes first: the first
         that meets the floor is kept unless a read one has fewer bytes than the next
         estimate; the original is always the last resort.
         """
@@ -235,17 +245,15 @@ class _Trials:
             if encodable(option, *self.low_res.size):
                 copies.append((self.x4_copy(option, level), option, level))
         ranked: list[tuple[int, Callable[[], Candidate | None]]] = []
-        for data, codec, quality in sorted(copies, key=lambda c: len(c[0])):
-            if (
-                len(data) < len(original)
-                and self.trial_x4(codec, quality, data) >= self.floor.value
-            ):
-                ranked.append((len(data), _x4_reader(self, data, codec, quality)))
-                break
+        cheapest = self._cheapest_passing_x4([c for c in copies if len(c[0]) < len(original)])
+        if cheapest is not None:
+            ranked.append((len(cheapest[0]), _x4_reader(self, *cheapest)))
         bound = min([len(original)] + [size for size, _ in ranked])
         for codec in FULL_SIZE_OPTIONS:
             if encodable(codec, *self.image.size) and self._least_bytes(codec) < bound:
-                ranked.append((self._estimated_bytes(codec), _full_size_reader(self, codec)))
+                estimate = self._estimated_bytes(codec)
+                ranked.append((estimate, _full_size_reader(self, codec)))
+                bound = min(bound, estimate)
         best: Candidate | None = None
         for estimate, read in sorted(ranked, key=lambda r: r[0]):
             if best is not None and estimate >= len(best.data):
@@ -260,6 +268,33 @@ class _Trials:
         kept = best or self.full_size_read("original", original)
         return kept, self._reads.get(x4)
 
+    def _cheapest_passing_x4(
+        self, copies: list[tuple[bytes, FullCodecName | None, int | None]]
+    ) -> tuple[bytes, FullCodecName | None, int | None] | None:
+        """The x4 copy with the fewest bytes whose trial passes, taking the score to grow
+        with the bytes: the cheapest first (a photo's usually passes), then the dearest
+        (none passes when it fails), then halving between them."""
+        ordered = sorted(copies, key=lambda c: len(c[0]))
+        if not ordered:
+            return None
+
+        def passes(index: int) -> bool:
+            data, codec, quality = ordered[index]
+            return self.trial_x4(codec, quality, data) >= self.floor.value
+
+        if passes(0):
+            return ordered[0]
+        failing, passing = 0, len(ordered) - 1
+        if not passes(passing):
+            return None
+        while passing - failing > 1:
+            middle = (failing + passing) // 2
+            if passes(middle):
+                passing = middle
+            else:
+                failing = middle
+        return ordered[passing]
+
     def _least_bytes(self, codec: FullCodecName) -> int:
         """The bytes of the lowest quality: no quality of ``codec`` can do with fewer."""
         if self._mosaic is None:
@@ -267,7 +302,7 @@ class _Trials:
         return self._mosaic.estimated_bytes(codec, LOWEST_QUALITY)
 
     def _estimated_bytes(self, codec: FullCodecName) -> int:
-        quality = _lowest_quality(lambda q: self.trial_full_size(codec, q), self.floor.value)
+        quality = self._lowest_trial(codec, self.floor.value)
         if quality is None:
             return 2**62  # read last: the original comes first
         if self._mosaic is None:
@@ -320,19 +355,26 @@ class Mosaic:
         return round(self._bytes[codec, quality] * self.scale)
 
 
-def _lowest_quality(measure: Callable[[int], float], target: float) -> int | None:
+def _lowest_quality(
+    measure: Callable[[int], float], target: float, known: dict[int, float]
+) -> int | None:
     """The lowest quality in LOWEST_QUALITY..100 whose ``measure`` reaches ``target``
-    (assumed to grow with quality), None when 100 does not: two probes, then the secant
-    between the nearest passing and failing qualities, clamped inside that bracket (halved
-    when a side moved twice running), until they are one step apart."""
-    known: dict[int, float] = {}
-    failing, passing = LOWEST_QUALITY - 1, 101  # lower and upper bounds (unmeasured ends)
+    (assumed to grow with quality), None when 100 does not. It starts from what is
+    ``known`` (the qualities measured so far, which it adds to) or from two probes, then
+    measures the secant's guess between the nearest passing and failing qualities, clamped
+    inside that bracket (halved when a side moved twice running), until they are one step
+    apart."""
+    passed_at = [q for q, value in known.items() if value >= target]
+    failed_at = [q for q, value in known.items() if value < target]
+    failing = max(failed_at, default=LOWEST_QUALITY - 1)  # the bounds: unmeasured ends
+    passing = min(passed_at, default=101)
     last_side: list[bool] = []
-    queue = list(FIRST_PROBES)
+    queue = [q for q in FIRST_PROBES if q not in known] if len(known) < 2 else []
     while passing - failing > 1:
         guess = _next_guess(known, failing, passing, target, last_side) if not queue else None
         quality = queue.pop(0) if guess is None else guess
-        known[quality] = measure(quality)
+        if quality not in known:
+            known[quality] = measure(quality)
         passed = known[quality] >= target
         if passed:
             passing = min(passing, quality)
