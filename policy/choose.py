@@ -235,7 +235,8 @@ class _Trials:
         """The fewest bytes that meet the floor, and the upload's x4 copy when it was read.
 
         The cheapest x4 copy whose trial passes stands for them all; a full-size codec is
-        searched only when its lowest quality can undercut it and what came before.
+        searched only when its lowest quality can undercut it and what came before (WebP,
+        after AVIF, only when it meets the floor within AVIF's bytes).
         Candidates are then read at full size, fewest (estimated) bytes first: the first
         that meets the floor is kept unless a read one has fewer bytes than the next
         estimate; the original is always the last resort.
@@ -249,11 +250,14 @@ class _Trials:
         if cheapest is not None:
             ranked.append((len(cheapest[0]), _x4_reader(self, *cheapest)))
         bound = min([len(original)] + [size for size, _ in ranked])
-        for codec in FULL_SIZE_OPTIONS:
-            if encodable(codec, *self.image.size) and self._least_bytes(codec) < bound:
-                estimate = self._estimated_bytes(codec)
-                ranked.append((estimate, _full_size_reader(self, codec)))
-                bound = min(bound, estimate)
+        for index, codec in enumerate(FULL_SIZE_OPTIONS):
+            if not encodable(codec, *self.image.size) or self._least_bytes(codec) >= bound:
+                continue
+            if index and not self._fits_and_passes(codec, bound):
+                continue  # searched only when it can meet the floor in fewer bytes
+            estimate = self._estimated_bytes(codec)
+            ranked.append((estimate, _full_size_reader(self, codec)))
+            bound = min(bound, estimate)
         best: Candidate | None = None
         for estimate, read in sorted(ranked, key=lambda r: r[0]):
             if best is not None and estimate >= len(best.data):
@@ -295,19 +299,33 @@ class _Trials:
                 failing = middle
         return ordered[passing]
 
+    def _fits_and_passes(self, codec: FullCodecName, bound: int) -> bool:
+        """Whether the trial of ``codec`` at the highest quality whose (estimated) bytes stay
+        under ``bound`` meets the floor: bytes grow with quality, so when it fails no
+        quality of ``codec`` can undercut ``bound``. Costs encodes, and one trial."""
+        low, high, fitting = LOWEST_QUALITY, 100, None
+        while low <= high:
+            quality = (low + high) // 2
+            if self._bytes_at(codec, quality) < bound:
+                fitting, low = quality, quality + 1
+            else:
+                high = quality - 1
+        return fitting is not None and self.trial_full_size(codec, fitting) >= self.floor.value
+
+    def _bytes_at(self, codec: FullCodecName, quality: int) -> int:
+        if self._mosaic is None:
+            return len(self.full_size_copy(codec, quality))
+        return self._mosaic.estimated_bytes(codec, quality)
+
     def _least_bytes(self, codec: FullCodecName) -> int:
         """The bytes of the lowest quality: no quality of ``codec`` can do with fewer."""
-        if self._mosaic is None:
-            return len(self.full_size_copy(codec, LOWEST_QUALITY))
-        return self._mosaic.estimated_bytes(codec, LOWEST_QUALITY)
+        return self._bytes_at(codec, LOWEST_QUALITY)
 
     def _estimated_bytes(self, codec: FullCodecName) -> int:
         quality = self._lowest_trial(codec, self.floor.value)
         if quality is None:
             return 2**62  # read last: the original comes first
-        if self._mosaic is None:
-            return len(self.full_size_copy(codec, quality))
-        return self._mosaic.estimated_bytes(codec, quality)
+        return self._bytes_at(codec, quality)
 
 
 def _x4_reader(
