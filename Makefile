@@ -72,10 +72,7 @@ test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy srstore app worker trainer bench render config models policy imaging storage cache ledger keyspace apikeys
 	$(BIN)/lint-imports
-# --reruns 2: a few tests that time real servers, Redis memory or wall-clock windows fail now and
-# then on a quiet machine (test_costs byte-seconds, the ledger's decaying dollars, the queue-mode
-# single-flight count); a rerun shows in the summary. They are to be fixed, not hidden for good.
-	timeout -k 30 2700 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --reruns 2 --reruns-delay 1
+	timeout -k 30 2700 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The bounded load run of RELIABILITY.md (not part of `make test`): LOAD_ARGS=--duration 20
 load: $(VENV)/.dev redis-server

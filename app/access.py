@@ -96,12 +96,12 @@ def required_scope(method: str, path: str) -> Scope | None:
 def costly_options_allowed(principal: Principal, settings: Settings) -> bool:
     """May this caller ask an upload for ``?policy=`` or ``?floor=`` (minutes of CPU each)?
 
-    Admins and keys created with ``--costly-options`` may. Anonymous callers (the protected
-    default's loopback clients) may too until a setting says otherwise: issue #20 adds it.
+    Admins and keys created with ``--costly-options`` may. Callers without a key (the
+    protected default's loopback clients) only when ``SRSTORE_ANONYMOUS_COSTLY_OPTIONS`` says
+    so: by default anyone who can reach an open port would otherwise start quality searches.
     """
-    del settings  # the anonymous rule's setting arrives with issue #20
     if principal.key_id is None:
-        return True
+        return settings.anonymous_costly_options
     return principal.admin or principal.costly_options
 
 
@@ -277,7 +277,7 @@ class Access:
                 raise _throttled(record, "bytes", f"{per_day:g} uploaded bytes a day", window)
 
     async def spent_cpu(self, principal: Principal, seconds: float) -> None:
-        """After the upload was scored: what it cost, for the key's next uploads."""
+        """After the upload was ingested: what its request cost, for the key's next uploads."""
         record = principal.record
         if record is None or seconds <= 0:
             return

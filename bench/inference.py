@@ -7,7 +7,8 @@ Every rate is given twice: per second of wall time, and per CPU-second of this p
 but not CPU time, so the CPU-second fraction of the matmul peak is the one that says how
 well a network uses the cores it gets; the wall fraction says what a user sees. The peak is
 a float32 2048x2048 matmul at the same thread count. ``--variants`` adds the layouts and
-compilers tried for the engine (NCHW, NHWC, TorchScript freezing, ``torch.compile``).
+compilers tried for the engine (NCHW, NHWC, TorchScript freezing, ``torch.compile`` as the
+engine compiles, and int8 where the CPU has VNNI).
 
 Untrained weights serve as well as trained ones here: the time does not depend on their values.
 """
@@ -27,9 +28,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.archs import SCALE, build_model
+from models.archs import ESPCN, SCALE, build_model
 from models.batching import BatchingUpscaler
 from models.engine import NeuralUpscaler
+from models.quantizing import has_vnni
 
 TILE = 128
 BATCHES = {"espcn": (1, 4, 16), "srcnn": (1, 4)}  # SRCNN: ~0.2 s per tile on one core
@@ -159,24 +161,32 @@ def network_rows() -> tuple[list[list[str]], dict[str, float]]:
 
 def image_rows() -> list[list[str]]:
     """A 1024x1024 output from a 256x256 stored copy: bicubic against the full SR path, and
-    the full path against the network alone on the same tiles."""
+    the full path against the network alone on the same tiles, the two taking turns. ESPCN
+    runs eager and as served by default (compiled), where this machine can compile."""
     low_res = Image.open(PHOTO).convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)
     low_res = Image.open(io.BytesIO(_jpeg(low_res))).convert("RGB")
     size = (low_res.width * SCALE, low_res.height * SCALE)
     output_mp = size[0] * size[1] / 1e6
     bicubic = best_of(lambda: low_res.resize(size, Image.Resampling.BICUBIC))
     rows = [["Pillow bicubic", "-", f"{output_mp / bicubic:.1f}", "1.00", "-", "-"]]
-    for name in ("espcn", "srcnn"):
+    for name, compiled in (("espcn", False), ("espcn", True), ("srcnn", False)):
         neural = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=TILE)
+        if compiled:
+            try:
+                neural.compile_now(4)
+            except Exception as exc:  # no C++ compiler, say: the row says so
+                rows.append([f"{name} compiled", "-", f"cannot compile: {exc}", "-", "-", "-"])
+                continue
         tiles = torch.rand(4, 1, neural.tile_span, neural.tile_span)  # the image's 4 tiles
         for max_tiles in (1, 4):
             batcher = BatchingUpscaler(neural, 0.0, max_tiles)
-            whole, whole_cpu = timed(partial(batcher.upscale, low_res))
-            network, network_cpu = timed(partial(batcher.run_tiles, tiles))
+            (whole, whole_cpu), (network, network_cpu) = side_by_side(
+                partial(batcher.upscale, low_res), partial(batcher.run_tiles, tiles)
+            )
             batcher.close()
             rows.append(
                 [
-                    name,
+                    f"{name} compiled" if compiled else name,
                     str(max_tiles),
                     f"{output_mp / whole:.1f}",
                     f"{bicubic / whole:.3f}",
@@ -185,6 +195,20 @@ def image_rows() -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def side_by_side(
+    first: Callable[[], object], second: Callable[[], object], rounds: int = 3
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(wall, CPU) seconds per call of each, the two taking turns so both see the same load."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(timed(first, budget_s=0.4, repeats=2))
+        b.append(timed(second, budget_s=0.4, repeats=2))
+    return (min(r[0] for r in a), min(r[1] for r in a)), (
+        min(r[0] for r in b),
+        min(r[1] for r in b),
+    )
 
 
 def variant_rows() -> list[list[str]]:
@@ -248,14 +272,30 @@ def _forms(model: nn.Module, tile: torch.Tensor) -> dict[str, Form]:
 
         return prepared(lambda: run)
 
+    def served(int8: bool) -> Form:
+        """The engine's own compiled form (``SRSTORE_COMPILE``, ``SRSTORE_INT8``)."""
+        name = type(model).__name__.lower()
+        engine = NeuralUpscaler(last, name, 0, torch.device("cpu"), TILE)
+        return prepared(lambda: _compiled(engine, int8, tile))
+
     with torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.trace(last, nhwc))
-    return {
+    forms = {
         "eager NCHW": no_grad(model, tile),
-        "eager NHWC (served)": no_grad(last, nhwc),
+        "eager NHWC (served uncompiled)": no_grad(last, nhwc),
         "TorchScript frozen NHWC": no_grad(frozen, nhwc),
-        "torch.compile NHWC": no_grad(torch.compile(last), nhwc),
+        "compiled NHWC (SRSTORE_COMPILE)": served(int8=False),
     }
+    if isinstance(model, ESPCN) and has_vnni():  # int8 sets inductor's freezing for good: last
+        forms["int8, last layer float32 (SRSTORE_INT8)"] = served(int8=True)
+    return forms
+
+
+def _compiled(engine: NeuralUpscaler, int8: bool, tile: torch.Tensor) -> Callable[[], torch.Tensor]:
+    engine.compile_now(1, int8)
+    if engine.precision != ("int8" if int8 else "float32"):
+        raise RuntimeError(f"{engine.label} did not compile as asked (see the log)")
+    return partial(engine.run_tiles, tile)
 
 
 def _jpeg(image: Image.Image) -> bytes:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 # Defined here, not in models.weights, so that reading settings does not import torch.
 SHIPPED_WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Crops every model version is scored on, and int8 activations are calibrated on.
+CANARY_DIR = Path(__file__).parent / "canary"
 
 # OpenMP threads that finish a convolution early spin for the others by default. When the
 # cores are shared (other processes, or more threads than cores), a spinning thread holds

@@ -6,6 +6,7 @@ as in the ESPCN and SRCNN papers.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +18,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from imaging import StoredCodec, degrade
+from models import CANARY_DIR
 from models.archs import SCALE
 from models.compiling import Forward, compile_forward, compile_in_background
+from models.quantizing import INT8_PAYS, quantize_forward
 from models.tiling import split_tiles, stitch_tiles
+
+log = logging.getLogger(__name__)
 
 BICUBIC_LABEL = "bicubic"
 
@@ -117,6 +123,8 @@ class NeuralUpscaler:
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.margin = 2 * int(getattr(self.model, "receptive_radius", 4))
         self._forward: Forward = self.model
+        self._eager_precision = str(self.dtype).removeprefix("torch.")
+        self.precision = self._eager_precision
 
     @property
     def compiled(self) -> bool:
@@ -135,22 +143,50 @@ class NeuralUpscaler:
     @torch.inference_mode()
     def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """One forward pass over a batch of equally sized tiles."""
-        return self._forward(self.prepare(tiles)).float().cpu()
+        batch = self.prepare(tiles)
+        if self.compiled:
+            try:
+                return self._forward(batch).float().cpu()
+            except Exception:
+                log.exception("%s: the compiled network failed; eager from now on", self.label)
+                self._forward, self.precision = self.model, self._eager_precision
+        return self.model(batch).float().cpu()
 
     def prepare(self, tiles: torch.Tensor) -> torch.Tensor:
         """Tiles on the network's device, in its precision and memory layout."""
         return tiles.to(self.device, self.dtype, memory_format=self.memory_format)
 
-    def compile_now(self, max_tiles: int) -> None:
-        """Compile and warm up for batches of up to ``max_tiles``; serve compiled after."""
-        self._use(self._compile(max_tiles))
+    def compile_now(self, max_tiles: int, int8: bool = False) -> None:
+        """Compile (in int8 if asked and this network has an int8 form) and warm up for
+        batches of up to ``max_tiles``; serve the result from then on."""
+        self._use(self._compile(max_tiles, int8))
 
-    def start_compiling(self, max_tiles: int) -> threading.Thread:
-        """Compile on a daemon thread while this upscaler goes on serving eagerly."""
-        return compile_in_background(self.label, partial(self._compile, max_tiles), self._use)
+    def start_compiling(self, max_tiles: int, int8: bool = False) -> threading.Thread:
+        """:meth:`compile_now` on a daemon thread while this upscaler goes on serving eagerly."""
+        return compile_in_background(self.label, partial(self._compile, max_tiles, int8), self._use)
 
-    def _compile(self, max_tiles: int) -> Forward:
+    def _compile(self, max_tiles: int, int8: bool) -> Forward:
+        if int8 and self.name in INT8_PAYS:
+            try:
+                forward = quantize_forward(self.model, self.name, self.prepare, self._calibration())
+            except Exception as exc:
+                log.warning(
+                    "%s stays float32: int8 failed (%s: %s)", self.label, type(exc).__name__, exc
+                )
+            else:
+                self.precision = "int8"
+                log.info("%s quantized to int8 (VNNI)", self.label)
+                return forward
         return compile_forward(self.model, self.prepare, self.tile_span, max_tiles)
+
+    def _calibration(self) -> list[torch.Tensor]:
+        """Every tile of the canary crops' lumas as the network sees them in production."""
+        tiles = []
+        for path in sorted(CANARY_DIR.glob("*.jpg")):
+            low = degrade(Image.open(path).convert("RGB"), StoredCodec())
+            luma = luma_to_tensor(low.convert("YCbCr").getchannel("Y"))
+            tiles += list(split_tiles(luma, self.tile, self.margin)[0].split(1))
+        return tiles
 
     def _use(self, forward: Forward) -> None:
         self._forward = forward

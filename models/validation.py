@@ -10,7 +10,6 @@ import functools
 import io
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,10 +17,9 @@ from PIL import Image
 
 from imaging import StoredCodec, bicubic_upscale, degrade
 from imaging.quality import luma_psnr
+from models import CANARY_DIR
 from models.archs import build_model
 from models.engine import NeuralUpscaler
-
-CANARY_DIR = Path(__file__).parent / "canary"
 
 
 class InvalidWeights(ValueError):

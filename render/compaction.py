@@ -8,7 +8,9 @@ ends by deleting it. One compaction:
 1. reads the pending upload and the stored image; either gone means there is nothing to do
    (an earlier run finished, or the image was deleted: its pending object is dropped);
 2. scores the candidates as a read serves them and chooses by the receipt's policy and floor
-   (on its own thread, at a lower CPU priority than renders);
+   (on its own thread, at a lower CPU priority than renders), holding the scoring's estimated
+   peak memory from ``SRSTORE_COMPACTION_MEMORY_BYTES`` (an upload too large to score within
+   it keeps its x4 copy with a ``failed`` receipt that says so);
 3. caches the x4 copy's rebuilt read when the x4 copy stays (the first read is a hit), or
    moves the ledger's share to the full-size copy that replaces it;
 4. replaces ``images/{id}`` with the kept bytes and the ``done`` (or ``failed``) receipt in
@@ -24,10 +26,12 @@ key, so never two objects; a run that finds the receipt already done only does s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -47,6 +51,9 @@ log = logging.getLogger(__name__)
 
 PENDING_PREFIX = "pending/"  # the uploaded bytes of every image whose compaction is unfinished
 COMPACTION_NICENESS = 10  # compaction threads yield the CPU to renders
+# Peak memory added by scoring, per pixel of the upload: 90-108 B/px measured (ESPCN, 1-9 MP,
+# downscale and guarded; bench/RESULTS.md, "Scoring memory"), with a margin.
+SCORING_BYTES_PER_PIXEL = 120
 
 Outcome = Literal["done", "failed", "deleted", "gone"]
 
@@ -85,6 +92,44 @@ def _lower_priority() -> None:
         log.debug("could not lower the compaction thread's priority")
 
 
+def scoring_memory_bytes(width: int, height: int) -> int:
+    """What scoring an upload of this size holds in memory at its peak, about."""
+    return width * height * SCORING_BYTES_PER_PIXEL
+
+
+class ScoringMemory:
+    """The bytes this process's compactions may hold while they score; a compaction waits for
+    its share (it is background work: waiting costs nobody a request)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.reserved_bytes = 0
+        self.waiting = 0
+        self._changed: asyncio.Condition | None = None
+
+    def fits(self, cost_bytes: int) -> bool:
+        return cost_bytes <= self.budget_bytes
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, cost_bytes: int) -> AsyncIterator[None]:
+        changed = self._changed = self._changed or asyncio.Condition()
+        async with changed:
+            self.waiting += 1
+            try:
+                await changed.wait_for(
+                    lambda: self.reserved_bytes + cost_bytes <= self.budget_bytes
+                )
+            finally:
+                self.waiting -= 1
+            self.reserved_bytes += cost_bytes
+        try:
+            yield
+        finally:
+            async with changed:
+                self.reserved_bytes -= cost_bytes
+                changed.notify_all()
+
+
 @dataclass(frozen=True)
 class _Scored:
     decision: Decision
@@ -111,6 +156,7 @@ class Compactor:
         self._pool = ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix="compact", initializer=_lower_priority
         )
+        self.memory = ScoringMemory(settings.compaction_memory_bytes)
 
     async def compact(self, image_id: str, model: str) -> Outcome:
         """Compact one image, scoring with ``model``; safe to call again for the same id."""
@@ -138,7 +184,18 @@ class Compactor:
         meta = ImageMeta.from_metadata(dict(stored.metadata))
         if meta.receipt is not None and meta.receipt.state != "pending":
             return await self._settle(meta)  # an earlier run got as far as the swap
-        scored = await self._score(meta, stored.data, upload.data, model)
+        cost = scoring_memory_bytes(meta.width, meta.height)
+        if not self.memory.fits(cost):
+            scored = _unscored(
+                meta,
+                stored.data,
+                model,
+                f"too large to score: about {cost // 2**20} MiB, and "
+                f"SRSTORE_COMPACTION_MEMORY_BYTES is {self.memory.budget_bytes // 2**20} MiB",
+            )
+        else:
+            async with self.memory.reserve(cost):
+                scored = await self._score(meta, stored.data, upload.data, model)
         decision = scored.decision
         full_size = decision.representation != "x4"
         kept = meta.model_copy(
@@ -191,17 +248,7 @@ class Compactor:
                     )
             except Exception as exc:  # scoring reports on the upload; it never loses it
                 log.exception("scoring %s failed; keeping the x4 copy unscored", meta.id)
-                metrics.RECEIPT_FAILURES.inc()
-                failed = Receipt(
-                    state="failed",
-                    policy=policy,
-                    floor=str(floor),
-                    representation="x4",
-                    stored_bytes=len(x4),
-                    model=model,
-                    error=f"scoring failed: {type(exc).__name__}",
-                )
-                decision = Decision("x4", x4, failed)
+                return _unscored(meta, x4, model, f"scoring failed: {type(exc).__name__}")
             return _Scored(decision, rebuilt.get(decision.data))
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
@@ -238,3 +285,20 @@ class Compactor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _unscored(meta: ImageMeta, x4: bytes, model: str, error: str) -> _Scored:
+    """The x4 copy kept, its receipt ``failed`` with ``error``: the upload is never lost."""
+    receipt = meta.receipt
+    assert receipt is not None  # ingest writes a pending one
+    metrics.RECEIPT_FAILURES.inc()
+    failed = Receipt(
+        state="failed",
+        policy=receipt.policy,
+        floor=receipt.floor,
+        representation="x4",
+        stored_bytes=len(x4),
+        model=model,
+        error=error,
+    )
+    return _Scored(Decision("x4", x4, failed), None)

@@ -38,6 +38,7 @@ from imaging import (
 from models.batching import BatchingUpscaler
 from models.compiling import COMPILE_PAYS
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
+from models.quantizing import INT8_BY_DEFAULT, INT8_PAYS, has_vnni
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation, SampleRead
@@ -65,8 +66,11 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
     # CUDA picks kernels per batch shape on first use; the CPU only needs one pass.
     neural.warm_up(settings.max_tiles_per_batch if device.type == "cuda" else 1)
     log.info("loaded %s on %s (%s)", ref.label, device, neural.dtype)
-    if settings.compile == "background" and device.type == "cpu" and ref.name in COMPILE_PAYS:
-        neural.start_compiling(settings.max_tiles_per_batch)
+    if settings.compile == "background" and device.type == "cpu":
+        wanted = INT8_PAYS if settings.int8 == "all" else INT8_BY_DEFAULT
+        int8 = settings.int8 != "off" and ref.name in wanted and has_vnni()
+        if int8 or ref.name in COMPILE_PAYS:
+            neural.start_compiling(settings.max_tiles_per_batch, int8)
     tiles = metrics.INFERENCE_TILES.labels(neural.label, str(device))
     seconds = metrics.INFERENCE_BATCH_SECONDS.labels(neural.label, str(device))
 

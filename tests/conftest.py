@@ -250,6 +250,12 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.Asyn
             yield application, http
 
 
+def costly_options(settings: Settings) -> Settings:
+    """``settings`` whose callers without a key (these tests' loopback client) may ask uploads
+    for ``?policy=`` and ``?floor=``, as an operator who enabled it would."""
+    return settings.model_copy(update={"anonymous_costly_options": True})
+
+
 @pytest.fixture
 async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     async with serving(settings) as pair:

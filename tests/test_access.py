@@ -431,6 +431,31 @@ async def test_costly_upload_options_need_a_key_that_allows_them(tmp_path: Path)
     assert allowed.status_code == 201
 
 
+async def test_costly_upload_options_without_a_key_are_refused_unless_a_setting_allows_them(
+    tmp_path: Path,
+) -> None:
+    """The protected default's loopback client: plain uploads go on, quality searches 403."""
+    answers: dict[bool, list[httpx.Response]] = {}
+    for allowed in (False, True):
+        settings = Settings(data_dir=tmp_path / str(allowed), anonymous_costly_options=allowed)  # type: ignore[arg-type]
+        async with serving(settings) as (_, http):
+            answers[allowed] = [
+                await http.post(f"/v1/images{query}", content=small_png(), headers=PNG)
+                for query in ("", "?policy=smallest", "?floor=psnr:20", "?policy=downscale")
+            ]
+            stored = (await http.get("/v1/images")).json()["images"]
+        assert len(stored) == sum(answer.status_code == 201 for answer in answers[allowed])
+
+    plain, *costly = answers[False]
+    assert plain.status_code == 201
+    for refused in costly:
+        assert refused.status_code == 403
+        error = refused.json()["error"]
+        assert error["code"] == "forbidden"
+        assert "SRSTORE_ANONYMOUS_COSTLY_OPTIONS" in error["message"]
+    assert [answer.status_code for answer in answers[True]] == [201] * 4
+
+
 async def test_key_requests_that_make_no_sense_are_refused_with_4xx(tmp_path: Path) -> None:
     async with serving(Settings(data_dir=tmp_path / "data", admin_token=TOKEN)) as (_, http):  # type: ignore[arg-type]
         answers = [
@@ -577,7 +602,7 @@ async def test_a_key_past_its_quotas_gets_429_with_the_seconds_its_window_has_le
         until_midnight = 86_400 - time.time() % 86_400
         assert abs(int(second.headers["retry-after"]) - until_midnight) <= 2
 
-        # Scoring an upload costs some CPU; a budget of a microsecond an hour is spent by one.
+        # Ingesting an upload costs some CPU; a budget of a microsecond an hour is spent by one.
         frugal = await create_key(http, ["upload"], limits={"cpu_seconds_per_hour": 1e-6})
         first, second = [await upload(http, bearer(frugal), seed=0) for _ in range(2)]
         assert (first.status_code, second.status_code) == (201, 429)

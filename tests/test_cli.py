@@ -59,6 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiProces
         "SRSTORE_DATA_DIR": str(folder / "data"),
         "SRSTORE_ADMIN_TOKEN": TOKEN,
         "SRSTORE_PORT": str(port),
+        "SRSTORE_ANONYMOUS_COSTLY_OPTIONS": "true",  # the CLI's --policy and --floor
     }
     api = start_api(env, port=port, log_path=folder / "serve.log")
     yield api, env

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from config.settings import Settings
 from keyspace import queue_shard
 from render.queue import compaction_stream
-from tests.conftest import encode, queue_env, serving, settings_from
+from tests.conftest import costly_options, encode, queue_env, serving, settings_from
 from tests.support.compaction import compacted, compacted_sync, keys, until_pending_dropped
 from tests.support.process import start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer
@@ -71,7 +71,7 @@ class HeldCompactions:
 
 @pytest.fixture
 async def full(full_settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    async with serving(full_settings) as pair:
+    async with serving(costly_options(full_settings)) as pair:
         yield pair
 
 
@@ -125,7 +125,7 @@ async def test_a_read_racing_the_swap_gets_a_whole_image(
     settings: Settings = request.getfixturevalue(f"{mode}_settings")
     # Every read asks for a new width: more renditions than one image gets by default.
     settings = settings.model_copy(update={"max_renditions_per_image": 10_000})
-    async with serving(settings) as (_, client):
+    async with serving(costly_options(settings)) as (_, client):
         data = captioned(photo, (602, 402))
         meta = await post(client, data, policy="guarded", floor="ssim:0.9")
         url = f"/v1/images/{meta['id']}"
@@ -183,7 +183,8 @@ async def test_a_worker_killed_mid_compaction_leaves_one_object_and_one_receipt(
     first = start_worker(env, "doomed", tmp_path)
     stream = queue_shard(compaction_stream(env["SRSTORE_QUEUE_STREAM"]), 0)  # its one shard
     try:
-        async with serving(settings_from(env, data_dir=tmp_path / "data")) as (app, client):
+        settings = costly_options(settings_from(env, data_dir=tmp_path / "data"))
+        async with serving(settings) as (app, client):
             data = captioned(photo, (1600, 1200))
             meta = await post(client, data, policy="smallest", floor="ssim:0.95")
             deadline = time.monotonic() + 60
@@ -220,7 +221,7 @@ async def test_a_worker_killed_mid_compaction_leaves_one_object_and_one_receipt(
 def test_an_api_restarted_mid_compaction_finishes_it_after_the_restart(
     tmp_path: Path, photo: Image.Image
 ) -> None:
-    env = {"SRSTORE_DATA_DIR": str(tmp_path / "data")}
+    env = {"SRSTORE_DATA_DIR": str(tmp_path / "data"), "SRSTORE_ANONYMOUS_COSTLY_OPTIONS": "true"}
     objects = tmp_path / "data" / "objects"  # the local store's root
     api = start_api(env)
     try:

@@ -1,36 +1,50 @@
-"""torch.compile in the engine: same pixels as eager, never on the serving path, eager on failure.
+"""torch.compile and int8 in the engine: what eager serves, within tolerance, never compiled on
+the serving path, eager on failure.
 
-The compiling test runs inductor for real (about 20 CPU-seconds the first time on a machine,
-a few seconds from inductor's cache after that); it needs the C++ compiler inductor uses.
+Two tests run inductor for real (each about 20 CPU-seconds the first time on a machine, a few
+seconds from inductor's cache after that); they need the C++ compiler inductor uses.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from config.settings import Settings
+from imaging import StoredCodec, crop_to, degrade
+from imaging.quality import luma_psnr
 from models import SHIPPED_WEIGHTS_DIR
+from models.batching import BatchingUpscaler
 from models.compiling import TOLERANCE
 from models.engine import NeuralUpscaler
+from models.quantizing import has_vnni
 from models.registry import ModelRef
 from models.weights import find_weights, load_model
-from render.inference import build_upscaler
+from render import inference
 
 TILE = 16
 MAX_TILES = 3
+PHOTO = Path(__file__).parent / "data" / "flower.jpg"
+
+needs_compiler = pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None,
+    reason="inductor compiles C++ with g++ (or $CXX), which this machine lacks",
+)
 
 
-def shipped_espcn() -> NeuralUpscaler:
-    found = find_weights(SHIPPED_WEIGHTS_DIR, "espcn")
+def shipped(name: str = "espcn") -> NeuralUpscaler:
+    found = find_weights(SHIPPED_WEIGHTS_DIR, name)
     assert found is not None
-    model = load_model("espcn", found.path)
-    return NeuralUpscaler(model, "espcn", found.version, torch.device("cpu"), TILE)
+    model = load_model(name, found.path)
+    return NeuralUpscaler(model, name, found.version, torch.device("cpu"), TILE)
 
 
 def tiles(count: int) -> torch.Tensor:
@@ -39,12 +53,9 @@ def tiles(count: int) -> torch.Tensor:
     )
 
 
-@pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "g++")) is None,
-    reason="inductor compiles C++ with g++ (or $CXX), which this machine lacks",
-)
+@needs_compiler
 def test_the_compiled_network_serves_what_eager_serves_once_warm() -> None:
-    upscaler = shipped_espcn()
+    upscaler = shipped()
     eager = {count: upscaler.run_tiles(tiles(count)) for count in (1, 2, MAX_TILES)}
 
     compiling = upscaler.start_compiling(MAX_TILES)
@@ -58,6 +69,10 @@ def test_the_compiled_network_serves_what_eager_serves_once_warm() -> None:
 
 def failing_compile(*_: object, **__: object) -> Callable[[torch.Tensor], torch.Tensor]:
     raise RuntimeError("no C++ compiler")
+
+
+def failing_forward(batch: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("a recompile that cannot lower")
 
 
 def disagreeing_compile(
@@ -77,7 +92,7 @@ def test_a_network_that_cannot_be_compiled_faithfully_stays_eager(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(torch, "compile", compile_)
-    upscaler = shipped_espcn()
+    upscaler = shipped()
     expected = upscaler.run_tiles(tiles(2))
 
     with caplog.at_level(logging.WARNING, logger="models.compiling"):
@@ -88,22 +103,80 @@ def test_a_network_that_cannot_be_compiled_faithfully_stays_eager(
     assert f"{upscaler.label} stays eager" in caplog.text and reason in caplog.text
 
 
+def test_a_compiled_network_that_fails_while_serving_hands_over_to_eager(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upscaler = shipped()
+    expected = upscaler.run_tiles(tiles(2))
+    upscaler._use(failing_forward)
+
+    with caplog.at_level(logging.ERROR):
+        served = upscaler.run_tiles(tiles(2))
+
+    assert torch.equal(served, expected) and not upscaler.compiled
+    assert "the compiled network failed; eager from now on" in caplog.text
+
+
 @pytest.mark.parametrize(
-    ("model", "setting", "compiles"),
-    [("espcn", "background", True), ("espcn", "off", False), ("srcnn", "background", False)],
+    ("model", "settings", "vnni", "started"),
+    [
+        ("espcn", {}, True, [(3, False)]),
+        ("espcn", {"int8": "all"}, True, [(3, True)]),
+        ("espcn", {"int8": "all"}, False, [(3, False)]),
+        ("espcn", {"compile": "off", "int8": "all"}, True, []),
+        ("srcnn", {}, True, [(3, True)]),
+        ("srcnn", {}, False, []),
+        ("srcnn", {"int8": "off"}, True, []),
+    ],
 )
 def test_the_engine_compiles_only_where_it_pays_and_only_when_asked(
-    model: str, setting: str, compiles: bool, monkeypatch: pytest.MonkeyPatch
+    model: str,
+    settings: dict[str, str],
+    vnni: bool,
+    started: list[tuple[int, bool]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    started: list[str] = []
+    calls: list[tuple[int, bool]] = []
     monkeypatch.setattr(
-        NeuralUpscaler, "start_compiling", lambda self, _: started.append(self.label)
+        NeuralUpscaler, "start_compiling", lambda _, tiles, int8: calls.append((tiles, int8))
     )
+    monkeypatch.setattr(inference, "has_vnni", lambda: vnni)
     found = find_weights(SHIPPED_WEIGHTS_DIR, model)
     assert found is not None
-    settings = Settings(compile=setting, device="cpu", tile_size=TILE)
+    config = Settings(
+        **{"compile": "background", "int8": "auto", **settings},  # type: ignore[arg-type]
+        device="cpu",
+        tile_size=TILE,
+        max_tiles_per_batch=3,
+    )
 
-    batcher = build_upscaler(ModelRef(model, found.version), found.path.read_bytes(), settings)
+    batcher = inference.build_upscaler(
+        ModelRef(model, found.version), found.path.read_bytes(), config
+    )
     batcher.close()
 
-    assert started == ([f"{model}:{found.version}"] if compiles else [])
+    assert calls == started
+
+
+@needs_compiler
+@pytest.mark.skipif(not has_vnni(), reason="the int8 path serves only where the CPU has VNNI")
+@pytest.mark.skipif(
+    importlib.util.find_spec("torchao") is None,
+    reason="torchao (a dependency since the int8 path) is missing: run make .venv/.dev",
+)
+@pytest.mark.parametrize("model", ["espcn", "srcnn"])
+def test_int8_scores_within_005_db_of_float32(model: str) -> None:
+    """The receipt's measure (Y-PSNR against the original) on a photo not calibrated on."""
+    original = Image.open(PHOTO).convert("RGB").resize((128, 96))
+    low = degrade(original, StoredCodec())
+    upscaler = shipped(model)
+    float32 = crop_to(upscaler.upscale(low), *original.size)
+
+    upscaler.start_compiling(MAX_TILES, int8=True).join(timeout=600)
+    batcher = BatchingUpscaler(upscaler, 0.0, MAX_TILES)  # serves on a thread of its own
+    int8 = crop_to(batcher.upscale(low), *original.size)
+    batcher.close()
+
+    assert (upscaler.precision, upscaler.compiled) == ("int8", True)
+    assert abs(luma_psnr(int8, original) - luma_psnr(float32, original)) <= 0.05
+    assert luma_psnr(int8, float32) >= 45

@@ -1,8 +1,9 @@
 """What the service spends, beside what it saves: each figure moves by what was done.
 
-Runs in the embedded default and in full mode (real Redis and SeaweedFS, whose ledger the
-whole session shares, so every test compares before and after), and in queue mode, where a
-real worker process renders and adds its own compute to the fleet's ledger.
+Runs in the embedded default and in full mode (real SeaweedFS, and a real Redis of each test's
+own, whose ledger no other process writes to meanwhile), and in queue mode, where a real worker
+process renders and adds its own compute to the fleet's ledger (the session's, shared: those
+tests compare before and after).
 """
 
 from __future__ import annotations
@@ -10,25 +11,34 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio
 from fastapi import FastAPI
 from PIL import Image
 
+from cache.memory import ENTRY_OVERHEAD_BYTES
 from config.settings import Settings
 from ledger.costs import GIB
-from tests.conftest import encode, serving
+from tests.conftest import SHARED_BUCKET, encode, serving
 from tests.support.compaction import compacted, evict, until_pending_dropped
 from tests.support.metrics import samples
 from tests.support.process import start_api
-from tests.support.servers import RedisServer, SeaweedServer
+from tests.support.servers import RedisServer, SeaweedServer, start_redis
 from tests.test_cli import clean_environment, srstore
 
 INGEST = 'srstore_compute_seconds_total{device="cpu",stage="ingest"}'
 RENDER = 'srstore_compute_seconds_total{device="cpu",stage="render"}'
 ENCODE = 'srstore_compute_seconds_total{device="cpu",stage="encode"}'
+
+
+# The ledgers keep their times to the microsecond (Redis: "%.6f").
+CLOCK_SLACK = 1e-3
 
 
 def fleet(stage: str) -> str:
@@ -51,9 +61,34 @@ def large_photo(photo: Image.Image) -> bytes:
     return encode(photo.resize((1204, 804)), "PNG")
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own: in the session's, a worker process of another test may add
+    its compute to the fleet ledger mid-test, and other tests' keys expire from its memory."""
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["embedded", "full"])
-def local_settings(request: pytest.FixtureRequest) -> Settings:
-    return request.getfixturevalue(f"{request.param}_settings")  # type: ignore[no-any-return]
+def local_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """The embedded default, or full mode (SeaweedFS and a Redis of the test's own). Only the
+    scrapes flush the ledger: a background flush would sample the cache mid-measurement. Large
+    entries are admitted at once: on probation one could expire before a slow test ends."""
+    quiet = {"cost_flush_seconds": 3600.0}
+    if request.param == "embedded":
+        embedded: Settings = request.getfixturevalue("embedded_settings")
+        return embedded.model_copy(update=quiet)
+    seaweed_server: SeaweedServer = request.getfixturevalue("seaweed_server")
+    return Settings(
+        data_dir=tmp_path / "data",
+        s3_bucket=SHARED_BUCKET,
+        s3_prefix=f"{uuid.uuid4().hex[:12]}/",
+        s3_endpoint_url=seaweed_server.endpoint_url,
+        redis_url=request.getfixturevalue("own_redis").url,
+        cache_admit_after=1,
+        **quiet,
+    )
 
 
 async def test_an_upload_adds_its_ingest_cpu_and_its_storage_to_the_ledger(
@@ -120,24 +155,62 @@ async def test_a_miss_adds_render_and_encode_cpu_and_a_hit_adds_none(
     )
 
 
-async def held_rate(client: httpx.AsyncClient, seconds: float = 1.0) -> float:
-    """Byte-seconds the fleet ledger gained per second over a quiet interval."""
+@dataclass
+class Window:
+    """A quiet interval between two scrapes, each of which samples the cache's bytes once."""
+
+    gained: float  # byte-seconds the fleet ledger gained
+    held: int  # the bytes the cache reported at the first scrape
+    held_then: int  # and at the second
+    shortest: float  # bounds on the time between the two samples
+    longest: float
+
+
+async def held_window(client: httpx.AsyncClient, sampled: list[int]) -> Window:
+    first_from = time.monotonic()
     first = await scrape(client)
-    started = time.monotonic()
-    await asyncio.sleep(seconds)
+    first_to = time.monotonic()
+    held = sampled[-1]
+    await asyncio.sleep(1.0)
+    second_from = time.monotonic()
     second = await scrape(client)
-    elapsed = time.monotonic() - started
-    return moved(first, second, "srstore_fleet_cache_byte_seconds") / elapsed
+    second_to = time.monotonic()
+    gained = moved(first, second, "srstore_fleet_cache_byte_seconds")
+    return Window(gained, held, sampled[-1], second_from - first_to, second_to - first_from)
 
 
-# Redis counts a large write's query buffer in its memory until its cron trims it (2 s idle).
-REDIS_TRIMS_BUFFERS_SECONDS = 3
+LARGE_BUFFER = 65_536
+
+
+async def query_buffers_trimmed(client: redis.asyncio.Redis) -> None:
+    """Redis counts a large write's query buffer in its memory until its cron trims it (after
+    2 s idle): wait until no connection holds one."""
+    async with asyncio.timeout(30):
+        while any(
+            int(c["qbuf"]) + int(c["qbuf-free"]) > LARGE_BUFFER for c in await client.client_list()
+        ):
+            await asyncio.sleep(0.2)
 
 
 async def test_a_cached_entry_adds_its_byte_seconds(
     local_settings: Settings, large_photo: bytes
 ) -> None:
+    """The fleet ledger integrates the bytes the cache holds, sampled at each flush: an entry's
+    bytes for as long as it is held. In Redis, its memory figure (the entry and its overhead)."""
+    redis_url = local_settings.redis_url
+    # One connection for the whole test: one opened or closed mid-interval moves Redis's memory.
+    watcher = redis.asyncio.Redis.from_url(redis_url) if redis_url else None
+    windows = []
     async with serving(local_settings) as (app, client):
+        flusher = app.state.costs.flusher
+        sampled: list[int] = []
+        held_bytes = flusher.cache.held_bytes
+
+        async def sampling() -> int:
+            sampled.append(await held_bytes())
+            return sampled[-1]
+
+        flusher.cache.held_bytes = sampling
         image_id = (
             await client.post(
                 "/v1/images", content=large_photo, headers={"content-type": "image/png"}
@@ -145,21 +218,34 @@ async def test_a_cached_entry_adds_its_byte_seconds(
         ).json()["id"]
         await settled(app, client, image_id)
         await client.get(f"/v1/images/{image_id}/meta")  # the metadata entry, cached first
-        without = await held_rate(client)
-        entry = await client.get(f"/v1/images/{image_id}?format=png")  # hundreds of KB
-        if local_settings.redis_url is not None:
-            await asyncio.sleep(REDIS_TRIMS_BUFFERS_SECONDS)
-        with_entry = await held_rate(client)
+        await scrape(client)  # every client of the ledger connected before the first interval
+        for read in ("", "?format=png"):
+            if read:
+                entry = await client.get(f"/v1/images/{image_id}{read}")  # hundreds of KB
+            if watcher is not None:
+                await query_buffers_trimmed(watcher)
+            windows.append(await held_window(client, sampled))
         cache_dollars = samples((await client.get("/metrics")).text)[
             'srstore_fleet_spent_dollars{kind="cache"}'
         ]
+    if watcher is not None:
+        await watcher.aclose()
 
     size = len(entry.content)
     assert entry.headers["x-cache"] == "MISS" and size > 200_000
-    if local_settings.redis_url is None:  # the process's own cache: exactly its bytes
-        assert with_entry - without == pytest.approx(size, rel=0.05)
-    else:  # Redis's memory: the entry plus the allocator's rounding of it
-        assert size * 0.95 < with_entry - without < size * 1.3 + 65_536
+    for window in windows:  # each sample held until the next, on the ledger's clock
+        slack = window.held * CLOCK_SLACK
+        assert window.held * window.shortest - slack <= window.gained
+        assert window.gained <= window.held * window.longest + slack
+    without, with_entry = windows
+    if redis_url is None:  # the process's own cache: exactly its bytes and its bookkeeping
+        assert with_entry.held - without.held == size + ENTRY_OVERHEAD_BYTES
+    else:
+        # Redis's figure also moves with its clients' buffers at the moment of a sample (up to
+        # one large buffer), as much as it moved here within each quiet interval.
+        jitter = sum(abs(w.held_then - w.held) for w in windows) + LARGE_BUFFER
+        added = with_entry.held - without.held
+        assert size - jitter <= added <= size * 1.3 + jitter, (added, size, jitter)
     assert cache_dollars > 0
 
 
@@ -189,13 +275,13 @@ async def test_a_render_on_a_worker_reaches_the_fleet_ledger(
 
 def test_srstore_costs_prints_the_fleet_figures_from_a_running_api(
     tmp_path: Path,
-    redis_server: RedisServer,
+    own_redis: RedisServer,
     seaweed_server: SeaweedServer,
     large_photo: bytes,
 ) -> None:
     env = {
         "SRSTORE_DATA_DIR": str(tmp_path / "data"),
-        "SRSTORE_REDIS_URL": redis_server.url,
+        "SRSTORE_REDIS_URL": own_redis.url,
         "SRSTORE_S3_BUCKET": "srstore-tests",
         "SRSTORE_S3_PREFIX": f"costs-{time.time_ns()}/",
         "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,

@@ -35,7 +35,7 @@ from config.settings import Settings
 from keyspace import queue_shard
 from ledger import RedisLedger, Totals
 from render.queue import JobQueue, RenderJob
-from tests.support.compaction import compacted
+from tests.support.compaction import compacted, evict
 from tests.support.servers import TEST_REDIS_CONFIG, start_redis
 
 ROOT = Path(__file__).parent.parent
@@ -158,6 +158,7 @@ async def test_the_dashboard_and_alerts_query_only_metrics_that_exist(
                 "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
             )
             await compacted(client, created.json()["id"])  # it counts the receipt
+            await evict(app, created.json()["id"])  # the reads: a render, then a hit
             await client.get(f"/v1/images/{created.json()['id']}")
             await client.get(f"/v1/images/{created.json()['id']}")
             scraped = (await client.get("/metrics")).text

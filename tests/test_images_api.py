@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
+from app.services.singleflight import SingleFlight
 from cache import CacheKey, ImageDeleted
 from config.settings import Settings
 from imaging import bicubic_upscale, crop_to
@@ -21,6 +24,8 @@ from models.weights import SHIPPED_WEIGHTS_DIR, find_weights
 from tests.conftest import CLUSTER_MODES, encode
 from tests.support.compaction import compacted, evict, until_pending_dropped
 from tests.support.pixels import expected_render, max_difference, mean_difference, upscaler_for
+
+Compute = Callable[[], Coroutine[Any, Any, bytes]]
 
 
 @pytest.fixture(params=CLUSTER_MODES)
@@ -169,7 +174,11 @@ async def test_delete_removes_the_image_and_its_cached_renditions(
 
 
 async def test_sixteen_concurrent_misses_run_one_inference(
-    client: httpx.AsyncClient, app: FastAPI, settings: Settings, photo_bytes: bytes
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    settings: Settings,
+    photo_bytes: bytes,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     meta = await upload(client, photo_bytes)
     await evict(app, meta["id"])
@@ -186,6 +195,24 @@ async def test_sixteen_concurrent_misses_run_one_inference(
         calls.append(args)
         return original(*args)
 
+    # The render starts once all sixteen have asked for it: on a loaded machine a late request
+    # would otherwise arrive after the render and be a hit, and the test would not test a thing.
+    asked: list[str] = []
+    all_asked = asyncio.Event()
+    run = SingleFlight.run
+
+    async def gathered_run(flights: SingleFlight[bytes], key: str, compute: Compute) -> bytes:
+        asked.append(key)
+        if len(asked) == 16:
+            all_asked.set()
+
+        async def once_all_asked() -> bytes:
+            await asyncio.wait_for(all_asked.wait(), timeout=60)
+            return await compute()
+
+        return await run(flights, key, once_all_asked)
+
+    monkeypatch.setattr(SingleFlight, "run", gathered_run)
     setattr(counted, method, counting)
     try:
         responses = await asyncio.gather(
@@ -196,6 +223,7 @@ async def test_sixteen_concurrent_misses_run_one_inference(
 
     assert [r.status_code for r in responses] == [200] * 16
     assert len({r.content for r in responses}) == 1
+    assert len(set(asked)) == 1
     assert len(calls) == 1
 
 

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from PIL import Image, ImageDraw, ImageFont
 from pydantic import SecretStr, ValidationError
 from skimage.metrics import structural_similarity
 
 from config.settings import Settings
-from tests.conftest import encode, serving
+from tests.conftest import costly_options, encode, serving
 from tests.support.compaction import compacted
 from tests.support.metrics import samples
 
@@ -35,6 +37,13 @@ def small_text(background: Image.Image | None = None) -> Image.Image:
     for line in range(image.height // 14):
         draw.text((4, 4 + 14 * line), "The quick brown fox jumps over 0123456789", "black", font)
     return image
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """Every mode, with ``?policy=`` and ``?floor=`` allowed to this loopback client."""
+    async with serving(costly_options(settings)) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +160,7 @@ async def test_the_kept_copy_can_be_webp_instead_of_avif(
     """SRSTORE_FULL_CODEC=webp: the copy kept when the x4 copy fails is a full-size WebP,
     at the lowest quality that meets the floor, and reads of it run no model."""
     settings = Settings(data_dir=tmp_path, full_codec="webp")
-    async with serving(settings) as (_, client):
+    async with serving(costly_options(settings)) as (_, client):
         meta = await upload(client, captioned_png, "image/png", policy="guarded", floor="ssim:0.9")
         stored = await client.get(f"/v1/images/{meta['id']}/stored")
         served = await client.get(f"/v1/images/{meta['id']}")
@@ -183,7 +192,7 @@ async def test_a_page_of_small_text_falls_back_to_the_uploaded_bytes(
 async def test_another_format_or_size_of_a_full_size_copy_is_made_without_the_network(
     embedded_settings: Settings, captioned_png: bytes, text_png: bytes
 ) -> None:
-    async with serving(embedded_settings) as (_, client):
+    async with serving(costly_options(embedded_settings)) as (_, client):
         for data in (captioned_png, text_png):
             meta = await upload(client, data, "image/png", policy="guarded", floor="ssim:0.9")
             webp = await client.get(f"/v1/images/{meta['id']}", params={"format": "webp"})
@@ -199,7 +208,7 @@ async def test_another_format_or_size_of_a_full_size_copy_is_made_without_the_ne
 async def test_downscale_keeps_the_x4_copy_even_below_the_floor(
     embedded_settings: Settings, text_png: bytes
 ) -> None:
-    async with serving(embedded_settings) as (_, client):
+    async with serving(costly_options(embedded_settings)) as (_, client):
         meta = await upload(client, text_png, "image/png", floor="ssim:0.9")
 
     assert embedded_settings.storage_policy == "downscale"
@@ -218,7 +227,7 @@ async def test_smallest_never_stores_more_than_guarded(
     floor: str,
 ) -> None:
     uploads = ((photo_bytes, "image/jpeg"), (captioned_png, "image/png"), (text_png, "image/png"))
-    async with serving(embedded_settings) as (_, client):
+    async with serving(costly_options(embedded_settings)) as (_, client):
         for data, content_type in uploads:
             guarded = await upload(client, data, content_type, policy="guarded", floor=floor)
             smallest = await upload(client, data, content_type, policy="smallest", floor=floor)
@@ -235,7 +244,7 @@ async def test_smallest_keeps_the_x4_copy_when_it_is_the_fewest_bytes_that_meet_
     bytes: ``smallest`` must still weigh the x4 copy against the others, and keep it."""
     soft = photo.resize((150, 100), Image.Resampling.LANCZOS).resize((600, 400))
     data = encode(soft, "PNG")
-    async with serving(embedded_settings) as (_, client):
+    async with serving(costly_options(embedded_settings)) as (_, client):
         scored = await upload(client, data, "image/png", policy="downscale")
         floor = f"ssim:{math.floor(scored['receipt']['ssim'] * 1e4) / 1e4}"
         guarded = await upload(client, data, "image/png", policy="guarded", floor=floor)
@@ -283,7 +292,7 @@ async def test_an_image_smaller_than_the_ssim_window_is_still_held_to_the_floor(
     """SSIM's window is 11 pixels: a smaller image is scored over the whole plane, and its
     receipt carries a real score, never ``scoring failed`` with the x4 copy kept anyway."""
     noise = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    async with serving(embedded_settings) as (_, client):
+    async with serving(costly_options(embedded_settings)) as (_, client):
         meta = await upload(
             client, encode(Image.fromarray(noise), "PNG"), "image/png", policy="guarded"
         )
@@ -301,7 +310,7 @@ async def test_the_policy_and_floor_settings_apply_to_uploads_without_a_query(
     settings = Settings(
         data_dir=tmp_path / "data", storage_policy="guarded", quality_floor="psnr:30"
     )
-    async with serving(settings) as (_, client):
+    async with serving(costly_options(settings)) as (_, client):
         meta = await upload(client, text_png, "image/png")
 
     assert (meta["receipt"]["policy"], meta["receipt"]["floor"]) == ("guarded", "psnr:30")
@@ -321,7 +330,7 @@ async def test_the_policy_and_floor_settings_apply_to_uploads_without_a_query(
 async def test_a_bad_policy_or_floor_is_a_422_and_nothing_is_stored(
     embedded_settings: Settings, photo_bytes: bytes, query: dict, code: str
 ) -> None:
-    async with serving(embedded_settings) as (_, client):
+    async with serving(costly_options(embedded_settings)) as (_, client):
         response = await client.post(
             "/v1/images", params=query, content=photo_bytes, headers={"content-type": "image/jpeg"}
         )
@@ -393,7 +402,7 @@ async def test_a_model_swap_after_uploads_changes_only_what_the_x4_copies_serve(
     settings: Settings, photo_bytes: bytes, captioned_png: bytes
 ) -> None:
     configured = settings.model_copy(update={"admin_token": SecretStr(TOKEN)})
-    async with serving(configured) as (application, client):
+    async with serving(costly_options(configured)) as (application, client):
         rebuilt = await upload(client, photo_bytes, "image/jpeg", policy="guarded")
         full = await upload(client, captioned_png, "image/png", policy="guarded")
         before = [await client.get(f"/v1/images/{m['id']}") for m in (rebuilt, full)]
@@ -439,7 +448,7 @@ class BrokenModels:
 async def test_a_scoring_failure_keeps_the_x4_copy_and_the_receipt_says_so(
     embedded_settings: Settings, captioned_png: bytes
 ) -> None:
-    async with serving(embedded_settings) as (application, client):
+    async with serving(costly_options(embedded_settings)) as (application, client):
         application.state.image_service.compactions.compactor.models = BrokenModels()
         meta = await upload(client, captioned_png, "image/png", policy="guarded")
         served = await client.get(f"/v1/images/{meta['id']}")
@@ -456,7 +465,7 @@ async def test_a_scoring_failure_keeps_the_x4_copy_and_the_receipt_says_so(
 async def test_original_keeps_the_upload_and_every_plain_read_is_its_very_bytes(
     tmp_path: Path, photo_bytes: bytes
 ) -> None:
-    async with serving(Settings(data_dir=tmp_path / "data")) as (_, client):
+    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (_, client):
         meta = await upload(client, photo_bytes, "image/jpeg", policy="original")
         served = await client.get(f"/v1/images/{meta['id']}")
 
@@ -468,7 +477,7 @@ async def test_original_keeps_the_upload_and_every_plain_read_is_its_very_bytes(
 async def test_full_keeps_the_full_size_copy_at_the_floor_even_where_x4_would_pass(
     tmp_path: Path, photo_bytes: bytes
 ) -> None:
-    async with serving(Settings(data_dir=tmp_path / "data")) as (_, client):
+    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (_, client):
         meta = await upload(client, photo_bytes, "image/jpeg", policy="full", floor="ssim:0.9")
         x4 = await upload(client, photo_bytes, "image/jpeg", policy="guarded", floor="ssim:0.9")
         served = await client.get(f"/v1/images/{meta['id']}")

@@ -12,7 +12,7 @@ import redis
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from cache import CacheKey
+from cache import CacheKey, CacheUnavailable
 from config.settings import Settings
 from keyspace import queue_shard
 from models.archs import build_model
@@ -302,3 +302,39 @@ async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
 
     assert served == b"already rendered elsewhere"
     assert jobs(worker, "cached") == before + 1
+
+
+async def test_a_finished_render_is_read_again_not_queued_again_while_the_cache_is_unreadable(
+    queue_settings: Settings, photo_bytes: bytes
+) -> None:
+    """The worker wrote the rendition, but this process's read of it fails (Redis answered too
+    slowly, and the cache now skips Redis for a moment): the waiter reads again until the
+    deadline. Queuing another job would only be acknowledged as already cached, again and
+    again until the cache came back (1076 jobs for one miss were once counted)."""
+    async with serving(queue_settings) as (app, client):
+        image_id = await upload(client, photo_bytes)
+        renderer = app.state.image_service.renderer
+        enqueued: list[object] = []
+        failed_reads: list[CacheKey] = []
+        enqueue, get = renderer.queue.enqueue, renderer.cache.get
+
+        async def counting_enqueue(job: object) -> object:
+            enqueued.append(job)
+            return await enqueue(job)
+
+        async def get_failing_once_after_the_job(key: CacheKey) -> bytes | None:
+            if enqueued and not failed_reads:
+                failed_reads.append(key)
+                raise CacheUnavailable("Redis: Timeout reading from socket")
+            return await get(key)  # type: ignore[no-any-return]
+
+        renderer.queue.enqueue = counting_enqueue
+        renderer.cache.get = get_failing_once_after_the_job
+        try:
+            response = await client.get(f"/v1/images/{image_id}")
+        finally:
+            del renderer.queue.enqueue, renderer.cache.get
+
+    assert response.status_code == 200
+    assert len(failed_reads) == 1
+    assert len(enqueued) == 1

@@ -60,7 +60,8 @@ _UPLOAD_BODY = {
     responses=error_responses(400, 413, 415, 422, 429, 503),
     summary="Upload an image (multipart field 'file', or a raw image/* body)",
     description="The image belongs to the tenant of the key that uploads it. `policy` and "
-    "`floor` cost CPU: a key needs `costly_options` to ask for them.",
+    "`floor` cost CPU: a key needs `costly_options` to ask for them, a caller without a key "
+    "SRSTORE_ANONYMOUS_COSTLY_OPTIONS.",
 )
 async def upload_image(
     request: Request,
@@ -84,7 +85,12 @@ async def upload_image(
     if (policy is not None or floor is not None) and not costly_options_allowed(
         principal, settings
     ):
-        raise Forbidden("this key may not ask for policy= or floor= (costly_options)")
+        raise Forbidden(
+            "uploads without an API key may not ask for policy= or floor= "
+            "(SRSTORE_ANONYMOUS_COSTLY_OPTIONS)"
+            if principal.key_id is None
+            else "this key may not ask for policy= or floor= (costly_options)"
+        )
     data = await read_upload(request, settings.max_upload_bytes)
     await access.spend_bytes(principal, len(data))
     with costs.account("ingest") as ingest:

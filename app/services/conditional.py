@@ -38,8 +38,9 @@ class Preconditions:
 
 
 def http_date(moment: datetime) -> str:
-    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), to the second."""
-    return format_datetime(moment.replace(microsecond=0), usegmt=True)
+    """An IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``), to the second (the format has no
+    fraction: ``format_datetime`` drops it)."""
+    return format_datetime(moment, usegmt=True)
 
 
 def not_modified(preconditions: Preconditions, etag: str, last_modified: datetime) -> bool:
@@ -139,7 +140,7 @@ def byte_range(
         return None  # invalid: ignored
     if first >= length:
         raise RangeNotSatisfiable(length)
-    return first, min(_position(last_text) if last_text else length - 1, length - 1)
+    return first, min(_position(last_text), length - 1) if last_text else length - 1
 
 
 def _position(digits: str) -> int:
@@ -151,11 +152,12 @@ def _position(digits: str) -> int:
 
 
 def _if_range_holds(if_range: str, etag: str, last_modified: datetime | None) -> bool:
-    """Strong comparison for a tag (a weak one never matches); for a date, an exact match
-    with a strong ``Last-Modified`` (RFC 9110 §13.1.5)."""
+    """Strong comparison for a tag; for a date, an exact match with a strong ``Last-Modified``
+    (RFC 9110 §13.1.5). A weak tag (``W/"..."``) never matches: it is not a quoted tag, and
+    it parses as no date."""
     value = if_range.strip()
-    if value.startswith(('"', "W/")):
-        return not value.startswith("W/") and value == etag
+    if value.startswith('"'):
+        return value == etag
     if last_modified is None:
         return False
     since = _parse_date(value)

@@ -25,6 +25,8 @@ from render.queue import ERRORS, EXPIRED, JobQueue, Outcome, RenderJob
 
 log = logging.getLogger(__name__)
 
+CACHE_RETRY_POLL_SECONDS = 0.1  # how often a finished job's rendition is read again
+
 
 class RenderFailed(RuntimeError):
     """The queue could not be reached, or a worker could not render the image."""
@@ -75,7 +77,7 @@ class QueueRenderer:
                 continue  # the job we joined outlived its first waiter; queue our own
             if outcome.code is not None:
                 raise ERRORS.get(outcome.code, RenderFailed)(outcome.message)
-            if (data := await self._cached(key)) is not None:
+            if (data := await self._rendered(key, deadline)) is not None:
                 return data
             # Evicted, or dropped by a DELETE, before it could be read: render again; a
             # deleted image then answers not_found, and the deadline still bounds the wait.
@@ -110,6 +112,23 @@ class QueueRenderer:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, set()).add(future)
         return future
+
+    async def _rendered(self, key: CacheKey, deadline: float) -> bytes | None:
+        """A finished job's rendition: ``None`` only when the cache answered that it is gone.
+
+        While this process cannot read the cache (a slow reply put it off Redis for
+        ``SRSTORE_CACHE_RETRY_SECONDS``), the rendition is there all the same: another job
+        would only be acknowledged as already cached, so the read is retried until the
+        deadline instead (a tight loop of re-enqueued jobs was seen: 1076 for one miss).
+        """
+        while True:
+            try:
+                return await self.cache.get(key)
+            except CacheUnavailable:
+                left = deadline - time.time()
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(CACHE_RETRY_POLL_SECONDS, left))
 
     async def _cached(self, key: CacheKey) -> bytes | None:
         with contextlib.suppress(CacheUnavailable):
