@@ -414,7 +414,10 @@ def _next_guess(
     if halve or len(pair) < 2 or pair[1][1] == pair[0][1]:
         return (failing + passing) // 2
     (q0, v0), (q1, v1) = pair
-    guess = math.ceil(q0 + (target - v0) * (q1 - q0) / (v1 - v0))
+    estimate = q0 + (target - v0) * (q1 - q0) / (v1 - v0)
+    if not math.isfinite(estimate):  # an identical read (PSNR infinite) has no secant
+        return (failing + passing) // 2
+    guess = math.ceil(estimate)
     return min(max(guess, inside.start), inside.stop - 1)
 
 

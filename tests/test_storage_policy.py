@@ -260,10 +260,11 @@ async def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor_in_fe
 ) -> None:
     """The floor is what a WebP q70 x4 copy of the photo scores: ``guarded`` keeps the default
     x4 copy (WebP q90), ``smallest`` one of its cheaper x4 copies, which reads end to end."""
-    async with serving(Settings(data_dir=tmp_path / "q70", stored_quality=70)) as (_, client):
+    q70_settings = costly_options(Settings(data_dir=tmp_path / "q70", stored_quality=70))
+    async with serving(q70_settings) as (_, client):
         q70 = await upload(client, photo_bytes, "image/jpeg", policy="downscale")
     floor = f"ssim:{math.floor(q70['receipt']['ssim'] * 1e4) / 1e4}"
-    async with serving(Settings(data_dir=tmp_path / "data")) as (_, client):
+    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (_, client):
         guarded = await upload(client, photo_bytes, "image/jpeg", policy="guarded", floor=floor)
         smallest = await upload(client, photo_bytes, "image/jpeg", policy="smallest", floor=floor)
         served = await client.get(f"/v1/images/{smallest['id']}")
