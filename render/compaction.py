@@ -198,6 +198,8 @@ class Compactor:
                 scored = await self._score(meta, stored.data, upload.data, model)
         decision = scored.decision
         full_size = decision.representation != "x4"
+        ingested = ImageMeta.from_metadata(dict(upload.metadata))
+        moved = decision.representation != ingested.representation
         kept = meta.model_copy(
             update={
                 "stored_width": meta.width if full_size else meta.stored_width,
@@ -214,8 +216,8 @@ class Compactor:
                 metrics.CACHE_ENTRY_BYTES.observe(len(scored.rebuilt))
         except ImageDeleted:
             return await self._deleted(image_id)
-        if full_size:
-            await self._move_share(ImageMeta.from_metadata(dict(upload.metadata)), kept)
+        if moved:
+            await self._move_share(ingested, kept)
         metrics.observe_receipt(decision.receipt)
         await self.store.put(object_key(image_id), decision.data, kept.to_metadata())
         if full_size:
@@ -271,12 +273,14 @@ class Compactor:
         return "deleted"
 
     async def _move_share(self, ingested: ImageMeta, kept: ImageMeta) -> None:
-        """The ledger credited the x4 copy at ingest: debit it once, credit what is kept.
+        """The ledger credited the x4 copy at ingest (or, for an image tiering compacts,
+        the hot copy it kept): debit it once, credit what is kept.
 
         Before the swap, so that a run after a crash (which finds the receipt done) has
         nothing left to count; a crash between the two calls loses one credit."""
+        stage = "ingest" if ingested.representation == "x4" else "cold"
         if await self.ledger.debit_once(
-            f"{kept.id}:ingest",
+            f"{kept.id}:{stage}",
             ingested.original_bytes,
             ingested.stored_bytes,
             ingested.representation,
