@@ -44,7 +44,7 @@ from policy import Decision, Floor, Receipt
 from policy.choose import choose as choose_representation
 from render import costs, metrics
 from render.images import ImageMeta, object_key
-from render.inference import UpscalerPool, read_back
+from render.inference import UpscalerPool, read_back, sample_read
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -233,7 +233,7 @@ class Compactor:
 
         def run() -> _Scored:
             """CPU counts as the cost ledger's ``compaction`` stage, network passes included."""
-            rebuilt: list[bytes] = []
+            rebuilt: dict[bytes, bytes] = {}  # each x4 copy read at full size: its read
             try:
                 with costs.measured("compaction"), metrics.RECEIPT_SECONDS.labels(policy).time():
                     image = decode_upload(original, PILLOW_MAX_PIXELS).image
@@ -244,13 +244,14 @@ class Compactor:
                         policy=policy,
                         floor=floor,
                         codec=self.settings.full_codec,
-                        reconstruct=read_back(meta, upscaler, encoding, rebuilt.append),
+                        reconstruct=read_back(meta, upscaler, encoding, rebuilt.__setitem__),
                         model=model,
+                        sample_read=sample_read(meta, upscaler, encoding),
                     )
             except Exception as exc:  # scoring reports on the upload; it never loses it
                 log.exception("scoring %s failed; keeping the x4 copy unscored", meta.id)
                 return _unscored(meta, x4, model, f"scoring failed: {type(exc).__name__}")
-            return _Scored(decision, rebuilt[0] if rebuilt else None)
+            return _Scored(decision, rebuilt.get(decision.data))
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
