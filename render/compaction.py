@@ -199,7 +199,11 @@ class Compactor:
         decision = scored.decision
         full_size = decision.representation != "x4"
         ingested = ImageMeta.from_metadata(dict(upload.metadata))
-        moved = decision.representation != ingested.representation
+        # a lower-quality x4 copy (``smallest``) moves the ledger's share as a full-size one does
+        moved = (
+            decision.representation != ingested.representation
+            or len(decision.data) != ingested.stored_bytes
+        )
         kept = meta.model_copy(
             update={
                 "stored_width": meta.width if full_size else meta.stored_width,
