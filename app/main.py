@@ -121,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image_service = ImageService(settings, store, cache, renderer, active, ledger, compactions)
         app.state.image_service = image_service
         await compactions.start()
+        if image_service.tiering is not None:
+            await image_service.tiering.start()
         await image_service.dependencies.start()
         flusher = CostFlusher(
             ledger,
@@ -143,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await flusher.stop()
             await active.stop()
+            if image_service.tiering is not None:
+                await image_service.tiering.stop()
             await compactions.close()
             await image_service.dependencies.stop()
             await renderer.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -19,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.durations import parse_duration
 from imaging.formats import PILLOW_MAX_PIXELS, FullCodecName, StoredCodecName
 from models import SHIPPED_WEIGHTS_DIR
 from policy.receipts import Floor, StoragePolicy
@@ -282,6 +284,28 @@ class Settings(BaseSettings):
         description="metric:value (psnr:<dB> or ssim:<0..1>) a served image must meet against"
         " its upload under the guarded and smallest policies.",
     )
+    tiering: bool = Field(
+        False,
+        description="on: keep each upload as it came while it is read, and compact it by"
+        " SRSTORE_COLD_POLICY once unread for SRSTORE_COMPACT_AFTER_IDLE (see README).",
+    )
+    cold_policy: StoragePolicy = Field(
+        "downscale",
+        description="Tiering: what an idle image is compacted to (downscale: the x4 copy).",
+    )
+    cold_floor: str | None = Field(
+        None,
+        description="Tiering: the floor of SRSTORE_COLD_POLICY (SRSTORE_QUALITY_FLOOR if unset).",
+    )
+    compact_after_idle: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        7 * 86_400,
+        description="Tiering: unread this long, an image is compacted (seconds, or 30m, 12h, 7d).",
+    )
+    access_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Tiering: how often a process writes the reads it saw to the ledger.",
+    )
     full_codec: FullCodecName = Field(
         "avif", description="Codec of a full-size copy kept when the x4 copy fails the floor."
     )
@@ -403,6 +427,13 @@ class Settings(BaseSettings):
         Floor.parse(value)
         return value
 
+    @field_validator("cold_floor")
+    @classmethod
+    def _cold_floor_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            Floor.parse(value)
+        return value
+
     @field_validator("url_signing_key", mode="before")
     @classmethod
     def _no_blank_or_short_signing_key(cls, value: object) -> object:
@@ -467,6 +498,11 @@ class Settings(BaseSettings):
     @cached_property
     def floor(self) -> Floor:
         return Floor.parse(self.quality_floor)
+
+    @cached_property
+    def cold(self) -> Floor:
+        """The floor tiering compacts an idle image to."""
+        return Floor.parse(self.cold_floor) if self.cold_floor else self.floor
 
     @cached_property
     def ttl_by_size(self) -> TtlBySize:

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policy.choose import Candidate, Decision, Reconstruct, score
+    from policy.choose import Candidate, Decision, Reconstruct, SampleRead, score
     from policy.receipts import (
         NO_MODEL,
         REPRESENTATIONS,
@@ -31,6 +31,7 @@ _HOMES = {
     "Candidate": "policy.choose",
     "Decision": "policy.choose",
     "Reconstruct": "policy.choose",
+    "SampleRead": "policy.choose",
     "score": "policy.choose",
     "NO_MODEL": "policy.receipts",
     "REPRESENTATIONS": "policy.receipts",
@@ -58,6 +59,7 @@ __all__ = [
     "ReceiptState",
     "Reconstruct",
     "Representation",
+    "SampleRead",
     "Score",
     "StoragePolicy",
     "score",

@@ -3,20 +3,31 @@
 Every candidate is scored as a read would serve it: ``reconstruct`` is the service's own read
 path (the active model, its tiles and chroma path, the default output encoding), so a receipt
 is the quality of what ``GET`` returns, not of an approximation of it.
+
+Scoring is kept cheap. The upload's luma and its half of the SSIM windows are computed once
+(``imaging.quality.Reference``), and an image over 2.5 MP is scored on a fixed sample of
+tiles. A codec quality is searched from a prediction (two probes, then the secant between
+the nearest passing and failing ones) down to the floor, not bisected blindly. Given
+``sample_read`` (the read path of an image of another size), a large upload's candidates are
+first tried on a mosaic of its sampled tiles (about a tenth of its pixels), and only the
+candidates those trials favour are read at full size: a receipt is always the score of the
+full-size read of what is kept.
 """
 
 from __future__ import annotations
 
+import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from PIL import Image
 
-from imaging import FullCodecName, encode_full
-from imaging.quality import luma_psnr, luma_ssim
+from imaging import FullCodecName, decode_stored, downscale, encodable, encode_full
+from imaging.quality import Reference, mosaic_boxes, tile_mosaic
 from policy.receipts import (
     Floor,
-    Metric,
     Receipt,
     Representation,
     Score,
@@ -25,8 +36,22 @@ from policy.receipts import (
 
 Reconstruct = Callable[[bytes, Representation], Image.Image]
 """The default read of bytes stored as a representation, decoded as a client decodes it."""
+SampleRead = Callable[[int, int], Reconstruct]
+"""The same read path for an image of another width and height (a mosaic of sampled tiles)."""
 
 LOWEST_QUALITY = 5  # the codec quality search runs over LOWEST_QUALITY..100
+FIRST_PROBES = (30, 70)  # the two qualities a search starts from
+FULL_SIZE_READS = 3  # at most this many full-size reads check a quality found on the mosaic
+# Lower-quality x4 copies ``smallest`` also weighs: a rate-distortion study of the held-out
+# photos found the default (WebP q90) past the knee of its curve.
+X4_OPTIONS: tuple[tuple[FullCodecName, int], ...] = (
+    ("webp", 70),
+    ("webp", 80),
+    ("avif", 55),
+    ("avif", 70),
+    ("avif", 85),
+)
+FULL_SIZE_OPTIONS: tuple[FullCodecName, ...] = ("avif", "webp")  # what ``smallest`` searches
 
 
 @dataclass(frozen=True)
@@ -34,7 +59,8 @@ class Candidate:
     representation: Representation
     data: bytes
     score: Score
-    quality: int | None = None
+    quality: int | None = None  # the codec quality of a copy ``choose`` encoded
+    codec: FullCodecName | None = None  # the codec of an x4 copy ``choose`` encoded
 
 
 @dataclass(frozen=True)
@@ -45,15 +71,10 @@ class Decision:
 
 
 def score(reference: Image.Image, served: Image.Image) -> Score:
-    """Y-PSNR and SSIM over the whole served image: a floor promises every pixel, so unlike
-    the trainer's protocol no border is shaved."""
-    return Score(psnr=luma_psnr(served, reference, 0), ssim=luma_ssim(served, reference, 0))
-
-
-def _measure(metric: Metric, reference: Image.Image, served: Image.Image) -> float:
-    if metric == "psnr":
-        return luma_psnr(served, reference, 0)
-    return luma_ssim(served, reference, 0)
+    """Y-PSNR and SSIM of a served image: a floor promises every pixel, so unlike the
+    trainer's protocol no border is shaved (see ``Reference`` for the sample of tiles)."""
+    psnr, ssim = Reference(reference).score(served)
+    return Score(psnr=psnr, ssim=ssim)
 
 
 def choose(
@@ -66,52 +87,338 @@ def choose(
     codec: FullCodecName,
     reconstruct: Reconstruct,
     model: str,
+    sample_read: SampleRead | None = None,
 ) -> Decision:
     """``downscale`` keeps the x4 copy; ``guarded`` keeps it unless it fails the floor, then
-    the fewest bytes that meet it; ``smallest`` the fewest bytes that meet the floor, the x4
-    copy included. The original always qualifies, so neither stores more than the upload, and
-    ``smallest`` never stores more than ``guarded``: it picks from a superset. ``full`` keeps
-    the full-size copy in ``codec`` at the lowest quality that meets the floor (the original
-    when none does); ``original`` keeps the upload as it came, unscored: a plain read serves
-    its very bytes, so there is nothing to score."""
+    the fewest bytes that meet it (a full-size copy in ``codec`` or the original);
+    ``smallest`` the fewest bytes that meet the floor among the x4 copy, lower-quality x4
+    copies (``X4_OPTIONS``), full-size AVIF and WebP, and the original. The original always
+    qualifies, so neither stores more than the upload. ``full`` keeps the full-size copy in
+    ``codec`` at the lowest quality that meets the floor (the original when none does);
+    ``original`` keeps the upload as it came, unscored: a plain read serves its very bytes,
+    so there is nothing to score."""
     if policy == "original":
         return _as_uploaded(original, policy, floor, model)
+    trials = _Trials(image, reconstruct, sample_read, floor)
     if policy == "full":
-        full = _lowest_passing_quality(image, codec, floor, reconstruct)
+        full = trials.lowest_passing(codec)
         if full is None:
             return _as_uploaded(original, policy, floor, model)
         return _decision(full, None, policy, floor, model)
-    reduced = Candidate("x4", x4, score(image, reconstruct(x4, "x4")))
-    if policy == "downscale" or (policy == "guarded" and floor.met_by(reduced.score)):
+    if policy == "smallest":
+        kept, reduced = trials.smallest(x4, original)
+        return _decision(kept, reduced, policy, floor, model)
+    reduced = trials.full_size_read("x4", x4)
+    if policy == "downscale" or floor.met_by(reduced.score):
         return _decision(reduced, reduced, policy, floor, model)
-    passing = [reduced] if floor.met_by(reduced.score) else []
-    full = _lowest_passing_quality(image, codec, floor, reconstruct)
-    if full is not None:
-        passing.append(full)
-    kept = Candidate("original", original, score(image, reconstruct(original, "original")))
-    passing.append(kept)
-    return _decision(min(passing, key=lambda c: len(c.data)), reduced, policy, floor, model)
+    full = trials.lowest_passing(codec)
+    if full is not None and len(full.data) < len(original):
+        return _decision(full, reduced, policy, floor, model)
+    return _decision(trials.full_size_read("original", original), reduced, policy, floor, model)
 
 
-def _lowest_passing_quality(
-    image: Image.Image, codec: FullCodecName, floor: Floor, reconstruct: Reconstruct
-) -> Candidate | None:
-    """Binary search of the codec quality: the lowest one found whose read meets the floor
-    (quality is close to, not strictly, monotonic in it; every kept value was measured)."""
-    low, high = LOWEST_QUALITY, 100
-    best: tuple[int, bytes, Image.Image] | None = None
-    while low <= high:
-        quality = (low + high) // 2
-        data = encode_full(image, codec, quality)
-        served = reconstruct(data, codec)
-        if _measure(floor.metric, image, served) >= floor.value:
-            best, high = (quality, data, served), quality - 1
+class _Trials:
+    """The candidates of one upload, encoded and scored at most once each.
+
+    ``full_size_read`` scores the read of the upload itself: what a receipt records. ``trial``
+    estimates it: on the mosaic of sampled tiles when there is one, else by that same read.
+    """
+
+    def __init__(
+        self,
+        image: Image.Image,
+        reconstruct: Reconstruct,
+        sample_read: SampleRead | None,
+        floor: Floor,
+    ) -> None:
+        self.image = image
+        self.reconstruct = reconstruct
+        self.floor = floor
+        self.reference = Reference(image)
+        self._reads: dict[bytes, Candidate] = {}
+        self._copies: dict[tuple[FullCodecName, int], bytes] = {}
+        self._levels: dict[FullCodecName, dict[int, float]] = {}  # trials by codec, quality
+        self._trials: dict[tuple[Representation, FullCodecName | None, int | None], float] = {}
+        self.sample_read = sample_read
+
+    @cached_property
+    def _mosaic(self) -> Mosaic | None:
+        """Built on the first trial: ``downscale`` and a passing ``guarded`` make none."""
+        if self.sample_read is None or self.reference.whole:
+            return None
+        return Mosaic(self.image, self.reference, self.sample_read)
+
+    @cached_property
+    def low_res(self) -> Image.Image:
+        return downscale(self.image)
+
+    def metric(self, candidate: Candidate) -> float:
+        return float(getattr(candidate.score, self.floor.metric))
+
+    def full_size_read(
+        self,
+        representation: Representation,
+        data: bytes,
+        quality: int | None = None,
+        codec: FullCodecName | None = None,
+    ) -> Candidate:
+        if data not in self._reads:
+            psnr, ssim = self.reference.score(self.reconstruct(data, representation))
+            self._reads[data] = Candidate(
+                representation, data, Score(psnr=psnr, ssim=ssim), quality, codec
+            )
+        return self._reads[data]
+
+    def full_size_copy(self, codec: FullCodecName, quality: int) -> bytes:
+        if (codec, quality) not in self._copies:
+            self._copies[codec, quality] = encode_full(self.image, codec, quality)
+        return self._copies[codec, quality]
+
+    def x4_copy(self, codec: FullCodecName, quality: int) -> bytes:
+        return encode_full(self.low_res, codec, quality)
+
+    def trial_x4(self, codec: FullCodecName | None, quality: int | None, data: bytes) -> float:
+        """The estimated score of the x4 copy ``data`` (``codec`` None: the upload's own)."""
+        key: tuple[Representation, FullCodecName | None, int | None] = ("x4", codec, quality)
+        if key not in self._trials:
+            if self._mosaic is None:
+                self._trials[key] = self.metric(self.full_size_read("x4", data, quality, codec))
+            else:
+                self._trials[key] = self._mosaic.x4(data, self.floor)
+        return self._trials[key]
+
+    def trial_full_size(self, codec: FullCodecName, quality: int) -> float:
+        key: tuple[Representation, FullCodecName | None, int | None] = (codec, None, quality)
+        if key not in self._trials:
+            if self._mosaic is None:
+                data = self.full_size_copy(codec, quality)
+                self._trials[key] = self.metric(self.full_size_read(codec, data, quality))
+            else:
+                self._trials[key] = self._mosaic.full_size(codec, quality, self.floor)
+        return self._trials[key]
+
+    def _lowest_trial(self, codec: FullCodecName, target: float) -> int | None:
+        known = self._levels.setdefault(codec, {})
+        return _lowest_quality(lambda q: self.trial_full_size(codec, q), target, known)
+
+    def lowest_passing(self, codec: FullCodecName) -> Candidate | None:
+        """The full-size copy in ``codec`` at the lowest quality whose read meets the floor.
+
+        The quality is found on the trials, then read at full size; the difference between
+        that read and its trial corrects the next prediction (a mosaic's codec sees a little
+        less context than the whole image's), until a passing quality is one step above a
+        failing one, or ``FULL_SIZE_READS`` reads were made. Quality is close to, not strictly,
+        monotonic in it; every kept value was measured.
+        """
+        if not encodable(codec, *self.image.size):
+            return None
+        offset = 0.0
+        quality = self._lowest_trial(codec, self.floor.value)
+        read: dict[int, Candidate] = {}
+        for _ in range(FULL_SIZE_READS):
+            if quality is None or quality in read:
+                break
+            data = self.full_size_copy(codec, quality)
+            read[quality] = found = self.full_size_read(codec, data, quality)
+            offset = self.metric(found) - self.trial_full_size(codec, quality)
+            passes = self.floor.met_by(found.score)
+            target = self.floor.value - offset
+            quality = self._lowest_trial(codec, target)
+            if passes and (quality is None or quality >= min(read)):
+                break  # the corrected prediction puts the floor just under this quality
+            if not passes and (quality is None or quality <= max(read)):
+                quality = max(read) + 1 if max(read) < 100 else None
+        passing = [c for q, c in sorted(read.items()) if self.floor.met_by(c.score)]
+        return passing[0] if passing else None
+
+    def smallest(self, x4: bytes, original: bytes) -> tuple[Candidate, Candidate | None]:
+        """The fewest bytes that meet the floor, and the upload's x4 copy when it was read.
+
+        The cheapest x4 copy whose trial passes stands for them all; a full-size codec is
+        searched only when its lowest quality can undercut it and what came before (WebP,
+        after AVIF, only when it meets the floor within AVIF's bytes).
+        Candidates are then read at full size, fewest (estimated) bytes first: the first
+        that meets the floor is kept unless a read one has fewer bytes than the next
+        estimate; the original is always the last resort.
+        """
+        copies: list[tuple[bytes, FullCodecName | None, int | None]] = [(x4, None, None)]
+        for option, level in X4_OPTIONS:
+            if encodable(option, *self.low_res.size):
+                copies.append((self.x4_copy(option, level), option, level))
+        ranked: list[tuple[int, Callable[[], Candidate | None]]] = []
+        cheapest = self._cheapest_passing_x4([c for c in copies if len(c[0]) < len(original)])
+        if cheapest is not None:
+            ranked.append((len(cheapest[0]), _x4_reader(self, *cheapest)))
+        bound = min([len(original)] + [size for size, _ in ranked])
+        for index, codec in enumerate(FULL_SIZE_OPTIONS):
+            if not encodable(codec, *self.image.size) or self._least_bytes(codec) >= bound:
+                continue
+            if index and not self._fits_and_passes(codec, bound):
+                continue  # searched only when it can meet the floor in fewer bytes
+            estimate = self._estimated_bytes(codec)
+            ranked.append((estimate, _full_size_reader(self, codec)))
+            bound = min(bound, estimate)
+        best: Candidate | None = None
+        for estimate, read in sorted(ranked, key=lambda r: r[0]):
+            if best is not None and estimate >= len(best.data):
+                break
+            found = read()
+            if (
+                found is not None
+                and self.floor.met_by(found.score)
+                and len(found.data) < len(best.data if best else original)
+            ):
+                best = found
+        kept = best or self.full_size_read("original", original)
+        return kept, self._reads.get(x4)
+
+    def _cheapest_passing_x4(
+        self, copies: list[tuple[bytes, FullCodecName | None, int | None]]
+    ) -> tuple[bytes, FullCodecName | None, int | None] | None:
+        """The x4 copy with the fewest bytes whose trial passes, taking the score to grow
+        with the bytes: the cheapest first (a photo's usually passes), then the dearest
+        (none passes when it fails), then halving between them."""
+        ordered = sorted(copies, key=lambda c: len(c[0]))
+        if not ordered:
+            return None
+
+        def passes(index: int) -> bool:
+            data, codec, quality = ordered[index]
+            return self.trial_x4(codec, quality, data) >= self.floor.value
+
+        if passes(0):
+            return ordered[0]
+        failing, passing = 0, len(ordered) - 1
+        if not passes(passing):
+            return None
+        while passing - failing > 1:
+            middle = (failing + passing) // 2
+            if passes(middle):
+                passing = middle
+            else:
+                failing = middle
+        return ordered[passing]
+
+    def _fits_and_passes(self, codec: FullCodecName, bound: int) -> bool:
+        """Whether the trial of ``codec`` at the highest quality whose (estimated) bytes stay
+        under ``bound`` meets the floor: bytes grow with quality, so when it fails no
+        quality of ``codec`` can undercut ``bound``. Costs encodes, and one trial."""
+        low, high, fitting = LOWEST_QUALITY, 100, None
+        while low <= high:
+            quality = (low + high) // 2
+            if self._bytes_at(codec, quality) < bound:
+                fitting, low = quality, quality + 1
+            else:
+                high = quality - 1
+        return fitting is not None and self.trial_full_size(codec, fitting) >= self.floor.value
+
+    def _bytes_at(self, codec: FullCodecName, quality: int) -> int:
+        if self._mosaic is None:
+            return len(self.full_size_copy(codec, quality))
+        return self._mosaic.estimated_bytes(codec, quality)
+
+    def _least_bytes(self, codec: FullCodecName) -> int:
+        """The bytes of the lowest quality: no quality of ``codec`` can do with fewer."""
+        return self._bytes_at(codec, LOWEST_QUALITY)
+
+    def _estimated_bytes(self, codec: FullCodecName) -> int:
+        quality = self._lowest_trial(codec, self.floor.value)
+        if quality is None:
+            return 2**62  # read last: the original comes first
+        return self._bytes_at(codec, quality)
+
+
+def _x4_reader(
+    trials: _Trials, data: bytes, codec: FullCodecName | None, quality: int | None
+) -> Callable[[], Candidate | None]:
+    return lambda: trials.full_size_read("x4", data, quality, codec)
+
+
+def _full_size_reader(trials: _Trials, codec: FullCodecName) -> Callable[[], Candidate | None]:
+    return lambda: trials.lowest_passing(codec)
+
+
+class Mosaic:
+    """The sampled tiles of a large upload side by side, read through the same path: each
+    trial costs about a tenth of a full-size read. An x4 copy is tried on its own decoded
+    pixels (cut from the whole copy, stored losslessly), so only the network's context at
+    the tiles' edges differs; a full-size codec encodes the mosaic itself."""
+
+    def __init__(self, image: Image.Image, reference: Reference, sample_read: SampleRead):
+        self.image = tile_mosaic(image, reference.boxes)
+        self.reference = Reference(self.image, mosaic_boxes(reference.boxes))
+        self.read = sample_read(*self.image.size)
+        self.boxes = reference.boxes
+        self.scale = image.width * image.height / (self.image.width * self.image.height)
+        self._bytes: dict[tuple[FullCodecName, int], int] = {}
+
+    def metric(self, served: Image.Image, floor: Floor) -> float:
+        psnr, ssim = self.reference.score(served)
+        return psnr if floor.metric == "psnr" else ssim
+
+    def x4(self, data: bytes, floor: Floor) -> float:
+        low_res = tile_mosaic(decode_stored(data), self.boxes, scale=4)
+        buffer = io.BytesIO()
+        low_res.save(buffer, "PNG", compress_level=1)
+        return self.metric(self.read(buffer.getvalue(), "x4"), floor)
+
+    def full_size(self, codec: FullCodecName, quality: int, floor: Floor) -> float:
+        data = encode_full(self.image, codec, quality)
+        self._bytes[codec, quality] = len(data)
+        return self.metric(self.read(data, codec), floor)
+
+    def estimated_bytes(self, codec: FullCodecName, quality: int) -> int:
+        if (codec, quality) not in self._bytes:
+            self._bytes[codec, quality] = len(encode_full(self.image, codec, quality))
+        return round(self._bytes[codec, quality] * self.scale)
+
+
+def _lowest_quality(
+    measure: Callable[[int], float], target: float, known: dict[int, float]
+) -> int | None:
+    """The lowest quality in LOWEST_QUALITY..100 whose ``measure`` reaches ``target``
+    (assumed to grow with quality), None when 100 does not. It starts from what is
+    ``known`` (the qualities measured so far, which it adds to) or from two probes, then
+    measures the secant's guess between the nearest passing and failing qualities, clamped
+    inside that bracket (halved when a side moved twice running), until they are one step
+    apart."""
+    passed_at = [q for q, value in known.items() if value >= target]
+    failed_at = [q for q, value in known.items() if value < target]
+    failing = max(failed_at, default=LOWEST_QUALITY - 1)  # the bounds: unmeasured ends
+    passing = min(passed_at, default=101)
+    last_side: list[bool] = []
+    queue = [q for q in FIRST_PROBES if q not in known] if len(known) < 2 else []
+    while passing - failing > 1:
+        guess = _next_guess(known, failing, passing, target, last_side) if not queue else None
+        quality = queue.pop(0) if guess is None else guess
+        if quality not in known:
+            known[quality] = measure(quality)
+        passed = known[quality] >= target
+        if passed:
+            passing = min(passing, quality)
         else:
-            low = quality + 1
-    if best is None:
-        return None
-    quality, data, served = best
-    return Candidate(codec, data, score(image, served), quality)
+            failing = max(failing, quality)
+        last_side.append(passed)
+    return passing if passing <= 100 else None
+
+
+def _next_guess(
+    known: dict[int, float], failing: int, passing: int, target: float, sides: list[bool]
+) -> int:
+    inside = range(failing + 1, passing)
+    halve = len(sides) >= 2 and sides[-1] == sides[-2]
+    points = sorted(known.items())
+    below = [p for p in points if p[0] <= failing]
+    above = [p for p in points if p[0] >= passing]
+    pair = (below[-1:] + above[:1]) if below and above else (below[-2:] or above[:2])
+    if halve or len(pair) < 2 or pair[1][1] == pair[0][1]:
+        return (failing + passing) // 2
+    (q0, v0), (q1, v1) = pair
+    estimate = q0 + (target - v0) * (q1 - q0) / (v1 - v0)
+    if not math.isfinite(estimate):  # an identical read (PSNR infinite) has no secant
+        return (failing + passing) // 2
+    guess = math.ceil(estimate)
+    return min(max(guess, inside.start), inside.stop - 1)
 
 
 def _as_uploaded(original: bytes, policy: StoragePolicy, floor: Floor, model: str) -> Decision:
@@ -134,6 +441,7 @@ def _decision(
         floor=str(floor),
         representation=kept.representation,
         quality=kept.quality,
+        codec=kept.codec,
         stored_bytes=len(kept.data),
         model=model,
         psnr=kept.score.psnr,

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from imaging import FullCodecName
+
 Representation = Literal["x4", "avif", "webp", "original"]
 """How an image is kept: the 4x-reduced copy rebuilt by the network on read (``x4``), the
 full-size image re-encoded with a lossy codec (``avif``, ``webp``), or the uploaded bytes."""
@@ -80,7 +82,8 @@ class Receipt(BaseModel):
     policy: StoragePolicy
     floor: str
     representation: Representation
-    quality: int | None = None  # the codec quality of a full-size avif/webp copy
+    quality: int | None = None  # the codec quality of a copy scoring encoded (full-size or x4)
+    codec: FullCodecName | None = None  # the codec of an x4 copy scoring encoded (``smallest``)
     stored_bytes: int
     model: str  # the version that rebuilt the x4 copy for scoring (its score: psnr/ssim or x4)
     psnr: float | None = None

@@ -44,7 +44,7 @@ from policy import Decision, Floor, Receipt
 from policy.choose import choose as choose_representation
 from render import costs, metrics
 from render.images import ImageMeta, object_key
-from render.inference import UpscalerPool, read_back
+from render.inference import UpscalerPool, read_back, sample_read
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -198,6 +198,12 @@ class Compactor:
                 scored = await self._score(meta, stored.data, upload.data, model)
         decision = scored.decision
         full_size = decision.representation != "x4"
+        ingested = ImageMeta.from_metadata(dict(upload.metadata))
+        # a lower-quality x4 copy (``smallest``) moves the ledger's share as a full-size one does
+        moved = (
+            decision.representation != ingested.representation
+            or len(decision.data) != ingested.stored_bytes
+        )
         kept = meta.model_copy(
             update={
                 "stored_width": meta.width if full_size else meta.stored_width,
@@ -214,8 +220,8 @@ class Compactor:
                 metrics.CACHE_ENTRY_BYTES.observe(len(scored.rebuilt))
         except ImageDeleted:
             return await self._deleted(image_id)
-        if full_size:
-            await self._move_share(ImageMeta.from_metadata(dict(upload.metadata)), kept)
+        if moved:
+            await self._move_share(ingested, kept)
         metrics.observe_receipt(decision.receipt)
         await self.store.put(object_key(image_id), decision.data, kept.to_metadata())
         if full_size:
@@ -231,7 +237,7 @@ class Compactor:
 
         def run() -> _Scored:
             """CPU counts as the cost ledger's ``compaction`` stage, network passes included."""
-            rebuilt: list[bytes] = []
+            rebuilt: dict[bytes, bytes] = {}  # each x4 copy read at full size: its read
             try:
                 with costs.measured("compaction"), metrics.RECEIPT_SECONDS.labels(policy).time():
                     image = decode_upload(original, PILLOW_MAX_PIXELS).image
@@ -242,13 +248,14 @@ class Compactor:
                         policy=policy,
                         floor=floor,
                         codec=self.settings.full_codec,
-                        reconstruct=read_back(meta, upscaler, encoding, rebuilt.append),
+                        reconstruct=read_back(meta, upscaler, encoding, rebuilt.__setitem__),
                         model=model,
+                        sample_read=sample_read(meta, upscaler, encoding),
                     )
             except Exception as exc:  # scoring reports on the upload; it never loses it
                 log.exception("scoring %s failed; keeping the x4 copy unscored", meta.id)
                 return _unscored(meta, x4, model, f"scoring failed: {type(exc).__name__}")
-            return _Scored(decision, rebuilt[0] if rebuilt else None)
+            return _Scored(decision, rebuilt.get(decision.data))
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
@@ -270,12 +277,14 @@ class Compactor:
         return "deleted"
 
     async def _move_share(self, ingested: ImageMeta, kept: ImageMeta) -> None:
-        """The ledger credited the x4 copy at ingest: debit it once, credit what is kept.
+        """The ledger credited the x4 copy at ingest (or, for an image tiering compacts,
+        the hot copy it kept): debit it once, credit what is kept.
 
         Before the swap, so that a run after a crash (which finds the receipt done) has
         nothing left to count; a crash between the two calls loses one credit."""
+        stage = "ingest" if ingested.representation == "x4" else "cold"
         if await self.ledger.debit_once(
-            f"{kept.id}:ingest",
+            f"{kept.id}:{stage}",
             ingested.original_bytes,
             ingested.stored_bytes,
             ingested.representation,

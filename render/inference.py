@@ -41,7 +41,7 @@ from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscal
 from models.quantizing import INT8_BY_DEFAULT, INT8_PAYS, has_vnni
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
-from policy import Reconstruct, Representation
+from policy import Reconstruct, Representation, SampleRead
 from render import costs, metrics
 from render.admission import RenderSlots
 from render.images import ImageMeta, ImageNotFound, object_key
@@ -261,11 +261,12 @@ def read_back(
     meta: ImageMeta,
     upscaler: Upscaler,
     encoding: OutputEncoding,
-    rebuilt: Callable[[bytes], None] | None = None,
+    rebuilt: Callable[[bytes, bytes], None] | None = None,
 ) -> Reconstruct:
     """What a plain ``GET`` of ``meta``'s image returns for bytes kept as each representation,
-    decoded as a client decodes it: the quality receipt scores this. ``rebuilt`` is handed the
-    encoded read of the x4 copy, which compaction caches so the first read is a hit."""
+    decoded as a client decodes it: the quality receipt scores this. ``rebuilt`` is handed
+    each x4 copy read and its encoded read (``smallest`` may read several), which compaction
+    caches for the copy it keeps, so the first read is a hit."""
     fmt = meta.served_format  # what a read without options or Accept gets
     quality = encoding.quality_of(fmt, None)
     full_size = Geometry.identity(meta.width, meta.height)
@@ -274,13 +275,24 @@ def read_back(
         if representation == "x4":
             data, _ = rebuild(stored, meta, upscaler, fmt, quality, encoding)
             if rebuilt is not None:
-                rebuilt(data)
+                rebuilt(stored, data)
         else:
             kept = meta.model_copy(update={"representation": representation})
             data = render_stored_copy(stored, kept, fmt, quality, encoding, full_size)
         return decode_upload(data, PILLOW_MAX_PIXELS).image
 
     return read
+
+
+def sample_read(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -> SampleRead:
+    """``read_back`` for an image of another size with ``meta``'s served format and colour:
+    scoring tries a large upload's candidates on a mosaic of its sampled tiles through it."""
+
+    def sized(width: int, height: int) -> Reconstruct:
+        update = {"width": width, "height": height}
+        return read_back(meta.model_copy(update=update), upscaler, encoding)
+
+    return sized
 
 
 class InferenceEngine:

@@ -161,6 +161,8 @@ async def test_an_upload_past_the_compaction_backlog_is_503_and_nothing_is_store
             second = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
             listed = (await client.get("/v1/images")).json()["images"]
         await compacted(client, first.json()["id"])
+        compactions = app.state.image_service.compactions
+        await until(lambda: compactions.waiting == 0, "the first upload leaving the backlog")
         third = await client.post("/v1/images", content=photo_bytes, headers=jpeg)
 
     assert first.status_code == 201

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import unique_bucket
+from tests.support.compaction import compacted_sync
 from tests.support.metrics import ledger, samples
 from tests.support.process import start_api
 from tests.support.servers import RedisServer, SeaweedServer
@@ -69,8 +70,10 @@ def test_the_ledger_survives_a_restart(
     first = start_api(env)
     try:
         before = ledger(scrape(first.url))
-        upload(first.url, photo_bytes)
-        upload(first.url, photo_bytes)
+        uploaded = [upload(first.url, photo_bytes) for _ in range(2)]
+        with httpx.Client(base_url=first.url) as client:
+            for image_id in uploaded:
+                compacted_sync(client, image_id)
         written = ledger(scrape(first.url))
     finally:
         first.stop()

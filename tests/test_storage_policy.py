@@ -255,6 +255,37 @@ async def test_smallest_keeps_the_x4_copy_when_it_is_the_fewest_bytes_that_meet_
     assert smallest["receipt"]["meets_floor"] is True
 
 
+async def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor_in_fewer_bytes(
+    tmp_path: Path, photo_bytes: bytes
+) -> None:
+    """The floor is what a WebP q70 x4 copy of the photo scores: ``guarded`` keeps the default
+    x4 copy (WebP q90), ``smallest`` one of its cheaper x4 copies, which reads end to end."""
+    q70_settings = costly_options(Settings(data_dir=tmp_path / "q70", stored_quality=70))
+    async with serving(q70_settings) as (_, client):
+        q70 = await upload(client, photo_bytes, "image/jpeg", policy="downscale")
+    floor = f"ssim:{math.floor(q70['receipt']['ssim'] * 1e4) / 1e4}"
+    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (_, client):
+        guarded = await upload(client, photo_bytes, "image/jpeg", policy="guarded", floor=floor)
+        smallest = await upload(client, photo_bytes, "image/jpeg", policy="smallest", floor=floor)
+        served = await client.get(f"/v1/images/{smallest['id']}")
+        stored = await client.get(f"/v1/images/{smallest['id']}/stored")
+        thumbnail = await client.get(f"/v1/images/{smallest['id']}", params={"w": 100})
+
+    receipt = smallest["receipt"]
+    assert guarded["representation"] == smallest["representation"] == "x4"
+    assert smallest["stored_bytes"] <= q70["stored_bytes"] < guarded["stored_bytes"]
+    assert receipt["codec"] in ("webp", "avif") and receipt["quality"] <= 85
+    assert stored.headers["content-type"] == f"image/{receipt['codec']}"
+    assert len(stored.content) == smallest["stored_bytes"]
+    assert decoded(stored.content).size == (smallest["stored_width"], smallest["stored_height"])
+    assert served.headers["x-model-version"] != "none"
+    assert receipt["ssim"] == pytest.approx(
+        ssim_by_definition(decoded(served.content), decoded(photo_bytes)), abs=1e-4
+    )
+    assert receipt["ssim"] >= float(floor.removeprefix("ssim:")) and receipt["meets_floor"]
+    assert decoded(thumbnail.content).width == 100
+
+
 @pytest.mark.parametrize("side", [1, 4, 8, 10])
 async def test_an_image_smaller_than_the_ssim_window_is_still_held_to_the_floor(
     embedded_settings: Settings, side: int

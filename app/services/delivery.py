@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -81,6 +82,11 @@ class StoredCopy:
     not_modified: bool = False
 
 
+class _Replaced(Exception):
+    """The stored copy is no longer the one its metadata (remembered) describes: tiering
+    compacted a hot image meanwhile. The read is planned again from the store."""
+
+
 def pending(meta: ImageMeta) -> bool:
     return meta.receipt is not None and meta.receipt.state == "pending"
 
@@ -107,8 +113,11 @@ class Delivery:
         models: ModelSource,
         cpu: CpuPool,
         renditions: RenditionBudget,
+        reads: Callable[[str], None] | None = None,
     ) -> None:
+        """``reads`` is told of every read of a full-size copy (tiering's access tracker)."""
         self.settings = settings
+        self.reads = reads
         self.store = store
         self.cache = cache
         self.renderer = renderer
@@ -189,6 +198,7 @@ class Delivery:
 
         The ETag names the representation: compaction may replace the stored copy."""
         meta = await self.cached_meta(image_id, owner)
+        self._read(meta)
         etag = _stored_etag(meta)
         if not_modified(preconditions, etag, meta.created_at):
             return StoredCopy(b"", "", etag, meta.created_at, not_modified=True)
@@ -215,11 +225,33 @@ class Delivery:
         process: no model runs and no worker is asked. A miss is admitted first: a new
         rendition against the image's quota (unsigned URLs), its CPU cost against the
         process's and ``client``'s share. With ``render`` false (a HEAD) a miss is answered
-        from the plan, without rendering.
+        from the plan, without rendering. A read that finds the stored copy replaced since
+        its metadata was remembered (tiering compacted it) is planned again from the store.
         """
         object_key(image_id)
         check_access(image_id, request, self.settings)
-        meta = await self._meta_for_read(image_id, preconditions, owner)
+        try:
+            meta = await self._meta_for_read(image_id, preconditions, owner)
+            return await self._fetch(meta, request, preconditions, client, render)
+        except _Replaced:
+            self.forget(image_id)
+            meta = owned(self._remember(await self.meta(image_id)), owner)
+            return await self._fetch(meta, request, preconditions, client, render)
+
+    def _read(self, meta: ImageMeta) -> None:
+        if self.reads is not None and meta.representation != "x4":
+            self.reads(meta.id)
+
+    async def _fetch(
+        self,
+        meta: ImageMeta,
+        request: RenditionRequest,
+        preconditions: Preconditions,
+        client: str,
+        render: bool,
+    ) -> Rendition:
+        image_id = meta.id
+        self._read(meta)
         rebuilt = meta.representation == "x4"  # a full-size copy is served without the network
         plan = plan_rendition(
             image_id,
@@ -252,10 +284,11 @@ class Delivery:
         encoding = self.settings.output_encoding
         if served_as_stored(meta, plan.fmt, key.quality, encoding, plan.geometry):
             # The store serves these bytes as they are: RAM would only hold a second copy.
-            # Only a compacted (final) full-size copy is served so: compaction never
-            # replaces it again.
+            # Only a compacted full-size copy is served so; if tiering has compacted it
+            # since (the bytes are the x4 copy now), the read is planned again.
+            as_stored = await self._stored_bytes(meta)
             render_metrics.RENDITIONS.labels("as_stored").inc()
-            return rendition(await self._stored_bytes(meta.id), "MISS")
+            return rendition(as_stored, "MISS")
         status: CacheStatus = "MISS"
         try:
             data = await self.cache.get(key)
@@ -279,11 +312,14 @@ class Delivery:
             data = await self._flights.run(str(key), lambda: self.renderer.render(key))
         return rendition(data, status)
 
-    async def _stored_bytes(self, image_id: str) -> bytes:
+    async def _stored_bytes(self, known: ImageMeta) -> bytes:
         try:
-            return (await self.store.get(object_key(image_id))).data
+            stored = await self.store.get(object_key(known.id))
         except ObjectNotFound:
-            raise ImageNotFound(image_id) from None
+            raise ImageNotFound(known.id) from None
+        if ImageMeta.from_metadata(dict(stored.metadata)).representation != known.representation:
+            raise _Replaced(known.id)
+        return stored.data
 
     async def _render_here(self, meta: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
         """A model render in this process, admitted by its cost like any CPU work."""
@@ -307,6 +343,8 @@ class Delivery:
             except ObjectNotFound:
                 raise ImageNotFound(known.id) from None
             meta = ImageMeta.from_metadata(dict(stored.metadata))
+            if known.representation != "x4" and meta.representation == "x4":
+                raise _Replaced(known.id)  # tiering compacted it: the plan needs the model
             data = await self.cpu.call(
                 client, lambda: self._downscale_stored(stored.data, meta, plan)
             )

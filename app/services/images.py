@@ -33,6 +33,7 @@ from app.services.dependencies import DependencyMonitor
 from app.services.ingest import Ingest, ModelSource, new_image_id
 from app.services.renditions import RenditionBudget, RenditionRequest, etag_of
 from app.services.singleflight import SingleFlight
+from app.services.tiering import HOT_POLICY, Tiering
 from app.services.work import CpuPool
 from cache import HRCache
 from config.settings import Settings
@@ -131,8 +132,20 @@ class ImageService:
             settings.decode_wait_seconds,
         )
         self.ingest = Ingest(settings, store, ledger, models, self.decoding, compactions)
+        self.tiering = (
+            Tiering(settings, store, cache, ledger, compactions, models)
+            if settings.tiering
+            else None
+        )
         self.delivery = Delivery(
-            settings, store, cache, renderer, models, self.cpu, self.renditions
+            settings,
+            store,
+            cache,
+            renderer,
+            models,
+            self.cpu,
+            self.renditions,
+            reads=self.tiering.read if self.tiering is not None else None,
         )
 
     async def upload(
@@ -142,8 +155,15 @@ class ImageService:
         floor: Floor | None = None,
         tenant: str = DEFAULT_TENANT,
     ) -> ImageMeta:
-        """See :meth:`Ingest.upload`: stored, then answered; compacted in the background."""
-        return await self.ingest.upload(data, policy, floor, tenant)
+        """See :meth:`Ingest.upload`: stored, then answered; compacted in the background.
+
+        Under tiering an upload without an explicit policy is kept as it came while it is read
+        (see :mod:`app.services.tiering`)."""
+        tiered = self.tiering is not None and policy is None
+        meta = await self.ingest.upload(data, HOT_POLICY if tiered else policy, floor, tenant)
+        if tiered and self.tiering is not None:
+            await self.tiering.uploaded(meta.id)
+        return meta
 
     async def meta(self, image_id: str) -> ImageMeta:
         return await self.delivery.meta(image_id)
