@@ -220,3 +220,23 @@ def test_the_idle_time_reads_as_people_write_it() -> None:
         Settings(compact_after_idle="soon")
     with pytest.raises(ValidationError):
         Settings(cold_floor="ssim:2")
+
+
+async def test_a_read_ledger_entry_that_is_no_image_id_is_forgotten_and_the_sweep_goes_on(
+    hot: tuple[FastAPI, httpx.AsyncClient], photo_bytes: bytes
+) -> None:
+    """The read ledger may be shared (one Redis for several fleets): a name that is not an
+    image id never stops the sweep of the images that are."""
+    app, client = hot
+    clock = Clock()
+    tiering = tiering_of(app, clock)
+    meta = await upload(client, photo_bytes)
+    await tiering.ledger.touch({"not-an-image-id": clock.now})
+
+    clock.now += IDLE + 1
+    handed = await tiering.sweep()
+    cold = await compacted(client, meta["id"])
+
+    assert handed == 1
+    assert cold["representation"] == "x4"
+    assert "not-an-image-id" not in await tiering.ledger.idle(clock.now, 1000)

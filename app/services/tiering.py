@@ -33,7 +33,7 @@ from ledger import Ledger, LedgerUnavailable
 from policy import Receipt, StoragePolicy
 from render import costs
 from render.compaction import meta_cache_key, pending_key
-from render.images import ImageMeta, object_key
+from render.images import ImageMeta, InvalidImageId, object_key
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ class Tiering:
         meanwhile (then what this wrote is deleted again: nothing deleted is written back)."""
         try:
             stored = await self.store.get(object_key(image_id))
+        except InvalidImageId:
+            log.warning("tiering: %r in the read ledger is not an image id; forgotten", image_id)
+            return False
         except ObjectNotFound:
             return False
         hot = ImageMeta.from_metadata(dict(stored.metadata))
