@@ -29,7 +29,7 @@ from app.services.delivery import Renderer
 from app.services.images import ImageService
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
-from cache import make_cache
+from cache import make_cache, make_leases
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from keyspace import LEGACY_NAMES, adopt_legacy_names, connect
@@ -111,7 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             renderer = local
             active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
             compactor = Compactor(
-                settings, store, cache, ledger, engine.models, settings.compaction_threads
+                settings,
+                store,
+                cache,
+                ledger,
+                engine.models,
+                make_leases(settings),
+                settings.compaction_threads,
             )
             compactions = BackgroundCompactions(settings, compactor, store, active, slots)
         await active.start()

@@ -183,6 +183,14 @@ class Settings(BaseSettings):
         description="How often the store is searched for pending compactions (after a restart, a"
         " lost job, or a dependency outage).",
     )
+    compaction_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="With Redis: how long a process's claim on one compaction lasts unrenewed"
+        " (it renews it every third of that while it works); a claimer that died leaves the"
+        " compaction to another after at most this long. Without Redis the claim is a file"
+        " lock, free the moment its process ends.",
+    )
     worker_metrics_port: int = Field(
         9100, ge=0, le=65535, description="Port of a worker's /metrics (0: none)."
     )

@@ -261,6 +261,7 @@ class Delivery:
             request,
             self.models.label if rebuilt else NO_MODEL,
             self.settings,
+            meta.source,
         )
         key = plan.key
 
@@ -363,6 +364,5 @@ class Delivery:
 
 
 def _stored_etag(meta: ImageMeta) -> str:
-    """A full-size copy kept by compaction is another stored copy than the x4 one."""
-    kept = "" if meta.representation == "x4" else f":{meta.representation}"
-    return etag_of(f"stored:{meta.id}:{meta.created_at.isoformat()}{kept}")
+    """Compaction may replace the stored copy: the ETag names the copy."""
+    return etag_of(f"stored:{meta.id}:{meta.created_at.isoformat()}:{meta.source}")
