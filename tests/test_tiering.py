@@ -89,6 +89,30 @@ async def test_a_hot_image_is_served_as_uploaded_with_no_model_run_and_no_decode
     assert renditions("as_stored") == as_stored + 1
 
 
+async def test_a_hot_upload_is_its_own_bytes_from_the_first_read_with_no_model_run(
+    hot: tuple[FastAPI, httpx.AsyncClient], photo_bytes: bytes
+) -> None:
+    """No x4 copy stands in while a compaction runs: there is none to run, so a read straight
+    after the 201 (the replayed trace's first reads) never needs the model."""
+    app, client = hot
+    tiering_of(app, Clock())
+    model_runs = renditions("model")
+
+    response = await client.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    image_id = response.json()["id"]
+    reads = [await client.get(f"/v1/images/{image_id}") for _ in range(3)]
+    thumbnail = await client.get(f"/v1/images/{image_id}", params={"w": "100"})
+
+    assert response.status_code == 201
+    assert response.json()["receipt"]["state"] == "done"
+    assert await keys(app.state.image_service.store, image_id) == [object_key(image_id)]
+    assert [read.content for read in reads] == [photo_bytes] * 3
+    assert thumbnail.status_code == 200 and size(thumbnail.content)[0] == 100
+    assert renditions("model") == model_runs
+
+
 async def test_an_image_unread_for_the_idle_time_is_compacted_to_x4_then_served_by_the_model(
     hot: tuple[FastAPI, httpx.AsyncClient], photo_bytes: bytes
 ) -> None:
