@@ -173,6 +173,7 @@ class Ingest:
             content_type=decoded.content_type,
             original_bytes=len(data),
             stored_bytes=len(data),
+            stored_digest=stored_digest(data),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
             greyscale=decoded.greyscale,
