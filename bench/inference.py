@@ -333,7 +333,11 @@ def tile_rows() -> tuple[list[list[str]], list[list[str]], list[str]]:
         output_mp = width * height * SCALE**2 / 1e6
         row = [label]
         for tile in TILE_SIZES:
-            cpu = per_tile_cpu.get((tile, "compiled", 4), per_tile_cpu[(tile, "eager", 4)])
+            cpu = min(
+                per_tile_cpu.get((tile, form, batch), math.inf)
+                for form in ("eager", "compiled")
+                for batch in (1, 4)
+            )
             count = math.ceil(width / tile) * math.ceil(height / tile)
             row.append(f"{count} / {output_mp / (count * cpu):.1f}")
         sizes.append(row)
@@ -461,8 +465,8 @@ def tile_report() -> str:
             ),
             "",
             "Stored copies of common uploads, tiles needed / output MP per CPU-second "
-            "(padding to whole tiles included; per-tile CPU at batch 4, compiled where it "
-            "compiled):",
+            "(padding to whole tiles included; each tile size at its cheapest form and "
+            "batch above):",
             "",
             table(["stored copy", *(f"tile {tile}" for tile in TILE_SIZES)], sizes),
             *notes,
@@ -541,7 +545,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variants", action="store_true", help="compare the engine's forms")
     parser.add_argument("--tiles", action="store_true", help="only compare tile sizes")
+    parser.add_argument("--threads", type=int, help="intra-op threads for --tiles")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print("\n".join(describe_machine()))
     print()
     print(tile_report() if args.tiles else report(args.variants))

@@ -86,9 +86,9 @@ def upscale_with_luma(low_res: Image.Image, start_luma: StartLuma) -> Image.Imag
 def upscale_bands(bands: list[Image.Image]) -> list[Image.Image]:
     """Pillow's bicubic upscale of each band, two or three bands in one pass.
 
-    One multi-band resize reads and writes every pixel once for all its bands: 13% less CPU
-    than a resize per band, with the same pixels (each band is filtered on its own). ``La``,
-    not ``LA``: Pillow premultiplies ``LA`` by its alpha before resizing."""
+    One multi-band resize walks the pixels once for all its bands, with the same pixels as a
+    resize per band (each band is filtered on its own) and less CPU (bench/RESULTS.md).
+    ``La``, not ``LA``: Pillow premultiplies ``LA`` by its alpha before resizing."""
     size = (bands[0].width * SCALE, bands[0].height * SCALE)
     merged = Image.merge("La" if len(bands) == 2 else "RGB", bands)
     return list(merged.resize(size, Image.Resampling.BICUBIC).split())
