@@ -22,7 +22,7 @@ from skimage.metrics import structural_similarity
 
 from config.settings import Settings
 from tests.conftest import costly_options, encode, serving
-from tests.support.compaction import compacted
+from tests.support.compaction import compacted, keys
 from tests.support.metrics import samples
 
 TOKEN = "test-admin-token-123"
@@ -463,14 +463,26 @@ async def test_a_scoring_failure_keeps_the_x4_copy_and_the_receipt_says_so(
     assert values["srstore_receipt_failures_total"] >= 1
 
 
-async def test_original_keeps_the_upload_and_every_plain_read_is_its_very_bytes(
+async def test_original_keeps_the_upload_from_the_first_read_on_with_no_compaction(
     tmp_path: Path, photo_bytes: bytes
 ) -> None:
-    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (_, client):
-        meta = await upload(client, photo_bytes, "image/jpeg", policy="original")
+    """There is nothing to choose: the 201 already says what is kept, no pending upload waits,
+    and a read straight after it is the upload's very bytes (no x4 copy in between)."""
+    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (app, client):
+        response = await client.post(
+            "/v1/images",
+            params={"policy": "original"},
+            content=photo_bytes,
+            headers={"content-type": "image/jpeg"},
+        )
+        meta = response.json()
         served = await client.get(f"/v1/images/{meta['id']}")
+        stored = await keys(app.state.image_service.store, meta["id"])
 
+    assert response.status_code == 201
     assert (meta["representation"], meta["stored_bytes"]) == ("original", len(photo_bytes))
+    assert meta["receipt"]["state"] == "done" and meta["receipt"]["meets_floor"] is True
+    assert stored == [f"images/{meta['id']}"]
     assert served.content == photo_bytes
     assert served.headers["x-model-version"] == "none"
 
