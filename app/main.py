@@ -106,8 +106,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             compactions = QueueCompactions(settings, store, active)
         else:
             engine = InferenceEngine.from_settings(registry, settings)
-            slots = render_slots(settings)
-            local = LocalRenderer(engine, store, cache, slots)
+            backlog = Backlog(fallback_seconds=settings.request_deadline_seconds)
+            slots = render_slots(settings, settings.render_threads, backlog)
+            heavy_slots = render_slots(settings, 1, backlog)
+            local = LocalRenderer(engine, store, cache, slots, heavy_slots)
             renderer = local
             active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
             compactor = Compactor(
@@ -200,14 +202,14 @@ async def say_access(access: Access) -> None:
         log.warning("access: the key store is unavailable: keyed routes answer 503 until it is")
 
 
-def render_slots(settings: Settings) -> RenderSlots:
-    """The embedded default's admission control, on the bounds queue mode uses."""
+def render_slots(settings: Settings, concurrent: int, backlog: Backlog) -> RenderSlots:
+    """The embedded default's admission control for one lane, on the bounds queue mode uses."""
     return RenderSlots(
-        concurrent=settings.render_threads,
+        concurrent=concurrent,
         max_waiting=settings.queue_max_length,
         wait_seconds=settings.request_deadline_seconds,
-        backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
-        per_client=share_of(settings.render_threads, settings.cpu_client_share),
+        backlog=backlog,
+        per_client=share_of(concurrent, settings.cpu_client_share),
     )
 
 

@@ -242,6 +242,13 @@ class Settings(BaseSettings):
         description="Share of the admitted CPU work one client (its address) may hold; more "
         "is refused with 429 client_busy.",
     )
+    heavy_work_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="A rendition estimated to cost more CPU-seconds than this (a large "
+        "enlargement, a big AVIF) runs on a thread of its own at a lower OS priority, so "
+        "thumbnails, ordinary misses and uploads get the cores first.",
+    )
     max_output_pixels: int = Field(
         2**24,
         ge=1,

@@ -32,11 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,12 +47,12 @@ from policy.choose import choose as choose_representation
 from render import costs, metrics
 from render.images import ImageMeta, object_key, stored_digest
 from render.inference import UpscalerPool, read_back, sample_read
+from render.priority import COMPACTION_NICENESS, niced_pool
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 PENDING_PREFIX = "pending/"  # the uploaded bytes of every image whose compaction is unfinished
-COMPACTION_NICENESS = 10  # compaction threads yield the CPU to renders
 # Peak memory added by scoring, per pixel of the upload: 90-108 B/px measured (ESPCN, 1-9 MP,
 # downscale and guarded; bench/RESULTS.md, "Scoring memory"), with a margin.
 SCORING_BYTES_PER_PIXEL = 120
@@ -98,14 +95,6 @@ def plain_read_key(meta: ImageMeta, model: str, settings: Settings) -> CacheKey 
         encoding.settings_tag(fmt),
         meta.source,
     )
-
-
-def _lower_priority() -> None:
-    """Linux schedules threads one by one: a niced compaction thread yields to renders."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPACTION_NICENESS)
-    except (AttributeError, OSError, PermissionError):
-        log.debug("could not lower the compaction thread's priority")
 
 
 def scoring_memory_bytes(width: int, height: int) -> int:
@@ -171,9 +160,7 @@ class Compactor:
         self.cache = cache
         self.ledger = ledger
         self.models = models
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="compact", initializer=_lower_priority
-        )
+        self._pool = niced_pool(threads, "compact", COMPACTION_NICENESS)
         self.memory = ScoringMemory(settings.compaction_memory_bytes)
 
     async def compact(self, image_id: str, model: str) -> Outcome:
