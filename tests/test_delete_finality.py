@@ -7,6 +7,7 @@ after it and writes the rendition into the HR cache; on main every later GET was
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -202,7 +203,8 @@ def test_a_delete_served_by_one_process_is_seen_by_the_other(
 ) -> None:
     """``srstore serve --workers 2`` in the embedded default: each process has its own
     in-process cache; after the DELETE neither serves the image."""
-    api = start_api({"SRSTORE_DATA_DIR": str(tmp_path / "data")}, workers=2)
+    log = tmp_path / "serve.log"
+    api = start_api({"SRSTORE_DATA_DIR": str(tmp_path / "data")}, workers=2, log_path=log)
     try:
         created = httpx.post(
             f"{api.url}/v1/images",
@@ -211,12 +213,13 @@ def test_a_delete_served_by_one_process_is_seen_by_the_other(
             timeout=30,
         )
         assert created.status_code == 201
+        image_id = created.json()["id"]
         with httpx.Client(base_url=api.url, timeout=30) as http:
-            compacted_sync(http, created.json()["id"])
-        image = f"{api.url}/v1/images/{created.json()['id']}"
-        # Fresh connections, so the kernel may hand them to either process. Each process
-        # sweeps pending/ and may compact (and cache) the image itself, so the other process
-        # holds it after at most one MISS of its own.
+            compacted_sync(http, image_id)
+        image = f"{api.url}/v1/images/{image_id}"
+        # Both processes sweep pending/, but only one compacts the image (checked in their
+        # log below), and it cached the read: on fresh connections, which the kernel hands
+        # to either process as it likes, only the other process's first read is a MISS.
         reads = [httpx.get(image, timeout=30) for _ in range(24)]
         assert [read.status_code for read in reads] == [200] * 24
         assert [read.headers["x-cache"] for read in reads].count("MISS") <= 1
@@ -227,6 +230,9 @@ def test_a_delete_served_by_one_process_is_seen_by_the_other(
         assert after == [404] * 12
     finally:
         api.stop()
+    compactions = re.findall(rf"compaction of {image_id}: (\w+)", log.read_text())
+    assert compactions.count("done") == 1, compactions
+    assert set(compactions) <= {"done", "busy", "gone"}, compactions
 
 
 @pytest.mark.slow

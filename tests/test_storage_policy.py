@@ -21,8 +21,9 @@ from pydantic import SecretStr, ValidationError
 from skimage.metrics import structural_similarity
 
 from config.settings import Settings
+from imaging import FullCodecName, encode_full
 from tests.conftest import costly_options, encode, serving
-from tests.support.compaction import compacted
+from tests.support.compaction import compacted, keys
 from tests.support.metrics import samples
 
 TOKEN = "test-admin-token-123"
@@ -286,6 +287,38 @@ async def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor_in_fe
     assert decoded(thumbnail.content).width == 100
 
 
+def fewest_bytes_meeting(image: Image.Image, codec: FullCodecName, floor: float) -> int:
+    """The bytes of the lowest quality of ``codec`` whose decoded copy meets ``floor``."""
+    for quality in range(5, 101):
+        data = encode_full(image, codec, quality)
+        if ssim_by_definition(decoded(data).convert("RGB"), image) >= floor:
+            return len(data)
+    raise AssertionError(f"no quality of {codec} meets ssim:{floor}")
+
+
+async def test_smallest_keeps_a_full_size_webp_copy_when_it_is_the_fewest_bytes_that_meet_the_floor(
+    embedded_settings: Settings,
+) -> None:
+    """Colour noise: nothing of it survives a 4x reduction, so every x4 copy fails the floor,
+    and WebP meets the floor in about a quarter fewer bytes than AVIF (whose container alone
+    costs some 300 bytes at this size); both in far fewer than the PNG upload."""
+    rng = np.random.default_rng(64)
+    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data, floor = encode(noise, "PNG"), 0.97
+    async with serving(costly_options(embedded_settings)) as (_, client):
+        x4 = await upload(client, data, "image/png", policy="downscale")
+        meta = await upload(client, data, "image/png", policy="smallest", floor=f"ssim:{floor}")
+        stored = await client.get(f"/v1/images/{meta['id']}/stored")
+        served = await client.get(f"/v1/images/{meta['id']}")
+
+    assert x4["receipt"]["ssim"] < floor
+    assert meta["representation"] == "webp"
+    assert stored.headers["content-type"] == "image/webp"
+    assert len(stored.content) == meta["stored_bytes"]
+    assert ssim_by_definition(decoded(served.content), noise) >= floor
+    assert meta["stored_bytes"] < fewest_bytes_meeting(noise, "avif", floor) < len(data)
+
+
 @pytest.mark.parametrize("side", [1, 4, 8, 10])
 async def test_an_image_smaller_than_the_ssim_window_is_still_held_to_the_floor(
     embedded_settings: Settings, side: int
@@ -463,14 +496,26 @@ async def test_a_scoring_failure_keeps_the_x4_copy_and_the_receipt_says_so(
     assert values["srstore_receipt_failures_total"] >= 1
 
 
-async def test_original_keeps_the_upload_and_every_plain_read_is_its_very_bytes(
+async def test_original_keeps_the_upload_from_the_first_read_on_with_no_compaction(
     tmp_path: Path, photo_bytes: bytes
 ) -> None:
-    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (_, client):
-        meta = await upload(client, photo_bytes, "image/jpeg", policy="original")
+    """There is nothing to choose: the 201 already says what is kept, no pending upload waits,
+    and a read straight after it is the upload's very bytes (no x4 copy in between)."""
+    async with serving(costly_options(Settings(data_dir=tmp_path / "data"))) as (app, client):
+        response = await client.post(
+            "/v1/images",
+            params={"policy": "original"},
+            content=photo_bytes,
+            headers={"content-type": "image/jpeg"},
+        )
+        meta = response.json()
         served = await client.get(f"/v1/images/{meta['id']}")
+        stored = await keys(app.state.image_service.store, meta["id"])
 
+    assert response.status_code == 201
     assert (meta["representation"], meta["stored_bytes"]) == ("original", len(photo_bytes))
+    assert meta["receipt"]["state"] == "done" and meta["receipt"]["meets_floor"] is True
+    assert stored == [f"images/{meta['id']}"]
     assert served.content == photo_bytes
     assert served.headers["x-model-version"] == "none"
 

@@ -26,6 +26,8 @@ from render.compaction import pending_key
 from render.images import object_key
 from tests.conftest import serving
 from tests.support.compaction import compacted, evict, keys
+from tests.support.metrics import samples
+from tests.support.process import WorkerProcess
 
 IDLE = 600.0
 
@@ -87,6 +89,30 @@ async def test_a_hot_image_is_served_as_uploaded_with_no_model_run_and_no_decode
     assert read.headers["x-model-version"] == NO_MODEL
     assert renditions("model") == model_runs
     assert renditions("as_stored") == as_stored + 1
+
+
+async def test_a_hot_upload_is_its_own_bytes_from_the_first_read_with_no_model_run(
+    hot: tuple[FastAPI, httpx.AsyncClient], photo_bytes: bytes
+) -> None:
+    """No x4 copy stands in while a compaction runs: there is none to run, so a read straight
+    after the 201 (the replayed trace's first reads) never needs the model."""
+    app, client = hot
+    tiering_of(app, Clock())
+    model_runs = renditions("model")
+
+    response = await client.post(
+        "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+    )
+    image_id = response.json()["id"]
+    reads = [await client.get(f"/v1/images/{image_id}") for _ in range(3)]
+    thumbnail = await client.get(f"/v1/images/{image_id}", params={"w": "100"})
+
+    assert response.status_code == 201
+    assert response.json()["receipt"]["state"] == "done"
+    assert await keys(app.state.image_service.store, image_id) == [object_key(image_id)]
+    assert [read.content for read in reads] == [photo_bytes] * 3
+    assert thumbnail.status_code == 200 and size(thumbnail.content)[0] == 100
+    assert renditions("model") == model_runs
 
 
 async def test_an_image_unread_for_the_idle_time_is_compacted_to_x4_then_served_by_the_model(
@@ -240,3 +266,66 @@ async def test_a_read_ledger_entry_that_is_no_image_id_is_forgotten_and_the_swee
     assert handed == 1
     assert cold["representation"] == "x4"
     assert "not-an-image-id" not in await tiering.ledger.idle(clock.now, 1000)
+
+
+def worker_counts(worker: WorkerProcess) -> tuple[float, float, float]:
+    """The worker's compactions done, its render jobs, and its model runs, as it counts them."""
+    values = samples(worker.metrics())
+    return (
+        values.get('srstore_compactions_total{outcome="done"}', 0.0),
+        values.get('srstore_worker_jobs_total{outcome="rendered"}', 0.0),
+        values.get('srstore_renditions_total{source="model"}', 0.0),
+    )
+
+
+async def worker_counted(
+    worker: WorkerProcess, at_least: tuple[float, float, float], timeout: float = 60
+) -> tuple[float, float, float]:
+    """The worker's counts once each has reached ``at_least``: it counts a job just after
+    the API has seen its result, so the test waits for the count, never assumes it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await asyncio.to_thread(worker_counts, worker)
+        if all(count >= least for count, least in zip(counts, at_least, strict=True)):
+            return counts
+        if time.monotonic() > deadline:
+            return counts  # the assertions say which count never came
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.full
+async def test_in_queue_mode_a_cold_image_is_compacted_by_the_worker_then_rendered_by_the_model(
+    queue_settings: Settings,
+    queue_deployment: tuple[dict[str, str], WorkerProcess],
+    photo_bytes: bytes,
+) -> None:
+    """The API (no model of its own at work) sweeps and queues; a real ``srstore worker``
+    process compacts the idle image, and renders it when it is read again."""
+    _, worker = queue_deployment
+    clock = Clock()
+    async with serving(tiered(queue_settings)) as (app, client):
+        tiering = tiering_of(app, clock)
+        meta = await upload(client, photo_bytes)
+        image_id = meta["id"]
+        before_hot_read = worker_counts(worker)
+        hot = await client.get(f"/v1/images/{image_id}")
+        after_hot_read = worker_counts(worker)
+
+        clock.now += IDLE + 1
+        handed = await tiering.sweep()
+        cold = await compacted(client, image_id)
+        done, rendered, model_runs = after_hot_read
+        compacted_counts = await worker_counted(worker, (done + 1, rendered, model_runs))
+        await evict(app, image_id)  # what compaction cached: the read below is a miss
+        read = await client.get(f"/v1/images/{image_id}")
+        done, rendered, model_runs = compacted_counts
+        after_cold_read = await worker_counted(worker, (done, rendered + 1, model_runs + 1))
+
+    assert hot.content == photo_bytes and hot.headers["x-model-version"] == NO_MODEL
+    assert after_hot_read == before_hot_read  # no job of any kind for a hot read
+    assert handed == 1
+    assert cold["representation"] == "x4" and cold["receipt"]["state"] == "done"
+    assert compacted_counts[0] == after_hot_read[0] + 1  # the worker compacted it, once
+    assert read.status_code == 200 and size(read.content) == (meta["width"], meta["height"])
+    assert read.headers["x-model-version"] == cold["receipt"]["model"] != NO_MODEL
+    assert after_cold_read[1:] == (compacted_counts[1] + 1, compacted_counts[2] + 1)

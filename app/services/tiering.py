@@ -1,13 +1,14 @@
 """Tiering by access (``SRSTORE_TIERING=on``): an upload stays as it came while it is read, and
 is compacted by the cold policy and floor once unread for ``SRSTORE_COMPACT_AFTER_IDLE``.
 
-Hot: ingest gives an upload without an explicit policy the ``original`` policy, so its
-compaction keeps the uploaded bytes, and a plain read serves them as stored (no model, no
-decode). Reads are remembered cheaply: a read sets an entry in this process's memory; every
-``SRSTORE_ACCESS_FLUSH_SECONDS`` the last read of each image goes to the ledger in one write
-(a Redis sorted set, or the SQLite file) where an earlier time never replaces a later one, so
-any number of processes may report and a restart forgets at most one flush. Nothing is
-written to the object store on a read.
+Hot: ingest gives an upload without an explicit policy the ``original`` policy, so it stores
+the uploaded bytes as the image at once (no x4 copy, no compaction), and a plain read serves
+them as stored (no model, no decode), from the first read on. Reads are remembered cheaply:
+a read sets an entry in this process's memory; every ``SRSTORE_ACCESS_FLUSH_SECONDS`` the
+last read of each image goes to the ledger in one write (a Redis sorted set, or the SQLite
+file) where an earlier time never replaces a later one, so any number of processes may
+report and a restart forgets at most one flush. Nothing is written to the object store on a
+read.
 
 Cold: a sweep (every ``compact_after_idle / 8``, at most a minute) asks the ledger for the
 images last read before ``now - compact_after_idle`` and turns each back into a pending
