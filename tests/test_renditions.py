@@ -195,7 +195,7 @@ def test_accept_picks_avif_then_webp_then_the_uploads_own_format(
 # Plans: one key and one ETag per distinct picture -----------------------------------------
 
 
-def test_a_plain_read_is_the_models_full_size_in_the_uploads_format() -> None:
+def test_a_plain_read_is_the_models_own_size_in_the_uploads_format() -> None:
     plain = plan()
 
     assert str(plain.key) == "hr:{img1}:espcn-v1:jpeg:90::"
