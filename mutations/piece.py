@@ -100,6 +100,12 @@ def main() -> int:
         " (a request never answered uses no CPU, so the CPU limit above never ends it) fails"
         " after this instead of the suite's 300 s",
     )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="write each mutant's exit code (null: not checked) to this JSON file, so that two"
+        " bounded runs can be compared on the mutants both checked",
+    )
     args = parser.parse_args()
     dotted = args.module.removesuffix(".py").replace("/", ".")
     with tempfile.TemporaryDirectory(prefix="srstore-mutmut-") as scratch:
@@ -123,12 +129,16 @@ def main() -> int:
             print(f"stopped after {args.minutes} minutes; the rest counts as not checked")
         counts: Counter[str] = Counter()
         survivors = []
+        codes: dict[str, int | None] = {}
         for meta in (tree / "mutants").rglob("*.py.meta"):
-            for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-                status = "not checked" if code is None else STATUS.get(code, "suspicious")
-                counts[status] += 1
-                if status == "survived":
-                    survivors.append(name)
+            codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+        if args.save:
+            args.save.write_text(json.dumps(codes, indent=0, sort_keys=True))
+        for name, code in codes.items():
+            status = "not checked" if code is None else STATUS.get(code, "suspicious")
+            counts[status] += 1
+            if status == "survived":
+                survivors.append(name)
         for name in sorted(survivors):  # each with its diff, to kill or to explain
             subprocess.run([mutmut, "show", name], cwd=tree, check=False)
     columns = ["killed", "survived", "timeout", "no tests", "suspicious", "not checked"]

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import REGISTRY
 
 from app.access import Principal
-from app.errors import Forbidden, RateLimited, Unauthorized
+from app.errors import Forbidden, KeysUnavailable, RateLimited, Unauthorized
 from app.middleware import CONTROL_BODY_LIMIT, RequestGate, RequestId, ResponseHeadersAndMetrics
 from config.logs import REQUEST_ID
 from config.settings import Settings
@@ -55,6 +55,8 @@ class KeyedAccess:
             return Principal("k1", None, frozenset({"admin"}))
         if authorization == "Bearer reader" and needed == "read":
             return Principal("k2", None, frozenset({"read"}))
+        if authorization == "Bearer outage":
+            raise KeysUnavailable("the key store is unavailable; retry later")
         if authorization == "Bearer spent":
             raise RateLimited("this key's quota is spent", 42)  # type: ignore[call-arg]
         if authorization is None and needed in ("read", "list"):
@@ -185,6 +187,15 @@ async def test_a_spent_quota_is_429_with_its_own_retry_after(gated: Gated) -> No
 
     refused(response, 429, "rate_limited")
     assert response.headers["retry-after"] == "42"
+
+
+async def test_a_key_store_outage_is_503_with_the_documented_retry_after(gated: Gated) -> None:
+    client, _, seen = gated
+    response = await client.delete("/v1/images/x", headers={"authorization": "Bearer outage"})
+
+    refused(response, 503, "keys_unavailable")
+    assert response.headers["retry-after"] == "5"
+    assert seen == []
 
 
 async def test_the_caller_is_handed_to_the_route_with_its_address_and_signature(
@@ -323,7 +334,7 @@ async def test_a_get_with_a_body_is_bounded_like_any_other(gated: Gated) -> None
     assert small.json()["bytes"] == 3
 
 
-async def test_a_client_gone_mid_body_leaves_the_route_an_empty_body(tmp_path: Path) -> None:
+async def test_a_client_gone_mid_body_hands_the_route_what_came_before(tmp_path: Path) -> None:
     app, _, seen = build(Settings(data_dir=tmp_path))
     messages = iter(
         [
@@ -359,6 +370,111 @@ async def test_a_client_gone_mid_body_leaves_the_route_an_empty_body(tmp_path: P
     assert seen[-1]["body"] == b"abc"
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert json.loads(body) == {"bytes": 3, "key": "no caller"}
+
+
+def gate_scope(method: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/healthz",
+        "raw_path": b"/healthz",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"srstore"), *headers],
+        "client": ("127.0.0.1", 5),
+        "server": ("srstore", 80),
+    }
+
+
+async def through_the_gate(
+    tmp_path: Path, method: str, headers: list[tuple[bytes, bytes]], messages: list[Any]
+) -> tuple[Any, list[Any], list[Any]]:
+    """Runs ``RequestGate`` alone: what the route's ``receive`` is and what it returns
+    (read until the server's own disconnect)."""
+    pending = iter(messages)
+    handed: list[Any] = []
+    read: list[Any] = []
+
+    async def receive() -> Any:
+        return next(pending)
+
+    async def route(scope: Any, route_receive: Any, send: Any) -> None:
+        handed.append(route_receive)
+        while True:
+            message = await route_receive()
+            read.append(message)
+            if message["type"] == "http.disconnect":
+                return
+
+    async def send(message: Any) -> None:
+        raise AssertionError(f"the gate answered: {message}")
+
+    gate = RequestGate(route, Settings(data_dir=tmp_path))
+    await gate(gate_scope(method, headers), receive, send)
+    return receive, handed, read
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_read_without_a_body_reaches_the_route_on_the_servers_own_receive(
+    tmp_path: Path, method: str
+) -> None:
+    """The cache-hit path: no body read and replayed, no extra turn per request."""
+    server_receive, handed, read = await through_the_gate(
+        tmp_path,
+        method,
+        [],
+        [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}],
+    )
+
+    assert handed == [server_receive]
+    assert [m["type"] for m in read] == ["http.request", "http.disconnect"]
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("DELETE", []),
+        ("GET", [(b"content-length", b"3")]),
+        ("GET", [(b"transfer-encoding", b"chunked")]),
+    ],
+)
+async def test_a_body_is_read_once_and_then_the_route_hears_the_servers_disconnect(
+    tmp_path: Path, method: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    server_receive, handed, read = await through_the_gate(
+        tmp_path,
+        method,
+        headers,
+        [{"type": "http.request", "body": b"abc", "more_body": False}, {"type": "http.disconnect"}],
+    )
+
+    assert handed != [server_receive]
+    assert read == [
+        {"type": "http.request", "body": b"abc", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+
+async def test_asgi_messages_without_body_or_more_body_read_as_empty_and_final(
+    tmp_path: Path,
+) -> None:
+    """ASGI makes both keys optional: ``body`` defaults to empty, ``more_body`` to false."""
+    _, _, read = await through_the_gate(
+        tmp_path,
+        "POST",
+        [(b"transfer-encoding", b"chunked")],
+        [
+            {"type": "http.request", "more_body": True},
+            {"type": "http.request", "body": b"abc"},
+            {"type": "http.disconnect"},
+        ],
+    )
+
+    assert read[0]["body"] == b"abc"
+    assert read[1] == {"type": "http.disconnect"}
 
 
 # What every response carries -------------------------------------------------------------

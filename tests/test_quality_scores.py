@@ -188,7 +188,7 @@ def test_a_large_image_is_scored_on_its_sample_and_psnr_on_every_third_row() -> 
 def test_up_to_2_5_mp_or_under_a_tile_and_margins_an_image_is_scored_whole() -> None:
     assert sample_boxes(2500, 1000) == (Box(0, 0, 2500, 1000),)
     assert sample_boxes(2501, 1000) != (Box(0, 0, 2501, 1000),)
-    narrow = TILE + 2 * TILE_MARGIN - 1
+    narrow = TILE + 2 * TILE_MARGIN - 1  # under one tile and margins: whole at any length
     assert sample_boxes(100_000, narrow) == (Box(0, 0, 100_000, narrow),)
     assert sample_boxes(narrow, 100_000) == (Box(0, 0, narrow, 100_000),)
 
@@ -255,3 +255,89 @@ def test_the_mosaic_of_a_4x_reduced_copy_cuts_the_same_tiles_at_a_quarter() -> N
     assert np.array_equal(
         np.asarray(mosaic.crop((span // 4, 0, 2 * span // 4, span // 4))), np.asarray(tile)
     )
+
+
+@pytest.mark.parametrize("size", [(64, 48), (1700, 1500)])
+def test_a_transparent_upload_is_scored_on_its_colour_alone(size: tuple[int, int]) -> None:
+    """Whole or sampled, an RGBA upload scores as its RGB pixels: alpha is not luma."""
+    rgba = noise(size, 11, "RGBA")
+    served = rgba.point(lambda v: min(255, v + 3))
+    rgb, served_rgb = rgba.convert("RGB"), served.convert("RGB")
+
+    psnr, ssim = Reference(rgba).score(served)
+    expected_psnr, expected_ssim = Reference(rgb).score(served_rgb)
+    assert psnr == pytest.approx(expected_psnr, abs=1e-9)
+    assert ssim == pytest.approx(expected_ssim, abs=1e-6)
+
+
+@pytest.mark.parametrize("side", [320, 351])
+def test_an_image_too_narrow_for_an_aligned_tile_and_its_margins_is_scored_whole(
+    side: int,
+) -> None:
+    """A tile starts on a 64-px block at least 32 px in (so at 64) and keeps 32 px below it:
+    under 352 px across there is no such place, and the whole image is scored instead."""
+    assert sample_boxes(20_000, side) == (Box(0, 0, 20_000, side),)
+    assert sample_boxes(side, 20_000) == (Box(0, 0, side, 20_000),)
+
+
+def test_an_image_just_wide_enough_is_sampled_with_margins_on_every_side() -> None:
+    boxes = sample_boxes(20_000, 352)
+
+    assert len(boxes) > 1
+    assert all(box.top == 64 and box.bottom + TILE_MARGIN == 352 for box in boxes)
+
+
+def first_place(start: int) -> int:
+    """The first 64-px block at or after ``start`` that leaves a tile its margin."""
+    return max(-(-start // 64) * 64, 64)
+
+
+@pytest.mark.parametrize(
+    ("size", "grid"),
+    [
+        ((4000, 3000), (5, 4)),
+        ((3000, 4000), (3, 6)),
+        ((4001, 3001), (5, 4)),
+        ((2600, 1000), (6, 3)),
+    ],
+)
+def test_the_sample_is_one_aligned_jittered_tile_in_each_cell_of_a_grid_shaped_like_the_image(
+    size: tuple[int, int], grid: tuple[int, int]
+) -> None:
+    """16 tiles (the grid rounds up to at most 20), each on the codecs' 64-px blocks, inside
+    its own cell, at a seeded position that differs from cell to cell: an unbiased estimate."""
+    width, height = size
+    columns, rows = grid
+    boxes = sample_boxes(width, height)
+
+    assert len(boxes) == columns * rows and 16 <= len(boxes) <= 20
+    moved = [0, 0]  # tiles off their cell's first place, across and down
+    for i, box in enumerate(boxes):
+        row, column = divmod(i, columns)
+        assert all(isinstance(side, int) for side in (box.left, box.top, box.right, box.bottom))
+        assert box.left % 64 == 0 and box.top % 64 == 0
+        assert column * width // columns <= box.left
+        assert box.right <= (column + 1) * width // columns
+        assert row * height // rows <= box.top
+        assert box.bottom <= (row + 1) * height // rows
+        moved[0] += box.left != first_place(column * width // columns)
+        moved[1] += box.top != first_place(row * height // rows)
+    # a seeded place in each cell, not always its first (where the cell leaves room: 2600 x
+    # 1000's cells are 333 px high, one place down)
+    assert moved[0] >= len(boxes) // 3
+    assert moved[1] >= len(boxes) // 3 or height // rows < TILE + 2 * 64
+
+
+@pytest.mark.parametrize(
+    "size", [(400, 12_000), (12_000, 400), (4001, 3001), (700, 20_000), (463, 5599), (5599, 463)]
+)
+def test_sampled_tiles_are_aligned_and_no_pixel_is_in_two(size: tuple[int, int]) -> None:
+    boxes = sample_boxes(*size)
+
+    assert len(boxes) > 1
+    assert all(box.left % 64 == 0 and box.top % 64 == 0 for box in boxes)
+    assert all(isinstance(side, int) for box in boxes for side in (box.left, box.right))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = a.right <= b.left or b.right <= a.left or a.bottom <= b.top or b.bottom <= a.top
+            assert apart, (a, b)
