@@ -214,6 +214,29 @@ async def test_an_image_deleted_while_going_cold_is_never_written_back(
     assert object_key(image_id) not in await service.store.list_keys("images/")
 
 
+async def test_an_image_whose_compaction_would_not_pay_for_itself_stays_as_uploaded(
+    embedded_settings: Settings, photo_bytes: bytes
+) -> None:
+    """The 25 KB photo saves about $5e-7 of storage a month as its x4 copy; its compaction
+    costs about $7.5e-7 of CPU at the default prices: within a week's horizon it never pays
+    back, within the default year it does (the tests above)."""
+    week = tiered(embedded_settings).model_copy(update={"cold_horizon": 7 * 86_400})
+    clock = Clock()
+    async with serving(week) as (app, client):
+        tiering = tiering_of(app, clock)
+        image_id = (await upload(client, photo_bytes))["id"]
+        clock.now += IDLE + 1
+        handed = await tiering.sweep()
+        kept = (await client.get(f"/v1/images/{image_id}/meta")).json()
+        stored = await keys(app.state.image_service.store, image_id)
+        idle = await tiering.ledger.idle(clock.now, 1000)
+
+    assert handed == 0
+    assert kept["representation"] == "original" and kept["receipt"]["state"] == "done"
+    assert stored == [object_key(image_id)]  # no pending compaction
+    assert image_id not in idle  # not looked at again unless read again
+
+
 @pytest.mark.parametrize("mode", ["embedded", "full"])
 async def test_reads_survive_a_restart(
     mode: str, request: pytest.FixtureRequest, photo_bytes: bytes
@@ -241,6 +264,7 @@ def test_the_idle_time_reads_as_people_write_it() -> None:
     assert Settings(compact_after_idle="7d").compact_after_idle == 7 * 86_400
     assert Settings(compact_after_idle=90).compact_after_idle == 90
     assert Settings().tiering is False and Settings().cold_policy == "downscale"
+    assert Settings(cold_horizon="90d").cold_horizon == 90 * 86_400
     with pytest.raises(ValidationError):
         Settings(compact_after_idle="soon")
     with pytest.raises(ValidationError):

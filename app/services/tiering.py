@@ -17,6 +17,11 @@ copy with a ``pending`` receipt of the cold policy and floor (one put: a reader 
 the whole hot copy or the whole x4 copy, each with its own metadata). The background
 compactor (:mod:`app.services.compaction`) then does the rest, and its delete checks apply:
 a DELETE at any point wins. A cold image read again is not expanded back.
+
+Only when it pays: a compaction costs its CPU once, and saves storage every month after. An
+image is compacted only if the storage it saves over ``SRSTORE_COLD_HORIZON`` (its expected
+further life) is worth more than ``SRSTORE_COMPACTION_CPU_SECONDS_PER_MEGAPIXEL`` of CPU, at
+the price settings; otherwise it stays as it came (and is looked at again only if read again).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cache import CacheUnavailable, HRCache, ImageDeleted
 from config.settings import Settings
 from imaging import decode_upload, downscale, encode_stored
 from ledger import Ledger, LedgerUnavailable
+from ledger.costs import SECONDS_PER_MONTH
 from policy import Receipt, StoragePolicy
 from render import costs
 from render.compaction import meta_cache_key, pending_key
@@ -124,9 +130,12 @@ class Tiering:
         except ObjectNotFound:
             return False
         hot = ImageMeta.from_metadata(dict(stored.metadata))
-        if not is_hot(hot):
+        if not is_hot(hot) or not self.pays(hot, 0):  # not even saving every byte would pay
             return False
         x4, width, height = await asyncio.to_thread(self._reduce, stored.data)
+        if not self.pays(hot, len(x4)):
+            log.info("tiering: compacting %s would not pay for itself; kept as it is", image_id)
+            return False
         cold = hot.model_copy(
             update={
                 "stored_width": width,
@@ -157,6 +166,20 @@ class Tiering:
             pass  # a pending receipt is read from the store anyway
         await self.compactions.submit(image_id)
         return True
+
+    def pays(self, hot: ImageMeta, cold_bytes: int) -> bool:
+        """Whether storing ``cold_bytes`` instead of the hot copy saves, over
+        ``SRSTORE_COLD_HORIZON``, more than the compaction's CPU costs, at the price settings.
+
+        The saving accrues month after month; the compaction is paid once, up front: a small
+        upload (or a short horizon) never earns back its scoring, so it stays as it came."""
+        settings = self.settings
+        prices = settings.prices
+        months = settings.cold_horizon / SECONDS_PER_MONTH
+        saving = prices.storage_per_month(hot.stored_bytes - cold_bytes) * months
+        megapixels = hot.width * hot.height / 1e6
+        cost = prices.compute("cpu", settings.compaction_cpu_seconds_per_megapixel * megapixels)
+        return saving > cost
 
     def _reduce(self, data: bytes) -> tuple[bytes, int, int]:
         """The x4 copy of the kept upload, as ingest makes it (counted as compaction CPU)."""
