@@ -29,7 +29,7 @@ from app.services.delivery import Renderer
 from app.services.images import ImageService
 from app.services.models import ActiveModel, ModelAdmin
 from app.services.queue import QueueRenderer
-from cache import make_cache
+from cache import make_cache, make_leases
 from config.logs import configure_logging
 from config.settings import Settings, SettingsError, load_settings, unknown_variables
 from keyspace import LEGACY_NAMES, adopt_legacy_names, connect
@@ -106,12 +106,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             compactions = QueueCompactions(settings, store, active)
         else:
             engine = InferenceEngine.from_settings(registry, settings)
-            slots = render_slots(settings)
-            local = LocalRenderer(engine, store, cache, slots)
+            backlog = Backlog(fallback_seconds=settings.request_deadline_seconds)
+            slots = render_slots(settings, settings.render_threads, backlog)
+            heavy_slots = render_slots(settings, 1, backlog)
+            local = LocalRenderer(engine, store, cache, slots, heavy_slots)
             renderer = local
             active = ActiveModel(control, settings.model_poll_seconds, preload=local.preload)
             compactor = Compactor(
-                settings, store, cache, ledger, engine.models, settings.compaction_threads
+                settings,
+                store,
+                cache,
+                ledger,
+                engine.models,
+                make_leases(settings),
+                settings.compaction_threads,
             )
             compactions = BackgroundCompactions(settings, compactor, store, active, slots)
         await active.start()
@@ -194,14 +202,14 @@ async def say_access(access: Access) -> None:
         log.warning("access: the key store is unavailable: keyed routes answer 503 until it is")
 
 
-def render_slots(settings: Settings) -> RenderSlots:
-    """The embedded default's admission control, on the bounds queue mode uses."""
+def render_slots(settings: Settings, concurrent: int, backlog: Backlog) -> RenderSlots:
+    """The embedded default's admission control for one lane, on the bounds queue mode uses."""
     return RenderSlots(
-        concurrent=settings.render_threads,
+        concurrent=concurrent,
         max_waiting=settings.queue_max_length,
         wait_seconds=settings.request_deadline_seconds,
-        backlog=Backlog(fallback_seconds=settings.request_deadline_seconds),
-        per_client=share_of(settings.render_threads, settings.cpu_client_share),
+        backlog=backlog,
+        per_client=share_of(concurrent, settings.cpu_client_share),
     )
 
 

@@ -16,7 +16,9 @@ Untrained weights serve as well as trained ones here: the time does not depend o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import math
 import os
 import platform
 import time
@@ -30,10 +32,19 @@ from torch import nn
 
 from models.archs import ESPCN, SCALE, build_model
 from models.batching import BatchingUpscaler
-from models.engine import NeuralUpscaler
+from models.engine import NeuralUpscaler, luma_to_tensor, upscale_bands
 from models.quantizing import has_vnni
+from models.tiling import split_tiles, stitch_luma
 
 TILE = 128
+TILE_SIZES = (64, 96, 128, 192, 256)
+STORED_SIZES = {  # uploads as srstore stores them: a quarter of each side
+    "1 MP square (256x256)": (256, 256),
+    "2 MP 16:9 (480x270)": (480, 270),
+    "12 MP 4:3 (1000x750)": (1000, 750),
+    "12 MP 3:4 (756x1008)": (756, 1008),
+    "24 MP 3:2 (1500x1000)": (1500, 1000),
+}
 BATCHES = {"espcn": (1, 4, 16), "srcnn": (1, 4)}  # SRCNN: ~0.2 s per tile on one core
 PHOTO = Path(__file__).parent.parent / "tests" / "data" / "flower.jpg"
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
@@ -159,41 +170,104 @@ def network_rows() -> tuple[list[list[str]], dict[str, float]]:
     return rows, peaks
 
 
+def stored_photo() -> Image.Image:
+    """The bench's 256x256 stored copy, decoded: the photo through a JPEG round trip."""
+    low_res = Image.open(PHOTO).convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)
+    return Image.open(io.BytesIO(_jpeg(low_res))).convert("RGB")
+
+
 def image_rows() -> list[list[str]]:
     """A 1024x1024 output from a 256x256 stored copy: bicubic against the full SR path, and
-    the full path against the network alone on the same tiles, the two taking turns. ESPCN
-    runs eager and as served by default (compiled), where this machine can compile."""
-    low_res = Image.open(PHOTO).convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)
-    low_res = Image.open(io.BytesIO(_jpeg(low_res))).convert("RGB")
+    the full path against the network alone on the same tiles, the two taking turns, at one
+    thread and at every core. ESPCN runs eager and as served by default (compiled), where
+    this machine can compile. The full path is ``upscale`` (colour split, tiles, network,
+    stitch, chroma, back to RGB); decoding the stored bytes and encoding the answer are not
+    in it."""
+    low_res = stored_photo()
     size = (low_res.width * SCALE, low_res.height * SCALE)
     output_mp = size[0] * size[1] / 1e6
     bicubic = best_of(lambda: low_res.resize(size, Image.Resampling.BICUBIC))
-    rows = [["Pillow bicubic", "-", f"{output_mp / bicubic:.1f}", "1.00", "-", "-"]]
+    rows = [["Pillow bicubic", "1", "-", f"{output_mp / bicubic:.1f}", "1.00", "-", "-"]]
+    default_threads = torch.get_num_threads()
     for name, compiled in (("espcn", False), ("espcn", True), ("srcnn", False)):
+        label = f"{name} compiled" if compiled else name
         neural = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), tile=TILE)
         if compiled:
             try:
                 neural.compile_now(4)
             except Exception as exc:  # no C++ compiler, say: the row says so
-                rows.append([f"{name} compiled", "-", f"cannot compile: {exc}", "-", "-", "-"])
+                rows.append([label, "-", "-", f"cannot compile: {exc}", "-", "-", "-"])
                 continue
         tiles = torch.rand(4, 1, neural.tile_span, neural.tile_span)  # the image's 4 tiles
-        for max_tiles in (1, 4):
-            batcher = BatchingUpscaler(neural, 0.0, max_tiles)
-            (whole, whole_cpu), (network, network_cpu) = side_by_side(
-                partial(batcher.upscale, low_res), partial(batcher.run_tiles, tiles)
-            )
-            batcher.close()
-            rows.append(
-                [
-                    f"{name} compiled" if compiled else name,
-                    str(max_tiles),
-                    f"{output_mp / whole:.1f}",
-                    f"{bicubic / whole:.3f}",
-                    f"{100 * network / whole:.0f}%",
-                    f"{100 * network_cpu / whole_cpu:.0f}%",
-                ]
-            )
+        try:
+            for threads in thread_counts():
+                torch.set_num_threads(threads)
+                for max_tiles in (1, 4):
+                    batcher = BatchingUpscaler(neural, 0.0, max_tiles)
+                    (whole, whole_cpu), (network, network_cpu) = side_by_side(
+                        partial(batcher.upscale, low_res), partial(batcher.run_tiles, tiles)
+                    )
+                    batcher.close()
+                    rows.append(
+                        [
+                            label,
+                            str(threads),
+                            str(max_tiles),
+                            f"{output_mp / whole:.1f}",
+                            f"{bicubic / whole:.3f}",
+                            f"{100 * network / whole:.0f}%",
+                            f"{100 * network_cpu / whole_cpu:.0f}%",
+                        ]
+                    )
+        finally:
+            torch.set_num_threads(default_threads)
+    return rows
+
+
+def stage_rows() -> list[list[str]]:
+    """Where the whole image's CPU goes: each step of ``upscale`` on the bench's photo,
+    timed on its own on one thread, ESPCN compiled where it compiles (else eager), the 4
+    tiles in one batch; the steps' sum beside the whole ``upscale`` measured in turn."""
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        neural = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), TILE)
+        with contextlib.suppress(Exception):  # eager where it cannot compile
+            neural.compile_now(4)
+        low_res = stored_photo()
+        ycbcr = low_res.convert("YCbCr")
+        tiles, layout = split_tiles(luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin)
+        outputs = neural.run_tiles(tiles)
+        luma = stitch_luma(outputs.clone(), layout, SCALE)
+        chroma = upscale_bands([ycbcr.getchannel("Cb"), ycbcr.getchannel("Cr")])
+        stages: dict[str, Callable[[], object]] = {
+            "RGB to YCbCr, the three bands": lambda: low_res.convert("YCbCr").split(),
+            "luma to float tiles with margins": lambda: split_tiles(
+                luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin
+            ),
+            f"network ({neural.precision}, compiled {neural.compiled})": partial(
+                neural.run_tiles, tiles
+            ),
+            "tiles to 8-bit luma (incl. a copy of the tiles)": lambda: stitch_luma(
+                outputs.clone(), layout, SCALE
+            ),
+            "chroma bicubic x4 (Cb and Cr in one pass)": lambda: upscale_bands(
+                [ycbcr.getchannel("Cb"), ycbcr.getchannel("Cr")]
+            ),
+            "merge and YCbCr to RGB": lambda: Image.merge("YCbCr", [luma, *chroma]).convert("RGB"),
+            "whole upscale (measured)": partial(neural.upscale, low_res),
+        }
+        results: dict[str, list[float]] = {stage: [] for stage in stages}
+        for _ in range(3):
+            for stage, run in stages.items():
+                results[stage].append(timed(run, budget_s=0.3, repeats=2)[1])
+        cpu = {stage: min(runs) for stage, runs in results.items()}
+    finally:
+        torch.set_num_threads(default_threads)
+    whole = cpu.pop("whole upscale (measured)")
+    rows = [[stage, f"{1000 * ms:.2f}", f"{100 * ms / whole:.0f}%"] for stage, ms in cpu.items()]
+    rows.append(["sum of the steps", f"{1000 * sum(cpu.values()):.2f}", "-"])
+    rows.append(["whole upscale, measured in turn", f"{1000 * whole:.2f}", "100%"])
     return rows
 
 
@@ -209,6 +283,65 @@ def side_by_side(
         min(r[0] for r in b),
         min(r[1] for r in b),
     )
+
+
+def tile_rows() -> tuple[list[list[str]], list[list[str]], list[str]]:
+    """ESPCN per tile size and batch, eager and compiled (the served form where it compiles),
+    all taking turns in one process at this process's thread count; then what each tile
+    size costs the stored sizes of common uploads, padding to whole tiles included."""
+    torch._dynamo.config.recompile_limit = 64  # two graphs per tile size, all on one class
+    forms: dict[tuple[int, str, int], Callable[[], object]] = {}
+    notes = []
+    for tile in TILE_SIZES:
+        for compiled in (False, True):
+            neural = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), tile)
+            if compiled:
+                try:
+                    neural.compile_now(4)
+                except Exception as exc:  # no C++ compiler, say
+                    notes.append(f"tile {tile}: cannot compile ({exc})")
+                    continue
+            for batch in (1, 4):
+                tiles = torch.rand(batch, 1, neural.tile_span, neural.tile_span)
+                form = "compiled" if compiled else "eager"
+                forms[(tile, form, batch)] = partial(neural.run_tiles, tiles)
+    results: dict[tuple[int, str, int], list[tuple[float, float]]] = {k: [] for k in forms}
+    for _ in range(3):
+        for key, run in forms.items():
+            results[key].append(timed(run, budget_s=0.3, repeats=2))
+    per_tile_cpu = {}
+    rows = []
+    for (tile, form, batch), runs in results.items():
+        wall = min(r[0] for r in runs) / batch
+        cpu = min(r[1] for r in runs) / batch
+        per_tile_cpu[(tile, form, batch)] = cpu
+        core_mp = (tile * SCALE) ** 2 / 1e6
+        span = tile + 2 * 2 * ESPCN.receptive_radius
+        rows.append(
+            [
+                str(tile),
+                f"{(span / tile) ** 2:.2f}",
+                form,
+                str(batch),
+                f"{1000 * cpu:.1f}",
+                f"{core_mp / cpu:.1f}",
+                f"{core_mp / wall:.1f}",
+            ]
+        )
+    sizes = []
+    for label, (width, height) in STORED_SIZES.items():
+        output_mp = width * height * SCALE**2 / 1e6
+        row = [label]
+        for tile in TILE_SIZES:
+            cpu = min(
+                per_tile_cpu.get((tile, form, batch), math.inf)
+                for form in ("eager", "compiled")
+                for batch in (1, 4)
+            )
+            count = math.ceil(width / tile) * math.ceil(height / tile)
+            row.append(f"{count} / {output_mp / (count * cpu):.1f}")
+        sizes.append(row)
+    return rows, sizes, notes
 
 
 def variant_rows() -> list[list[str]]:
@@ -310,6 +443,37 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def tile_report() -> str:
+    rows, sizes, notes = tile_rows()
+    return "\n".join(
+        [
+            f"ESPCN per tile size, {torch.get_num_threads()} intra-op threads, taking turns "
+            "(margin = input pixels per output pixel from the tile's margins; rates count "
+            "the tiles' cores only):",
+            "",
+            table(
+                [
+                    "tile",
+                    "margin",
+                    "form",
+                    "tiles/batch",
+                    "CPU ms per tile",
+                    "output MP/CPU-s",
+                    "output MP/s (wall)",
+                ],
+                rows,
+            ),
+            "",
+            "Stored copies of common uploads, tiles needed / output MP per CPU-second "
+            "(padding to whole tiles included; each tile size at its cheapest form and "
+            "batch above):",
+            "",
+            table(["stored copy", *(f"tile {tile}" for tile in TILE_SIZES)], sizes),
+            *notes,
+        ]
+    )
+
+
 def report(variants: bool = False) -> str:
     networks, peaks = network_rows()
     peak_lines = ", ".join(f"{name} {value / 1e9:.1f}" for name, value in peaks.items())
@@ -341,6 +505,7 @@ def report(variants: bool = False) -> str:
         table(
             [
                 "upscaler",
+                "threads",
                 "tiles/batch",
                 "output MP/s",
                 "SR/bicubic",
@@ -349,6 +514,10 @@ def report(variants: bool = False) -> str:
             ],
             image_rows(),
         ),
+        "",
+        "Where the whole image's CPU goes, one thread, each step timed on its own in turns:",
+        "",
+        table(["step", "CPU ms", "of the whole"], stage_rows()),
     ]
     if variants:
         parts += [
@@ -375,10 +544,14 @@ def report(variants: bool = False) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--variants", action="store_true", help="compare the engine's forms")
+    parser.add_argument("--tiles", action="store_true", help="only compare tile sizes")
+    parser.add_argument("--threads", type=int, help="intra-op threads for --tiles")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print("\n".join(describe_machine()))
     print()
-    print(report(args.variants))
+    print(tile_report() if args.tiles else report(args.variants))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from cache.base import (
     ImageDeleted,
     TtlBySize,
 )
+from cache.leases import FileLeases, Leases, RedisLeases
 from cache.memory import MemoryCache
 from cache.redis import RedisCache
 from cache.tombstones import Tombstones
@@ -48,14 +49,28 @@ def make_cache(settings: Settings) -> HRCache:
     )
 
 
+def make_leases(settings: Settings) -> Leases:
+    """Shared like the delete marks: through Redis when configured (the fleet), else through
+    files in the data directory (the processes of this machine)."""
+    if settings.redis_url:
+        return RedisLeases(
+            settings.redis_url, settings.compaction_lease_seconds, settings.redis_cluster
+        )
+    return FileLeases(settings.data_dir / "leases")
+
+
 __all__ = [
     "CacheKey",
     "CacheUnavailable",
+    "FileLeases",
     "HRCache",
     "ImageDeleted",
+    "Leases",
     "MemoryCache",
     "RedisCache",
+    "RedisLeases",
     "Tombstones",
     "TtlBySize",
     "make_cache",
+    "make_leases",
 ]

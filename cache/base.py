@@ -42,7 +42,9 @@ class CacheKey:
     """One rendition of one image: everything that shapes its bytes is part of its name.
 
     ``variant`` is the size (an ``imaging.Geometry`` token, empty at the upload's own size);
-    ``encoding`` the encoder settings besides quality.
+    ``encoding`` the encoder settings besides quality; ``source`` the stored copy it is made
+    from (``render.images.ImageMeta.source``): compaction may replace an image's stored copy,
+    and a rendition of the copy replaced is then named by nothing a read asks for.
     """
 
     image_id: str
@@ -51,14 +53,16 @@ class CacheKey:
     quality: int | None = None
     variant: str = ""
     encoding: str = ""
+    source: str = ""
 
     def __str__(self) -> str:
         """``hr:{id}:...``: tagged with the image, so it shares a cluster slot with the
         image's delete mark (see :mod:`keyspace`)."""
-        return (
+        name = (
             f"{rendition_prefix(self.image_id)}{self.model}:{self.fmt}:{self.quality or 0}"
             f":{self.variant}:{self.encoding}"
         )
+        return f"{name}:{self.source}" if self.source else name
 
 
 class HRCache(Protocol):

@@ -183,6 +183,14 @@ class Settings(BaseSettings):
         description="How often the store is searched for pending compactions (after a restart, a"
         " lost job, or a dependency outage).",
     )
+    compaction_lease_seconds: float = Field(
+        30.0,
+        ge=1,
+        description="With Redis: how long a process's claim on one compaction lasts unrenewed"
+        " (it renews it every third of that while it works); a claimer that died leaves the"
+        " compaction to another after at most this long. Without Redis the claim is a file"
+        " lock, free the moment its process ends.",
+    )
     worker_metrics_port: int = Field(
         9100, ge=0, le=65535, description="Port of a worker's /metrics (0: none)."
     )
@@ -233,6 +241,13 @@ class Settings(BaseSettings):
         le=1,
         description="Share of the admitted CPU work one client (its address) may hold; more "
         "is refused with 429 client_busy.",
+    )
+    heavy_work_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="A rendition estimated to cost more CPU-seconds than this (a large "
+        "enlargement, a big AVIF) runs on a thread of its own at a lower OS priority, so "
+        "thumbnails, ordinary misses and uploads get the cores first.",
     )
     max_output_pixels: int = Field(
         2**24,

@@ -59,6 +59,12 @@ class Geometry:
             return cls((sw, sh), (sw, sh))
         return cls((sw, sh), (cw, ch), (ox, oy))
 
+    @property
+    def pixels(self) -> int:
+        """The most pixels it holds at once: the scaled image or the canvas, whichever is larger."""
+        (sw, sh), (cw, ch) = self.scaled, self.canvas
+        return max(sw * sh, cw * ch)
+
     def fits_inside(self, width: float, height: float) -> bool:
         """Whether the scaled image is no larger than ``width`` x ``height`` on either side."""
         return self.scaled[0] <= width and self.scaled[1] <= height

@@ -17,6 +17,8 @@ tag                           keys                                          move
                               ``:swaps`` (the channel)
 ``{<stream>:<n>}``            a render-queue shard and the in-flight        enqueue, finish
                               marks of its jobs
+(the name's own tag)          ``srstore:lease:<name>`` (compaction:         nothing: one key
+                              ``compaction:{<id>}``, on the image's slot)
 ============================  ============================================  =================
 
 Images spread over every slot (ids are random), so the cache and the delete marks scale
@@ -194,3 +196,8 @@ __all__ = [
     "rendition_prefix",
     "subscriber",
 ]
+
+
+def lease_key(name: str) -> str:
+    """A lease on background work (see :mod:`cache.leases`); one key, moved with nothing."""
+    return f"srstore:lease:{name}"

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 
 from models.archs import SCALE
-from models.engine import NeuralUpscaler, luma_to_tensor, tensor_to_luma, upscale_with_luma
-from models.tiling import split_tiles, stitch_tiles
+from models.engine import NeuralUpscaler, luma_to_tensor, upscale_with_luma
+from models.tiling import split_tiles, stitch_luma
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class BatchingUpscaler:
         """Queue the luma's tiles now; the returned function waits for them and stitches."""
         tiles, layout = split_tiles(luma_to_tensor(luma), self.upscaler.tile, self.upscaler.margin)
         outputs = self._submit(tiles)
-        return lambda: tensor_to_luma(stitch_tiles(outputs(), layout, SCALE))
+        return lambda: stitch_luma(outputs(), layout, SCALE)
 
     def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """Queue the tiles (in chunks of at most ``max_tiles``) and wait for their outputs."""
@@ -115,7 +115,12 @@ class BatchingUpscaler:
         jobs = [_Job(chunk) for chunk in tiles.split(self.max_tiles)]
         for job in jobs:
             self._jobs.put((job.priority, next(self._arrivals), job))
-        return lambda: torch.cat([job.result.result() for job in jobs])
+
+        def outputs() -> torch.Tensor:
+            results = [job.result.result() for job in jobs]
+            return results[0] if len(results) == 1 else torch.cat(results)
+
+        return outputs
 
     def close(self) -> None:
         """Finish the jobs already queued, then stop the inference thread."""

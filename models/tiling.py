@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 
@@ -46,14 +48,17 @@ def split_tiles(plane: torch.Tensor, tile: int, margin: int) -> tuple[torch.Tens
     return torch.cat(tiles), layout
 
 
-def stitch_tiles(outputs: torch.Tensor, layout: TileLayout, scale: int) -> torch.Tensor:
-    """Drop each output tile's margin and lay the cores back into a (1, C, sH, sW) plane."""
+@torch.inference_mode()
+def stitch_luma(outputs: torch.Tensor, layout: TileLayout, scale: int) -> Image.Image:
+    """The network's (N, 1, sT, sT) output tiles, values in [0, 1], as one L-mode image.
+
+    Each tile's core is rounded to grey levels where it lies and copied once, straight into
+    the 8-bit plane: no float plane is stitched first. It consumes ``outputs``."""
     core, edge = layout.tile * scale, layout.margin * scale
-    channels = outputs.shape[1]
-    plane = outputs.new_empty((1, channels, layout.rows * core, layout.cols * core))
-    for index in range(layout.count):
-        r, c = divmod(index, layout.cols)
-        plane[0, :, r * core : (r + 1) * core, c * core : (c + 1) * core] = outputs[
-            index, :, edge : edge + core, edge : edge + core
-        ]
-    return plane[:, :, : layout.height * scale, : layout.width * scale]
+    cores = outputs[:, 0, edge : edge + core, edge : edge + core]
+    cores.mul_(255.0).round_().clamp_(0.0, 255.0)
+    plane = torch.empty((layout.rows, core, layout.cols, core), dtype=torch.uint8)
+    plane.copy_(cores.reshape(layout.rows, layout.cols, core, core).permute(0, 2, 1, 3))
+    whole = plane.view(layout.rows * core, layout.cols * core).numpy()
+    cropped = np.ascontiguousarray(whole[: layout.height * scale, : layout.width * scale])
+    return Image.fromarray(cropped, mode="L")

@@ -24,6 +24,9 @@ RETRY_AFTER_BOUNDS = (1, 300)  # seconds: never "now", never "in an hour"
 
 # Who the work being admitted is for: set by the API around a render it starts.
 CLIENT: ContextVar[str] = ContextVar("srstore_client", default="")
+# Whether that work is heavy (estimated over SRSTORE_HEAVY_WORK_SECONDS): it then waits for
+# and runs on a lane of its own, at a lower OS priority (render.priority).
+HEAVY: ContextVar[bool] = ContextVar("srstore_heavy", default=False)
 
 
 class Saturated(RuntimeError):

@@ -21,7 +21,11 @@ ends by deleting it. One compaction:
    what it wrote, so the delete wins.
 
 Every step can run twice (a worker killed mid-way, an API restarted): there is one object
-key, so never two objects; a run that finds the receipt already done only does step 5.
+key, so never two objects; a run that finds the receipt already done only does step 5. Yet
+every API process sweeps ``pending/`` (and a queue job may outlive its claim), so a
+compaction first takes the image's lease (:mod:`cache.leases`): while one process holds it,
+another is refused at once (``busy``) and leaves the image to it; a holder that dies frees
+it (a file lock at once, a Redis lease when it lapses), and the next sweep takes it again.
 """
 
 from __future__ import annotations
@@ -29,34 +33,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
-from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted
+from cache import CacheKey, CacheUnavailable, HRCache, ImageDeleted, Leases
 from config.settings import Settings
 from imaging import PILLOW_MAX_PIXELS, decode_upload, encodable
+from keyspace import image_tag
 from ledger import Ledger, LedgerUnavailable
 from policy import Decision, Floor, Receipt
 from policy.choose import choose as choose_representation
 from render import costs, metrics
-from render.images import ImageMeta, object_key
+from render.images import ImageMeta, object_key, stored_digest
 from render.inference import UpscalerPool, read_back, sample_read
+from render.priority import COMPACTION_NICENESS, niced_pool
 from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 PENDING_PREFIX = "pending/"  # the uploaded bytes of every image whose compaction is unfinished
-COMPACTION_NICENESS = 10  # compaction threads yield the CPU to renders
 # Peak memory added by scoring, per pixel of the upload: 90-108 B/px measured (ESPCN, 1-9 MP,
 # downscale and guarded; bench/RESULTS.md, "Scoring memory"), with a margin.
 SCORING_BYTES_PER_PIXEL = 120
 
-Outcome = Literal["done", "failed", "deleted", "gone"]
+Outcome = Literal["done", "failed", "deleted", "gone", "busy"]
 
 
 class CompactionRetry(RuntimeError):
@@ -66,6 +68,11 @@ class CompactionRetry(RuntimeError):
 def pending_key(image_id: str) -> str:
     object_key(image_id)  # the same id rules
     return f"{PENDING_PREFIX}{image_id}"
+
+
+def compaction_lease(image_id: str) -> str:
+    """The lease one process holds while it compacts the image (tagged with the image)."""
+    return f"compaction:{image_tag(image_id)}"
 
 
 def meta_cache_key(image_id: str) -> CacheKey:
@@ -81,16 +88,14 @@ def plain_read_key(meta: ImageMeta, model: str, settings: Settings) -> CacheKey 
         return None
     encoding = settings.output_encoding
     return CacheKey(
-        meta.id, model, fmt, encoding.quality_of(fmt, None), "", encoding.settings_tag(fmt)
+        meta.id,
+        model,
+        fmt,
+        encoding.quality_of(fmt, None),
+        "",
+        encoding.settings_tag(fmt),
+        meta.source,
     )
-
-
-def _lower_priority() -> None:
-    """Linux schedules threads one by one: a niced compaction thread yields to renders."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPACTION_NICENESS)
-    except (AttributeError, OSError, PermissionError):
-        log.debug("could not lower the compaction thread's priority")
 
 
 def scoring_memory_bytes(width: int, height: int) -> int:
@@ -147,27 +152,32 @@ class Compactor:
         cache: HRCache,
         ledger: Ledger,
         models: UpscalerPool,
+        leases: Leases,
         threads: int = 1,
     ) -> None:
         self.settings = settings
+        self.leases = leases
         self.store = store
         self.cache = cache
         self.ledger = ledger
         self.models = models
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="compact", initializer=_lower_priority
-        )
+        self._pool = niced_pool(threads, "compact", COMPACTION_NICENESS)
         self.memory = ScoringMemory(settings.compaction_memory_bytes)
 
     async def compact(self, image_id: str, model: str) -> Outcome:
-        """Compact one image, scoring with ``model``; safe to call again for the same id."""
+        """Compact one image, scoring with ``model``; safe to call again for the same id.
+
+        ``busy`` when another process (or task) is compacting it now: nothing was done."""
         started = time.perf_counter()
         try:
-            outcome = await self._compact(image_id, model)
+            async with self.leases.hold(compaction_lease(image_id)) as held:
+                if not held:
+                    return "busy"
+                outcome = await self._compact(image_id, model)
         except (StorageUnavailable, CacheUnavailable, LedgerUnavailable) as exc:
             metrics.COMPACTION_RETRIES.inc()
             raise CompactionRetry(str(exc)) from exc
-        if outcome != "gone":
+        if outcome != "gone":  # nothing was left to do
             metrics.COMPACTIONS.labels(outcome).inc()
             metrics.COMPACTION_SECONDS.observe(time.perf_counter() - started)
         return outcome
@@ -210,6 +220,7 @@ class Compactor:
                 "stored_width": meta.width if full_size else meta.stored_width,
                 "stored_height": meta.height if full_size else meta.stored_height,
                 "stored_bytes": len(decision.data),
+                "stored_digest": stored_digest(decision.data),
                 "representation": decision.representation,
                 "receipt": decision.receipt,
             }
@@ -217,6 +228,8 @@ class Compactor:
         key = plain_read_key(kept, model, self.settings)
         cold = ingested.representation != "x4"  # tiering's: its read would only rent RAM
         try:
+            if kept.source != meta.source:  # what was made from the copy replaced: unread now
+                await self.cache.drop_image(image_id)
             if scored.rebuilt is not None and key is not None and not full_size and not cold:
                 await self.cache.put(key, scored.rebuilt)  # cached before the receipt is done
                 metrics.CACHE_ENTRY_BYTES.observe(len(scored.rebuilt))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime
@@ -40,6 +41,16 @@ class ImageMeta(BaseModel):
     representation: Representation = "x4"  # images stored before receipts existed are x4
     tenant: str = "default"  # the uploading key's tenant; images older than tenants: default
     receipt: Receipt | None = None
+    stored_digest: str = ""  # of the stored bytes (images stored before it existed: none)
+
+    @property
+    def source(self) -> str:
+        """A name for the stored copy, part of every rendition's cache key and ETag: when
+        compaction replaces the copy (a lower-quality x4 copy, a full-size one), every
+        rendition made from the old one is left behind under the old name."""
+        kept = f"{self.representation}:{self.stored_width}x{self.stored_height}"
+        named = f"{kept}:{self.stored_bytes}:{self.stored_digest}"
+        return hashlib.blake2b(named.encode(), digest_size=6).hexdigest()
 
     @field_validator("served_format", mode="before")
     @classmethod
@@ -59,6 +70,10 @@ class ImageMeta(BaseModel):
     @classmethod
     def _receipt_from_json(cls, value: object) -> object:
         return json.loads(value) if isinstance(value, str) else value
+
+
+def stored_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def object_key(image_id: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from imaging import (
     encode_output,
     media_type_of,
 )
+from imaging.costs import rendition_seconds
 from models.batching import BatchingUpscaler
 from models.compiling import COMPILE_PAYS
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
@@ -43,8 +45,9 @@ from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
 from policy import Reconstruct, Representation, SampleRead
 from render import costs, metrics
-from render.admission import RenderSlots
+from render.admission import HEAVY, RenderSlots
 from render.images import ImageMeta, ImageNotFound, object_key
+from render.priority import HEAVY_NICENESS, niced_pool
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -295,18 +298,41 @@ def sample_read(meta: ImageMeta, upscaler: Upscaler, encoding: OutputEncoding) -
     return sized
 
 
-class InferenceEngine:
-    """Renders on a small dedicated pool; the pool's threads share the batcher's batches."""
+def render_seconds(meta: ImageMeta, geometry: Geometry | None, fmt: str) -> float:
+    """A rendition's estimated CPU-seconds (:mod:`imaging.costs`): the model's from an x4
+    copy, a resize's from a full-size one. Admission and the heavy lane both go by it."""
+    output = (geometry or Geometry.identity(meta.width, meta.height)).pixels
+    if meta.representation == "x4":
+        return rendition_seconds(meta.stored_width * meta.stored_height, output, fmt, model=True)
+    return rendition_seconds(meta.width * meta.height, output, fmt)
 
-    def __init__(self, models: UpscalerPool, encoding: OutputEncoding, threads: int = 1) -> None:
+
+class InferenceEngine:
+    """Renders on a small dedicated pool; the pool's threads share the batcher's batches.
+
+    A rendition estimated over ``heavy_seconds`` runs on a one-thread lane of its own at a
+    lower OS priority (:mod:`render.priority`): a 40-megapixel AVIF enlargement takes only
+    the CPU that thumbnails and ordinary misses leave."""
+
+    def __init__(
+        self,
+        models: UpscalerPool,
+        encoding: OutputEncoding,
+        threads: int = 1,
+        heavy_seconds: float = math.inf,
+    ) -> None:
         self.models = models
         self.encoding = encoding
+        self.heavy_seconds = heavy_seconds
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+        self._heavy_pool = niced_pool(1, "render-heavy", HEAVY_NICENESS)
 
     @classmethod
     def from_settings(cls, registry: ModelRegistry, settings: Settings) -> InferenceEngine:
         pool = UpscalerPool(registry, settings)
-        return cls(pool, settings.output_encoding, settings.render_threads)
+        return cls(
+            pool, settings.output_encoding, settings.render_threads, settings.heavy_work_seconds
+        )
 
     async def render_object(self, store: ObjectStore, key: CacheKey) -> bytes:
         """Fetch the stored copy named by ``key`` and render the rendition it names."""
@@ -318,10 +344,12 @@ class InferenceEngine:
         fmt = cast(OutputFormat, key.fmt)
         geometry = Geometry.parse(key.variant) if key.variant else None
         loop = asyncio.get_running_loop()
+        heavy = render_seconds(meta, geometry, fmt) > self.heavy_seconds
+        pool = self._heavy_pool if heavy else self._pool
         if meta.representation != "x4":  # the API serves these itself; a worker can too
             full = geometry or Geometry.identity(meta.width, meta.height)
             return await loop.run_in_executor(
-                self._pool,
+                pool,
                 render_stored_copy,
                 stored.data,
                 meta,
@@ -332,7 +360,7 @@ class InferenceEngine:
             )
         upscaler = await self.models.get(key.model)
         return await loop.run_in_executor(
-            self._pool,
+            pool,
             render,
             stored.data,
             meta,
@@ -344,7 +372,8 @@ class InferenceEngine:
         )
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._pool, self._heavy_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
         self.models.close()
 
 
@@ -352,16 +381,22 @@ class LocalRenderer:
     """The embedded transport: a miss is rendered in this process and cached on the way out."""
 
     def __init__(
-        self, engine: InferenceEngine, store: ObjectStore, cache: HRCache, slots: RenderSlots
+        self,
+        engine: InferenceEngine,
+        store: ObjectStore,
+        cache: HRCache,
+        slots: RenderSlots,
+        heavy_slots: RenderSlots,
     ) -> None:
         self.engine = engine
         self.store = store
         self.cache = cache
         self.slots = slots  # admission control, as queue mode has its bounded queue
+        self.heavy_slots = heavy_slots  # the heavy lane's, so heavy renders never hold slots
 
     async def render(self, key: CacheKey) -> bytes:
         """A render that a delete overtook answers 404, like every request after the delete."""
-        async with self.slots.slot():
+        async with (self.heavy_slots if HEAVY.get() else self.slots).slot():
             data = await self.engine.render_object(self.store, key)
         try:
             await self.cache.put(key, data)

@@ -109,6 +109,7 @@ class RenderJob:
             "quality": str(self.key.quality or 0),
             "variant": self.key.variant,
             "encoding": self.key.encoding,
+            "source": self.key.source,
             "deadline": repr(self.deadline),
             "request_id": self.request_id,
         }
@@ -123,6 +124,7 @@ class RenderJob:
             quality,
             fields.get("variant", ""),
             fields.get("encoding", ""),
+            fields.get("source", ""),
         )
         return cls(key, float(fields["deadline"]), fields.get("request_id", ""))
 

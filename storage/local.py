@@ -39,7 +39,9 @@ class LocalStore:
         self.min_free_bytes = min_free_bytes
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
+        """Checked lexically, without a system call: every request runs this on the event
+        loop (the store writes no links, so no path inside the root leads out of it)."""
+        path = Path(os.path.normpath(self.root / key))
         if self.root not in path.parents:
             raise ValueError(f"object key {key!r} escapes the store root")
         return path
@@ -56,7 +58,9 @@ class LocalStore:
         return await asyncio.to_thread(self._read_metadata, path)
 
     async def delete(self, key: str) -> None:
-        path = self._path(key)
+        await asyncio.to_thread(self._delete, self._path(key))
+
+    def _delete(self, path: Path) -> None:
         for victim in (path, _sidecar(path)):
             victim.unlink(missing_ok=True)
 

@@ -178,6 +178,8 @@ def queue_env(
         "SRSTORE_S3_ENDPOINT_URL": seaweed_server.endpoint_url,
         "SRSTORE_QUEUE_STREAM": f"srstore:render:{uuid.uuid4().hex[:8]}",
         "SRSTORE_CLAIM_IDLE_SECONDS": "1",
+        # a worker killed mid-compaction leaves its lease to lapse before an heir takes over
+        "SRSTORE_COMPACTION_LEASE_SECONDS": "3",
     }
 
 

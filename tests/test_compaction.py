@@ -23,7 +23,13 @@ from config.settings import Settings
 from keyspace import queue_shard
 from render.queue import compaction_stream
 from tests.conftest import costly_options, encode, queue_env, serving, settings_from
-from tests.support.compaction import compacted, compacted_sync, keys, until_pending_dropped
+from tests.support.compaction import (
+    HeldCompactions,
+    compacted,
+    compacted_sync,
+    keys,
+    until_pending_dropped,
+)
 from tests.support.process import start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer
 
@@ -49,24 +55,6 @@ async def post(client: httpx.AsyncClient, data: bytes, **query: str) -> dict:
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
-
-
-class HeldCompactions:
-    """Holds every compaction after scoring, before anything is written, until released."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.compactor = app.state.image_service.compactions.compactor
-        self.scored = asyncio.Event()
-        self.release = asyncio.Event()
-        score = self.compactor._score
-
-        async def held(*args: object) -> object:
-            result = await score(*args)
-            self.scored.set()
-            await self.release.wait()
-            return result
-
-        self.compactor._score = held
 
 
 @pytest.fixture

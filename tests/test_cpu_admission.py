@@ -4,6 +4,7 @@ admitted by their estimated cost, and one client cannot hold more than its share
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +19,9 @@ from app.services.dependencies import DependencyMonitor
 from app.services.work import ClientBusy, CpuAdmission, CpuBusy
 from config.settings import Settings
 from imaging.costs import rendition_seconds
+from render import inference
 from render.admission import FairSlots
+from render.priority import HEAVY_NICENESS, MAX_NICENESS
 from tests.conftest import serving
 
 
@@ -160,6 +163,75 @@ async def test_one_client_past_its_share_gets_429_while_another_is_served(
     assert crowded.status_code == 503
     assert crowded.json()["error"]["code"] == "cpu_busy"
     assert int(crowded.headers["retry-after"]) >= 1
+
+
+def _niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def _lowered() -> int:
+    """A heavy lane's niceness, seen from this (ordinary) thread."""
+    return min(MAX_NICENESS, _niceness() + HEAVY_NICENESS)
+
+
+async def test_a_heavy_rendition_waits_and_runs_apart_at_a_lower_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, photo_bytes: bytes
+) -> None:
+    """A thumbnail estimated over SRSTORE_HEAVY_WORK_SECONDS takes neither the only ordinary
+    CPU thread nor its priority: while it is stuck, the same client's small one is served."""
+    stuck, entered = threading.Event(), threading.Event()
+    niceness: dict[str, int] = {}
+    real = delivery.render_stored_copy
+
+    def stand_in(*args: Any) -> bytes:
+        lane = threading.current_thread().name.rpartition("_")[0]
+        niceness[lane] = _niceness()
+        if lane == "cpu-heavy":
+            entered.set()
+            assert stuck.wait(30), "never released"
+        return real(*args)
+
+    monkeypatch.setattr(delivery, "render_stored_copy", stand_in)
+    small, large = _thumbnail_cost(602, 402, 60), _thumbnail_cost(602, 402, 150)
+    settings = Settings(data_dir=tmp_path, cpu_threads=1, heavy_work_seconds=(small + large) / 2)
+    async with serving(settings) as (_, client):
+        image_id = await _upload(client, photo_bytes)
+        heavy = asyncio.create_task(client.get(f"/v1/images/{image_id}?w=150"))
+        await _wait_for(entered)
+        thumbnail = await asyncio.wait_for(client.get(f"/v1/images/{image_id}?w=60"), 10)
+        stuck.set()
+        assert thumbnail.status_code == 200
+        assert (await heavy).status_code == 200
+    assert niceness == {
+        "cpu": _niceness(),
+        "cpu-heavy": min(MAX_NICENESS, _niceness() + HEAVY_NICENESS),
+    }
+
+
+async def test_a_heavy_model_render_runs_on_the_engines_lower_priority_lane(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, photo_bytes: bytes
+) -> None:
+    """An enlargement over the bound renders on ``render-heavy``, a plain read on ``render``."""
+    lanes: dict[str, int] = {}
+    real = inference.render
+
+    def noting(*args: Any) -> bytes:
+        lanes[threading.current_thread().name.rpartition("_")[0]] = _niceness()
+        return real(*args)
+
+    monkeypatch.setattr(inference, "render", noting)
+    plain = rendition_seconds(150 * 100, 600 * 400, "jpeg", model=True)
+    settings = Settings(data_dir=tmp_path, heavy_work_seconds=plain * 2)
+    async with serving(settings) as (_, client):
+        image_id = await _upload(client, photo_bytes)
+        await client.get(f"/v1/images/{image_id}/meta")
+        assert (await client.get(f"/v1/images/{image_id}?format=png")).status_code == 200
+        enlarged = await client.get(f"/v1/images/{image_id}?w=1800&enlarge=true&format=png")
+        assert enlarged.status_code == 200
+    assert lanes == {
+        "render": _niceness(),
+        "render-heavy": min(MAX_NICENESS, _niceness() + HEAVY_NICENESS),
+    }
 
 
 async def test_a_freed_thread_goes_to_the_client_that_runs_least() -> None:

@@ -17,6 +17,7 @@ from config.settings import Settings
 from keyspace import queue_shard
 from models.archs import build_model
 from models.weights import weights_path
+from render.compaction import plain_read_key
 from render.queue import GROUP
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
 from tests.support.compaction import compacted
@@ -294,7 +295,8 @@ async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
         image_id = await upload(client, photo_bytes)
         await compacted(client, image_id)  # it caches the plain read: the key below, after
         service = app.state.image_service
-        key = CacheKey(image_id, app.state.models.label, "jpeg", 90, "", "")
+        key = plain_read_key(await service.meta(image_id), app.state.models.label, queue_settings)
+        assert key is not None
         await service.cache.put(key, b"already rendered elsewhere")
         before = jobs(worker, "cached")
 

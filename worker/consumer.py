@@ -181,13 +181,18 @@ class Worker:
 
     async def _compact(self, entry_id: JobId, job: RenderJob) -> None:
         """Compact, then acknowledge; a worker killed before the acknowledgement leaves the
-        job to be claimed again, and compaction run twice ends the same."""
+        job to be claimed again, and compaction run twice ends the same. A compaction that
+        another process holds (``busy``) is not acknowledged: the job is claimed again after
+        ``SRSTORE_CLAIM_IDLE_SECONDS``, until the holder has finished it or its lease lapsed."""
         assert self.compactions is not None and self.compactor is not None
         REQUEST_ID.set(job.request_id or None)
         outcome = Outcome()
         result: str
         try:
             result = await self.compactor.compact(job.key.image_id, job.key.model)
+            if result == "busy":  # claimed again (by any worker) once its claim goes idle
+                log.info("compaction of %s is another's for now", job.key.image_id)
+                return
         except CompactionRetry as exc:
             result = "put back"
             log.warning("compaction of %s put back until the next sweep: %s", job.key.image_id, exc)

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
-from cache import make_cache
+from cache import make_cache, make_leases
 from config.settings import Settings
 from keyspace import connect
 from ledger import make_ledger
@@ -48,8 +48,9 @@ async def serve(settings: Settings, name: str) -> None:
         client, compaction_stream(settings.queue_stream), settings.compaction_queue_max
     )
     ledger = make_ledger(settings)
+    leases = make_leases(settings)
     compactor = Compactor(
-        settings, store, cache, ledger, engine.models, settings.compaction_threads
+        settings, store, cache, ledger, engine.models, leases, settings.compaction_threads
     )
     worker = Worker(
         name,
@@ -85,7 +86,7 @@ async def serve(settings: Settings, name: str) -> None:
         await asyncio.to_thread(engine.close)
         await flusher.stop()
         await client.aclose()
-        for closeable in (cache, ledger):
+        for closeable in (cache, ledger, leases):
             close = getattr(closeable, "close", None)
             if close is not None:
                 await close()

@@ -129,6 +129,8 @@ class BackgroundCompactions(_Sweeping):
                 await self._yield_to_renders()
                 outcome = await self.compactor.compact(image_id, self.models.label)
                 log.info("compaction of %s: %s", image_id, outcome)
+                if outcome == "busy":  # another process compacts it; it stays pending if that
+                    continue  # one dies, and the next sweep queues it again
             except CompactionRetry as exc:
                 log.warning("compaction of %s put back until the next sweep: %s", image_id, exc)
             except Exception:
@@ -161,6 +163,7 @@ class BackgroundCompactions(_Sweeping):
         """Unfinished compactions stay pending in the store for the next start."""
         await self._stop_tasks()
         await asyncio.to_thread(self.compactor.close)
+        await self.compactor.leases.close()
 
 
 class QueueCompactions(_Sweeping):

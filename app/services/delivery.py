@@ -35,10 +35,10 @@ from imaging import MEDIA_TYPES, SCALE, media_type_of
 from imaging.costs import rendition_seconds
 from policy import NO_MODEL
 from render import metrics as render_metrics
-from render.admission import CLIENT
+from render.admission import CLIENT, HEAVY
 from render.compaction import meta_cache_key
 from render.images import ImageMeta, ImageNotFound, object_key
-from render.inference import render_stored_copy, served_as_stored
+from render.inference import render_seconds, render_stored_copy, served_as_stored
 from storage import ObjectNotFound, ObjectStore
 
 PLAIN_READ = RenditionRequest()  # the upload's own size and format
@@ -96,11 +96,6 @@ def owned(meta: ImageMeta, owner: str | None) -> ImageMeta:
     if owner is not None and meta.tenant != owner:
         raise ImageNotFound(meta.id)
     return meta
-
-
-def _output_pixels(plan: RenditionPlan) -> int:
-    (sw, sh), (cw, ch) = plan.geometry.scaled, plan.geometry.canvas
-    return max(sw * sh, cw * ch)
 
 
 class Delivery:
@@ -261,6 +256,7 @@ class Delivery:
             request,
             self.models.label if rebuilt else NO_MODEL,
             self.settings,
+            meta.source,
         )
         key = plan.key
 
@@ -323,10 +319,10 @@ class Delivery:
 
     async def _render_here(self, meta: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
         """A model render in this process, admitted by its cost like any CPU work."""
-        stored_pixels = meta.stored_width * meta.stored_height
-        cost = rendition_seconds(stored_pixels, _output_pixels(plan), plan.fmt, model=True)
+        cost = render_seconds(meta, plan.geometry, plan.fmt)
         with self.cpu.admission.admit(client, cost):
             CLIENT.set(client)  # this flight's own task: the render slot goes to it fairly
+            HEAVY.set(cost > self.settings.heavy_work_seconds)
             return await self.renderer.render(plan.key)
 
     async def _from_stored_copy(self, known: ImageMeta, plan: RenditionPlan, client: str) -> bytes:
@@ -336,7 +332,7 @@ class Delivery:
         them (``known`` only estimates the cost)."""
         x4 = known.representation == "x4"
         source = known.width * known.height // (SCALE * SCALE if x4 else 1)
-        cost = rendition_seconds(source, _output_pixels(plan), plan.fmt)
+        cost = rendition_seconds(source, plan.geometry.pixels, plan.fmt)
         with self.cpu.admission.admit(client, cost):
             try:
                 stored = await self.store.get(object_key(known.id))
@@ -346,7 +342,9 @@ class Delivery:
             if known.representation != "x4" and meta.representation == "x4":
                 raise _Replaced(known.id)  # tiering compacted it: the plan needs the model
             data = await self.cpu.call(
-                client, lambda: self._downscale_stored(stored.data, meta, plan)
+                client,
+                lambda: self._downscale_stored(stored.data, meta, plan),
+                heavy=cost > self.settings.heavy_work_seconds,
             )
         render_metrics.RENDITIONS.labels("stored_copy").inc()
         if await self._keep(plan.key, data):
@@ -363,6 +361,5 @@ class Delivery:
 
 
 def _stored_etag(meta: ImageMeta) -> str:
-    """A full-size copy kept by compaction is another stored copy than the x4 one."""
-    kept = "" if meta.representation == "x4" else f":{meta.representation}"
-    return etag_of(f"stored:{meta.id}:{meta.created_at.isoformat()}{kept}")
+    """Compaction may replace the stored copy: the ETag names the copy."""
+    return etag_of(f"stored:{meta.id}:{meta.created_at.isoformat()}:{meta.source}")

@@ -37,7 +37,7 @@ from policy import Floor, Receipt, StoragePolicy
 from render import costs
 from render import metrics as render_metrics
 from render.compaction import pending_key
-from render.images import ImageMeta, object_key
+from render.images import ImageMeta, object_key, stored_digest
 from storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class Ingest:
             content_type=decoded.content_type,
             original_bytes=len(data),
             stored_bytes=len(reduced.data),
+            stored_digest=stored_digest(reduced.data),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
             greyscale=decoded.greyscale,
@@ -172,6 +173,7 @@ class Ingest:
             content_type=decoded.content_type,
             original_bytes=len(data),
             stored_bytes=len(data),
+            stored_digest=stored_digest(data),
             served_format=decoded.served_format,
             created_at=datetime.now(UTC),
             greyscale=decoded.greyscale,

@@ -177,8 +177,10 @@ def plan_rendition(
     request: RenditionRequest,
     model_label: str,
     settings: Settings,
+    source: str = "",
 ) -> RenditionPlan:
-    """Canonicalise ``request`` against the image's size and format into one key and ETag."""
+    """Canonicalise ``request`` against the image's size and format into one key and ETag;
+    ``source`` names the stored copy it is made from (``ImageMeta.source``)."""
     encoding: OutputEncoding = settings.output_encoding
     fmt = request.fmt or negotiate(request.accept, own_format, settings.output_avif)
     box_width, box_height = request.box()
@@ -202,6 +204,7 @@ def plan_rendition(
         encoding.quality_of(fmt, _quality(request, settings)),
         "" if full_size else geometry.token,
         encoding.settings_tag(fmt),
+        source,
     )
     return RenditionPlan(
         key=key,

@@ -17,6 +17,9 @@ can be served on an idle server.
 Admitted work then waits for a thread fairly (``render.admission.FairSlots``): when one
 frees, the waiting client running the least goes first, and no client runs on more than its
 share of the threads; a wait past ``SRSTORE_REQUEST_DEADLINE_SECONDS`` is 503 ``cpu_busy``.
+Heavy work (estimated over ``SRSTORE_HEAVY_WORK_SECONDS``) waits for and runs on a thread of
+its own at a lower OS priority (``render.priority``), so it neither holds the ordinary
+threads nor takes the cores from them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from render.admission import RETRY_AFTER_BOUNDS, FairSlots, Saturated, share_of
+from render.priority import HEAVY_NICENESS, niced_pool
 
 T = TypeVar("T")
 
@@ -97,19 +101,18 @@ class CpuPool:
     ) -> None:
         self.admission = CpuAdmission(threads, backlog_seconds, client_share)
         self.slots = FairSlots(threads, share_of(threads, client_share))
+        self.heavy_slots = FairSlots(1, 1)
         self.wait_seconds = wait_seconds
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cpu")
+        self._heavy_pool = niced_pool(1, "cpu-heavy", HEAVY_NICENESS)
 
-    async def run(self, client: str, cost: float, work: Callable[[], T]) -> T:
-        """``work()`` on the pool once admitted. A caller that stops waiting (a disconnect)
-        still holds its admission until the work ends: the CPU is spent either way."""
-        with self.admission.admit(client, cost):
-            return await self.call(client, work)
-
-    async def call(self, client: str, work: Callable[[], T]) -> T:
-        """``work()`` on the pool in ``client``'s turn, for work already admitted."""
+    async def call(self, client: str, work: Callable[[], T], heavy: bool = False) -> T:
+        """``work()`` on the pool (the heavy lane if ``heavy``) in ``client``'s turn, for work
+        already admitted. A caller that stops waiting (a disconnect) still holds its thread
+        until the work ends: the CPU is spent either way."""
+        slots, pool = (self.heavy_slots, self._heavy_pool) if heavy else (self.slots, self._pool)
         try:
-            await self.slots.acquire(client, self.wait_seconds)
+            await slots.acquire(client, self.wait_seconds)
         except TimeoutError:
             raise CpuBusy(
                 f"no CPU thread freed within {self.wait_seconds:g} s",
@@ -119,7 +122,7 @@ class CpuPool:
             # In the caller's context, as asyncio.to_thread runs it: the request id of its log
             # lines, and the per-key account of its CPU (render.costs.account).
             context = contextvars.copy_context()
-            future = asyncio.wrap_future(self._pool.submit(context.run, work))
+            future = asyncio.wrap_future(pool.submit(context.run, work))
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -127,7 +130,8 @@ class CpuPool:
                     await future
                 raise
         finally:
-            self.slots.release(client)
+            slots.release(client)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._pool, self._heavy_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
