@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -197,14 +196,6 @@ async def test_a_delete_of_an_image_already_gone_is_404_and_debits_nothing(
     assert before[2] - after[2] == 1
 
 
-def fresh_reads_until_a_miss(image: str, deadline: float) -> list[str]:
-    """The ``X-Cache`` of each read, on a fresh connection each, up to the first ``MISS``."""
-    caches: list[str] = []
-    while "MISS" not in caches and time.monotonic() < deadline:
-        caches.append(httpx.get(image, timeout=30).headers["x-cache"])
-    return caches
-
-
 @pytest.mark.slow
 def test_a_delete_served_by_one_process_is_seen_by_the_other(
     tmp_path: Path,
@@ -226,11 +217,12 @@ def test_a_delete_served_by_one_process_is_seen_by_the_other(
         with httpx.Client(base_url=api.url, timeout=30) as http:
             compacted_sync(http, image_id)
         image = f"{api.url}/v1/images/{image_id}"
-        # Both processes sweep pending/, but one compacted the image (and cached its read):
-        # fresh connections, which the kernel hands to either process, until the other
-        # process has read it too, with its one MISS.
-        caches = fresh_reads_until_a_miss(image, deadline=time.monotonic() + 60)
-        assert caches.count("MISS") == 1, caches
+        # Both processes sweep pending/, but only one compacts the image (checked in their
+        # log below), and it cached the read: on fresh connections, which the kernel hands
+        # to either process as it likes, only the other process's first read is a MISS.
+        reads = [httpx.get(image, timeout=30) for _ in range(24)]
+        assert [read.status_code for read in reads] == [200] * 24
+        assert [read.headers["x-cache"] for read in reads].count("MISS") <= 1
 
         assert httpx.delete(image, timeout=30).status_code == 204
         after = [httpx.get(image, timeout=30).status_code for _ in range(12)]
