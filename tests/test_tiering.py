@@ -19,7 +19,7 @@ from PIL import Image
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from app.services.tiering import Tiering
+from app.services.tiering import SWEEP_LEASE, Tiering
 from config.settings import Settings
 from policy import NO_MODEL
 from render.compaction import pending_key
@@ -352,3 +352,32 @@ async def test_in_queue_mode_a_cold_image_is_compacted_by_the_worker_then_render
     assert read.status_code == 200 and size(read.content) == (meta["width"], meta["height"])
     assert read.headers["x-model-version"] == cold["receipt"]["model"] != NO_MODEL
     assert after_cold_read[1:] == (compacted_counts[1] + 1, compacted_counts[2] + 1)
+
+
+@pytest.mark.parametrize("mode", ["embedded", "full"])
+async def test_of_two_replicas_sweeping_at_once_one_hands_each_idle_image_on(
+    mode: str, request: pytest.FixtureRequest, photo_bytes: bytes
+) -> None:
+    """Each replica runs the sweep loop; the sweep's lease lets one of them sweep at a time,
+    so an idle image is handed to compaction once, not once per replica."""
+    settings = tiered(request.getfixturevalue(f"{mode}_settings"))
+    clock = Clock()
+    async with serving(settings) as (first_app, first), serving(settings) as (second_app, second):
+        replicas = [(tiering_of(first_app, clock), first), (tiering_of(second_app, clock), second)]
+        early = [(await upload(first, photo_bytes))["id"] for _ in range(2)]
+        clock.now += IDLE + 1
+        raced = await asyncio.gather(*(replica.sweep() for replica, _ in replicas))
+        (sweeper, swept_by), (other, other_client) = replicas if raced[0] else replicas[::-1]
+        late = (await upload(first, photo_bytes))["id"]
+        clock.now += IDLE + 1
+        async with sweeper.leases.hold(SWEEP_LEASE) as held:  # as if its next sweep ran now
+            while_it_sweeps = await other.sweep()
+        after_it_swept = await other.sweep()
+        # each through the replica that compacted it (embedded replicas cache metadata apart)
+        cold = [await compacted(swept_by, image_id) for image_id in early]
+        cold.append(await compacted(other_client, late))
+
+    assert sorted(raced) == [0, 2]
+    assert held and while_it_sweeps == 0
+    assert after_it_swept == 1
+    assert [meta["representation"] for meta in cold] == ["x4"] * 3
