@@ -49,7 +49,12 @@ def copy_tree(destination: Path, ref: str | None) -> None:
 
 
 def narrow(
-    pyproject: Path, module: str, tests: list[str], keyword: str, timeout_constant: float
+    pyproject: Path,
+    module: str,
+    tests: list[str],
+    keyword: str,
+    timeout_constant: float,
+    test_timeout: float,
 ) -> None:
     text = pyproject.read_text()
     start = text.index("[tool.mutmut]")
@@ -65,7 +70,9 @@ def narrow(
         section,
         flags=re.S,
     )
-    section = re.sub(r'"-k",\s*"[^"]*",', f'"-k", "{keyword}",', section)
+    section = re.sub(
+        r'"-k",\s*"[^"]*",', f'"--timeout", "{test_timeout:g}", "-k", "{keyword}",', section
+    )
     section = re.sub(r"timeout_constant = .*", f"timeout_constant = {timeout_constant}", section)
     pyproject.write_text(text[:start] + section + text[end:])
 
@@ -85,13 +92,26 @@ def main() -> int:
         help="a mutant's CPU-time limit is (its tests' time + this) x 30: a mutant that loops"
         " forever costs that much (the trainer's 20 s suits slow tests, not unit tests)",
     )
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        default=30.0,
+        help="pytest-timeout's limit per test, in seconds: a mutant that leaves a test waiting"
+        " (a request never answered uses no CPU, so the CPU limit above never ends it) fails"
+        " after this instead of the suite's 300 s",
+    )
     args = parser.parse_args()
     dotted = args.module.removesuffix(".py").replace("/", ".")
     with tempfile.TemporaryDirectory(prefix="srstore-mutmut-") as scratch:
         tree = Path(scratch)
         copy_tree(tree, args.ref)
         narrow(
-            tree / "pyproject.toml", args.module, args.tests, args.keyword, args.timeout_constant
+            tree / "pyproject.toml",
+            args.module,
+            args.tests,
+            args.keyword,
+            args.timeout_constant,
+            args.test_timeout,
         )
         mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
         command = ["nice", "-n", "15", mutmut, "run", "--max-children", str(args.children)]
