@@ -189,6 +189,33 @@ def test_an_x4_copy_tried_on_the_mosaic_scores_as_its_full_size_read(
     assert mosaic.image.width % SCALE == mosaic.image.height % SCALE == 0
 
 
+def test_an_x4_copy_that_meets_a_psnr_floor_is_kept_though_its_tiles_score_lower(
+    large_photo: Image.Image,
+) -> None:
+    """The tiles' PSNR of an x4 copy runs well under the whole read's (1.2-7.9 dB on these
+    photos: the error is not spread like the tiles), so a PSNR floor never skips the
+    full-size read of the x4 copy on its mosaic trial: ``guarded`` keeps the copy that
+    passes."""
+    x4 = encode_full(downscale(large_photo), "webp", 90)
+    decision = choose(
+        image=large_photo,
+        original=b"\xff" * 10**8,
+        x4=x4,
+        policy="guarded",
+        floor=Floor.parse("psnr:47"),
+        codec="avif",
+        reconstruct=codec_read(*large_photo.size),
+        model="none",
+        sample_read=codec_read,
+    )
+    whole = Reference(large_photo).score(codec_read(*large_photo.size)(x4, "x4"))
+
+    tiles = Mosaic(large_photo, Reference(large_photo), codec_read).x4(x4)
+    assert whole[0] >= 47 > tiles.psnr + 1  # what a skip on the tiles' PSNR would get wrong
+    assert decision.representation == "x4" and decision.data == x4
+    assert decision.receipt.psnr == whole[0] and decision.receipt.meets_floor
+
+
 def captioned(image: Image.Image) -> Image.Image:
     """Lines of small text over a photo (as ``bench.upload`` makes): its x4 copy fails."""
     drawn = image.copy()
