@@ -251,7 +251,7 @@ def stage_rows() -> list[list[str]]:
             "tiles to 8-bit luma (incl. a copy of the tiles)": lambda: stitch_luma(
                 outputs.clone(), layout, SCALE
             ),
-            "chroma bicubic x4 (Cb and Cr in one pass)": lambda: upscale_bands(
+            "chroma bicubic x4 (Cb and Cr in one torch uint8 pass)": lambda: upscale_bands(
                 [ycbcr.getchannel("Cb"), ycbcr.getchannel("Cr")]
             ),
             "merge and YCbCr to RGB": lambda: Image.merge("YCbCr", [luma, *chroma]).convert("RGB"),

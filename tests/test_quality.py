@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from imaging import SCALE, bicubic_upscale, crop_to, decode_stored, downscale, encode_full
 from imaging.quality import (
@@ -24,7 +24,7 @@ from imaging.quality import (
     luma_ssim,
     sample_boxes,
 )
-from policy import Floor, Reconstruct, Representation, SampleRead
+from policy import Floor, Reconstruct, Representation, SampleRead, StoragePolicy
 from policy.choose import Mosaic, choose
 
 DATA = Path(__file__).parent / "data"
@@ -181,10 +181,60 @@ def test_an_x4_copy_tried_on_the_mosaic_scores_as_its_full_size_read(
     the tiles' edges differs from the read of the whole copy."""
     reference = Reference(large_photo)
     mosaic = Mosaic(large_photo, reference, codec_read)
-    floor = Floor.parse("ssim:0.9")
     for quality in (70, 90):
         x4 = encode_full(downscale(large_photo), "webp", quality)
         whole = reference.score(codec_read(*large_photo.size)(x4, "x4"))[1]
-        assert mosaic.x4(x4, floor) == pytest.approx(whole, abs=0.005)
+        assert mosaic.x4(x4).ssim == pytest.approx(whole, abs=0.005)
     assert mosaic.image.width * mosaic.image.height < large_photo.width * large_photo.height / 4
     assert mosaic.image.width % SCALE == mosaic.image.height % SCALE == 0
+
+
+def captioned(image: Image.Image) -> Image.Image:
+    """Lines of small text over a photo (as ``bench.upload`` makes): its x4 copy fails."""
+    drawn = image.copy()
+    draw = ImageDraw.Draw(drawn)
+    font = ImageFont.load_default(size=11)
+    for line in range(drawn.height // 14):
+        text = "The quick brown fox jumps over 0123456789 " * 20
+        draw.text((4, 4 + 14 * line), text, "black", font)
+    return drawn
+
+
+@pytest.mark.parametrize("policy", ["guarded", "smallest"])
+def test_a_large_upload_whose_x4_copy_clearly_fails_is_never_rebuilt_whole(
+    policy: StoragePolicy,
+) -> None:
+    """The x4 copy's trial on the mosaic settles that it fails, so the whole image is not
+    rebuilt for it (a render of every pixel): the receipt's ``x4`` is that trial, within
+    0.005 SSIM of the whole read, and the full-size copy kept is within one quality step of
+    the floor."""
+    photo = Image.open(DATA / "garden.jpg").convert("RGB")
+    image = captioned(photo.resize((2400, 1200), Image.Resampling.LANCZOS))  # 2.9 MP
+    x4 = encode_full(downscale(image), "webp", 90)
+    read = codec_read(*image.size)
+    full_size_reads: list[Representation] = []
+
+    def counted(stored: bytes, representation: Representation) -> Image.Image:
+        full_size_reads.append(representation)
+        return read(stored, representation)
+
+    decision = choose(
+        image=image,
+        original=b"\xff" * 10**8,
+        x4=x4,
+        policy=policy,
+        floor=Floor.parse("ssim:0.9"),
+        codec="avif",
+        reconstruct=counted,
+        model="none",
+        sample_read=codec_read,
+    )
+    receipt, reference = decision.receipt, Reference(image)
+    codec, quality = decision.representation, receipt.quality
+
+    assert "x4" not in full_size_reads
+    assert receipt.x4 is not None and receipt.x4.ssim < 0.9
+    assert receipt.x4.ssim == pytest.approx(reference.score(read(x4, "x4"))[1], abs=0.005)
+    assert codec in ("avif", "webp") and quality is not None and receipt.meets_floor
+    two_steps_lower = decode_stored(encode_full(image, codec, quality - 2))
+    assert reference.score(two_steps_lower)[1] < 0.9
