@@ -59,6 +59,28 @@ def test_tiled_output_equals_whole_image_output(name: str, tile: int) -> None:
     assert (grey - whole.mul(255).round().clamp(0, 255)).abs().max() <= 1
 
 
+@pytest.mark.parametrize("sizes", [[6], [4, 2], [1, 1, 1, 3], [5, 1]])
+def test_tiles_stitched_batch_by_batch_equal_the_tiles_stitched_at_once(sizes: list[int]) -> None:
+    """Batches that end mid-row land where their tiles belong; the float outputs of the
+    network are never concatenated."""
+    tiles, layout = split_tiles(torch.rand(1, 1, 21, 40), 16, 4)  # 2 rows of 3 tiles
+    outputs = torch.rand(len(tiles), 1, 4 * 24, 4 * 24)
+
+    at_once = stitch_luma(outputs.clone(), layout, 4)
+    in_batches = stitch_luma(iter(outputs.clone().split(sizes)), layout, 4)
+
+    assert (layout.rows, layout.cols, sum(sizes)) == (2, 3, 6)
+    assert in_batches.size == at_once.size == (160, 84)
+    assert in_batches.tobytes() == at_once.tobytes()
+
+
+def test_stitching_fewer_tiles_than_the_layout_is_an_error() -> None:
+    _, layout = split_tiles(torch.rand(1, 1, 21, 40), 16, 4)
+
+    with pytest.raises(ValueError, match="5 output tiles for a layout of 6"):
+        stitch_luma(torch.rand(5, 1, 96, 96), layout, 4)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_the_engine_runs_channels_last_with_the_reference_output(name: str) -> None:
     """The served layout (NHWC) changes the kernels, not the result: the plain NCHW model

@@ -15,6 +15,7 @@ catch up with another are the difference of their totals over the difference of 
 from __future__ import annotations
 
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,8 @@ def plot(results: list[tuple[Figures, Outcome]], clock: Clock, path: Path) -> No
                 for s in outcome.samples
             ],
         )
-    net.bar([f.name for f, _ in results], [f.net_per_month * f.scale for f, _ in results])
+    names = [textwrap.fill(f.name, 16) for f, _ in results]  # side by side, unwrapped they overlap
+    net.bar(names, [f.net_per_month * f.scale for f, _ in results])
     net.axhline(0, color="black", linewidth=0.8)
     for ax, title in (
         (stored, "Stored MiB (this trace)"),
