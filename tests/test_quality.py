@@ -25,7 +25,7 @@ from imaging.quality import (
     sample_boxes,
 )
 from policy import Floor, Reconstruct, Representation, SampleRead, StoragePolicy
-from policy.choose import Mosaic, choose
+from policy.choose import LOWEST_QUALITY, Mosaic, choose
 
 DATA = Path(__file__).parent / "data"
 HELD_OUT = ("garden.jpg", "raindrops.jpg")
@@ -106,21 +106,6 @@ def test_the_sample_is_fixed_by_the_size_aligned_and_spread_over_the_image() -> 
         assert box.right + TILE_MARGIN <= width and box.bottom + TILE_MARGIN <= height
 
 
-def lowest_passing_by_bisection(
-    image: Image.Image, codec: str, floor: Floor, reference: Reference
-) -> int:
-    """The blind search that the predicted one replaced: the lowest quality that passes."""
-    low, high = 5, 100
-    while low < high:
-        quality = (low + high) // 2
-        psnr, ssim = reference.score(decode_stored(encode_full(image, codec, quality)))  # type: ignore[arg-type]
-        if (psnr if floor.metric == "psnr" else ssim) >= floor.value:
-            high = quality
-        else:
-            low = quality + 1
-    return low
-
-
 @pytest.mark.parametrize(
     ("codec", "floor"), [("avif", "ssim:0.99"), ("webp", "ssim:0.985"), ("avif", "psnr:45")]
 )
@@ -167,11 +152,19 @@ def test_a_12_mp_search_tried_on_the_mosaic_ends_within_one_step_of_the_floor(
         model="none",
         sample_read=sample_read,
     )
-    expected = lowest_passing_by_bisection(large_photo, "avif", floor, Reference(large_photo))
+    quality = decision.receipt.quality
+    reference = Reference(large_photo)
 
-    assert decision.receipt.quality is not None
-    assert abs(decision.receipt.quality - expected) <= 1
-    assert decision.receipt.meets_floor is True
+    def passes(at: int) -> bool:
+        served = decode_stored(encode_full(large_photo, "avif", at))
+        return reference.score(served)[1] >= floor.value
+
+    # The lowest passing quality L (scores grow with quality) is within one step of the kept
+    # one: L <= quality + 1 and L >= quality - 1. Two 12 MP encodes, where a bisection for L
+    # took seven.
+    assert quality is not None and decision.receipt.meets_floor is True
+    assert passes(min(quality + 1, 100))
+    assert quality - 2 < LOWEST_QUALITY or not passes(quality - 2)
 
 
 def test_an_x4_copy_tried_on_the_mosaic_scores_as_its_full_size_read(
