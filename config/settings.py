@@ -316,6 +316,18 @@ class Settings(BaseSettings):
         7 * 86_400,
         description="Tiering: unread this long, an image is compacted (seconds, or 30m, 12h, 7d).",
     )
+    cold_horizon: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        365 * 86_400,
+        description="Tiering: how long an image that went cold is expected to stay stored; it is"
+        " compacted only if the storage saved over this pays for the compaction's CPU at the"
+        " price settings (seconds, or 90d, 365d).",
+    )
+    compaction_cpu_seconds_per_megapixel: float = Field(
+        0.25,
+        ge=0,
+        description="Tiering: the CPU seconds a cold compaction takes per megapixel, for the rule"
+        " above (bench.trace's cost ledger: 3.2 s for 13.5 MP of JPEG uploads, 2-core VM).",
+    )
     access_flush_seconds: float = Field(
         10.0,
         gt=0,

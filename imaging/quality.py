@@ -148,13 +148,14 @@ def _luma(image: Image.Image, box: Box) -> np.ndarray:
         == (0, 0)
         else image.crop((box.left, box.top, box.right, box.bottom))
     )
-    rgb = np.asarray(region.convert("RGB"), np.float64)
+    rgb = np.asarray(region if region.mode == "RGB" else region.convert("RGB"), np.float64)
     return 16 + rgb @ _LUMA
 
 
 def _rows_luma(image: Image.Image) -> np.ndarray:
-    """Studio-swing Y of every ``PSNR_ROW_STRIDE``-th row, in float64."""
-    rgb = np.asarray(image.convert("RGB"))[::PSNR_ROW_STRIDE]
+    """Studio-swing Y of every ``PSNR_ROW_STRIDE``-th row, in float64 (float32 saved 15 ms of
+    a 12 MP image's score, and its PSNR then differs from the reference formula's)."""
+    rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))[::PSNR_ROW_STRIDE]
     return 16 + rgb.astype(np.float64) @ _LUMA
 
 

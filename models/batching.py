@@ -104,23 +104,20 @@ class BatchingUpscaler:
     def start_luma(self, luma: Image.Image) -> Callable[[], Image.Image]:
         """Queue the luma's tiles now; the returned function waits for them and stitches."""
         tiles, layout = split_tiles(luma_to_tensor(luma), self.upscaler.tile, self.upscaler.margin)
-        outputs = self._submit(tiles)
-        return lambda: stitch_luma(outputs(), layout, SCALE)
+        jobs = self._submit(tiles)
+        # Each batch's tiles go into the 8-bit plane as soon as they are back.
+        return lambda: stitch_luma((job.result.result() for job in jobs), layout, SCALE)
 
     def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """Queue the tiles (in chunks of at most ``max_tiles``) and wait for their outputs."""
-        return self._submit(tiles)()
+        results = [job.result.result() for job in self._submit(tiles)]
+        return results[0] if len(results) == 1 else torch.cat(results)
 
-    def _submit(self, tiles: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def _submit(self, tiles: torch.Tensor) -> list[_Job]:
         jobs = [_Job(chunk) for chunk in tiles.split(self.max_tiles)]
         for job in jobs:
             self._jobs.put((job.priority, next(self._arrivals), job))
-
-        def outputs() -> torch.Tensor:
-            results = [job.result.result() for job in jobs]
-            return results[0] if len(results) == 1 else torch.cat(results)
-
-        return outputs
+        return jobs
 
     def close(self) -> None:
         """Finish the jobs already queued, then stop the inference thread."""
@@ -157,7 +154,8 @@ class BatchingUpscaler:
     def _run(self, batch: list[_Job]) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
-            outputs = self.upscaler.run_tiles(torch.cat([job.tiles for job in batch]))
+            tiles = batch[0].tiles if len(batch) == 1 else torch.cat([j.tiles for j in batch])
+            outputs = self.upscaler.run_tiles(tiles)
         except Exception as exc:
             log.exception("inference failed for a batch of %d jobs", len(batch))
             for job in batch:

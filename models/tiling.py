@@ -8,6 +8,7 @@ is edge-padded by the same margin, so tiled output equals whole-image output.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +50,28 @@ def split_tiles(plane: torch.Tensor, tile: int, margin: int) -> tuple[torch.Tens
 
 
 @torch.inference_mode()
-def stitch_luma(outputs: torch.Tensor, layout: TileLayout, scale: int) -> Image.Image:
+def stitch_luma(
+    outputs: torch.Tensor | Iterable[torch.Tensor], layout: TileLayout, scale: int
+) -> Image.Image:
     """The network's (N, 1, sT, sT) output tiles, values in [0, 1], as one L-mode image.
 
-    Each tile's core is rounded to grey levels where it lies and copied once, straight into
-    the 8-bit plane: no float plane is stitched first. It consumes ``outputs``."""
+    ``outputs`` is every tile in one tensor, or the tiles in order in batches: each batch is
+    written as it comes (while the network runs the next one), so the batches are never
+    concatenated. Each tile's core is rounded to grey levels where it lies and copied once,
+    straight into the 8-bit plane: no float plane is stitched first. It consumes the
+    outputs."""
     core, edge = layout.tile * scale, layout.margin * scale
-    cores = outputs[:, 0, edge : edge + core, edge : edge + core]
-    cores.mul_(255.0).round_().clamp_(0.0, 255.0)
     plane = torch.empty((layout.rows, core, layout.cols, core), dtype=torch.uint8)
-    plane.copy_(cores.reshape(layout.rows, layout.cols, core, core).permute(0, 2, 1, 3))
+    by_tile = plane.permute(0, 2, 1, 3)  # (rows, cols, core, core) views into the plane
+    done = 0
+    for batch in (outputs,) if isinstance(outputs, torch.Tensor) else outputs:
+        cores = batch[:, 0, edge : edge + core, edge : edge + core]
+        cores.mul_(255.0).round_().clamp_(0.0, 255.0)
+        for index, tile in enumerate(cores, start=done):
+            by_tile[divmod(index, layout.cols)].copy_(tile)
+        done += len(cores)
+    if done != layout.count:
+        raise ValueError(f"{done} output tiles for a layout of {layout.count}")
     whole = plane.view(layout.rows * core, layout.cols * core).numpy()
     cropped = np.ascontiguousarray(whole[: layout.height * scale, : layout.width * scale])
     return Image.fromarray(cropped, mode="L")

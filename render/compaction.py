@@ -11,8 +11,9 @@ ends by deleting it. One compaction:
    (on its own thread, at a lower CPU priority than renders), holding the scoring's estimated
    peak memory from ``SRSTORE_COMPACTION_MEMORY_BYTES`` (an upload too large to score within
    it keeps its x4 copy with a ``failed`` receipt that says so);
-3. caches the x4 copy's rebuilt read when the x4 copy stays (the first read is a hit), or
-   moves the ledger's share to the full-size copy that replaces it;
+3. caches the x4 copy's rebuilt read when the x4 copy stays (the first read is a hit; not
+   for an image tiering compacts: it went cold because nobody reads it), or moves the
+   ledger's share to the full-size copy that replaces it;
 4. replaces ``images/{id}`` with the kept bytes and the ``done`` (or ``failed``) receipt in
    one put: a reader gets the object and its metadata together, from either side;
 5. caches the new metadata, then deletes the pending object. The cache's delete mark
@@ -225,10 +226,11 @@ class Compactor:
             }
         )
         key = plain_read_key(kept, model, self.settings)
+        cold = ingested.representation != "x4"  # tiering's: its read would only rent RAM
         try:
             if kept.source != meta.source:  # what was made from the copy replaced: unread now
                 await self.cache.drop_image(image_id)
-            if scored.rebuilt is not None and key is not None and not full_size:
+            if scored.rebuilt is not None and key is not None and not full_size and not cold:
                 await self.cache.put(key, scored.rebuilt)  # cached before the receipt is done
                 metrics.CACHE_ENTRY_BYTES.observe(len(scored.rebuilt))
         except ImageDeleted:

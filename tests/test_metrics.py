@@ -20,6 +20,7 @@ from tests.conftest import CLUSTER_MODES, encode, serving
 from tests.support.compaction import compacted, evict
 from tests.support.metrics import ledger, samples
 from tests.support.servers import free_port, start_redis
+from tests.support.waiting import until
 
 
 @pytest.fixture(params=CLUSTER_MODES)
@@ -121,12 +122,21 @@ async def test_model_build_and_dependencies_are_reported(
     served = (await client.get(f"/v1/images/{image_id}")).headers["x-model-version"]
     name, _, version = served.partition(":")  # "espcn:1", or "bicubic" without weights
 
+    up = [
+        'srstore_dependency_up{dependency="cache"}',
+        'srstore_dependency_up{dependency="object_store"}',
+    ]
+
+    async def both_up() -> bool:  # a first ping a busy machine did not finish in time reads 0
+        scraped = await scrape(client)
+        return all(scraped.get(name) == 1 for name in up)
+
+    await until(both_up, "both dependencies reported up")
     values = await scrape(client)
 
     assert values[f'srstore_model_info{{name="{name}",version="{version or "none"}"}}'] == 1
     assert [k for k in values if k.startswith("srstore_build_info{version=")]
-    assert values['srstore_dependency_up{dependency="cache"}'] == 1
-    assert values['srstore_dependency_up{dependency="object_store"}'] == 1
+    assert [values[name] for name in up] == [1, 1]
 
 
 async def test_a_failed_store_write_leaves_the_ledger_alone(

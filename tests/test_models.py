@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from models.archs import ARCHITECTURES, ESPCN, build_model
-from models.engine import BicubicUpscaler, NeuralUpscaler, resolve_device
+from models.engine import BicubicUpscaler, NeuralUpscaler, resolve_device, upscale_bands
 from models.tiling import split_tiles, stitch_luma
 from models.validation import load_checked
 from models.weights import (
@@ -59,6 +59,28 @@ def test_tiled_output_equals_whole_image_output(name: str, tile: int) -> None:
     assert (grey - whole.mul(255).round().clamp(0, 255)).abs().max() <= 1
 
 
+@pytest.mark.parametrize("sizes", [[6], [4, 2], [1, 1, 1, 3], [5, 1]])
+def test_tiles_stitched_batch_by_batch_equal_the_tiles_stitched_at_once(sizes: list[int]) -> None:
+    """Batches that end mid-row land where their tiles belong; the float outputs of the
+    network are never concatenated."""
+    tiles, layout = split_tiles(torch.rand(1, 1, 21, 40), 16, 4)  # 2 rows of 3 tiles
+    outputs = torch.rand(len(tiles), 1, 4 * 24, 4 * 24)
+
+    at_once = stitch_luma(outputs.clone(), layout, 4)
+    in_batches = stitch_luma(iter(outputs.clone().split(sizes)), layout, 4)
+
+    assert (layout.rows, layout.cols, sum(sizes)) == (2, 3, 6)
+    assert in_batches.size == at_once.size == (160, 84)
+    assert in_batches.tobytes() == at_once.tobytes()
+
+
+def test_stitching_fewer_tiles_than_the_layout_is_an_error() -> None:
+    _, layout = split_tiles(torch.rand(1, 1, 21, 40), 16, 4)
+
+    with pytest.raises(ValueError, match="5 output tiles for a layout of 6"):
+        stitch_luma(torch.rand(5, 1, 96, 96), layout, 4)
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_the_engine_runs_channels_last_with_the_reference_output(name: str) -> None:
     """The served layout (NHWC) changes the kernels, not the result: the plain NCHW model
@@ -89,27 +111,68 @@ def test_neural_upscaler_keeps_the_mode_and_multiplies_the_size(mode: str) -> No
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_colour_is_the_network_luma_with_each_other_band_upscaled_bicubic_on_its_own(
+def test_colour_is_the_network_luma_with_the_other_bands_upscaled_by_upscale_bands(
     mode: str,
 ) -> None:
-    """Chroma and alpha take Pillow's bicubic band by band (alpha never premultiplied),
-    however the engine groups the bands to save passes."""
     torch.manual_seed(0)
     upscaler = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), tile=16)
     generator = np.random.default_rng(4)
     image = Image.fromarray(generator.integers(0, 256, (19, 27, 4), dtype=np.uint8), "RGBA")
     image = image if mode == "RGBA" else image.convert("RGB")
 
-    def bicubic(band: Image.Image) -> Image.Image:
-        return band.resize((band.width * 4, band.height * 4), Image.Resampling.BICUBIC)
-
     y, cb, cr = image.convert("RGB").convert("YCbCr").split()
-    expected = Image.merge("YCbCr", [upscaler.upscale_luma(y), bicubic(cb), bicubic(cr)])
-    expected = expected.convert("RGB")
+    others = [cb, cr, image.getchannel("A")] if mode == "RGBA" else [cb, cr]
+    upscaled = upscale_bands(others)
+    expected = Image.merge("YCbCr", [upscaler.upscale_luma(y), *upscaled[:2]]).convert("RGB")
     if mode == "RGBA":
-        expected.putalpha(bicubic(image.getchannel("A")))
+        expected.putalpha(upscaled[2])
 
     assert upscaler.upscale(image).tobytes() == expected.tobytes()
+
+
+def _pillow_bicubic(band: Image.Image) -> np.ndarray:
+    return np.asarray(band.resize((band.width * 4, band.height * 4), Image.Resampling.BICUBIC))
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("size", [(1, 1), (27, 19), (130, 97)])
+def test_each_band_is_pillows_bicubic_on_its_own_within_one_level(
+    count: int, size: tuple[int, int]
+) -> None:
+    """Chroma and alpha take Pillow's bicubic (a = -0.5), each band filtered on its own
+    (alpha never premultiplied, no band bleeding into another), through torch's vectorized
+    uint8 kernel. Away from the borders the pixels are Pillow's; within the filter's reach of
+    a border (2 input pixels, 8 output pixels) the edge weights are rounded differently and a
+    sample may be one level off. Noise and black/white extremes are the worst case."""
+    generator = np.random.default_rng(count)
+    width, height = size
+    noise = [generator.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(2)]
+    extremes = (generator.integers(0, 2, (height, width)) * 255).astype(np.uint8)
+    bands = [Image.fromarray(plane) for plane in [*noise, extremes][:count]]
+
+    upscaled = upscale_bands(bands)
+
+    assert [band.mode for band in upscaled] == ["L"] * count
+    assert all(band.size == (width * 4, height * 4) for band in upscaled)
+    differences = np.stack(
+        [
+            np.asarray(ours, dtype=int) - _pillow_bicubic(band)
+            for ours, band in zip(upscaled, bands, strict=True)
+        ]
+    )
+    assert np.abs(differences).max() <= 1
+    assert not differences[:, 8:-8, 8:-8].any()
+
+
+def test_a_flat_band_stays_flat_and_alpha_does_not_leak_into_colour() -> None:
+    """An opaque alpha stays 255 everywhere, a transparent one 0, whatever the colour."""
+    colour = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 11), dtype=np.uint8))
+    opaque, clear = Image.new("L", (11, 9), 255), Image.new("L", (11, 9), 0)
+
+    cb, cr, alpha = upscale_bands([colour, clear, opaque])
+
+    assert np.asarray(alpha).min() == 255 and np.asarray(cr).max() == 0
+    assert np.abs(np.asarray(cb, dtype=int) - _pillow_bicubic(colour)).max() <= 1
 
 
 def test_bicubic_upscaler_says_it_is_bicubic() -> None:

@@ -35,7 +35,7 @@ from app.services.renditions import RenditionBudget, RenditionRequest, etag_of
 from app.services.singleflight import SingleFlight
 from app.services.tiering import HOT_POLICY, Tiering
 from app.services.work import CpuPool
-from cache import HRCache
+from cache import HRCache, make_leases
 from config.settings import Settings
 from ledger import Ledger, LedgerUnavailable
 from policy import Floor, StoragePolicy
@@ -133,7 +133,7 @@ class ImageService:
         )
         self.ingest = Ingest(settings, store, ledger, models, self.decoding, compactions)
         self.tiering = (
-            Tiering(settings, store, cache, ledger, compactions, models)
+            Tiering(settings, store, cache, ledger, compactions, models, make_leases(settings))
             if settings.tiering
             else None
         )

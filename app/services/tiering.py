@@ -17,6 +17,18 @@ copy with a ``pending`` receipt of the cold policy and floor (one put: a reader 
 the whole hot copy or the whole x4 copy, each with its own metadata). The background
 compactor (:mod:`app.services.compaction`) then does the rest, and its delete checks apply:
 a DELETE at any point wins. A cold image read again is not expanded back.
+
+One sweeper at a time: every replica (and every ``serve --workers`` process) runs the sweep
+loop, but a sweep first takes the lease ``tiering-sweep`` (:mod:`cache.leases`, the one
+compaction's per-image claims use: Redis ``SET NX PX`` in full mode, a file lock in the data
+directory otherwise). While one process sweeps, the others skip their turn; the images it
+handed on are forgotten before it lets go, so the next sweep, wherever it runs, finds only
+what is still to do.
+
+Only when it pays: a compaction costs its CPU once, and saves storage every month after. An
+image is compacted only if the storage it saves over ``SRSTORE_COLD_HORIZON`` (its expected
+further life) is worth more than ``SRSTORE_COMPACTION_CPU_SECONDS_PER_MEGAPIXEL`` of CPU, at
+the price settings; otherwise it stays as it came (and is looked at again only if read again).
 """
 
 from __future__ import annotations
@@ -27,10 +39,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from app.services.ingest import CompactionQueue, ModelSource
-from cache import CacheUnavailable, HRCache, ImageDeleted
+from cache import CacheUnavailable, HRCache, ImageDeleted, Leases
 from config.settings import Settings
 from imaging import decode_upload, downscale, encode_stored
 from ledger import Ledger, LedgerUnavailable
+from ledger.costs import SECONDS_PER_MONTH
 from policy import Receipt, StoragePolicy
 from render import costs
 from render.compaction import meta_cache_key, pending_key
@@ -42,6 +55,7 @@ log = logging.getLogger(__name__)
 HOT_POLICY: StoragePolicy = "original"  # what an upload keeps while it is read
 SWEEP_BATCH = 100
 MAX_SWEEP_SECONDS = 60.0
+SWEEP_LEASE = "tiering-sweep"
 
 
 def is_hot(meta: ImageMeta) -> bool:
@@ -64,6 +78,7 @@ class Tiering:
         ledger: Ledger,
         compactions: CompactionQueue,
         models: ModelSource,
+        leases: Leases,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -72,6 +87,7 @@ class Tiering:
         self.ledger = ledger
         self.compactions = compactions
         self.models = models
+        self.leases = leases
         self.clock = clock
         self._reads: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -97,9 +113,15 @@ class Tiering:
                 self._reads[image_id] = max(at, self._reads.get(image_id, 0.0))
 
     async def sweep(self) -> int:
-        """Hand every hot image idle past the threshold to compaction; how many were."""
+        """Hand every hot image idle past the threshold to compaction; how many were (none
+        when another process is sweeping: it hands them on)."""
         await self.flush()
-        before = self.clock() - self.settings.compact_after_idle
+        async with self.leases.hold(SWEEP_LEASE) as held:
+            if not held:
+                return 0
+            return await self._sweep(self.clock() - self.settings.compact_after_idle)
+
+    async def _sweep(self, before: float) -> int:
         handed = 0
         while True:
             idle = await self.ledger.idle(before, SWEEP_BATCH)
@@ -124,9 +146,12 @@ class Tiering:
         except ObjectNotFound:
             return False
         hot = ImageMeta.from_metadata(dict(stored.metadata))
-        if not is_hot(hot):
+        if not is_hot(hot) or not self.pays(hot, 0):  # not even saving every byte would pay
             return False
         x4, width, height = await asyncio.to_thread(self._reduce, stored.data)
+        if not self.pays(hot, len(x4)):
+            log.info("tiering: compacting %s would not pay for itself; kept as it is", image_id)
+            return False
         cold = hot.model_copy(
             update={
                 "stored_width": width,
@@ -158,6 +183,20 @@ class Tiering:
         await self.compactions.submit(image_id)
         return True
 
+    def pays(self, hot: ImageMeta, cold_bytes: int) -> bool:
+        """Whether storing ``cold_bytes`` instead of the hot copy saves, over
+        ``SRSTORE_COLD_HORIZON``, more than the compaction's CPU costs, at the price settings.
+
+        The saving accrues month after month; the compaction is paid once, up front: a small
+        upload (or a short horizon) never earns back its scoring, so it stays as it came."""
+        settings = self.settings
+        prices = settings.prices
+        months = settings.cold_horizon / SECONDS_PER_MONTH
+        saving = prices.storage_per_month(hot.stored_bytes - cold_bytes) * months
+        megapixels = hot.width * hot.height / 1e6
+        cost = prices.compute("cpu", settings.compaction_cpu_seconds_per_megapixel * megapixels)
+        return saving > cost
+
     def _reduce(self, data: bytes) -> tuple[bytes, int, int]:
         """The x4 copy of the kept upload, as ingest makes it (counted as compaction CPU)."""
         with costs.measured("compaction"):
@@ -175,6 +214,7 @@ class Tiering:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush()
+        await self.leases.close()
 
     def _sweep_seconds(self) -> float:
         return min(MAX_SWEEP_SECONDS, self.settings.compact_after_idle / 8)
@@ -183,7 +223,7 @@ class Tiering:
         try:
             if handed := await self.sweep():
                 log.info("tiering: %d idle image(s) handed to compaction", handed)
-        except (LedgerUnavailable, StorageUnavailable) as exc:
+        except (LedgerUnavailable, StorageUnavailable, CacheUnavailable) as exc:
             log.warning("tiering sweep failed (%s); the next one tries again", exc)
         except Exception:  # a background loop outlives one bad image
             log.exception("tiering sweep failed; the next one tries again")

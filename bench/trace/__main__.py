@@ -81,8 +81,9 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--compact-after-idle",
-        default="1d",
-        help="tiering: simulated idle time before compaction (30m, 7d, seconds)",
+        default=None,
+        help="tiering: simulated idle time before compaction (30m, 7d, seconds; by default"
+        " SRSTORE_COMPACT_AFTER_IDLE's default, as the product ships)",
     )
     parser.add_argument("--mode", choices=["embedded", "full"], default="embedded")
     parser.add_argument(
@@ -135,7 +136,12 @@ def main() -> None:
                 if not tiering_built:
                     print("tiering: not built yet, skipped")
                     continue
-                idle = clock.scaled_setting(parse_duration(args.compact_after_idle))
+                simulated = (
+                    parse_duration(args.compact_after_idle)
+                    if args.compact_after_idle
+                    else Settings().compact_after_idle
+                )
+                idle = clock.scaled_setting(simulated)
                 settings = {**settings, "SRSTORE_COMPACT_AFTER_IDLE": idle}
             env = {**environment(), **common, **settings}
             with deployment.serve(env) as (api, worker):

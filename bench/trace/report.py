@@ -5,11 +5,17 @@ compute is the CPU seconds of the API and worker processes over the replay (ever
 did, hits included, which the cost ledger's stages leave out; its figure is shown beside);
 the cache's byte-seconds are the ledger's, scaled from real to simulated time. Dollars use
 the price settings' defaults and are quoted per million images of the same mix and trace.
+
+The trace's bill stops at its end, but a compaction's saving does not: "storage $/month
+after" is what the stored bytes at the end cost each further month (the trace's reads have
+died out by then: interest halves every 1.5 days), so the months a configuration needs to
+catch up with another are the difference of their totals over the difference of these.
 """
 
 from __future__ import annotations
 
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,7 @@ class Figures:
     stored_gb: float  # at the end
     storage_dollars: float
     originals_dollars: float  # what keeping every upload as it came would have cost
+    storage_per_month_after: float  # the stored bytes at the end, priced for a month
     cpu_seconds: float
     ledger_cpu_seconds: float
     cache_gb_hours: float
@@ -68,6 +75,7 @@ def figures(name: str, outcome: Outcome, clock: Clock, prices: Prices, images: i
         stored_gb=last.stored_bytes / GIB,
         storage_dollars=storage,
         originals_dollars=originals,
+        storage_per_month_after=last.stored_bytes / GIB * prices.storage_gb_month,
         cpu_seconds=cpu,
         ledger_cpu_seconds=last.compute_seconds - first.compute_seconds,
         cache_gb_hours=cache_byte_seconds / GIB / HOUR,
@@ -99,9 +107,9 @@ def _ssim(receipt: dict[str, object]) -> float | None:
 def table(rows: list[Figures]) -> str:
     head = (
         "| configuration | stored at end (GB) | storage $ | CPU s (ledger) | CPU $ | cache GB-h"
-        " | cache $ | total $ | net $/month | hit rate | model runs | p50 / p95 ms"
-        " | min SSIM (below 0.9, unscored) | errors | max late s |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        " | cache $ | total $ | net $/month | storage $/month after | hit rate | model runs"
+        " | p50 / p95 ms | min SSIM (below 0.9, unscored) | errors | max late s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for f in rows:
@@ -111,7 +119,8 @@ def table(rows: list[Figures]) -> str:
             f" | {f.cpu_seconds:.1f} ({f.ledger_cpu_seconds:.1f}) | {f.cpu_dollars * s:.2f}"
             f" | {f.cache_gb_hours * s:.1f} | {f.cache_dollars * s:.2f}"
             f" | {f.total_dollars * s:.2f} | {f.net_per_month * s:+.2f}"
-            f" | {f.hit_rate:.0%} | {f.model_runs} | {f.p50_ms:.0f} / {f.p95_ms:.0f}"
+            f" | {f.storage_per_month_after * s:.3f} | {f.hit_rate:.0%} | {f.model_runs}"
+            f" | {f.p50_ms:.0f} / {f.p95_ms:.0f}"
             f" | {f.min_ssim:.3f} ({f.below_floor}, {f.unscored}) | {f.errors}"
             f" | {f.late_seconds:.1f} |"
         )
@@ -138,7 +147,8 @@ def plot(results: list[tuple[Figures, Outcome]], clock: Clock, path: Path) -> No
                 for s in outcome.samples
             ],
         )
-    net.bar([f.name for f, _ in results], [f.net_per_month * f.scale for f, _ in results])
+    names = [textwrap.fill(f.name, 16) for f, _ in results]  # side by side, unwrapped they overlap
+    net.bar(names, [f.net_per_month * f.scale for f, _ in results])
     net.axhline(0, color="black", linewidth=0.8)
     for ax, title in (
         (stored, "Stored MiB (this trace)"),
