@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -83,6 +84,47 @@ async def test_drop_image_removes_every_rendition_of_that_image_only(cache: HRCa
     assert await cache.get(key("a3", "png")) is None
     assert await cache.get(key("a3", "jpeg")) is None
     assert await cache.get(key("other", "png")) == b"o"
+
+
+async def test_dropping_an_image_with_nothing_cached_succeeds_again_and_again(
+    cache: HRCache,
+) -> None:
+    """A swap or a DELETE drops renditions that may never have been read: no error, twice."""
+    await cache.put(key("a5"), b"p")
+    await cache.drop_image("a5")
+    await cache.drop_image("a5")
+    await cache.drop_image(f"n{uuid.uuid4().hex[:8]}")
+
+    assert await cache.get(key("a5")) is None
+
+
+@pytest.mark.parametrize("operation", ["get", "put", "drop_image", "mark_deleted"])
+async def test_an_unreachable_redis_is_logged_and_raised_with_its_own_error(
+    operation: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's log line and the 503's logged cause name what failed (here the port
+    that refused), not only that Redis did."""
+    port = free_port()
+    unreachable = RedisCache(f"redis://127.0.0.1:{port}", TTL, retry_seconds=0)
+    calls = {
+        "get": lambda: unreachable.get(key("u1")),
+        "put": lambda: unreachable.put(key("u1"), b"x"),
+        "drop_image": lambda: unreachable.drop_image("u1"),
+        "mark_deleted": lambda: unreachable.mark_deleted("u1"),
+    }
+    try:
+        with (
+            caplog.at_level(logging.WARNING, "cache.redis"),
+            pytest.raises(CacheUnavailable) as raised,
+        ):
+            await calls[operation]()
+    finally:
+        await unreachable.close()
+
+    assert str(raised.value).startswith("Redis: ") and str(port) in str(raised.value)
+    logged = [r.getMessage() for r in caplog.records if r.name == "cache.redis"]
+    assert logged[-1].startswith("Redis unavailable, serving uncached for 0.0 s: ")
+    assert str(port) in logged[-1]
 
 
 async def test_a_dropped_image_may_be_cached_again(cache: HRCache) -> None:
