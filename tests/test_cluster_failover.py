@@ -209,12 +209,13 @@ def test_a_master_killed_under_mixed_load_loses_nothing_that_was_acknowledged(
     covered_after = time.monotonic() - killed_at
     # A rendition whose keys live on the dead master's slots is cached and served again (a
     # hit, not a bypass): the cluster client found the new master.
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[int, str, str]] = []
 
     def served_through_the_victim() -> bool:
         first = probe.get(f"/v1/images/{image_id}?format=jpeg&quality=11")
         again = probe.get(f"/v1/images/{image_id}?format=jpeg&quality=11")
-        seen.append((again.status_code, again.headers.get("x-cache", "")))
+        code = again.json()["error"]["code"] if again.status_code >= 400 else ""
+        seen.append((again.status_code, again.headers.get("x-cache", ""), code))
         return first.status_code == 200 and again.headers.get("x-cache") == "HIT"
 
     try:
