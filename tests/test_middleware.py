@@ -568,3 +568,32 @@ async def test_a_refusal_carries_the_request_id_too(gated: Gated) -> None:
 
     assert response.status_code == 401
     assert response.headers["x-request-id"] == "abc"
+
+
+@pytest.mark.parametrize("kind", ["lifespan", "websocket"])
+@pytest.mark.parametrize("middleware", ["gate", "headers", "request_id"])
+async def test_a_lifespan_or_websocket_scope_is_handed_on_untouched(
+    tmp_path: Path, kind: str, middleware: str
+) -> None:
+    """Start-up and shut-down (and any websocket) reach the application as the server sent
+    them: none of these middlewares is for them."""
+    handed: list[tuple[Any, Any, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        handed.append((scope, receive, send))
+
+    async def receive() -> Any:
+        return {"type": f"{kind}.startup" if kind == "lifespan" else "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        raise AssertionError(f"the middleware answered: {message}")
+
+    wrapped = {
+        "gate": lambda: RequestGate(inner, Settings(data_dir=tmp_path)),
+        "headers": lambda: ResponseHeadersAndMetrics(inner),
+        "request_id": lambda: RequestId(inner),
+    }[middleware]()
+    scope = {"type": kind, "asgi": {"version": "3.0"}, "path": "/ws", "headers": []}
+    await wrapped(scope, receive, send)
+
+    assert handed == [(scope, receive, send)]

@@ -61,6 +61,13 @@ def test_studio_luma_spans_16_to_235_with_bt601_weights_and_a_shaved_border() ->
     assert studio_luma(with_alpha, 0)[0, 0] == pytest.approx(235.0)
 
 
+@pytest.mark.parametrize("mode", ["L", "P", "LA"])
+def test_a_grey_or_palette_image_has_the_luma_of_its_rgb_pixels(mode: str) -> None:
+    image = noise((20, 12), 12, "RGB").convert(mode)
+
+    assert studio_luma(image, 0) == pytest.approx(studio_luma(image.convert("RGB"), 0))
+
+
 def test_psnr_is_infinite_for_identical_lumas_and_follows_the_mean_squared_error() -> None:
     image = noise((40, 30), 1)
 
