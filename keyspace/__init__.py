@@ -93,13 +93,21 @@ async def eval_and_wait(
     return answer, int(reached), len(role[2])  # type: ignore[arg-type,index]
 
 
+async def relearn_slots(client: Client) -> None:
+    """On a cluster, ask the nodes again which master serves each slot, now. The client's own
+    refresh after a connection error is paced, and one that ran before a failover finished
+    keeps naming the dead master: a worker was seen retrying it for 40 s after its replica had
+    taken over."""
+    if isinstance(client, aioredis.RedisCluster):
+        await client.initialize()  # the first time: nothing is known yet
+        await client.nodes_manager.initialize()  # later: the slots as they are now
+
+
 async def subscriber(client: Client, **options: Any) -> PubSub:
     """A pub/sub connection. A cluster client first learns the slots (it does so lazily, and
     its pub/sub picks the node that serves the channel's slot): a failover may have moved it
     since the last time, so each new subscription asks again."""
-    if isinstance(client, aioredis.RedisCluster):
-        await client.initialize()  # the first time: nothing is known yet
-        await client.nodes_manager.initialize()  # later: the slots as they are now
+    await relearn_slots(client)
     return client.pubsub(**options)
 
 

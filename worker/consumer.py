@@ -15,6 +15,7 @@ cache could not finish is acknowledged and left to the API's sweep of pending up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 
 from cache import HRCache, ImageDeleted
 from config.logs import REQUEST_ID
+from keyspace import relearn_slots
 from render import metrics as render_metrics
 from render.compaction import CompactionRetry, Compactor
 from render.images import ImageNotFound
@@ -88,6 +90,8 @@ class Worker:
                 except RedisError as exc:
                     log.warning("cannot read jobs: %s; retrying", exc)
                     await asyncio.sleep(1)
+                    with contextlib.suppress(RedisError):
+                        await relearn_slots(self.queue.client)
         finally:
             metrics.WORKER_UP.set(0)
             held = [*self._jobs.values(), *self._compacting.values()]
