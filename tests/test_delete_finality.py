@@ -24,10 +24,9 @@ from keyspace import queue_shard, rendition_prefix
 from render.inference import LocalRenderer
 from tests.conftest import encode, serving
 from tests.support.compaction import compacted, compacted_sync, evict
-from tests.support.metrics import ledger
+from tests.support.metrics import fleet_ledger
 from tests.support.process import WorkerProcess, start_api
 from tests.support.waiting import until
-from tests.test_metrics import scrape
 
 
 async def upload(client: httpx.AsyncClient, data: bytes) -> str:
@@ -147,7 +146,7 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
     """Eight DELETEs, the object's removal held until all eight have reached the service:
     each answers 204 (none sees it half gone), and the ledger counts one image fewer."""
     image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
-    before = ledger(await scrape(client))
+    before = await fleet_ledger(client)
     service = app.state.image_service
     store = service.store
     removing, deleting = store.delete, service.delete
@@ -172,7 +171,7 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
             )
     finally:
         del store.delete, service.delete
-    after = ledger(await scrape(client))
+    after = await fleet_ledger(client)
 
     assert [a.status_code for a in answers] == [204] * 8
     assert before[2] - after[2] == 1
@@ -185,11 +184,11 @@ async def test_a_delete_of_an_image_already_gone_is_404_and_debits_nothing(
     photo,  # type: ignore[no-untyped-def]
 ) -> None:
     image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
-    before = ledger(await scrape(client))
+    before = await fleet_ledger(client)
 
     first = await client.delete(f"/v1/images/{image_id}")
     again = await client.delete(f"/v1/images/{image_id}")
-    after = ledger(await scrape(client))
+    after = await fleet_ledger(client)
 
     assert (first.status_code, again.status_code) == (204, 404)
     assert again.json()["error"]["code"] == "not_found"

@@ -18,7 +18,7 @@ from config.settings import Settings
 from ledger.redis import LEDGER_KEY
 from tests.conftest import CLUSTER_MODES, encode, serving
 from tests.support.compaction import compacted, evict
-from tests.support.metrics import ledger, samples
+from tests.support.metrics import fleet_ledger, ledger, samples
 from tests.support.servers import free_port, start_redis
 from tests.support.waiting import until
 
@@ -50,10 +50,10 @@ def three_images(photo) -> list[bytes]:  # type: ignore[no-untyped-def]
 async def test_uploads_raise_the_ledger_by_exactly_their_bytes(
     client: httpx.AsyncClient, three_images: list[bytes]
 ) -> None:
-    before = ledger(await scrape(client))
+    before = await fleet_ledger(client)
 
     metas = [await upload(client, data) for data in three_images]
-    after = ledger(await scrape(client))
+    after = await fleet_ledger(client)
 
     assert after[0] - before[0] == sum(len(data) for data in three_images)
     assert after[0] - before[0] == sum(m["original_bytes"] for m in metas)
@@ -66,10 +66,10 @@ async def test_a_delete_debits_the_ledger_by_that_image(
 ) -> None:
     kept = await upload(client, three_images[0])
     deleted = await upload(client, three_images[2])
-    before = ledger(await scrape(client))
+    before = await fleet_ledger(client)
 
     assert (await client.delete(f"/v1/images/{deleted['id']}")).status_code == 204
-    after = ledger(await scrape(client))
+    after = await fleet_ledger(client)
 
     assert before[0] - after[0] == deleted["original_bytes"]
     assert before[1] - after[1] == deleted["stored_bytes"]
@@ -146,7 +146,7 @@ async def test_a_failed_store_write_leaves_the_ledger_alone(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://srstore") as client:
-            before = ledger(await scrape(client))
+            before = await fleet_ledger(client)
             objects = embedded_settings.data_dir / "objects"
             objects.mkdir(parents=True, exist_ok=True)
             (objects / "images").write_bytes(b"a file where the directory should be")
@@ -154,7 +154,7 @@ async def test_a_failed_store_write_leaves_the_ledger_alone(
             response = await client.post(
                 "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
             )
-            after = ledger(await scrape(client))
+            after = await fleet_ledger(client)
 
     assert response.status_code == 503
     assert after == before

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -22,3 +26,21 @@ def ledger(values: dict[str, float]) -> tuple[float, float, float]:
         values["srstore_fleet_stored_bytes"],
         values["srstore_fleet_images"],
     )
+
+
+async def fleet_ledger(
+    client: httpx.AsyncClient, timeout: float = 30
+) -> tuple[float, float, float]:
+    """:func:`ledger` from the app's ``/metrics``. A scrape never waits: one whose ledger read
+    did not answer within ``SRSTORE_DEPENDENCY_TIMEOUT_SECONDS`` leaves the fleet gauges out
+    (seen on a Redis Cluster under load), so this scrapes again until they are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+        values = samples(response.text)
+        if "srstore_fleet_images" in values:
+            return ledger(values)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no fleet ledger in /metrics within {timeout} s")
+        await asyncio.sleep(0.05)
