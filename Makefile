@@ -63,9 +63,10 @@ chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 # pytest-xdist: whole files to each worker (module fixtures and shared state stay in one
-# process), slow files first. Three workers on 2 cores: much of the suite waits on servers,
-# subprocesses and sockets (bench/RESULTS.md, "The test suite").
-TEST_WORKERS ?= 3
+# process), slow files first. Four workers on 2 cores: much of the suite waits on servers,
+# subprocesses and sockets; on a quiet machine 3 workers took 547-554 s, 4 took 405 s
+# (bench/RESULTS.md, "The test suite").
+TEST_WORKERS ?= 4
 test: $(VENV)/.dev redis-server promtool icc-profiles chromium
 	@! git grep -nE '^(<<<<<<<|>>>>>>>)( |$$)' -- . || { echo 'merge conflict markers left in the tree'; exit 1; }
 	$(BIN)/ruff check .
