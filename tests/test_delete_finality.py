@@ -179,6 +179,43 @@ async def test_overlapping_deletes_of_one_image_all_answer_204_and_debit_the_led
     assert (await client.get(f"/v1/images/{image_id}")).status_code == 404
 
 
+async def test_a_delete_that_finds_the_image_gone_by_an_overlapping_deletion_answers_204(
+    client: httpx.AsyncClient,
+    app: FastAPI,
+    photo,  # type: ignore[no-untyped-def]
+) -> None:
+    """A DELETE whose own read of the image answers only after another DELETE has removed it
+    came while that deletion was under way: 204, as if it had joined it. One sent after both
+    is 404, and the ledger counts one image fewer."""
+    image_id = await upload(client, encode(photo.resize((64, 48)), "PNG"))
+    before = await fleet_ledger(client)
+    service = app.state.image_service
+    reading = service.meta
+    slow_read_started, first_answered = asyncio.Event(), asyncio.Event()
+
+    async def first_read_held(image: str) -> object:
+        if not slow_read_started.is_set():
+            slow_read_started.set()
+            await first_answered.wait()
+        return await reading(image)
+
+    service.meta = first_read_held
+    try:
+        async with asyncio.timeout(60):
+            slow = asyncio.create_task(client.delete(f"/v1/images/{image_id}"))
+            await slow_read_started.wait()
+            first = await client.delete(f"/v1/images/{image_id}")
+            first_answered.set()
+            overlapping = await slow
+    finally:
+        del service.meta
+    late = await client.delete(f"/v1/images/{image_id}")
+    after = await fleet_ledger(client)
+
+    assert (first.status_code, overlapping.status_code, late.status_code) == (204, 204, 404)
+    assert before[2] - after[2] == 1
+
+
 async def test_a_delete_of_an_image_already_gone_is_404_and_debits_nothing(
     client: httpx.AsyncClient,
     photo,  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from app import metrics
 from app.services.compaction import BackgroundCompactions, QueueCompactions
 from app.services.conditional import Preconditions
 from app.services.decoding import DecodeGate
+from app.services.deletions import RecentDeletions
 from app.services.delivery import (
     NO_PRECONDITIONS,
     Delivery,
@@ -126,6 +127,7 @@ class ImageService:
         # once queued 1,600 HEADs ahead of the ping).
         self._listing_heads = asyncio.Semaphore(max(1, settings.io_threads // 4))
         self._deletes: SingleFlight[None] = SingleFlight()
+        self._deleted = RecentDeletions()
         self.decoding = DecodeGate(
             settings.decode_threads,
             settings.decode_memory_budget_bytes,
@@ -224,14 +226,21 @@ class ImageService:
     async def delete(self, image_id: str, owner: str | None = None) -> None:
         """Concurrent DELETEs of one image in this process share one deletion: all 204.
 
-        Across processes, a DELETE that finds the object already gone is a 404 (it came after
-        the deletion); the ledger debits once either way. With ``owner``, another tenant's
-        image does not exist (404, never 403): checked before joining a deletion in flight.
+        One that finds the image gone because a deletion here finished while it was under way
+        is 204 too (see :class:`RecentDeletions`). Across processes, a DELETE that finds the
+        object already gone is a 404 (it came after the deletion); the ledger debits once
+        either way. With ``owner``, another tenant's image does not exist (404, never 403):
+        checked before joining a deletion in flight.
         """
         object_key(image_id)
-        if owner is not None:
-            owned(await self.meta(image_id), owner)
-        await self._deletes.run(image_id, lambda: self._delete(image_id))
+        arrived = self._deleted.now()
+        try:
+            if owner is not None:
+                owned(await self.meta(image_id), owner)
+            await self._deletes.run(image_id, lambda: self._delete(image_id))
+        except ImageNotFound:
+            if not self._deleted.overlapped(image_id, arrived, owner):
+                raise
 
     async def _delete(self, image_id: str) -> None:
         """Mark the image deleted in the cache before the object goes, then debit it once.
@@ -244,7 +253,8 @@ class ImageService:
         meta = await self.meta(image_id)
         self.delivery.forget(image_id)
         await self.cache.mark_deleted(image_id)
-        await self.store.delete(key)
+        with self._deleted.removing(image_id, meta.tenant):
+            await self.store.delete(key)
         if pending(meta):  # the upload kept for compaction (a done one has dropped it)
             await self.store.delete(pending_key(image_id))
         try:
