@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -17,10 +18,36 @@ S3_ACCESS_KEY = "srstore-test"
 S3_SECRET_KEY = "srstore-test-secret"
 
 
+# Ports come from a block of this process's own, below the kernel's ephemeral range (32768
+# and up): a port the kernel picked for one pytest-xdist worker could be picked again for
+# another before the first's server had bound it, and that server's /readyz then answered
+# for a process that never started (a test talked to another test's server until it stopped).
+FIRST_PORT, PORT_BLOCK, PORT_BLOCKS = 14000, 1500, 12
+
+
+def _port_block() -> Iterator[int]:
+    """Worker gwN's block (N modulo the blocks less one); the last block outside pytest-xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    block = int(worker.removeprefix("gw")) % (PORT_BLOCKS - 1) if worker else PORT_BLOCKS - 1
+    ports = range(FIRST_PORT + block * PORT_BLOCK, FIRST_PORT + (block + 1) * PORT_BLOCK)
+    start = os.getpid() % PORT_BLOCK  # a rerun straight after does not retry the same ports
+    return itertools.cycle([*ports[start:], *ports[:start]])
+
+
+_ports = _port_block()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """The next port of this process's block that nothing holds."""
+    for _ in range(PORT_BLOCK):
+        port = next(_ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in this process's block of {PORT_BLOCK}")
 
 
 def wait_until(ready: Callable[[], bool], timeout: float, what: str) -> None:
