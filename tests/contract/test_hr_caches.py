@@ -9,6 +9,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -414,16 +415,14 @@ async def test_a_delete_mark_reaches_the_replicas_there_are(
     assert left is None
 
 
-async def test_a_delete_mark_no_connected_replica_acknowledges_is_taken_back(
-    tmp_path: Path,
-) -> None:
-    """A replica that follows but does not answer in time (paused): the DELETE must fail,
-    and the image stays cacheable rather than half deleted."""
+@asynccontextmanager
+async def behind_a_silent_replica(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, RedisCache]]:
+    """A master whose one replica follows but does not answer in time (paused), and a cache
+    on it that waits for one replica."""
     master = start_redis(tmp_path / "master")
     replica = start_redis(tmp_path / "replica")
     follower = redis.Redis(port=replica.port)
     cache = RedisCache(master.url, TTL, wait_replicas=1)
-    image_id = f"lag-{uuid.uuid4().hex[:8]}"
     try:
         follower.replicaof("127.0.0.1", master.port)
         await until(lambda: follower.info("replication")["master_link_status"] == "up", "link")
@@ -433,11 +432,7 @@ async def test_a_delete_mark_no_connected_replica_acknowledges_is_taken_back(
         await until(lambda: len(leader.execute_command("ROLE")[2]) == 1, "replica listed")
         leader.close()
         replica.process.send_signal(signal.SIGSTOP)  # connected, and silent
-        with pytest.raises(CacheUnavailable) as refused:
-            await cache.mark_deleted(image_id)
-        cache._down_until = 0.0  # the failure's fail-fast pause is not under test here
-        await cache.put(key(image_id), b"still cacheable")
-        kept = await cache.get(key(image_id))
+        yield master, cache
     finally:
         replica.process.send_signal(signal.SIGCONT)
         follower.close()
@@ -445,5 +440,38 @@ async def test_a_delete_mark_no_connected_replica_acknowledges_is_taken_back(
         master.stop()
         await cache.close()
 
+
+async def test_a_delete_mark_no_connected_replica_acknowledges_is_taken_back(
+    tmp_path: Path,
+) -> None:
+    """The DELETE must fail, and the image stays cacheable rather than half deleted."""
+    image_id = f"lag-{uuid.uuid4().hex[:8]}"
+    async with behind_a_silent_replica(tmp_path) as (_, cache):
+        with pytest.raises(CacheUnavailable) as refused:
+            await cache.mark_deleted(image_id)
+        cache._down_until = 0.0  # the failure's fail-fast pause is not under test here
+        await cache.put(key(image_id), b"still cacheable")
+        kept = await cache.get(key(image_id))
+
     assert "reached 0 of 1 replicas" in str(refused.value)
     assert kept == b"still cacheable"
+
+
+async def test_a_master_lost_while_its_mark_is_taken_back_still_refuses_the_delete_cleanly(
+    tmp_path: Path,
+) -> None:
+    """The master dies between the short WAIT and the take-back: the DELETE is refused as
+    the cache being unavailable (a 503 to the client), not a Redis error (a 500)."""
+    async with behind_a_silent_replica(tmp_path) as (master, cache):
+        removing = cache.client.delete
+
+        async def master_lost_first(*names: str) -> object:
+            master.process.kill()
+            master.process.wait()
+            return await removing(*names)
+
+        cache.client.delete = master_lost_first  # type: ignore[method-assign]
+        with pytest.raises(CacheUnavailable) as refused:
+            await cache.mark_deleted(f"lost-{uuid.uuid4().hex[:8]}")
+
+    assert "reached 0 of 1 replicas" in str(refused.value)
