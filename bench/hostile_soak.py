@@ -113,11 +113,11 @@ async def run_phase(api: ApiProcess, duration: float, attacks: bool, seed: int) 
     rng = random.Random(seed)
     phase = Phase()
     pool = photos(12, rng)
-    stop = time.monotonic() + duration
     url = api.url
     _, cpu_before = _process_figures(api.process.pid)
     async with _client(url, NORMAL) as normal:
         recent = [await _upload(normal, data) for data in pool[:3]]
+        stop = time.monotonic() + duration  # the phase is its traffic, not these first uploads
 
         async def uploader() -> None:
             while time.monotonic() < stop:

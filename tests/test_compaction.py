@@ -12,6 +12,7 @@ import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from config.settings import Settings
 from keyspace import queue_shard
 from render.queue import compaction_stream
+from storage import StorageUnavailable
 from tests.conftest import costly_options, encode, queue_env, serving, settings_from
 from tests.support.compaction import (
     HeldCompactions,
@@ -85,6 +87,38 @@ async def test_an_upload_is_readable_at_once_and_its_receipt_pending_until_compa
     assert done["receipt"]["state"] == "done"
     assert done["representation"] == "avif" and done["stored_width"] == 602
     assert done["receipt"]["meets_floor"] is True
+
+
+async def test_a_rendition_cached_while_pending_is_served_while_the_store_is_down(
+    full: tuple[FastAPI, httpx.AsyncClient], photo: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pending receipt is read from the store on each read; an outage must not turn a read
+    the cache can answer into a 503."""
+    app, client = full
+    held = HeldCompactions(app)
+    meta = await post(client, encode(photo, "PNG"))
+    await asyncio.wait_for(held.scored.wait(), 60)
+    url = f"/v1/images/{meta['id']}"
+    first = await client.get(url)
+
+    async def down(*_: object) -> NoReturn:
+        raise StorageUnavailable("the object store does not answer")
+
+    store = app.state.image_service.store
+    monkeypatch.setattr(store, "head", down)
+    monkeypatch.setattr(store, "get", down)
+    during = await client.get(url)
+    uncached = await client.get(url, params={"format": "webp"})
+    monkeypatch.undo()
+    held.release.set()
+    done = await compacted(client, meta["id"])
+
+    assert first.status_code == 200
+    assert (during.status_code, during.headers["x-cache"]) == (200, "HIT")
+    assert during.content == first.content
+    assert uncached.status_code == 503
+    assert uncached.json()["error"]["code"] == "storage_unavailable"
+    assert done["receipt"]["state"] == "done"
 
 
 @pytest.mark.parametrize("mode", ["embedded", "full", "queue"])

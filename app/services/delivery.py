@@ -39,7 +39,7 @@ from render.admission import CLIENT, HEAVY
 from render.compaction import meta_cache_key
 from render.images import ImageMeta, ImageNotFound, object_key
 from render.inference import render_seconds, render_stored_copy, served_as_stored
-from storage import ObjectNotFound, ObjectStore
+from storage import ObjectNotFound, ObjectStore, StorageUnavailable
 
 PLAIN_READ = RenditionRequest()  # the upload's own size and format
 NO_PRECONDITIONS = Preconditions()
@@ -133,8 +133,9 @@ class Delivery:
 
         Every read needs it (format, size, upload time), and a hit must not cost a round trip
         to the object store; DELETE drops it with the renditions. A pending receipt is read
-        from the store each time, until compaction has recorded the final one. With
-        ``owner``, another tenant's image does not exist.
+        from the store each time, until compaction has recorded the final one; while the
+        store is down, the pending one still describes the readable upload, so renditions
+        cached of it are served. With ``owner``, another tenant's image does not exist.
         """
         key = meta_cache_key(image_id)
         meta: ImageMeta | None = None
@@ -142,7 +143,13 @@ class Delivery:
             if (cached := await self.cache.get(key)) is not None:
                 meta = ImageMeta.model_validate_json(cached)
         if meta is None or pending(meta):
-            meta = await self.meta(image_id)
+            try:
+                stored = await self.meta(image_id)
+            except StorageUnavailable:
+                if meta is None:
+                    raise
+                return owned(meta, owner)
+            meta = stored
             await self._keep(key, meta.model_dump_json().encode())
         return owned(self._remember(meta), owner)
 
