@@ -37,6 +37,7 @@ def make_cache(settings: Settings) -> HRCache:
             settings.cache_probation_seconds,
             cluster=settings.redis_cluster,
             wait_replicas=settings.redis_wait_replicas,
+            timeout_seconds=settings.cache_timeout_seconds,
         )
     return MemoryCache(
         settings.cache_ttl_seconds,

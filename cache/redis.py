@@ -113,6 +113,7 @@ class RedisCache:
         probation_seconds: int = 10,
         cluster: bool = False,
         wait_replicas: int = 0,
+        timeout_seconds: float = 0.5,
     ) -> None:
         self.wait_replicas = wait_replicas
         self.ttl_seconds = ttl_seconds
@@ -122,7 +123,11 @@ class RedisCache:
         self.retry_seconds = retry_seconds
         self.tombstone_seconds = ttl_seconds + TOMBSTONE_MARGIN_SECONDS
         self.client = connect(
-            url, cluster, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+            url,
+            cluster,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            health_check_interval=30,
         )
         self._put = self.client.register_script(_PUT_UNLESS_DELETED)
         self._drop = self.client.register_script(_MARK_DELETED_AND_DROP)

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     cache_retry_seconds: float = Field(
         2.0, ge=0, description="After a cache failure, serve uncached this long before retrying."
     )
+    cache_timeout_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="A Redis connect or command of the HR cache slower than this is a cache"
+        " failure: the read is served uncached (BYPASS) rather than kept waiting on a hung Redis."
+        " Raise it on hosts whose CPU is saturated, where a healthy Redis can take this long.",
+    )
 
     model: Literal["espcn", "srcnn"] = Field(
         "espcn", description="Network activated on first start (later: the admin API)."

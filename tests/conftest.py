@@ -97,6 +97,10 @@ def forget_active_model(redis_url: str, cluster: bool = False) -> None:
 
 
 SHARED_BUCKET = "srstore-tests"
+# The in-process apps' Redis timeout. The default (0.5 s) is for a Redis that hangs; four
+# test workers on two cores can hold a healthy cluster's connect that long, and a read then
+# answers BYPASS where the test expects MISS. Tests of a hung Redis set the default back.
+CACHE_TIMEOUT_SECONDS = 5.0
 
 
 def unique_bucket() -> str:
@@ -136,6 +140,7 @@ def full_settings(
         s3_prefix=f"{uuid.uuid4().hex[:12]}/",
         s3_endpoint_url=seaweed_server.endpoint_url,
         redis_url=redis_server.url,
+        cache_timeout_seconds=CACHE_TIMEOUT_SECONDS,
     )
 
 
@@ -153,6 +158,7 @@ def cluster_settings(
         redis_url=redis_cluster.url,
         redis_cluster=True,
         redis_wait_replicas=1,
+        cache_timeout_seconds=CACHE_TIMEOUT_SECONDS,
     )
 
 

@@ -78,7 +78,10 @@ async def test_a_frozen_cache_leaves_the_process_ready_and_reads_bypass_it(
     process can still serve them and /readyz stays 200; the scrape says the cache is down."""
     proxy = DelayProxy(redis_server.port, delay=0)
     url = f"redis://127.0.0.1:{proxy.server_address[1]}/0"
-    settings = full_settings.model_copy(update={"redis_url": url, "dependency_check_seconds": 0.2})
+    hangs = Settings.model_fields["cache_timeout_seconds"].default
+    settings = full_settings.model_copy(
+        update={"redis_url": url, "dependency_check_seconds": 0.2, "cache_timeout_seconds": hangs}
+    )
     try:
         async with serving(settings) as (app, client):
             created = await client.post(
