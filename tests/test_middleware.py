@@ -496,7 +496,9 @@ async def test_every_response_says_nosniff_and_an_unhandled_error_is_a_json_500(
     assert broken.headers["cache-control"] == "no-store"
     assert broken.headers["x-content-type-options"] == "nosniff"
     assert "a bug" not in broken.text
-    assert "unhandled error in GET /boom" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "app.middleware"] == [
+        "unhandled error in GET /boom"
+    ]
 
 
 def count(name: str, **labels: str) -> float:
@@ -597,3 +599,71 @@ async def test_a_lifespan_or_websocket_scope_is_handed_on_untouched(
     await wrapped(scope, receive, send)
 
     assert handed == [(scope, receive, send)]
+
+
+def fetches_counted() -> float:
+    """Every ``srstore_fetch_seconds`` observation, whatever its ``cache`` label."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "srstore_fetch_seconds"
+        for sample in metric.samples
+        if sample.name == "srstore_fetch_seconds_count"
+    )
+
+
+async def drive(app: Any, sent: list[Any]) -> None:
+    """One HTTP request straight through ``ResponseHeadersAndMetrics``, into ``sent``."""
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/raw", "headers": [], "query_string": b""}
+    await ResponseHeadersAndMetrics(app)(scope, receive, send)
+
+
+async def test_a_response_start_without_headers_still_gets_nosniff_and_no_fetch_count() -> None:
+    """ASGI makes ``headers`` optional; a response without ``X-Cache`` is no image fetch."""
+
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body", "body": b""})
+
+    fetches, sent = fetches_counted(), list[Any]()
+    await drive(bare, sent)
+
+    assert sent[0]["headers"] == [(b"x-content-type-options", b"nosniff")]
+    assert fetches_counted() == fetches
+
+
+async def test_an_app_that_answers_nothing_is_counted_as_a_500_and_no_fetch() -> None:
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    labels = {"route": "unmatched", "method": "GET", "status": "500"}
+    before, fetches = count("srstore_http_request_seconds_count", **labels), fetches_counted()
+    await drive(silent, [])
+
+    assert count("srstore_http_request_seconds_count", **labels) == before + 1
+    assert fetches_counted() == fetches
+
+
+async def test_an_error_after_the_response_started_is_raised_not_answered_twice() -> None:
+    """The status line is gone: a second response would corrupt the stream. The server
+    closes the connection; the request is counted under the status it had."""
+
+    async def fails_mid_body(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("a bug mid-body")
+
+    labels = {"route": "unmatched", "method": "GET", "status": "200"}
+    before = count("srstore_http_request_seconds_count", **labels)
+    sent: list[Any] = []
+    with pytest.raises(RuntimeError, match="a bug mid-body"):
+        await drive(fails_mid_body, sent)
+
+    assert [message["type"] for message in sent] == ["http.response.start"]
+    assert count("srstore_http_request_seconds_count", **labels) == before + 1
