@@ -236,9 +236,11 @@ async def test_a_public_read_without_credentials_asks_nobody(tmp_path: Path) -> 
 async def test_only_an_image_upload_is_admitted_against_its_quota(gated: Gated) -> None:
     client, access, _ = gated
     auth = {"authorization": "Bearer good"}
-    await client.post("/v1/images", headers=auth, content=b"img")
     await client.put("/v1/images/x", headers=auth, content=b"{}")
+    after_a_control_call = list(access.uploads_admitted)
+    await client.post("/v1/images", headers=auth, content=b"img")
 
+    assert after_a_control_call == []
     assert [p.key_id for p in access.uploads_admitted] == ["k1"]
 
 
@@ -667,3 +669,76 @@ async def test_an_error_after_the_response_started_is_raised_not_answered_twice(
 
     assert [message["type"] for message in sent] == ["http.response.start"]
     assert count("srstore_http_request_seconds_count", **labels) == before + 1
+
+
+async def test_a_request_shorter_than_a_second_is_timed_so() -> None:
+    async def quick(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    labels = {"route": "unmatched", "method": "GET", "status": "204"}
+    before = count("srstore_http_request_seconds_sum", **labels)
+    await drive(quick, [])
+
+    assert 0 < count("srstore_http_request_seconds_sum", **labels) - before < 1
+
+
+async def raw(
+    app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], **scope: Any
+) -> tuple[int, int]:
+    """One request as a server hands it over, with ``scope`` keys added or (None) left out:
+    the status answered, and how many times the body was read."""
+    reads = 0
+
+    async def receive() -> Any:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    full = gate_scope(method, headers) | {"path": path, "raw_path": path.encode()} | scope
+    await app({k: v for k, v in full.items() if v is not None}, receive, send)
+    return statuses[0], reads
+
+
+async def test_a_declared_length_over_the_limit_is_413_before_a_byte_is_read(
+    tmp_path: Path,
+) -> None:
+    app, _, seen = build(Settings(data_dir=tmp_path))
+    too_long = str(CONTROL_BODY_LIMIT + 1).encode()
+    status, reads = await raw(app, "PUT", "/healthz", [(b"content-length", too_long)])
+
+    assert (status, reads, seen) == (413, 0, [])
+
+
+async def test_a_caller_without_a_client_address_is_looked_up_without_one(
+    tmp_path: Path,
+) -> None:
+    """ASGI leaves ``client`` optional (a Unix socket has none)."""
+    app, access, _ = build(Settings(data_dir=tmp_path))
+    status, _ = await raw(
+        app, "DELETE", "/v1/images/x", [(b"authorization", b"Bearer good")], client=None
+    )
+
+    assert status == 200
+    assert access.calls[-1]["peer"] is None
+
+
+async def test_the_request_id_is_added_to_a_response_start_without_headers() -> None:
+    async def bare(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204})
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = gate_scope("GET", [(b"x-request-id", b"abc-123")])
+    await RequestId(bare)(scope, lambda: None, send)  # type: ignore[arg-type]
+
+    assert sent[0]["headers"] == [(b"x-request-id", b"abc-123")]  # ASGI: names lower-case
