@@ -123,8 +123,11 @@ def test_a_floor_no_copy_meets_keeps_the_upload_itself(
     decision = decide(small, original, x4, policy, "psnr:99")
 
     assert (decision.representation, decision.data) == ("original", original)
-    assert decision.receipt.meets_floor is True
-    assert decision.receipt.stored_bytes == len(original)
+    receipt = decision.receipt
+    assert (receipt.policy, receipt.floor, receipt.meets_floor) == (policy, "psnr:99", True)
+    assert receipt.stored_bytes == len(original)
+    if policy == "guarded":  # the x4 copy it turned down is on the receipt
+        assert receipt.x4 == scored(small, x4, "x4")
 
 
 def test_original_keeps_the_upload_unscored(small: Image.Image, original: bytes, x4: bytes) -> None:
@@ -132,6 +135,7 @@ def test_original_keeps_the_upload_unscored(small: Image.Image, original: bytes,
 
     assert (decision.representation, decision.data) == ("original", original)
     receipt = decision.receipt
+    assert (receipt.policy, receipt.floor) == ("original", "ssim:0.9")
     assert (receipt.psnr, receipt.ssim, receipt.x4) == (None, None, None)
     assert (receipt.meets_floor, receipt.stored_bytes) == (True, len(original))
 
@@ -171,6 +175,10 @@ def test_smallest_keeps_the_fewest_bytes_of_every_candidate_that_meets_the_floor
     assert decision.receipt.meets_floor is True
     assert wanted.met_by(scored(small, decision.data, decision.representation))
     assert len(decision.data) <= len(guarded.data)
+    receipt = decision.receipt
+    if decision.representation == "x4" and decision.data != x4:  # a lower-quality x4 copy
+        assert receipt.codec is not None and receipt.quality is not None
+        assert decision.data == encode_full(low_res, receipt.codec, receipt.quality)
     assert min(passing) <= len(decision.data) <= 1.03 * min(passing)
 
 
