@@ -671,7 +671,10 @@ async def test_an_error_after_the_response_started_is_raised_not_answered_twice(
     assert count("srstore_http_request_seconds_count", **labels) == before + 1
 
 
-async def test_a_request_shorter_than_a_second_is_timed_so() -> None:
+async def test_a_request_is_timed_from_its_own_start() -> None:
+    """Microseconds here; 10 s leaves room for a loaded machine and none for a clock's
+    absolute reading (seconds since boot) counted as a duration."""
+
     async def quick(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
@@ -680,7 +683,7 @@ async def test_a_request_shorter_than_a_second_is_timed_so() -> None:
     before = count("srstore_http_request_seconds_sum", **labels)
     await drive(quick, [])
 
-    assert 0 < count("srstore_http_request_seconds_sum", **labels) - before < 1
+    assert 0 < count("srstore_http_request_seconds_sum", **labels) - before < 10
 
 
 async def raw(
