@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -273,6 +273,7 @@ def test_the_search_costs_fewer_measurements_than_bisection() -> None:
     assert measurements(ssim_like, curved) > measurements(ssim_like, curved, ssim_line)
 
 
+@settings(deadline=None)  # a loaded machine must not fail it on time
 @given(
     st.dictionaries(st.integers(LOWEST_QUALITY, 100), st.floats(0, 1), min_size=1),
     st.floats(0, 1),
