@@ -614,8 +614,11 @@ def fetches_counted() -> float:
     )
 
 
-async def drive(app: Any, sent: list[Any]) -> None:
-    """One HTTP request straight through ``ResponseHeadersAndMetrics``, into ``sent``."""
+async def drive(
+    app: Any, sent: list[Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """One HTTP GET straight through the middleware ``app``, what it sends collected in
+    ``sent``."""
 
     async def receive() -> Any:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -623,8 +626,8 @@ async def drive(app: Any, sent: list[Any]) -> None:
     async def send(message: Any) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/raw", "headers": [], "query_string": b""}
-    await ResponseHeadersAndMetrics(app)(scope, receive, send)
+    scope = {"type": "http", "method": "GET", "path": "/raw", "query_string": b""}
+    await app({**scope, "headers": headers or []}, receive, send)
 
 
 async def test_a_response_start_without_headers_still_gets_nosniff_and_no_fetch_count() -> None:
@@ -634,8 +637,9 @@ async def test_a_response_start_without_headers_still_gets_nosniff_and_no_fetch_
         await send({"type": "http.response.start", "status": 204})
         await send({"type": "http.response.body", "body": b""})
 
-    fetches, sent = fetches_counted(), list[Any]()
-    await drive(bare, sent)
+    fetches = fetches_counted()
+    sent: list[Any] = []
+    await drive(ResponseHeadersAndMetrics(bare), sent)
 
     assert sent[0]["headers"] == [(b"x-content-type-options", b"nosniff")]
     assert fetches_counted() == fetches
@@ -647,7 +651,7 @@ async def test_an_app_that_answers_nothing_is_counted_as_a_500_and_no_fetch() ->
 
     labels = {"route": "unmatched", "method": "GET", "status": "500"}
     before, fetches = count("srstore_http_request_seconds_count", **labels), fetches_counted()
-    await drive(silent, [])
+    await drive(ResponseHeadersAndMetrics(silent), [])
 
     assert count("srstore_http_request_seconds_count", **labels) == before + 1
     assert fetches_counted() == fetches
@@ -665,7 +669,7 @@ async def test_an_error_after_the_response_started_is_raised_not_answered_twice(
     before = count("srstore_http_request_seconds_count", **labels)
     sent: list[Any] = []
     with pytest.raises(RuntimeError, match="a bug mid-body"):
-        await drive(fails_mid_body, sent)
+        await drive(ResponseHeadersAndMetrics(fails_mid_body), sent)
 
     assert [message["type"] for message in sent] == ["http.response.start"]
     assert count("srstore_http_request_seconds_count", **labels) == before + 1
@@ -681,7 +685,7 @@ async def test_a_request_is_timed_from_its_own_start() -> None:
 
     labels = {"route": "unmatched", "method": "GET", "status": "204"}
     before = count("srstore_http_request_seconds_sum", **labels)
-    await drive(quick, [])
+    await drive(ResponseHeadersAndMetrics(quick), [])
 
     assert 0 < count("srstore_http_request_seconds_sum", **labels) - before < 10
 
@@ -737,11 +741,6 @@ async def test_the_request_id_is_added_to_a_response_start_without_headers() -> 
         await send({"type": "http.response.start", "status": 204})
 
     sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    scope = gate_scope("GET", [(b"x-request-id", b"abc-123")])
-    await RequestId(bare)(scope, lambda: None, send)  # type: ignore[arg-type]
+    await drive(RequestId(bare), sent, [(b"x-request-id", b"abc-123")])
 
     assert sent[0]["headers"] == [(b"x-request-id", b"abc-123")]  # ASGI: names lower-case
