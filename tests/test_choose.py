@@ -182,12 +182,18 @@ def test_smallest_keeps_the_fewest_bytes_of_every_candidate_that_meets_the_floor
     assert min(passing) <= len(decision.data) <= 1.03 * min(passing)
 
 
-def linear(counted: list[int]) -> Callable[[int], float]:
-    def measure(quality: int) -> float:
-        counted.append(quality)
-        return float(quality)
+def counting(measure: Callable[[int], float], counted: list[int]) -> Callable[[int], float]:
+    """``measure``, noting in ``counted`` each quality it is asked for."""
 
-    return measure
+    def counted_measure(quality: int) -> float:
+        counted.append(quality)
+        return measure(quality)
+
+    return counted_measure
+
+
+def linear(counted: list[int]) -> Callable[[int], float]:
+    return counting(float, counted)
 
 
 @pytest.mark.parametrize("target", [5, 6, 37, 99, 100])
@@ -227,10 +233,9 @@ def test_a_flat_or_erratic_measure_still_converges_by_halving() -> None:
     counted: list[int] = []
 
     def plateau(quality: int) -> float:
-        counted.append(quality)
         return 0.0 if quality < 63 else 1.0
 
-    assert _lowest_quality(plateau, 0.5, {}) == 63
+    assert _lowest_quality(counting(plateau, counted), 0.5, {}) == 63
     assert len(counted) <= 9
 
 
@@ -241,13 +246,8 @@ def measurements(
 ) -> int:
     """How many qualities the search measures to find each target, in all."""
     counted: list[int] = []
-
-    def counting(quality: int) -> float:
-        counted.append(quality)
-        return measure(quality)
-
     for target in targets:
-        _lowest_quality(counting, target, {}, transform=transform)
+        _lowest_quality(counting(measure, counted), target, {}, transform=transform)
     return len(counted)
 
 
