@@ -30,11 +30,13 @@ CPU_STAGES = [
 def bounded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     config = ("--save", "", "--appendonly", "no", "--maxmemory", "6mb")
     config += ("--maxmemory-policy", "volatile-lfu", "--maxmemory-samples", "10")
-    # Redis takes one off an entry's LFU counter per idle minute (lfu-decay-time 1, as deploy/
-    # runs it). A hot entry read a few times sits just above a new entry's counter, so on a
-    # slow run (CI, 2026-12-04: 11 minutes for the suite) the decay alone made the eviction a
-    # coin toss. What is tested here is srstore's admission, not the clock: no decay.
-    config += ("--lfu-decay-time", "0")
+    # Redis counts reads on a logarithmic scale (lfu-log-factor 10, as deploy/ runs it): a
+    # hot entry takes about a hundred reads to climb a few steps above a new one, and the
+    # counter loses one per idle minute (lfu-decay-time 1). Read the seven times this test
+    # can afford, a hot entry sat one step above a one-off, level with the small admission
+    # counters, and CI (2026-12-04, twice) saw an eviction pick it. What is tested here is
+    # srstore's admission, not Redis's approximations: every read counts, and none decays.
+    config += ("--lfu-log-factor", "0", "--lfu-decay-time", "0")
     server = start_redis(tmp_path_factory.mktemp("bounded-redis"), config=config)
     yield server
     server.stop()
