@@ -1,0 +1,253 @@
+"""``policy.choose`` on a sampled image: where each search ends, what it costs, what it records.
+
+An image over ``WHOLE_IMAGE_PIXELS`` is scored on a sample of tiles, and its candidates are
+first tried on a mosaic of those tiles; only what the trials favour is read at full size (see
+``policy.choose``). At the service's geometry (256-px tiles above 2.5 MP) a case takes seconds
+to minutes, and ``test_quality.py`` runs a few. Here the geometry is shrunk (64-px tiles with
+16 px of context, above 0.5 MP), so a 960x720 photo is sampled on 20 tiles and a case takes
+about a second: fast enough to run against every mutant of ``policy/choose.py``. The read
+path is ``test_choose.py``'s: a full-size copy decoded, an x4 copy enlarged bicubically.
+
+The costs are today's, as budgets: a change that makes a search dearer fails here, and one
+that makes it cheaper lowers them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+from PIL import Image
+
+import imaging.quality
+from imaging import downscale, encode_full
+from imaging.quality import Reference
+from policy import Decision, Floor, Representation, Score, StoragePolicy
+from policy.choose import CLEAR_FAILURE, FULL_SIZE_READS, Mosaic, choose
+from tests.test_quality import DATA, captioned, codec_read
+
+SIZE = (960, 720)
+TILES = 20  # what the shrunk geometry samples of SIZE
+
+
+@pytest.fixture(autouse=True)
+def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imaging.quality, "WHOLE_IMAGE_PIXELS", 500_000)
+    monkeypatch.setattr(imaging.quality, "TILE", 64)
+    monkeypatch.setattr(imaging.quality, "TILE_MARGIN", 16)
+
+
+@dataclass(frozen=True)
+class Upload:
+    image: Image.Image  # the upload decoded
+    original: bytes  # a JPEG q95
+
+    @classmethod
+    def of(cls, image: Image.Image) -> Upload:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=95)
+        original = buffer.getvalue()
+        return cls(Image.open(io.BytesIO(original)).convert("RGB"), original)
+
+    @property
+    def x4(self) -> bytes:
+        return encode_full(downscale(self.image), "webp", 90)  # the default stored copy
+
+
+@pytest.fixture(scope="module")
+def photo() -> Upload:
+    image = Image.open(DATA / "garden.jpg").convert("RGB")
+    return Upload.of(image.resize(SIZE, Image.Resampling.LANCZOS))
+
+
+@pytest.fixture(scope="module")
+def text() -> Upload:
+    """Lines of small text over the photo: its x4 copy fails any useful floor clearly."""
+    image = Image.open(DATA / "garden.jpg").convert("RGB")
+    return Upload.of(captioned(image.resize(SIZE, Image.Resampling.LANCZOS)))
+
+
+@dataclass
+class Costs:
+    """What a decision read: full-size reads and trials on the mosaic, by representation."""
+
+    reads: Counter[str] = field(default_factory=Counter)
+    trials: Counter[str] = field(default_factory=Counter)
+
+
+def decide(
+    upload: Upload, policy: StoragePolicy, floor: str, codec: str = "avif"
+) -> tuple[Decision, Costs]:
+    costs = Costs()
+    read = codec_read(*upload.image.size)
+
+    def reconstruct(data: bytes, representation: Representation) -> Image.Image:
+        costs.reads[representation] += 1
+        return read(data, representation)
+
+    def sample_read(width: int, height: int) -> object:
+        tried = codec_read(width, height)
+
+        def trial(data: bytes, representation: Representation) -> Image.Image:
+            costs.trials[representation] += 1
+            return tried(data, representation)
+
+        return trial
+
+    decision = choose(
+        image=upload.image,
+        original=upload.original,
+        x4=upload.x4,
+        policy=policy,
+        floor=Floor.parse(floor),
+        codec=codec,  # type: ignore[arg-type]
+        reconstruct=reconstruct,
+        model="none",
+        sample_read=sample_read,  # type: ignore[arg-type]
+    )
+    return decision, costs
+
+
+def within(counted: Counter[str], budget: dict[str, int]) -> bool:
+    """Nothing but what the budget names, and no more of it."""
+    return set(counted) <= set(budget) and all(counted[k] <= n for k, n in budget.items())
+
+
+def full_size_score(upload: Upload, data: bytes, representation: Representation) -> Score:
+    served = codec_read(*upload.image.size)(data, representation)
+    psnr, ssim = Reference(upload.image).score(served)
+    return Score(psnr=psnr, ssim=ssim)
+
+
+def assert_lowest_passing_quality(upload: Upload, decision: Decision, floor: str) -> None:
+    """The kept full-size copy is what the receipt says, meets the floor at full size, and one
+    quality lower fails it (or encodes the same bytes)."""
+    receipt, wanted = decision.receipt, Floor.parse(floor)
+    codec, quality = decision.representation, receipt.quality
+    assert codec in ("avif", "webp") and quality is not None
+    assert decision.data == encode_full(upload.image, codec, quality)
+    kept = full_size_score(upload, decision.data, codec)
+    assert (receipt.psnr, receipt.ssim) == (kept.psnr, kept.ssim)
+    assert wanted.met_by(kept) and receipt.meets_floor is True
+    below = encode_full(upload.image, codec, quality - 1)
+    assert below == decision.data or not wanted.met_by(full_size_score(upload, below, codec))
+
+
+def test_the_photo_is_sampled_and_its_mosaic_is_a_fraction_of_it(photo: Upload) -> None:
+    reference = Reference(photo.image)
+    mosaic = Mosaic(photo.image, reference, codec_read)
+
+    assert not reference.whole and len(reference.boxes) == TILES
+    assert mosaic.image.width * mosaic.image.height < photo.image.width * photo.image.height / 3
+
+
+@pytest.mark.parametrize(
+    ("codec", "floor", "reads", "trials"),
+    [
+        ("avif", "ssim:0.99", 2, 8),
+        ("avif", "psnr:46", 3, 16),
+        ("webp", "ssim:0.99", 2, 12),
+        ("webp", "psnr:42", 3, 15),
+    ],
+)
+def test_full_finds_the_lowest_passing_quality_in_a_few_full_size_reads(
+    photo: Upload, codec: str, floor: str, reads: int, trials: int
+) -> None:
+    decision, costs = decide(photo, "full", floor, codec)
+
+    assert_lowest_passing_quality(photo, decision, floor)
+    assert decision.receipt.x4 is None
+    assert within(costs.reads, {codec: reads}) and reads <= FULL_SIZE_READS
+    assert within(costs.trials, {codec: trials})
+
+
+def test_guarded_keeps_an_x4_copy_that_meets_the_floor_after_one_trial_and_one_read(
+    photo: Upload,
+) -> None:
+    decision, costs = decide(photo, "guarded", "ssim:0.97")
+
+    assert (decision.representation, decision.data) == ("x4", photo.x4)
+    kept = full_size_score(photo, photo.x4, "x4")
+    assert (decision.receipt.psnr, decision.receipt.ssim) == (kept.psnr, kept.ssim)
+    assert decision.receipt.x4 is None
+    assert costs.reads == {"x4": 1} and costs.trials == {"x4": 1}
+
+
+@pytest.mark.parametrize(
+    ("floor", "reads", "trials"),
+    [
+        ("ssim:0.99", {"x4": 1, "avif": 2}, {"x4": 1, "avif": 8}),
+        ("psnr:44", {"x4": 1, "avif": 3}, {"avif": 15}),  # no x4 trial under a PSNR floor
+    ],
+)
+def test_guarded_reads_an_x4_copy_that_does_not_fail_clearly_before_turning_it_down(
+    photo: Upload, floor: str, reads: dict[str, int], trials: dict[str, int]
+) -> None:
+    decision, costs = decide(photo, "guarded", floor)
+
+    assert_lowest_passing_quality(photo, decision, floor)
+    assert decision.receipt.x4 == full_size_score(photo, photo.x4, "x4")
+    assert costs.reads["x4"] == 1
+    assert within(costs.reads, reads) and within(costs.trials, trials)
+
+
+def test_guarded_never_rebuilds_an_x4_copy_whose_trial_fails_clearly(text: Upload) -> None:
+    """The receipt's ``x4`` is then the trial itself: no render of the whole image for it."""
+    decision, costs = decide(text, "guarded", "ssim:0.9")
+    trial = Mosaic(text.image, Reference(text.image), codec_read).x4(text.x4)
+
+    assert_lowest_passing_quality(text, decision, "ssim:0.9")
+    assert trial.ssim < 0.9 - CLEAR_FAILURE["ssim"]
+    assert decision.receipt.x4 == trial
+    assert within(costs.reads, {"avif": 2}) and within(costs.trials, {"x4": 1, "avif": 13})
+
+
+@pytest.mark.parametrize(
+    ("floor", "codec", "quality"),
+    [("ssim:0.9", "avif", 55), ("ssim:0.97", "webp", 80)],
+)
+def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor(
+    photo: Upload, floor: str, codec: str, quality: int
+) -> None:
+    """The receipt names the copy's codec and quality and scores its full-size read; the
+    cheapest x4 copy whose trial passes is the only one read."""
+    decision, costs = decide(photo, "smallest", floor)
+    receipt = decision.receipt
+
+    assert decision.representation == "x4"
+    assert (receipt.codec, receipt.quality) == (codec, quality)
+    assert decision.data == encode_full(downscale(photo.image), codec, quality)  # type: ignore[arg-type]
+    kept = full_size_score(photo, decision.data, "x4")
+    assert (receipt.psnr, receipt.ssim, receipt.meets_floor) == (kept.psnr, kept.ssim, True)
+    assert costs.reads == {"x4": 1}
+    assert within(costs.trials, {"x4": 5})
+
+
+@pytest.mark.parametrize(
+    ("upload_name", "floor", "reads", "trials"),
+    [
+        ("photo", "psnr:44", {"avif": 3}, {"x4": 2, "avif": 15, "webp": 1}),
+        ("photo", "ssim:0.99", {"avif": 2}, {"x4": 3, "avif": 8, "webp": 1}),
+        ("text", "psnr:35", {"avif": 3}, {"x4": 2, "avif": 12, "webp": 1}),
+        ("text", "ssim:0.9", {"avif": 2, "webp": 3}, {"x4": 1, "avif": 13, "webp": 15}),
+    ],
+)
+def test_smallest_stores_no_more_than_guarded_and_keeps_a_lowest_passing_quality(
+    request: pytest.FixtureRequest,
+    upload_name: str,
+    floor: str,
+    reads: dict[str, int],
+    trials: dict[str, int],
+) -> None:
+    """With text over it, the photo's WebP at the floor was estimated 3% cheaper on the
+    mosaic than its AVIF, and read 9% dearer than the AVIF ``guarded`` keeps (12% under its
+    estimate): ``smallest`` reads an estimate within ``ESTIMATE_MARGIN`` of the best read."""
+    upload: Upload = request.getfixturevalue(upload_name)
+    decision, costs = decide(upload, "smallest", floor)
+    guarded, _ = decide(upload, "guarded", floor)
+
+    assert len(decision.data) <= len(guarded.data)
+    assert_lowest_passing_quality(upload, decision, floor)
+    assert within(costs.reads, reads) and within(costs.trials, trials)
