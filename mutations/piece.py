@@ -101,6 +101,13 @@ def main() -> int:
         " after this instead of the suite's 300 s",
     )
     parser.add_argument(
+        "--mutants",
+        nargs="+",
+        default=["x*"],
+        help="globs of the mutants to run, after the module's name: 'xǁ_Trialsǁsmallest*' for"
+        " one method's, to check a few functions again against new tests (default: all)",
+    )
+    parser.add_argument(
         "--save",
         type=Path,
         help="write each mutant's exit code (null: not checked) to this JSON file, so that two"
@@ -123,7 +130,10 @@ def main() -> int:
         command = ["nice", "-n", "15", mutmut, "run", "--max-children", str(args.children)]
         try:
             subprocess.run(
-                [*command, f"{dotted}.x*"], cwd=tree, timeout=args.minutes * 60, check=False
+                [*command, *(f"{dotted}.{glob}" for glob in args.mutants)],
+                cwd=tree,
+                timeout=args.minutes * 60,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             print(f"stopped after {args.minutes} minutes; the rest counts as not checked")

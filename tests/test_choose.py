@@ -20,7 +20,7 @@ from PIL import Image
 from imaging import downscale, encode_full
 from imaging.quality import Reference
 from policy import Decision, Floor, Score, StoragePolicy
-from policy.choose import LOWEST_QUALITY, X4_OPTIONS, _lowest_quality, _next_guess, choose
+from policy.choose import LOWEST_QUALITY, X4_OPTIONS, _lowest_quality, _next_guess, choose, score
 from tests.test_quality import codec_read
 
 SIZE = (160, 120)
@@ -68,6 +68,16 @@ def scored(small: Image.Image, data: bytes, representation: str) -> Score:
 
 def x4_ssim(small: Image.Image, x4: bytes) -> float:
     return scored(small, x4, "x4").ssim
+
+
+def test_a_score_is_the_y_psnr_and_ssim_of_the_read_against_the_upload(
+    small: Image.Image, x4: bytes
+) -> None:
+    served = codec_read(*small.size)(x4, "x4")
+
+    assert score(small, served) == scored(small, x4, "x4")
+    itself = score(small, small)
+    assert (itself.psnr, itself.ssim) == (math.inf, pytest.approx(1.0))
 
 
 def test_downscale_keeps_the_x4_copy_and_says_when_it_misses_the_floor(
