@@ -30,6 +30,7 @@ from tests.test_quality import DATA, captioned, codec_read
 
 SIZE = (960, 720)
 TILES = 20  # what the shrunk geometry samples of SIZE
+MOSAIC_PIXELS = 480 * 384  # their mosaic: 5 x 4 tiles of 64 px, each with 16 px of context
 
 
 @pytest.fixture(autouse=True)
@@ -71,10 +72,12 @@ def text() -> Upload:
 
 @dataclass
 class Costs:
-    """What a decision read: full-size reads and trials on the mosaic, by representation."""
+    """What a decision read: full-size reads and trials on a mosaic, by representation, and
+    the pixels of those trials (the coarse mosaic's trials cost a third of the whole's)."""
 
     reads: Counter[str] = field(default_factory=Counter)
     trials: Counter[str] = field(default_factory=Counter)
+    trial_pixels: int = 0
 
 
 def decide(
@@ -92,6 +95,7 @@ def decide(
 
         def trial(data: bytes, representation: Representation) -> Image.Image:
             costs.trials[representation] += 1
+            costs.trial_pixels += width * height
             return tried(data, representation)
 
         return trial
@@ -123,7 +127,7 @@ def full_size_score(upload: Upload, data: bytes, representation: Representation)
 
 def assert_lowest_passing_quality(upload: Upload, decision: Decision, floor: str) -> None:
     """The kept full-size copy is what the receipt says, meets the floor at full size, and one
-    quality lower fails it (or encodes the same bytes)."""
+    quality lower encodes other bytes that fail it: the receipt names the lowest quality."""
     receipt, wanted = decision.receipt, Floor.parse(floor)
     codec, quality = decision.representation, receipt.quality
     assert codec in ("avif", "webp") and quality is not None
@@ -132,7 +136,7 @@ def assert_lowest_passing_quality(upload: Upload, decision: Decision, floor: str
     assert (receipt.psnr, receipt.ssim) == (kept.psnr, kept.ssim)
     assert wanted.met_by(kept) and receipt.meets_floor is True
     below = encode_full(upload.image, codec, quality - 1)
-    assert below == decision.data or not wanted.met_by(full_size_score(upload, below, codec))
+    assert below != decision.data and not wanted.met_by(full_size_score(upload, below, codec))
 
 
 def test_the_photo_is_sampled_and_its_mosaic_is_a_fraction_of_it(photo: Upload) -> None:
@@ -140,27 +144,28 @@ def test_the_photo_is_sampled_and_its_mosaic_is_a_fraction_of_it(photo: Upload) 
     mosaic = Mosaic(photo.image, reference, codec_read)
 
     assert not reference.whole and len(reference.boxes) == TILES
-    assert mosaic.image.width * mosaic.image.height < photo.image.width * photo.image.height / 3
+    assert mosaic.image.width * mosaic.image.height == MOSAIC_PIXELS
+    assert MOSAIC_PIXELS < photo.image.width * photo.image.height / 3
 
 
 @pytest.mark.parametrize(
-    ("codec", "floor", "reads", "trials"),
+    ("codec", "floor", "reads", "trials", "pixels"),
     [
-        ("avif", "ssim:0.99", 2, 8),
-        ("avif", "psnr:46", 3, 16),
-        ("webp", "ssim:0.99", 2, 12),
-        ("webp", "psnr:42", 3, 15),
+        ("avif", "ssim:0.99", 2, 8, 967_680),
+        ("avif", "psnr:46", 3, 16, 2_036_736),
+        ("webp", "ssim:0.99", 2, 12, 1_299_456),
+        ("webp", "psnr:42", 3, 15, 2_156_544),
     ],
 )
 def test_full_finds_the_lowest_passing_quality_in_a_few_full_size_reads(
-    photo: Upload, codec: str, floor: str, reads: int, trials: int
+    photo: Upload, codec: str, floor: str, reads: int, trials: int, pixels: int
 ) -> None:
     decision, costs = decide(photo, "full", floor, codec)
 
     assert_lowest_passing_quality(photo, decision, floor)
     assert decision.receipt.x4 is None
     assert within(costs.reads, {codec: reads}) and reads <= FULL_SIZE_READS
-    assert within(costs.trials, {codec: trials})
+    assert within(costs.trials, {codec: trials}) and costs.trial_pixels <= pixels
 
 
 def test_guarded_keeps_an_x4_copy_that_meets_the_floor_after_one_trial_and_one_read(
@@ -173,17 +178,18 @@ def test_guarded_keeps_an_x4_copy_that_meets_the_floor_after_one_trial_and_one_r
     assert (decision.receipt.psnr, decision.receipt.ssim) == (kept.psnr, kept.ssim)
     assert decision.receipt.x4 is None
     assert costs.reads == {"x4": 1} and costs.trials == {"x4": 1}
+    assert costs.trial_pixels == MOSAIC_PIXELS
 
 
 @pytest.mark.parametrize(
-    ("floor", "reads", "trials"),
+    ("floor", "reads", "trials", "pixels"),
     [
-        ("ssim:0.99", {"x4": 1, "avif": 2}, {"x4": 1, "avif": 8}),
-        ("psnr:44", {"x4": 1, "avif": 3}, {"avif": 15}),  # no x4 trial under a PSNR floor
+        ("ssim:0.99", {"x4": 1, "avif": 2}, {"x4": 1, "avif": 8}, 1_152_000),
+        ("psnr:44", {"x4": 1, "avif": 3}, {"avif": 15}, 2_156_544),  # PSNR: no x4 trial
     ],
 )
 def test_guarded_reads_an_x4_copy_that_does_not_fail_clearly_before_turning_it_down(
-    photo: Upload, floor: str, reads: dict[str, int], trials: dict[str, int]
+    photo: Upload, floor: str, reads: dict[str, int], trials: dict[str, int], pixels: int
 ) -> None:
     decision, costs = decide(photo, "guarded", floor)
 
@@ -191,6 +197,7 @@ def test_guarded_reads_an_x4_copy_that_does_not_fail_clearly_before_turning_it_d
     assert decision.receipt.x4 == full_size_score(photo, photo.x4, "x4")
     assert costs.reads["x4"] == 1
     assert within(costs.reads, reads) and within(costs.trials, trials)
+    assert costs.trial_pixels <= pixels
 
 
 def test_guarded_never_rebuilds_an_x4_copy_whose_trial_fails_clearly(text: Upload) -> None:
@@ -202,14 +209,15 @@ def test_guarded_never_rebuilds_an_x4_copy_whose_trial_fails_clearly(text: Uploa
     assert trial.ssim < 0.9 - CLEAR_FAILURE["ssim"]
     assert decision.receipt.x4 == trial
     assert within(costs.reads, {"avif": 2}) and within(costs.trials, {"x4": 1, "avif": 13})
+    assert costs.trial_pixels <= 1_870_848
 
 
 @pytest.mark.parametrize(
-    ("floor", "codec", "quality"),
-    [("ssim:0.9", "avif", 55), ("ssim:0.97", "webp", 80)],
+    ("floor", "codec", "quality", "trials"),
+    [("ssim:0.9", "avif", 55, 2), ("ssim:0.97", "webp", 80, 5)],
 )
 def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor(
-    photo: Upload, floor: str, codec: str, quality: int
+    photo: Upload, floor: str, codec: str, quality: int, trials: int
 ) -> None:
     """The receipt names the copy's codec and quality and scores its full-size read; the
     cheapest x4 copy whose trial passes is the only one read."""
@@ -222,16 +230,17 @@ def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor(
     kept = full_size_score(photo, decision.data, "x4")
     assert (receipt.psnr, receipt.ssim, receipt.meets_floor) == (kept.psnr, kept.ssim, True)
     assert costs.reads == {"x4": 1}
-    assert within(costs.trials, {"x4": 5})
+    assert within(costs.trials, {"x4": trials})
+    assert costs.trial_pixels <= trials * MOSAIC_PIXELS
 
 
 @pytest.mark.parametrize(
-    ("upload_name", "floor", "reads", "trials"),
+    ("upload_name", "floor", "reads", "trials", "pixels"),
     [
-        ("photo", "psnr:44", {"avif": 3}, {"x4": 2, "avif": 15, "webp": 1}),
-        ("photo", "ssim:0.99", {"avif": 2}, {"x4": 3, "avif": 8, "webp": 1}),
-        ("text", "psnr:35", {"avif": 3}, {"x4": 2, "avif": 12, "webp": 1}),
-        ("text", "ssim:0.9", {"avif": 2, "webp": 3}, {"x4": 1, "avif": 13, "webp": 15}),
+        ("photo", "psnr:44", {"avif": 3}, {"x4": 2, "avif": 15, "webp": 1}, 2_709_504),
+        ("photo", "ssim:0.99", {"avif": 2}, {"x4": 3, "avif": 8, "webp": 1}, 1_704_960),
+        ("text", "psnr:35", {"avif": 3}, {"x4": 2, "avif": 12, "webp": 1}, 1_953_792),
+        ("text", "ssim:0.9", {"avif": 2, "webp": 3}, {"x4": 1, "avif": 13, "webp": 15}, 3_824_640),
     ],
 )
 def test_smallest_stores_no_more_than_guarded_and_keeps_a_lowest_passing_quality(
@@ -240,6 +249,7 @@ def test_smallest_stores_no_more_than_guarded_and_keeps_a_lowest_passing_quality
     floor: str,
     reads: dict[str, int],
     trials: dict[str, int],
+    pixels: int,
 ) -> None:
     """With text over it, the photo's WebP at the floor was estimated 3% cheaper on the
     mosaic than its AVIF, and read 9% dearer than the AVIF ``guarded`` keeps (12% under its
@@ -251,3 +261,4 @@ def test_smallest_stores_no_more_than_guarded_and_keeps_a_lowest_passing_quality
     assert len(decision.data) <= len(guarded.data)
     assert_lowest_passing_quality(upload, decision, floor)
     assert within(costs.reads, reads) and within(costs.trials, trials)
+    assert costs.trial_pixels <= pixels
