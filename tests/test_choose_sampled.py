@@ -73,7 +73,7 @@ def text() -> Upload:
 @dataclass
 class Costs:
     """What a decision read: full-size reads and trials on a mosaic, by representation, and
-    the pixels of those trials (the coarse mosaic's trials cost a third of the whole's)."""
+    the pixels of those trials (a trial on the coarse mosaic reads fewer than on the whole)."""
 
     reads: Counter[str] = field(default_factory=Counter)
     trials: Counter[str] = field(default_factory=Counter)

@@ -79,7 +79,7 @@ class Load:
     Only acknowledged uploads use up the budget. Fetches answered from the cache and uploads
     refused during an outage are quick, and when they counted, a slow restart on a busy
     machine spent the whole budget on them before the server was back (CI, 2026-12-04): the
-    load then had nothing left to show that uploads work again. Every request is paced instead.
+    load then had nothing left to show that uploads work again. Every fetch is paced instead.
     An assertion failing in a load thread fails the test when :meth:`stop` joins it.
     """
 
