@@ -24,8 +24,9 @@ from PIL import Image
 import imaging.quality
 from imaging import downscale, encode_full
 from imaging.quality import Reference
-from policy import Decision, Floor, Representation, Score, StoragePolicy
+from policy import Decision, Floor, Representation, StoragePolicy
 from policy.choose import CLEAR_FAILURE, FULL_SIZE_READS, Mosaic, choose
+from tests.test_choose import scored
 from tests.test_quality import DATA, captioned, codec_read
 
 SIZE = (960, 720)
@@ -119,19 +120,13 @@ def within(counted: Counter[str], budget: dict[str, int]) -> bool:
     return set(counted) <= set(budget) and all(counted[k] <= n for k, n in budget.items())
 
 
-def full_size_score(upload: Upload, data: bytes, representation: Representation) -> Score:
-    served = codec_read(*upload.image.size)(data, representation)
-    psnr, ssim = Reference(upload.image).score(served)
-    return Score(psnr=psnr, ssim=ssim)
-
-
 def assert_passing_quality(upload: Upload, decision: Decision, floor: str) -> int:
     """The kept full-size copy is what the receipt says and meets the floor at full size."""
     receipt, wanted = decision.receipt, Floor.parse(floor)
     codec, quality = decision.representation, receipt.quality
     assert codec in ("avif", "webp") and quality is not None
     assert decision.data == encode_full(upload.image, codec, quality)
-    kept = full_size_score(upload, decision.data, codec)
+    kept = scored(upload.image, decision.data, codec)
     assert (receipt.psnr, receipt.ssim) == (kept.psnr, kept.ssim)
     assert wanted.met_by(kept) and receipt.meets_floor is True
     return quality
@@ -146,7 +141,7 @@ def assert_lowest_passing_quality(upload: Upload, decision: Decision, floor: str
         Floor.parse(floor),
     )
     below = encode_full(upload.image, codec, quality - 1)  # type: ignore[arg-type]
-    assert below != decision.data and not wanted.met_by(full_size_score(upload, below, codec))
+    assert below != decision.data and not wanted.met_by(scored(upload.image, below, codec))
 
 
 def test_the_photo_is_sampled_and_its_mosaic_is_a_fraction_of_it(photo: Upload) -> None:
@@ -184,7 +179,7 @@ def test_guarded_keeps_an_x4_copy_that_meets_the_floor_after_one_trial_and_one_r
     decision, costs = decide(photo, "guarded", "ssim:0.97")
 
     assert (decision.representation, decision.data) == ("x4", photo.x4)
-    kept = full_size_score(photo, photo.x4, "x4")
+    kept = scored(photo.image, photo.x4, "x4")
     assert (decision.receipt.psnr, decision.receipt.ssim) == (kept.psnr, kept.ssim)
     assert decision.receipt.x4 is None
     assert costs.reads == {"x4": 1} and costs.trials == {"x4": 1}
@@ -204,7 +199,7 @@ def test_guarded_reads_an_x4_copy_that_does_not_fail_clearly_before_turning_it_d
     decision, costs = decide(photo, "guarded", floor)
 
     assert_lowest_passing_quality(photo, decision, floor)
-    assert decision.receipt.x4 == full_size_score(photo, photo.x4, "x4")
+    assert decision.receipt.x4 == scored(photo.image, photo.x4, "x4")
     assert costs.reads["x4"] == 1
     assert within(costs.reads, reads) and within(costs.trials, trials)
     assert costs.trial_pixels <= pixels
@@ -239,7 +234,7 @@ def test_smallest_keeps_a_lower_quality_x4_copy_that_meets_the_floor(
     assert decision.representation == "x4"
     assert (receipt.codec, receipt.quality) == (codec, quality)
     assert decision.data == encode_full(downscale(photo.image), codec, quality)  # type: ignore[arg-type]
-    kept = full_size_score(photo, decision.data, "x4")
+    kept = scored(photo.image, decision.data, "x4")
     assert (receipt.psnr, receipt.ssim, receipt.meets_floor) == (kept.psnr, kept.ssim, True)
     assert costs.reads == {"x4": 1}
     assert within(costs.trials, {"x4": trials})
