@@ -53,11 +53,11 @@ class Geometry:
         match = _TOKEN.match(token)
         if match is None:
             raise InvalidSize(f"not a geometry token: {token!r}")
-        sw, sh, cw, ch, ox, oy = (int(g) if g is not None else None for g in match.groups())
-        assert sw is not None and sh is not None
-        if cw is None or ch is None or ox is None or oy is None:
-            return cls((sw, sh), (sw, sh))
-        return cls((sw, sh), (cw, ch), (ox, oy))
+        numbers = [int(group) for group in match.groups() if group is not None]
+        scaled = (numbers[0], numbers[1])
+        if len(numbers) == 2:  # the regex matches two numbers or six
+            return cls(scaled, scaled)
+        return cls(scaled, (numbers[2], numbers[3]), (numbers[4], numbers[5]))
 
     @property
     def pixels(self) -> int:
@@ -113,11 +113,11 @@ def _side(length: float) -> int:
 
 
 def _bounded(geometry: Geometry, max_pixels: int) -> Geometry:
-    largest = max(math.prod(geometry.scaled), math.prod(geometry.canvas))
-    if largest > max_pixels:
+    """Refuse a geometry whose scaled image or canvas, whichever is larger, is over the limit."""
+    width, height = max(geometry.scaled, geometry.canvas, key=math.prod)
+    if width * height > max_pixels:
         raise InvalidSize(
-            f"the result would be {geometry.scaled[0]}x{geometry.scaled[1]} pixels; "
-            f"the limit is {max_pixels} pixels in all"
+            f"the result would be {width}x{height} pixels; the limit is {max_pixels} pixels in all"
         )
     return geometry
 
@@ -140,6 +140,6 @@ def apply_geometry(
     if ox <= 0 and oy <= 0:
         return image.crop((-ox, -oy, cw - ox, ch - oy))
     fill = {"RGBA": (0, 0, 0, 0), "L": (255,)}.get(image.mode, (255, 255, 255))
-    canvas = Image.new(image.mode, (cw, ch), fill if len(fill) > 1 else fill[0])
+    canvas = Image.new(image.mode, (cw, ch), fill)
     canvas.paste(image, (ox, oy))
     return canvas

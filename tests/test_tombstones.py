@@ -8,6 +8,7 @@ id that is not an image id never names a file.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,27 @@ def test_every_image_id_shape_can_be_marked(tmp_path: Path) -> None:
     for image_id in ("a", "A-z_09", "x" * 64):
         marks.mark(image_id)
         assert marks.marked(image_id)
+
+
+def test_a_mark_another_process_swept_first_does_not_end_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes can sweep one directory at once: a mark gone between the listing and its
+    stat is skipped, and every other old mark is still forgotten."""
+    clock = Clock()
+    marks = Tombstones(tmp_path, lifetime_seconds=10, clock=clock)
+    for image_id in ("a", "b", "c"):
+        marks.mark(image_id)
+    listed = os.scandir
+
+    def listing_raced_by_another_sweep(path: Path) -> Iterator[os.DirEntry[str]]:
+        entries = sorted(listed(path), key=lambda entry: entry.name)
+        os.unlink(entries[0].path)  # "a": the other process got there first
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", listing_raced_by_another_sweep)
+    clock.now = START + SWEEP_INTERVAL_SECONDS + 1
+
+    marks.mark("new")
+
+    assert files(tmp_path) == ["new"]

@@ -1,0 +1,389 @@
+"""One worker's loop against a real Redis queue: what each finished job tells its waiters,
+when compactions run beside renders, and how the worker stops.
+
+The engine, cache and compactor are stand-ins that record what they were asked, so each test
+can force the outcome it names; ``tests/test_worker.py`` runs the real ones in a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from prometheus_client import REGISTRY
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from cache import CacheKey, ImageDeleted
+from render.compaction import CompactionRetry
+from render.images import ImageNotFound
+from render.queue import GROUP, JobQueue, RenderJob, compaction_job, compaction_stream
+from tests.support.servers import RedisServer
+from tests.support.waiting import until
+from worker.consumer import Worker
+
+CLAIM_IDLE_SECONDS = 0.3
+
+
+def job(name: str, seconds_left: float = 60) -> RenderJob:
+    return RenderJob(CacheKey(f"{name:0<22}", "bicubic", "png"), time.time() + seconds_left)
+
+
+def jobs_counted(outcome: str) -> float:
+    return REGISTRY.get_sample_value("srstore_worker_jobs_total", {"outcome": outcome}) or 0.0
+
+
+def gauge(name: str) -> float:
+    value = REGISTRY.get_sample_value(name)
+    assert value is not None
+    return value
+
+
+@dataclass
+class Engine:
+    """Renders ``rendered:<id>``; an id in ``failures`` raises its exception instead; while
+    ``release`` is unset every render waits on it."""
+
+    failures: dict[str, Exception] = field(default_factory=dict)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    rendered: list[str] = field(default_factory=list)
+    holding: int = 0
+
+    def __post_init__(self) -> None:
+        self.release.set()
+
+    async def render_object(self, store: object, key: CacheKey) -> bytes:
+        self.holding += 1
+        try:
+            await self.release.wait()
+        finally:
+            self.holding -= 1
+        if key.image_id in self.failures:
+            raise self.failures[key.image_id]
+        self.rendered.append(key.image_id)
+        return f"rendered:{key.image_id}".encode()
+
+
+@dataclass
+class Cache:
+    """Holds what is put; ids in ``deleted`` refuse a put as a delete that overtook it."""
+
+    entries: dict[CacheKey, bytes] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+
+    async def get(self, key: CacheKey) -> bytes | None:
+        return self.entries.get(key)
+
+    async def put(self, key: CacheKey, data: bytes) -> None:
+        if key.image_id in self.deleted:
+            raise ImageDeleted(key.image_id)
+        self.entries[key] = data
+
+
+@dataclass
+class Compactor:
+    """Answers each call with the next of ``answers`` for its id (an exception is raised);
+    while ``release`` is unset every call waits on it."""
+
+    answers: dict[str, list[str | Exception]] = field(default_factory=dict)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    calls: list[str] = field(default_factory=list)
+    holding: int = 0
+    most_held: int = 0
+
+    def __post_init__(self) -> None:
+        self.release.set()
+
+    async def compact(self, image_id: str, model: str) -> str:
+        self.calls.append(image_id)
+        self.holding += 1
+        self.most_held = max(self.most_held, self.holding)
+        try:
+            await self.release.wait()
+        finally:
+            self.holding -= 1
+        answers = self.answers.get(image_id, [])
+        answer = answers.pop(0) if answers else "done"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@dataclass
+class Setup:
+    client: aioredis.Redis
+    renders: JobQueue
+    compactions: JobQueue
+    outcomes: dict[str, dict[str, str | None]]  # by job key, as the waiters read them
+
+    async def pending(self, queue: JobQueue) -> int:
+        summary = await self.client.xpending(queue.shards[0], GROUP)
+        return int(summary["pending"])
+
+    async def settled(self) -> bool:
+        """Every job of both streams acknowledged and dropped."""
+        return await self.renders.depth() == 0 and await self.compactions.depth() == 0
+
+    def worker(
+        self, engine: Engine, cache: Cache, compactor: Compactor, **options: float
+    ) -> Worker:
+        return Worker(
+            f"worker-{uuid.uuid4().hex[:6]}",
+            self.renders,
+            engine,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            cache,  # type: ignore[arg-type]
+            concurrency=int(options.get("concurrency", 4)),
+            claim_idle_seconds=CLAIM_IDLE_SECONDS,
+            compactions=self.compactions,
+            compactor=compactor,  # type: ignore[arg-type]
+            compaction_slots=int(options.get("compaction_slots", 1)),
+        )
+
+
+@pytest.fixture
+async def setup(redis_server: RedisServer) -> AsyncIterator[Setup]:
+    """Fresh render and compaction streams, and a listener on what finished jobs publish."""
+    client = aioredis.from_url(redis_server.url, decode_responses=True)
+    stream = f"srstore:render:{uuid.uuid4().hex[:8]}"
+    renders = JobQueue(client, stream, 64)
+    compactions = JobQueue(client, compaction_stream(stream), 64)
+    outcomes: dict[str, dict[str, str | None]] = {}
+    pubsub = client.pubsub()
+    await pubsub.psubscribe(renders.done_pattern, compactions.done_pattern)
+
+    async def listen() -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "pmessage":
+                key = message["channel"].rsplit(":done:", 1)[1]
+                outcomes[key] = json.loads(message["data"])
+
+    listener = asyncio.create_task(listen())
+    yield Setup(client, renders, compactions, outcomes)
+    listener.cancel()
+    await pubsub.aclose()
+    await client.aclose()
+
+
+async def running(worker: Worker) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until(lambda: gauge("srstore_worker_up") == 1, "the worker taking jobs")
+    return stop, task
+
+
+async def stopped(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+def counts(outcomes: list[str]) -> Callable[[], dict[str, float]]:
+    return lambda: {outcome: jobs_counted(outcome) for outcome in outcomes}
+
+
+async def test_each_finished_job_tells_its_waiters_what_became_of_it(setup: Setup) -> None:
+    rendered, cached, expired = job("rendered"), job("cached"), job("expired", seconds_left=-1)
+    missing, broken, overtaken = job("missing"), job("broken"), job("overtaken")
+    engine = Engine(
+        failures={
+            missing.key.image_id: ImageNotFound("gone"),
+            broken.key.image_id: ValueError("bad"),
+        }
+    )
+    cache = Cache(entries={cached.key: b"from before"}, deleted={overtaken.key.image_id})
+    before = counts(["rendered", "cached", "expired", "failed"])()
+    every = (rendered, cached, expired, missing, broken, overtaken)
+    for each in every:
+        await setup.renders.enqueue(each)
+    stop, task = await running(setup.worker(engine, cache, Compactor()))
+
+    await until(lambda: len(setup.outcomes) == len(every), "every job's outcome published")
+    await until(setup.settled, "every job dropped from the stream")
+    after = counts(["rendered", "cached", "expired", "failed"])()
+    await stopped(stop, task)
+
+    assert {str(each.key): setup.outcomes[str(each.key)]["code"] for each in every} == {
+        str(rendered.key): None,
+        str(cached.key): None,
+        str(expired.key): "expired",
+        str(missing.key): "not_found",
+        str(broken.key): "render_failed",
+        str(overtaken.key): "not_found",
+    }
+    assert setup.outcomes[str(broken.key)]["message"] == "bad"
+    assert engine.rendered == [rendered.key.image_id, overtaken.key.image_id]
+    assert cache.entries[rendered.key] == f"rendered:{rendered.key.image_id}".encode()
+    assert cache.entries[cached.key] == b"from before"
+    assert overtaken.key not in cache.entries
+    assert {k: after[k] - before[k] for k in after} == {
+        "rendered": 1,
+        "cached": 1,
+        "expired": 1,
+        "failed": 3,
+    }
+    assert await setup.pending(setup.renders) == 0
+
+
+async def test_a_compaction_waits_while_a_render_is_running_and_runs_once_none_is(
+    setup: Setup,
+) -> None:
+    engine, compactor = Engine(), Compactor()
+    engine.release.clear()
+    await setup.renders.enqueue(job("render"))
+    stop, task = await running(setup.worker(engine, Cache(), compactor))
+    await until(lambda: engine.holding == 1, "the render reaching the engine")
+    await setup.compactions.enqueue(compaction_job("compactme", "bicubic"))
+
+    await until(
+        lambda: gauge("srstore_queue_depth") == 1, "the depth sampled with the render in hand"
+    )
+    held_back = list(compactor.calls)
+    engine.release.set()
+    await until(lambda: compactor.calls == ["compactme"], "the compaction once the render ended")
+    await until(setup.settled, "both jobs acknowledged")
+    await stopped(stop, task)
+
+    assert held_back == []
+    assert await setup.pending(setup.compactions) == 0
+
+
+async def test_a_worker_compacts_no_more_images_at_once_than_its_compaction_slots(
+    setup: Setup,
+) -> None:
+    compactor = Compactor()
+    compactor.release.clear()
+    for name in ("one", "two", "three"):
+        await setup.compactions.enqueue(compaction_job(name, "bicubic"))
+    stop, task = await running(setup.worker(Engine(), Cache(), compactor, compaction_slots=2))
+
+    await until(lambda: compactor.holding == 2, "two compactions in hand")
+    await until(lambda: gauge("srstore_queue_depth") == 0, "a turn of the claim keeper")
+    held = (compactor.holding, await setup.pending(setup.compactions))
+    compactor.release.set()
+    await until(lambda: len(compactor.calls) == 3, "the third compaction once a slot freed")
+    await until(setup.settled, "every compaction acknowledged")
+    await stopped(stop, task)
+
+    assert held == (2, 2)
+    assert compactor.most_held == 2
+
+
+async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
+    setup: Setup,
+) -> None:
+    """``busy`` leaves the job pending, so it is claimed again after the claim idle time;
+    a retryable failure and a plain one are acknowledged, each under its own count."""
+    compactor = Compactor(
+        answers={
+            "held": ["busy", "done"],
+            "retry": [CompactionRetry("store down")],
+            "fails": [RuntimeError("corrupt")],
+            "deleted": ["deleted"],
+        }
+    )
+    labels = ["compaction_done", "compaction_put_back", "compaction_failed", "compaction_deleted"]
+    before = counts(labels)()
+    for name in ("held", "retry", "fails", "deleted"):
+        await setup.compactions.enqueue(compaction_job(name, "bicubic"))
+    stop, task = await running(setup.worker(Engine(), Cache(), compactor, compaction_slots=4))
+
+    await until(lambda: len(compactor.calls) == 4, "the first call for each image")
+    await until(lambda: len(setup.outcomes) == 3, "three compactions acknowledged")
+    held_back = str(compaction_job("held", "bicubic").key) not in setup.outcomes
+    await until(lambda: compactor.calls.count("held") == 2, "the busy one claimed again")
+    await until(setup.settled, "every compaction acknowledged")
+    after = counts(labels)()
+    await stopped(stop, task)
+
+    assert held_back
+    assert {k: after[k] - before[k] for k in after} == dict.fromkeys(labels, 1)
+    codes = {
+        name: setup.outcomes[str(compaction_job(name, "bicubic").key)]["code"]
+        for name in ("held", "retry", "fails", "deleted")
+    }
+    assert codes == {"held": None, "retry": None, "fails": "render_failed", "deleted": None}
+
+
+async def test_a_compaction_of_a_worker_that_died_is_adopted_by_another(setup: Setup) -> None:
+    await setup.compactions.ensure_group()
+    await setup.compactions.enqueue(compaction_job("orphan", "bicubic"))
+    assert len(await setup.compactions.read("dead-worker", 1, None)) == 1
+    compactor = Compactor()
+    stop, task = await running(setup.worker(Engine(), Cache(), compactor))
+
+    await until(setup.settled, "the orphaned compaction finished")
+    await stopped(stop, task)
+
+    assert compactor.calls == ["orphan"]
+
+
+async def test_a_held_compaction_is_never_claimed_by_another_worker(setup: Setup) -> None:
+    """The holder renews its claim on compactions as on renders, so a slow compaction is not
+    run twice at once."""
+    first, second = Compactor(), Compactor()
+    first.release.clear()
+    await setup.compactions.enqueue(compaction_job("slow", "bicubic"))
+    stop_first, first_task = await running(setup.worker(Engine(), Cache(), first))
+    await until(lambda: first.holding == 1, "the first worker compacting")
+    stop_second, second_task = await running(setup.worker(Engine(), Cache(), second))
+
+    await asyncio.sleep(4 * CLAIM_IDLE_SECONDS)  # four claim periods: each would have claimed it
+    claimed_by_second = list(second.calls)
+    first.release.set()
+    await until(setup.settled, "the compaction acknowledged")
+    await stopped(stop_second, second_task)
+    await stopped(stop_first, first_task)
+
+    assert claimed_by_second == []
+    assert first.calls == ["slow"]
+
+
+async def test_stopping_finishes_the_jobs_in_hand_and_reads_no_more(setup: Setup) -> None:
+    engine = Engine()
+    engine.release.clear()
+    await setup.renders.enqueue(job("inhand"))
+    stop, task = await running(setup.worker(engine, Cache(), Compactor(), concurrency=2))
+    await until(lambda: engine.holding == 1, "the job in hand")  # and a free slot: reading
+
+    stop.set()
+    await until(lambda: gauge("srstore_worker_up") == 0, "the worker draining")
+    await setup.renders.enqueue(job("later"))
+    engine.release.set()
+    await asyncio.wait_for(task, 10)
+
+    assert engine.rendered == [job("inhand").key.image_id]
+    assert setup.outcomes[str(job("inhand").key)]["code"] is None
+    assert await setup.renders.depth() == 1  # "later" waits for another worker
+
+
+class FlakyQueue(JobQueue):
+    """A queue whose first ``failures`` reads lose the connection."""
+
+    failures = 1
+
+    async def read(self, consumer: str, count: int, block_ms: int | None) -> list:  # type: ignore[override]
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("connection lost")
+        return await super().read(consumer, count, block_ms)
+
+
+async def test_a_lost_connection_is_logged_and_reading_goes_on(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyQueue(setup.client, setup.renders.stream, 64)
+    setup.renders = flaky
+    engine = Engine()
+    await flaky.enqueue(job("after"))
+    stop, task = await running(setup.worker(engine, Cache(), Compactor()))
+
+    await until(lambda: engine.rendered == [job("after").key.image_id], "the job after the error")
+    await stopped(stop, task)
+
+    assert flaky.failures == 0
+    assert "cannot read jobs: connection lost; retrying" in caplog.text
