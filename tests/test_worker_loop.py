@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -20,6 +22,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from cache import CacheKey, ImageDeleted
+from config.logs import REQUEST_ID
 from render.compaction import CompactionRetry
 from render.images import ImageNotFound
 from render.queue import GROUP, JobQueue, RenderJob, compaction_job, compaction_stream
@@ -31,7 +34,34 @@ CLAIM_IDLE_SECONDS = 0.3
 
 
 def job(name: str, seconds_left: float = 60) -> RenderJob:
-    return RenderJob(CacheKey(f"{name:0<22}", "bicubic", "png"), time.time() + seconds_left)
+    """A render job queued by the request ``name``."""
+    key = CacheKey(f"{name:0<22}", "bicubic", "png")
+    return RenderJob(key, time.time() + seconds_left, request_id=name)
+
+
+class WorkerLines(logging.Handler):
+    """The worker's log lines, each with the request id it was logged under."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[str | None, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((REQUEST_ID.get(), record.getMessage()))
+
+    def of(self, request_id: str, pattern: str) -> bool:
+        return any(rid == request_id and re.fullmatch(pattern, m) for rid, m in self.lines)
+
+
+@pytest.fixture
+def worker_lines() -> Iterator[WorkerLines]:
+    logger = logging.getLogger("worker.consumer")
+    handler, level = WorkerLines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def jobs_counted(outcome: str) -> float:
@@ -186,7 +216,10 @@ def counts(outcomes: list[str]) -> Callable[[], dict[str, float]]:
     return lambda: {outcome: jobs_counted(outcome) for outcome in outcomes}
 
 
-async def test_each_finished_job_tells_its_waiters_what_became_of_it(setup: Setup) -> None:
+async def test_each_finished_job_tells_its_waiters_what_became_of_it(
+    setup: Setup, worker_lines: WorkerLines
+) -> None:
+    """And the worker logs each under the id of the request that queued it."""
     rendered, cached, expired = job("rendered"), job("cached"), job("expired", seconds_left=-1)
     missing, broken, overtaken = job("missing"), job("broken"), job("overtaken")
     engine = Engine(
@@ -196,26 +229,36 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(setup: Setu
         }
     )
     cache = Cache(entries={cached.key: b"from before"}, deleted={overtaken.key.image_id})
+    results = {
+        rendered: "rendered",
+        cached: "cached",
+        expired: "expired",
+        missing: "failed",
+        broken: "failed",
+        overtaken: "failed",
+    }
     before = counts(["rendered", "cached", "expired", "failed"])()
-    every = (rendered, cached, expired, missing, broken, overtaken)
-    for each in every:
+    for each in results:
         await setup.renders.enqueue(each)
     stop, task = await running(setup.worker(engine, cache, Compactor()))
 
-    await until(lambda: len(setup.outcomes) == len(every), "every job's outcome published")
-    await until(setup.settled, "every job dropped from the stream")
+    def logged(each: RenderJob) -> bool:
+        line = rf"job \S+ for {re.escape(str(each.key))}: {results[each]} in \d+ ms"
+        return worker_lines.of(each.request_id, line)
+
+    await until(lambda: all(map(logged, results)), "a line for each finished job")
     after = counts(["rendered", "cached", "expired", "failed"])()
     await stopped(stop, task)
 
-    assert {str(each.key): setup.outcomes[str(each.key)]["code"] for each in every} == {
-        str(rendered.key): None,
-        str(cached.key): None,
-        str(expired.key): "expired",
-        str(missing.key): "not_found",
-        str(broken.key): "render_failed",
-        str(overtaken.key): "not_found",
+    assert {each.request_id: setup.outcomes[str(each.key)] for each in results} == {
+        "rendered": {"code": None, "message": ""},
+        "cached": {"code": None, "message": ""},
+        "expired": {"code": "expired", "message": "the job's deadline passed"},
+        "missing": {"code": "not_found", "message": "gone"},
+        "broken": {"code": "render_failed", "message": "bad"},
+        "overtaken": {"code": "not_found", "message": overtaken.key.image_id},
     }
-    assert setup.outcomes[str(broken.key)]["message"] == "bad"
+    assert worker_lines.of("broken", rf"job \S+ for {re.escape(str(broken.key))} failed: bad")
     assert engine.rendered == [rendered.key.image_id, overtaken.key.image_id]
     assert cache.entries[rendered.key] == f"rendered:{rendered.key.image_id}".encode()
     assert cache.entries[cached.key] == b"from before"
@@ -226,6 +269,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(setup: Setu
         "expired": 1,
         "failed": 3,
     }
+    assert await setup.settled()
     assert await setup.pending(setup.renders) == 0
 
 
