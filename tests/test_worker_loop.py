@@ -31,6 +31,7 @@ from tests.support.waiting import until
 from worker.consumer import Worker
 
 CLAIM_IDLE_SECONDS = 0.3
+JOB_ID = r"\S+/\d+-\d+"  # a shard, then its entry id
 
 
 def job(name: str, seconds_left: float = 60) -> RenderJob:
@@ -243,7 +244,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(
     stop, task = await running(setup.worker(engine, cache, Compactor()))
 
     def logged(each: RenderJob) -> bool:
-        line = rf"job \S+ for {re.escape(str(each.key))}: {results[each]} in \d+ ms"
+        line = rf"job {JOB_ID} for {re.escape(str(each.key))}: {results[each]} in \d+ ms"
         return worker_lines.of(each.request_id, line)
 
     await until(lambda: all(map(logged, results)), "a line for each finished job")
@@ -258,7 +259,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(
         "broken": {"code": "render_failed", "message": "bad"},
         "overtaken": {"code": "not_found", "message": overtaken.key.image_id},
     }
-    assert worker_lines.of("broken", rf"job \S+ for {re.escape(str(broken.key))} failed: bad")
+    assert worker_lines.of("broken", rf"job {JOB_ID} for {re.escape(str(broken.key))} failed: bad")
     assert engine.rendered == [rendered.key.image_id, overtaken.key.image_id]
     assert cache.entries[rendered.key] == f"rendered:{rendered.key.image_id}".encode()
     assert cache.entries[cached.key] == b"from before"
