@@ -32,6 +32,7 @@ from worker.consumer import Worker
 
 CLAIM_IDLE_SECONDS = 0.3
 JOB_ID = r"\S+/\d+-\d+"  # a shard, then its entry id
+STORE = object()  # the object store each worker hands its engine
 
 
 def job(name: str, seconds_left: float = 60) -> RenderJob:
@@ -83,12 +84,14 @@ class Engine:
     failures: dict[str, Exception] = field(default_factory=dict)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     rendered: list[str] = field(default_factory=list)
+    stores: list[object] = field(default_factory=list)  # what each render read from
     holding: int = 0
 
     def __post_init__(self) -> None:
         self.release.set()
 
     async def render_object(self, store: object, key: CacheKey) -> bytes:
+        self.stores.append(store)
         self.holding += 1
         try:
             await self.release.wait()
@@ -167,7 +170,7 @@ class Setup:
             f"worker-{uuid.uuid4().hex[:6]}",
             self.renders,
             engine,  # type: ignore[arg-type]
-            None,  # type: ignore[arg-type]
+            STORE,  # type: ignore[arg-type]
             cache,  # type: ignore[arg-type]
             concurrency=int(options.get("concurrency", 4)),
             claim_idle_seconds=CLAIM_IDLE_SECONDS,
@@ -261,6 +264,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(
     }
     assert worker_lines.of("broken", rf"job {JOB_ID} for {re.escape(str(broken.key))} failed: bad")
     assert engine.rendered == [rendered.key.image_id, overtaken.key.image_id]
+    assert engine.stores == [STORE] * 4  # missing and broken were rendered too, and failed
     assert cache.entries[rendered.key] == f"rendered:{rendered.key.image_id}".encode()
     assert cache.entries[cached.key] == b"from before"
     assert overtaken.key not in cache.entries
