@@ -127,6 +127,7 @@ class Compactor:
     answers: dict[str, list[str | Exception]] = field(default_factory=dict)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)  # what each call scores with
     holding: int = 0
     most_held: int = 0
 
@@ -135,6 +136,7 @@ class Compactor:
 
     async def compact(self, image_id: str, model: str) -> str:
         self.calls.append(image_id)
+        self.models.append(model)
         self.holding += 1
         self.most_held = max(self.most_held, self.holding)
         try:
@@ -323,10 +325,11 @@ async def test_a_worker_compacts_no_more_images_at_once_than_its_compaction_slot
 
 
 async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
-    setup: Setup,
+    setup: Setup, worker_lines: WorkerLines
 ) -> None:
     """``busy`` leaves the job pending, so it is claimed again after the claim idle time;
-    a retryable failure and a plain one are acknowledged, each under its own count."""
+    a retryable failure and a plain one are acknowledged, each under its own count. Each is
+    logged under the id of the request that queued it."""
     compactor = Compactor(
         answers={
             "held": ["busy", "done"],
@@ -335,27 +338,35 @@ async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
             "deleted": ["deleted"],
         }
     )
+    results = {"held": "done", "retry": "put back", "fails": "failed", "deleted": "deleted"}
     labels = ["compaction_done", "compaction_put_back", "compaction_failed", "compaction_deleted"]
     before = counts(labels)()
-    for name in ("held", "retry", "fails", "deleted"):
-        await setup.compactions.enqueue(compaction_job(name, "bicubic"))
+    for name in results:
+        await setup.compactions.enqueue(compaction_job(name, "espcn:3", request_id=name))
     stop, task = await running(setup.worker(Engine(), Cache(), compactor, compaction_slots=4))
 
     await until(lambda: len(compactor.calls) == 4, "the first call for each image")
     await until(lambda: len(setup.outcomes) == 3, "three compactions acknowledged")
-    held_back = str(compaction_job("held", "bicubic").key) not in setup.outcomes
-    await until(lambda: compactor.calls.count("held") == 2, "the busy one claimed again")
-    await until(setup.settled, "every compaction acknowledged")
+    held_back = str(compaction_job("held", "espcn:3").key) not in setup.outcomes
+
+    def logged(name: str) -> bool:
+        return worker_lines.of(name, rf"compaction {JOB_ID} of {name}: {results[name]}")
+
+    await until(lambda: all(map(logged, results)), "a line for each compaction")
     after = counts(labels)()
     await stopped(stop, task)
 
-    assert held_back
+    assert held_back and compactor.calls.count("held") == 2
+    assert set(compactor.models) == {"espcn:3"}
     assert {k: after[k] - before[k] for k in after} == dict.fromkeys(labels, 1)
     codes = {
-        name: setup.outcomes[str(compaction_job(name, "bicubic").key)]["code"]
-        for name in ("held", "retry", "fails", "deleted")
+        name: setup.outcomes[str(compaction_job(name, "espcn:3").key)]["code"] for name in results
     }
     assert codes == {"held": None, "retry": None, "fails": "render_failed", "deleted": None}
+    assert worker_lines.of("held", "compaction of held is another's for now")
+    assert worker_lines.of("retry", "compaction of retry put back until the next sweep: store down")
+    assert worker_lines.of("fails", "compaction of fails failed")
+    assert await setup.settled()
 
 
 async def test_a_compaction_of_a_worker_that_died_is_adopted_by_another(setup: Setup) -> None:
