@@ -25,7 +25,15 @@ from cache import CacheKey, ImageDeleted
 from config.logs import REQUEST_ID
 from render.compaction import CompactionRetry
 from render.images import ImageNotFound
-from render.queue import GROUP, JobQueue, RenderJob, compaction_job, compaction_stream
+from render.queue import (
+    GROUP,
+    JobId,
+    JobQueue,
+    Outcome,
+    RenderJob,
+    compaction_job,
+    compaction_stream,
+)
 from tests.support.servers import RedisServer
 from tests.support.waiting import until
 from worker.consumer import Worker
@@ -359,10 +367,13 @@ async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
     assert held_back and compactor.calls.count("held") == 2
     assert set(compactor.models) == {"espcn:3"}
     assert {k: after[k] - before[k] for k in after} == dict.fromkeys(labels, 1)
-    codes = {
-        name: setup.outcomes[str(compaction_job(name, "espcn:3").key)]["code"] for name in results
+    published = {name: setup.outcomes[str(compaction_job(name, "espcn:3").key)] for name in results}
+    assert published == {
+        "held": {"code": None, "message": ""},
+        "retry": {"code": None, "message": ""},
+        "fails": {"code": "render_failed", "message": "corrupt"},
+        "deleted": {"code": None, "message": ""},
     }
-    assert codes == {"held": None, "retry": None, "fails": "render_failed", "deleted": None}
     assert worker_lines.of("held", "compaction of held is another's for now")
     assert worker_lines.of("retry", "compaction of retry put back until the next sweep: store down")
     assert worker_lines.of("fails", "compaction of fails failed")
@@ -447,3 +458,60 @@ async def test_a_lost_connection_is_logged_and_reading_goes_on(
 
     assert flaky.failures == 0
     assert "cannot read jobs: connection lost; retrying" in caplog.text
+
+
+class UnacknowledgingQueue(JobQueue):
+    """A queue whose first acknowledgement is lost with the connection."""
+
+    lost = 1
+
+    async def finish(self, job_id: JobId, job: RenderJob, outcome: Outcome) -> None:
+        if self.lost:
+            self.lost -= 1
+            raise RedisConnectionError("connection lost")
+        await super().finish(job_id, job, outcome)
+
+
+async def test_a_job_whose_acknowledgement_is_lost_is_claimed_again_and_finished(
+    setup: Setup, worker_lines: WorkerLines
+) -> None:
+    """Its claim is no longer renewed, so it goes stale and is claimed again: a render then
+    finds its result cached, a compaction runs again (compacting twice ends the same)."""
+    setup.renders = UnacknowledgingQueue(setup.client, setup.renders.stream, 64)
+    setup.compactions = UnacknowledgingQueue(setup.client, setup.compactions.stream, 64)
+    render, compaction = job("render"), compaction_job("compaction", "bicubic", "compaction")
+    engine, compactor, cache = Engine(), Compactor(), Cache()
+    await setup.renders.enqueue(render)
+    await setup.compactions.enqueue(compaction)
+    stop, task = await running(setup.worker(engine, cache, compactor))
+
+    await until(lambda: len(setup.outcomes) == 2, "both acknowledged at last")
+    await until(setup.settled, "both dropped from their streams")
+    await until(
+        lambda: worker_lines.of(
+            "render", rf"job {JOB_ID} for {re.escape(str(render.key))}: cached.*"
+        ),
+        "the render's second turn",
+    )
+    await stopped(stop, task)
+
+    assert engine.rendered == [render.key.image_id] and render.key in cache.entries
+    assert compactor.calls == ["compaction", "compaction"]
+    assert worker_lines.of("render", rf"could not acknowledge job {JOB_ID}; another worker .*")
+    assert worker_lines.of("compaction", rf"could not acknowledge compaction {JOB_ID}; it will .*")
+
+
+async def test_stopping_finishes_a_compaction_in_hand(setup: Setup) -> None:
+    compactor = Compactor()
+    compactor.release.clear()
+    await setup.compactions.enqueue(compaction_job("inhand", "bicubic"))
+    stop, task = await running(setup.worker(Engine(), Cache(), compactor))
+    await until(lambda: compactor.holding == 1, "the compaction in hand")
+
+    stop.set()
+    await until(lambda: gauge("srstore_worker_up") == 0, "the worker draining")
+    compactor.release.set()
+    await asyncio.wait_for(task, 10)
+
+    assert str(compaction_job("inhand", "bicubic").key) in setup.outcomes
+    assert await setup.settled()
