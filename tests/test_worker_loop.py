@@ -414,22 +414,34 @@ async def test_a_held_compaction_is_never_claimed_by_another_worker(setup: Setup
     assert first.calls == ["slow"]
 
 
-async def test_stopping_finishes_the_jobs_in_hand_and_reads_no_more(setup: Setup) -> None:
+async def test_stopping_finishes_the_jobs_in_hand_and_reads_no_more(
+    setup: Setup, worker_lines: WorkerLines
+) -> None:
+    """The job's line gives its time from start to acknowledgement, in milliseconds."""
     engine = Engine()
     engine.release.clear()
-    await setup.renders.enqueue(job("inhand"))
+    inhand = job("inhand")
+    await setup.renders.enqueue(inhand)
+    queued = time.perf_counter()
     stop, task = await running(setup.worker(engine, Cache(), Compactor(), concurrency=2))
     await until(lambda: engine.holding == 1, "the job in hand")  # and a free slot: reading
+    started = time.perf_counter()
 
     stop.set()
     await until(lambda: gauge("srstore_worker_up") == 0, "the worker draining")
     await setup.renders.enqueue(job("later"))
+    await asyncio.sleep(0.2)  # held a while longer, so the time logged is at least that
+    held = time.perf_counter() - started
     engine.release.set()
     await asyncio.wait_for(task, 10)
+    elapsed = time.perf_counter() - queued
 
-    assert engine.rendered == [job("inhand").key.image_id]
-    assert setup.outcomes[str(job("inhand").key)]["code"] is None
+    assert engine.rendered == [inhand.key.image_id]
+    assert setup.outcomes[str(inhand.key)]["code"] is None
     assert await setup.renders.depth() == 1  # "later" waits for another worker
+    line = rf"job {JOB_ID} for {re.escape(str(inhand.key))}: rendered in (\d+) ms"
+    times = [int(m[1]) for rid, text in worker_lines.lines if (m := re.fullmatch(line, text))]
+    assert len(times) == 1 and held * 1000 <= times[0] + 1 <= elapsed * 1000 + 1
 
 
 class FlakyQueue(JobQueue):
