@@ -27,6 +27,7 @@ from render.compaction import CompactionRetry
 from render.images import ImageNotFound
 from render.queue import (
     GROUP,
+    Entry,
     JobId,
     JobQueue,
     Outcome,
@@ -169,6 +170,13 @@ class Setup:
         summary = await self.client.xpending(queue.shards[0], GROUP)
         return int(summary["pending"])
 
+    async def stale(self, queue: JobQueue, consumer: str) -> bool:
+        """Whether every job ``consumer`` holds has gone unrenewed past the claim idle time."""
+        held = await self.client.xpending_range(
+            queue.shards[0], GROUP, min="-", max="+", count=100, consumername=consumer
+        )
+        return all(int(job["time_since_delivered"]) > CLAIM_IDLE_SECONDS * 1000 for job in held)
+
     async def settled(self) -> bool:
         """Every job of both streams acknowledged and dropped."""
         return await self.renders.depth() == 0 and await self.compactions.depth() == 0
@@ -183,7 +191,7 @@ class Setup:
             STORE,  # type: ignore[arg-type]
             cache,  # type: ignore[arg-type]
             concurrency=int(options.get("concurrency", 4)),
-            claim_idle_seconds=CLAIM_IDLE_SECONDS,
+            claim_idle_seconds=options.get("claim_idle_seconds", CLAIM_IDLE_SECONDS),
             compactions=self.compactions,
             compactor=compactor,  # type: ignore[arg-type]
             compaction_slots=int(options.get("compaction_slots", 1)),
@@ -311,25 +319,64 @@ async def test_a_compaction_waits_while_a_render_is_running_and_runs_once_none_i
     assert await setup.pending(setup.compactions) == 0
 
 
+class CountingQueue(JobQueue):
+    """Counts the worker's reads: one a turn of its loop (see ``Worker._take_jobs``)."""
+
+    reads = 0
+
+    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        self.reads += 1
+        return await super().read(consumer, count, block_ms)
+
+
+async def turns(queue: CountingQueue, count: int) -> None:
+    """Until the worker has read ``count`` more times, each followed by its compactions' turn."""
+    target = queue.reads + count
+    await until(lambda: queue.reads >= target, f"{count} turns of the worker's loop")
+
+
+@pytest.mark.parametrize("orphans", [0, 1])
 async def test_a_worker_compacts_no_more_images_at_once_than_its_compaction_slots(
-    setup: Setup,
+    setup: Setup, orphans: int
 ) -> None:
+    """Counting a dead worker's compaction it adopts, and over turns of its loop."""
+    setup.renders = renders = CountingQueue(setup.client, setup.renders.stream, 64)
+    await setup.compactions.ensure_group()
     compactor = Compactor()
     compactor.release.clear()
-    for name in ("one", "two", "three"):
+    for name in ("one", "two", "three", "four")[: 3 + orphans]:
         await setup.compactions.enqueue(compaction_job(name, "bicubic"))
+    if orphans:
+        assert len(await setup.compactions.read("dead-worker", 1, None)) == 1
+        await until(lambda: setup.stale(setup.compactions, "dead-worker"), "its claim stale")
     stop, task = await running(setup.worker(Engine(), Cache(), compactor, compaction_slots=2))
 
     await until(lambda: compactor.holding == 2, "two compactions in hand")
-    await until(lambda: gauge("srstore_queue_depth") == 0, "a turn of the claim keeper")
-    held = (compactor.holding, await setup.pending(setup.compactions))
+    await turns(renders, 3)
+    held = (compactor.holding, await setup.pending(setup.compactions) - orphans)
     compactor.release.set()
-    await until(lambda: len(compactor.calls) == 3, "the third compaction once a slot freed")
+    await until(lambda: len(compactor.calls) == 3 + orphans, "the rest once slots freed")
     await until(setup.settled, "every compaction acknowledged")
     await stopped(stop, task)
 
-    assert held == (2, 2)
+    assert held == (2, 2 - orphans)
     assert compactor.most_held == 2
+
+
+async def test_a_compaction_queued_between_claim_sweeps_is_read_at_the_next_turn(
+    setup: Setup,
+) -> None:
+    """Claim sweeps run at most twice a claim period: the turns between them read anyway."""
+    setup.renders = renders = CountingQueue(setup.client, setup.renders.stream, 64)
+    compactor = Compactor()
+    stop, task = await running(setup.worker(Engine(), Cache(), compactor, claim_idle_seconds=60))
+    await turns(renders, 1)
+
+    await setup.compactions.enqueue(compaction_job("later", "bicubic"))
+    await until(setup.settled, "the compaction finished")
+    await stopped(stop, task)
+
+    assert compactor.calls == ["later"]
 
 
 async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
