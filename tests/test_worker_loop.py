@@ -472,7 +472,8 @@ async def test_stopping_finishes_the_jobs_in_hand_and_reads_no_more(
     inhand = job("inhand")
     await setup.renders.enqueue(inhand)
     queued = time.perf_counter()
-    stop, task = await running(setup.worker(engine, Cache(), Compactor(), concurrency=2))
+    worker = setup.worker(engine, Cache(), Compactor(), concurrency=2)
+    stop, task = await running(worker)
     await until(lambda: engine.holding == 1, "the job in hand")  # and a free slot: reading
     started = time.perf_counter()
 
@@ -492,6 +493,9 @@ async def test_stopping_finishes_the_jobs_in_hand_and_reads_no_more(
     line = rf"job {JOB_ID} for {re.escape(str(inhand.key))}: rendered in (\d+) ms"
     times = [int(m[1]) for rid, text in worker_lines.lines if (m := re.fullmatch(line, text))]
     assert len(times) == 1 and held * 1000 <= times[0] + 1 <= elapsed * 1000 + 1
+    stream = re.escape(setup.renders.stream)
+    assert worker_lines.of(None, rf"worker {worker.name} takes jobs from {stream} \(1 shards\)")
+    assert worker_lines.of(None, rf"worker {worker.name} drains 1 job\(s\)")
 
 
 class FlakyQueue(JobQueue):
