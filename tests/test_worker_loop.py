@@ -300,6 +300,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(
 async def test_a_compaction_waits_while_a_render_is_running_and_runs_once_none_is(
     setup: Setup,
 ) -> None:
+    setup.renders = renders = CountingQueue(setup.client, setup.renders.stream, 64)
     engine, compactor = Engine(), Compactor()
     engine.release.clear()
     await setup.renders.enqueue(job("render"))
@@ -307,9 +308,7 @@ async def test_a_compaction_waits_while_a_render_is_running_and_runs_once_none_i
     await until(lambda: engine.holding == 1, "the render reaching the engine")
     await setup.compactions.enqueue(compaction_job("compactme", "bicubic"))
 
-    await until(
-        lambda: gauge("srstore_queue_depth") == 1, "the depth sampled with the render in hand"
-    )
+    await turns(renders, 3)
     held_back = list(compactor.calls)
     engine.release.set()
     await until(lambda: compactor.calls == ["compactme"], "the compaction once the render ended")

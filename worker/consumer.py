@@ -119,12 +119,12 @@ class Worker:
             ):
                 log.info("claimed job %s of a worker that stopped answering", job_id)
                 self._start(job_id, job)
-        taken = 0
+        read: list[Entry] = []
         if self._free() > 0:
-            for entry_id, job in await self.queue.read(self.name, self._free(), READ_BLOCK_MS):
+            read = await self.queue.read(self.name, self._free(), READ_BLOCK_MS)
+            for entry_id, job in read:
                 self._start(entry_id, job)
-                taken += 1
-        if taken == 0 and not self._rendering():
+        if not read and not self._rendering():
             await self._take_compactions()
 
     def _rendering(self) -> bool:
