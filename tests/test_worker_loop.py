@@ -443,15 +443,21 @@ async def test_a_compaction_of_a_worker_that_died_is_adopted_by_another(setup: S
 
 async def test_a_held_compaction_is_never_claimed_by_another_worker(setup: Setup) -> None:
     """The holder renews its claim on compactions as on renders, so a slow compaction is not
-    run twice at once."""
+    run twice at once. (A claim idle time of a second: a loaded machine that stalls the test's
+    event loop for a few hundred milliseconds must not pass for a dead holder.)"""
+    idle = 1.0
     first, second = Compactor(), Compactor()
     first.release.clear()
     await setup.compactions.enqueue(compaction_job("slow", "bicubic"))
-    stop_first, first_task = await running(setup.worker(Engine(), Cache(), first))
+    stop_first, first_task = await running(
+        setup.worker(Engine(), Cache(), first, claim_idle_seconds=idle)
+    )
     await until(lambda: first.holding == 1, "the first worker compacting")
-    stop_second, second_task = await running(setup.worker(Engine(), Cache(), second))
+    stop_second, second_task = await running(
+        setup.worker(Engine(), Cache(), second, claim_idle_seconds=idle)
+    )
 
-    await asyncio.sleep(4 * CLAIM_IDLE_SECONDS)  # four claim periods: each would have claimed it
+    await asyncio.sleep(3 * idle)  # three claim periods: each would have claimed it
     claimed_by_second = list(second.calls)
     first.release.set()
     await until(setup.settled, "the compaction acknowledged")
