@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -37,6 +37,7 @@ from render.queue import (
 )
 from tests.support.servers import RedisServer
 from tests.support.waiting import until
+from tests.test_worker_claims import held_by
 from worker.consumer import READ_BLOCK_MS, Worker
 
 CLAIM_IDLE_SECONDS = 0.3
@@ -112,6 +113,21 @@ class Engine:
         return f"rendered:{key.image_id}".encode()
 
 
+class GatedEngine(Engine):
+    """Each job's render waits on its own gate, named by the request that queued it."""
+
+    def __init__(self, gates: dict[str, asyncio.Event]) -> None:
+        super().__init__()
+        self.gates = gates
+        self.started: set[str] = set()
+
+    async def render_object(self, store: object, key: CacheKey) -> bytes:
+        name = key.image_id.rstrip("0")
+        self.started.add(name)
+        await self.gates[name].wait()
+        return await super().render_object(store, key)
+
+
 @dataclass
 class Cache:
     """Holds what is put; ids in ``deleted`` refuse a put as a delete that overtook it."""
@@ -172,9 +188,7 @@ class Setup:
 
     async def stale(self, queue: JobQueue, consumer: str) -> bool:
         """Whether every job ``consumer`` holds has gone unrenewed past the claim idle time."""
-        held = await self.client.xpending_range(
-            queue.shards[0], GROUP, min="-", max="+", count=100, consumername=consumer
-        )
+        held = await held_by(self.client, queue, consumer)
         return all(int(job["time_since_delivered"]) > CLAIM_IDLE_SECONDS * 1000 for job in held)
 
     async def settled(self) -> bool:
@@ -234,8 +248,8 @@ async def stopped(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(task, 10)
 
 
-def counts(outcomes: list[str]) -> Callable[[], dict[str, float]]:
-    return lambda: {outcome: jobs_counted(outcome) for outcome in outcomes}
+def counts(outcomes: list[str]) -> dict[str, float]:
+    return {outcome: jobs_counted(outcome) for outcome in outcomes}
 
 
 async def test_each_finished_job_tells_its_waiters_what_became_of_it(
@@ -259,7 +273,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(
         broken: "failed",
         overtaken: "failed",
     }
-    before = counts(["rendered", "cached", "expired", "failed"])()
+    before = counts(["rendered", "cached", "expired", "failed"])
     for each in results:
         await setup.renders.enqueue(each)
     stop, task = await running(setup.worker(engine, cache, Compactor()))
@@ -270,7 +284,7 @@ async def test_each_finished_job_tells_its_waiters_what_became_of_it(
 
     await until(lambda: all(map(logged, results)), "a line for each finished job")
     await until(lambda: len(setup.outcomes) == len(results), "every outcome heard")
-    after = counts(["rendered", "cached", "expired", "failed"])()
+    after = counts(["rendered", "cached", "expired", "failed"])
     await stopped(stop, task)
 
     assert {each.request_id: setup.outcomes[str(each.key)] for each in results} == {
@@ -395,7 +409,7 @@ async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
     )
     results = {"held": "done", "retry": "put back", "fails": "failed", "deleted": "deleted"}
     labels = ["compaction_done", "compaction_put_back", "compaction_failed", "compaction_deleted"]
-    before = counts(labels)()
+    before = counts(labels)
     for name in results:
         await setup.compactions.enqueue(compaction_job(name, "espcn:3", request_id=name))
     stop, task = await running(setup.worker(Engine(), Cache(), compactor, compaction_slots=4))
@@ -409,7 +423,7 @@ async def test_each_compaction_outcome_is_acknowledged_except_one_another_holds(
 
     await until(lambda: all(map(logged, results)), "a line for each compaction")
     await until(lambda: len(setup.outcomes) == len(results), "every outcome heard")
-    after = counts(labels)()
+    after = counts(labels)
     await stopped(stop, task)
 
     assert held_back and compactor.calls.count("held") == 2
@@ -648,18 +662,3 @@ async def test_a_full_worker_takes_a_new_job_as_soon_as_one_slot_frees(setup: Se
     await stopped(stop, task)
 
     assert slow_still_held
-
-
-class GatedEngine(Engine):
-    """Each job's render waits on its own gate, named by the request that queued it."""
-
-    def __init__(self, gates: dict[str, asyncio.Event]) -> None:
-        super().__init__()
-        self.gates = gates
-        self.started: set[str] = set()
-
-    async def render_object(self, store: object, key: CacheKey) -> bytes:
-        name = key.image_id.rstrip("0")
-        self.started.add(name)
-        await self.gates[name].wait()
-        return await super().render_object(store, key)
