@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -17,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from imaging import downscale, encode_full
+import policy.choose as policy_choose
+from imaging import FullCodecName, downscale, encode_full
 from imaging.quality import Reference
-from policy import Decision, Floor, Score, StoragePolicy
+from policy import Decision, Floor, Representation, Score, StoragePolicy
 from policy.choose import LOWEST_QUALITY, X4_OPTIONS, _lowest_quality, _next_guess, choose, score
 from tests.test_quality import codec_read
 
@@ -190,6 +192,79 @@ def test_smallest_keeps_the_fewest_bytes_of_every_candidate_that_meets_the_floor
         assert receipt.codec is not None and receipt.quality is not None
         assert decision.data == encode_full(low_res, receipt.codec, receipt.quality)
     assert min(passing) <= len(decision.data) <= 1.03 * min(passing)
+
+
+@pytest.mark.parametrize(
+    ("policy", "floor", "kept", "reads", "encodes"),
+    [
+        ("guarded", "ssim:0.97", ("avif", None, 45), {"x4": 1, "avif": 5}, {"avif": 6}),
+        ("guarded", "psnr:36", ("avif", None, 8), {"x4": 1, "avif": 6}, {"avif": 7}),
+        ("full", "ssim:0.9", ("avif", None, 5), {"avif": 6}, {"avif": 6}),
+        ("full", "psnr:36", ("avif", None, 8), {"avif": 6}, {"avif": 7}),
+        (
+            "smallest",
+            "ssim:0.9",
+            ("x4", "webp", 70),
+            {"x4": 1},
+            {"x4 webp": 2, "x4 avif": 3, "avif": 1, "webp": 1},
+        ),
+        (
+            "smallest",
+            "ssim:0.97",
+            ("webp", None, 70),
+            {"x4": 2, "avif": 5, "webp": 4},
+            {"x4 webp": 2, "x4 avif": 3, "avif": 7, "webp": 10},
+        ),
+        (
+            "smallest",
+            "psnr:36",
+            ("webp", None, 5),
+            {"x4": 2, "avif": 6, "webp": 7},
+            {"x4 webp": 2, "x4 avif": 3, "avif": 8, "webp": 10},
+        ),
+    ],
+)
+def test_each_search_costs_todays_reads_and_encodes(
+    small: Image.Image,
+    original: bytes,
+    x4: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    policy: StoragePolicy,
+    floor: str,
+    kept: tuple[str, str | None, int],
+    reads: dict[str, int],
+    encodes: dict[str, int],
+) -> None:
+    """Exactly today's figures: full-size reads by representation, and encodes by codec (an
+    x4 copy's apart). A change to what a search costs, dearer or cheaper, fails here and is
+    made on purpose, with these figures."""
+    counted_reads: Counter[str] = Counter()
+    counted_encodes: Counter[str] = Counter()
+    read = codec_read(*small.size)
+
+    def reconstruct(data: bytes, representation: Representation) -> Image.Image:
+        counted_reads[representation] += 1
+        return read(data, representation)
+
+    def counted_encode(image: Image.Image, codec: FullCodecName, quality: int) -> bytes:
+        counted_encodes[codec if image.size == small.size else f"x4 {codec}"] += 1
+        return encode_full(image, codec, quality)
+
+    monkeypatch.setattr(policy_choose, "encode_full", counted_encode)
+    decision = choose(
+        image=small,
+        original=original,
+        x4=x4,
+        policy=policy,
+        floor=Floor.parse(floor),
+        codec="avif",
+        reconstruct=reconstruct,
+        model="bicubic",
+    )
+
+    receipt = decision.receipt
+    assert (decision.representation, receipt.codec, receipt.quality) == kept
+    assert (counted_reads, counted_encodes) == (reads, encodes)
 
 
 def counting(measure: Callable[[int], float], counted: list[int]) -> Callable[[int], float]:
