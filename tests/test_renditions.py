@@ -221,6 +221,19 @@ def test_asking_explicitly_for_what_a_plain_read_gets_is_the_same_rendition() ->
     assert not plan(request(fmt="jpeg")).negotiated
 
 
+def test_a_rendition_is_keyed_to_the_stored_copy_it_is_made_from() -> None:
+    """Compaction may replace an image's stored copy: what was made from the old one is
+    another rendition, under another ETag."""
+    plain = RenditionRequest()
+    made = [
+        plan_rendition(IMAGE, 800, 400, "jpeg", plain, "espcn-v1", settings(), source)
+        for source in ("", "9f2c41d07ab3", "0e8a5b6c1d24")
+    ]
+
+    assert str(made[1].key) == "hr:{img1}:espcn-v1:jpeg:90:::9f2c41d07ab3"
+    assert len({plan.key for plan in made}) == len({plan.etag for plan in made}) == 3
+
+
 def test_a_size_at_or_below_the_stored_copy_is_served_from_it_without_a_model() -> None:
     at_stored = plan(request(width=200))  # the stored copy is 800/4 x 400/4
     above = plan(request(width=201))
