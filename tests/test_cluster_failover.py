@@ -52,6 +52,7 @@ from tests.support.threads import Helper, join_all
 # cache's fail-fast pause (SRSTORE_CACHE_RETRY_SECONDS, 2 s). Measured 3 to 8 s on this
 # 2-core machine under load; the bound leaves room for a slower CI machine.
 RECOVERY_BOUND = 30.0
+LOGS = ("worker-failover.log", "api.log")  # under the test's tmp_path: shown when it fails
 FORMATS = ["", "?format=png", "?format=webp", "?format=jpeg&quality=70", "?format=png&w=64"]
 
 
@@ -191,6 +192,7 @@ def reconcile(env: dict[str, str], *options: str) -> dict:
 def test_a_master_killed_under_mixed_load_loses_nothing_that_was_acknowledged(
     cluster: RedisClusterServer,
     service: tuple[dict[str, str], ApiProcess, WorkerProcess],
+    tmp_path: Path,
 ) -> None:
     env, api, worker = service
     victim = cluster.node(master_of(cluster, LEDGER))
@@ -221,7 +223,10 @@ def test_a_master_killed_under_mixed_load_loses_nothing_that_was_acknowledged(
     try:
         wait_until(served_through_the_victim, RECOVERY_BOUND, "the service via the new master")
     except TimeoutError:
-        raise AssertionError(f"not served again; the last answers: {seen[-5:]}") from None
+        raise AssertionError(
+            f"not served again; the last answers: {seen[-5:]}\n"
+            + "\n".join(log_digest(tmp_path / name) for name in LOGS)
+        ) from None
     served_after = time.monotonic() - killed_at
     time.sleep(2)  # a little load after the recovery too
     stop.set()
@@ -264,6 +269,14 @@ def test_a_master_killed_under_mixed_load_loses_nothing_that_was_acknowledged(
     assert drift_images <= errors + len(clients)
     assert reconciled["after"]["images"] == reconciled["counted"]["images"]
     assert reconciled["after"]["stored_bytes"] == reconciled["counted"]["stored_bytes"]
+
+
+def log_digest(path: Path) -> str:
+    """What a failure report shows of a process's log: its warnings and errors (tracebacks
+    included), then its last lines."""
+    lines = path.read_text(errors="replace").splitlines()
+    notable = [line for line in lines if " INFO " not in line]
+    return "\n".join([f"{path.name}, all but INFO:", *notable[-60:], "its end:", *lines[-15:]])
 
 
 def probe_image_on(cluster: RedisClusterServer, port: int, http: httpx.Client) -> str:
