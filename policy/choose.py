@@ -314,7 +314,6 @@ class _Trials:
         """
         if not encodable(codec, *self.image.size):
             return None
-        offset = 0.0
         quality = self._lowest_trial(codec, self.floor.value)
         read: dict[int, Candidate] = {}
         for _ in range(FULL_SIZE_READS):

@@ -24,9 +24,16 @@ from PIL import Image
 import imaging.quality
 import policy.choose
 from imaging import downscale, encode_full
-from imaging.quality import Reference
+from imaging.quality import Reference, tile_mosaic
 from policy import Decision, Floor, Representation, StoragePolicy
-from policy.choose import CLEAR_FAILURE, FULL_SIZE_READS, Mosaic, choose
+from policy.choose import (
+    CLEAR_FAILURE,
+    COARSE_STRIDE,
+    FULL_SIZE_READS,
+    LOWEST_QUALITY,
+    Mosaic,
+    choose,
+)
 from tests.test_choose import scored
 from tests.test_quality import DATA, captioned, codec_read
 
@@ -167,6 +174,40 @@ def test_full_finds_the_lowest_passing_quality_in_a_few_full_size_reads(
     assert decision.receipt.x4 is None
     assert costs.reads == {codec: reads} and reads <= FULL_SIZE_READS
     assert costs.trials == {codec: trials} and costs.trial_pixels == pixels
+
+
+def test_trials_that_flatter_every_quality_cost_no_more_reads_and_keep_no_failing_copy(
+    photo: Upload,
+) -> None:
+    """A mosaic whose reads return its own pixels passes every quality, so the trials put
+    the floor at the lowest. Each full-size read then fails, the corrected prediction finds
+    no quality, and the search steps up one quality a read until ``FULL_SIZE_READS`` were
+    made; ``full`` then keeps the original, not a copy it never saw pass."""
+    boxes = Reference(photo.image).boxes
+    mosaics = (tile_mosaic(photo.image, boxes), tile_mosaic(photo.image, boxes[::COARSE_STRIDE]))
+    own = {mosaic.size: mosaic for mosaic in mosaics}  # the mosaic, and the coarse one
+    read_at: list[int] = []
+    copies = {encode_full(photo.image, "webp", q): q for q in range(LOWEST_QUALITY, 12)}
+
+    def reconstruct(data: bytes, representation: Representation) -> Image.Image:
+        read_at.append(copies[data])
+        return codec_read(*photo.image.size)(data, representation)
+
+    decision = choose(
+        image=photo.image,
+        original=photo.original,
+        x4=photo.x4,
+        policy="full",
+        floor=Floor.parse("ssim:0.99"),
+        codec="webp",
+        reconstruct=reconstruct,
+        model="none",
+        sample_read=lambda width, height: lambda data, representation: own[width, height],
+    )
+
+    assert read_at == [LOWEST_QUALITY, LOWEST_QUALITY + 1, LOWEST_QUALITY + 2]
+    assert len(read_at) == FULL_SIZE_READS
+    assert (decision.representation, decision.data) == ("original", photo.original)
 
 
 def test_guarded_keeps_an_x4_copy_that_meets_the_floor_after_one_trial_and_one_read(
