@@ -162,6 +162,37 @@ def test_full_keeps_the_full_size_copy_even_where_the_x4_copy_would_do(
     assert decision.receipt.x4 is None
 
 
+def test_a_full_size_codec_that_cannot_encode_the_size_is_never_tried(
+    small: Image.Image,
+) -> None:
+    """WebP writes at most 16383 pixels a side: a wider upload never gets a WebP copy, and
+    ``full`` in WebP keeps the upload itself."""
+    wide = small.resize((16400, 16))
+    buffer = io.BytesIO()
+    wide.save(buffer, "JPEG", quality=95)
+    x4 = encode_full(downscale(wide), "webp", 90)
+    cases: tuple[tuple[StoragePolicy, FullCodecName], ...] = (
+        ("full", "webp"),
+        ("smallest", "avif"),
+    )
+    decisions = {
+        (policy, codec): choose(
+            image=wide,
+            original=buffer.getvalue(),
+            x4=x4,
+            policy=policy,
+            floor=Floor.parse("ssim:0.95"),
+            codec=codec,
+            reconstruct=codec_read(*wide.size),
+            model="bicubic",
+        )
+        for policy, codec in cases
+    }
+
+    assert decisions["full", "webp"].representation == "original"
+    assert decisions["smallest", "avif"].representation != "webp"
+
+
 @pytest.mark.parametrize("floor", ["ssim:0.9", "ssim:0.97", "psnr:30"])
 def test_smallest_keeps_the_fewest_bytes_of_every_candidate_that_meets_the_floor(
     small: Image.Image, original: bytes, x4: bytes, floor: str
