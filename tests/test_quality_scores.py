@@ -140,6 +140,18 @@ def test_a_reference_scores_a_whole_image_as_the_definitions_do(size: tuple[int,
     assert reference.score(image) == (math.inf, pytest.approx(1.0))
 
 
+def test_a_dark_image_served_brighter_is_scored_with_the_definitions_constants() -> None:
+    """Where the local means are low and differ, SSIM's luminance term rests on its
+    constant ``c1 = (0.01 x 255)^2``: the score still matches the definition's."""
+    image = Image.eval(noise((64, 48), 8), lambda v: v // 16)  # levels 0-15
+    served = Image.eval(blurred(image), lambda v: v + 12)
+
+    psnr, ssim = Reference(image).score(served)
+    assert ssim < 0.9
+    assert psnr == pytest.approx(luma_psnr(served, image, 0), abs=1e-9)
+    assert ssim == pytest.approx(luma_ssim(served, image, 0), abs=1e-5)
+
+
 def test_a_reference_refuses_an_image_of_another_size() -> None:
     reference = Reference(grey(0, (30, 20)))
 
