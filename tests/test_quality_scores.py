@@ -348,7 +348,16 @@ def test_the_sample_is_one_aligned_jittered_tile_in_each_cell_of_a_grid_shaped_l
 
 
 @pytest.mark.parametrize(
-    "size", [(400, 12_000), (12_000, 400), (4001, 3001), (700, 20_000), (463, 5599), (5599, 463)]
+    "size",
+    [
+        (400, 12_000),
+        (12_000, 400),
+        (4001, 3001),
+        (700, 20_000),
+        (463, 5599),
+        (5599, 463),
+        (630, 4400),
+    ],
 )
 def test_sampled_tiles_are_aligned_and_no_pixel_is_in_two(size: tuple[int, int]) -> None:
     boxes = sample_boxes(*size)
