@@ -24,7 +24,7 @@ from PIL import Image
 
 from cache.memory import ENTRY_OVERHEAD_BYTES
 from config.settings import Settings
-from ledger.costs import GIB
+from ledger.costs import CACHE_BYTE_SECONDS, GIB, Prices, compute_key, parse_compute_key
 from tests.conftest import SHARED_BUCKET, encode, serving
 from tests.support.compaction import compacted, evict, until_pending_dropped
 from tests.support.metrics import samples
@@ -89,6 +89,23 @@ def local_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         cache_admit_after=1,
         **quiet,
     )
+
+
+def test_prices_turn_each_kind_of_amount_into_its_dollars() -> None:
+    """The ledger keeps amounts; these prices turn them into the console's dollars."""
+    prices = Prices(storage_gb_month=0.023, cpu_hour=0.0446, gpu_hour=3.0, cache_gb_hour=0.01)
+    amounts = {
+        compute_key("render", "cpu"): 7200.0,  # two CPU-hours
+        compute_key("render", "cuda"): 1800.0,  # half an hour of the accelerator
+        CACHE_BYTE_SECONDS: 3 * GIB * 3600.0,  # 3 GiB held for an hour
+        "recent:dollars": 5.0,  # not an amount: no price
+    }
+
+    assert prices.dollars(amounts) == pytest.approx({"cpu": 0.0892, "gpu": 1.5, "cache": 0.03})
+    assert prices.dollars({}) == {"cpu": 0.0, "gpu": 0.0, "cache": 0.0}
+    assert prices.storage_per_month(2 * GIB) == pytest.approx(0.046)
+    assert parse_compute_key(compute_key("encode", "cuda:1")) == ("encode", "cuda:1")
+    assert parse_compute_key(CACHE_BYTE_SECONDS) is None
 
 
 async def test_an_upload_adds_its_ingest_cpu_and_its_storage_to_the_ledger(

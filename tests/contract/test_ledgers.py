@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pytest
 
-from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Share, Totals
+from ledger import Ledger, LedgerUnavailable, LocalLedger, RedisLedger, Share, Spending, Totals
 from tests.support.servers import (
     RedisClusterServer,
     RedisServer,
@@ -142,23 +142,56 @@ def test_the_savings_ratio_is_the_share_of_original_bytes_not_stored() -> None:
     assert Totals().savings_ratio == 0.0
 
 
-async def test_an_unreachable_redis_raises_ledger_unavailable() -> None:
+async def test_an_unreachable_redis_raises_ledger_unavailable_from_every_call() -> None:
     ledger = RedisLedger(f"redis://127.0.0.1:{free_port()}/0")
+    calls: list[Awaitable[object]] = [
+        ledger.add(1, 1, 1),
+        ledger.debit_once("an-image", 1, 1),
+        ledger.totals(),
+        ledger.spend({"compute_seconds:render:cpu": 1.0}, 0.1, 60),
+        ledger.integrate("a-gauge", 1.0),
+        ledger.spending(60),
+        ledger.touch({"an-image": 1.0}),
+        ledger.idle(1.0, 10),
+        ledger.forget("an-image"),
+    ]
     try:
-        with pytest.raises(LedgerUnavailable):
-            await ledger.add(1, 1, 1)
-        with pytest.raises(LedgerUnavailable):
-            await ledger.totals()
+        for call in calls:
+            with pytest.raises(LedgerUnavailable, match=r"^Redis ledger: "):
+                await call
     finally:
         await ledger.close()
 
 
 async def test_an_unwritable_ledger_file_raises_ledger_unavailable(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_bytes(b"")
-    ledger = LocalLedger(tmp_path / "not-a-dir" / "ledger.sqlite3")
+    path = tmp_path / "not-a-dir" / "ledger.sqlite3"
+    ledger = LocalLedger(path)
 
-    with pytest.raises(LedgerUnavailable):
+    with pytest.raises(LedgerUnavailable) as refused:
         await ledger.add(1, 1, 1)
+    assert str(refused.value).startswith(f"ledger {path}: ")
+
+
+async def test_a_ledger_file_in_folders_not_made_yet_makes_them(tmp_path: Path) -> None:
+    ledger = LocalLedger(tmp_path / "data" / "ledger" / "ledger.sqlite3")
+
+    await ledger.add(1000, 100, 1)
+    assert (await ledger.totals()).images == 1
+
+
+async def test_a_new_ledger_is_empty_and_an_unnamed_share_is_the_x4_copys(
+    unshared_ledger: Ledger,
+) -> None:
+    """A fresh ledger reads zeros and has spent nothing; an add or a debit that names no
+    representation moves the x4 copy's share, and a share back at zero is not listed."""
+    assert await unshared_ledger.totals() == Totals()
+    assert await unshared_ledger.spending(60) == Spending({}, 0.0)
+
+    await unshared_ledger.add(1000, 100, 1)
+    assert await unshared_ledger.totals() == Totals(1000, 100, 1, {"x4": Share(1000, 100, 1)})
+    assert await unshared_ledger.debit_once("an-image", 1000, 100) is True
+    assert await unshared_ledger.totals() == Totals()
 
 
 async def test_spending_adds_up_across_processes(open_ledger: Callable[[], Ledger]) -> None:
