@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -163,6 +164,20 @@ async def test_an_unreachable_redis_raises_ledger_unavailable_from_every_call() 
         await ledger.close()
 
 
+async def test_a_redis_that_accepts_and_never_answers_fails_the_call_in_seconds() -> None:
+    """A hung server (here a socket that listens and never replies) must not hang the
+    request that writes the ledger: the client's 2 s socket timeouts end it."""
+    with socket.create_server(("127.0.0.1", 0)) as hung:
+        ledger = RedisLedger(f"redis://127.0.0.1:{hung.getsockname()[1]}/0")
+        started = time.monotonic()
+        try:
+            with pytest.raises(LedgerUnavailable, match=r"^Redis ledger: "):
+                await asyncio.wait_for(ledger.totals(), timeout=30)
+        finally:
+            await ledger.close()
+    assert time.monotonic() - started < 20
+
+
 async def test_an_unwritable_ledger_file_raises_ledger_unavailable(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_bytes(b"")
     path = tmp_path / "not-a-dir" / "ledger.sqlite3"
@@ -224,7 +239,7 @@ async def test_recent_dollars_decay_over_the_window(unshared_ledger: Ledger) -> 
     """Between two reads, the recent dollars shrink by exp(-elapsed / window), for whatever
     elapsed on a loaded machine: the bounds come from the clock around each call."""
     ledger = unshared_ledger
-    window = 1.0
+    window = 2.0  # not 1: a window multiplied instead of divided would pass
     before = (await ledger.spending(window)).recent_dollars
     _, spent_from, _ = await timed(ledger.spend({}, 2.0, window))
     just_after, first_from, first_to = await timed(ledger.spending(window))
