@@ -28,7 +28,13 @@ from cache import (
 from cache.memory import ENTRY_OVERHEAD_BYTES
 from cache.redis import _index_key
 from cache.tombstones import SWEEP_INTERVAL_SECONDS
-from tests.support.servers import RedisClusterServer, RedisServer, free_port, start_redis
+from tests.support.servers import (
+    RedisClusterServer,
+    RedisServer,
+    free_port,
+    start_redis,
+    start_redis_cluster,
+)
 from tests.support.waiting import until
 
 TTL = 60
@@ -51,6 +57,27 @@ async def cache(request: pytest.FixtureRequest, tombstones: Tombstones) -> Async
     redis_cache = RedisCache(server.url, TTL, cluster=cluster)
     yield redis_cache
     await redis_cache.close()
+
+
+@pytest.mark.parametrize("cluster", [False, True], ids=["redis", "redis-cluster"])
+async def test_redis_holds_the_bytes_of_what_it_caches_on_every_master(
+    cluster: bool, tmp_path: Path
+) -> None:
+    """What the cost ledger integrates: the dataset memory of a Redis of its own (on a
+    cluster, summed over its masters) grows by at least what a put stores."""
+    server = start_redis_cluster(tmp_path / "c") if cluster else start_redis(tmp_path / "r")
+    cache = RedisCache(server.url, TTL, cluster=cluster)
+    try:
+        await cache.ping()
+        before = await cache.held_bytes()
+        for n in range(8):  # on a cluster, images on every master
+            await cache.put(key(f"held-{n}"), os.urandom(64 * 1024))
+        grown = await cache.held_bytes() - before
+    finally:
+        await cache.close()
+        server.stop()
+
+    assert grown >= 8 * 64 * 1024
 
 
 def key(image_id: str = "img", fmt: str = "png") -> CacheKey:
@@ -99,7 +126,9 @@ async def test_dropping_an_image_with_nothing_cached_succeeds_again_and_again(
     assert await cache.get(key("a5")) is None
 
 
-@pytest.mark.parametrize("operation", ["get", "put", "drop_image", "mark_deleted"])
+@pytest.mark.parametrize(
+    "operation", ["get", "put", "drop_image", "mark_deleted", "ping", "held_bytes"]
+)
 async def test_an_unreachable_redis_is_logged_and_raised_with_its_own_error(
     operation: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -112,6 +141,8 @@ async def test_an_unreachable_redis_is_logged_and_raised_with_its_own_error(
         "put": lambda: unreachable.put(key("u1"), b"x"),
         "drop_image": lambda: unreachable.drop_image("u1"),
         "mark_deleted": lambda: unreachable.mark_deleted("u1"),
+        "ping": unreachable.ping,
+        "held_bytes": unreachable.held_bytes,
     }
     try:
         with (
