@@ -22,7 +22,15 @@ import policy.choose as policy_choose
 from imaging import FullCodecName, downscale, encode_full
 from imaging.quality import Reference
 from policy import Decision, Floor, Representation, Score, StoragePolicy
-from policy.choose import LOWEST_QUALITY, X4_OPTIONS, _lowest_quality, _next_guess, choose, score
+from policy.choose import (
+    LOWEST_QUALITY,
+    X4_OPTIONS,
+    Reconstruct,
+    _lowest_quality,
+    _next_guess,
+    choose,
+    score,
+)
 from tests.test_quality import codec_read
 
 SIZE = (160, 120)
@@ -48,8 +56,14 @@ def x4(small: Image.Image) -> bytes:
 
 
 def decide(
-    small: Image.Image, original: bytes, x4: bytes, policy: StoragePolicy, floor: str
+    small: Image.Image,
+    original: bytes,
+    x4: bytes,
+    policy: StoragePolicy,
+    floor: str,
+    reconstruct: Reconstruct | None = None,
 ) -> Decision:
+    """``policy``'s decision in AVIF, read through ``reconstruct`` (the codec read path)."""
     return choose(
         image=small,
         original=original,
@@ -57,7 +71,7 @@ def decide(
         policy=policy,
         floor=Floor.parse(floor),
         codec="avif",
-        reconstruct=codec_read(*small.size),
+        reconstruct=reconstruct or codec_read(*small.size),
         model="bicubic",
     )
 
@@ -282,16 +296,7 @@ def test_each_search_costs_todays_reads_and_encodes(
         return encode_full(image, codec, quality)
 
     monkeypatch.setattr(policy_choose, "encode_full", counted_encode)
-    decision = choose(
-        image=small,
-        original=original,
-        x4=x4,
-        policy=policy,
-        floor=Floor.parse(floor),
-        codec="avif",
-        reconstruct=reconstruct,
-        model="bicubic",
-    )
+    decision = decide(small, original, x4, policy, floor, reconstruct)
 
     receipt = decision.receipt
     assert (decision.representation, receipt.codec, receipt.quality) == kept
