@@ -145,21 +145,21 @@ def test_the_savings_ratio_is_the_share_of_original_bytes_not_stored() -> None:
 
 async def test_an_unreachable_redis_raises_ledger_unavailable_from_every_call() -> None:
     ledger = RedisLedger(f"redis://127.0.0.1:{free_port()}/0")
-    calls: list[Awaitable[object]] = [
-        ledger.add(1, 1, 1),
-        ledger.debit_once("an-image", 1, 1),
-        ledger.totals(),
-        ledger.spend({"compute_seconds:render:cpu": 1.0}, 0.1, 60),
-        ledger.integrate("a-gauge", 1.0),
-        ledger.spending(60),
-        ledger.touch({"an-image": 1.0}),
-        ledger.idle(1.0, 10),
-        ledger.forget("an-image"),
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: ledger.add(1, 1, 1),
+        lambda: ledger.debit_once("an-image", 1, 1),
+        ledger.totals,
+        lambda: ledger.spend({"compute_seconds:render:cpu": 1.0}, 0.1, 60),
+        lambda: ledger.integrate("a-gauge", 1.0),
+        lambda: ledger.spending(60),
+        lambda: ledger.touch({"an-image": 1.0}),
+        lambda: ledger.idle(1.0, 10),
+        lambda: ledger.forget("an-image"),
     ]
     try:
         for call in calls:
             with pytest.raises(LedgerUnavailable, match=r"^Redis ledger: "):
-                await call
+                await call()
     finally:
         await ledger.close()
 
