@@ -26,13 +26,14 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from models.archs import ESPCN, SCALE, build_model
 from models.batching import BatchingUpscaler
-from models.engine import NeuralUpscaler, luma_to_tensor, upscale_bands
+from models.engine import NeuralUpscaler, luma_to_tensor, upscale_bands, ycrcb_to_rgb
 from models.quantizing import has_vnni
 from models.tiling import split_tiles, stitch_luma
 
@@ -45,7 +46,11 @@ STORED_SIZES = {  # uploads as srstore stores them: a quarter of each side
     "12 MP 3:4 (756x1008)": (756, 1008),
     "24 MP 3:2 (1500x1000)": (1500, 1000),
 }
-BATCHES = {"espcn": (1, 4, 16), "srcnn": (1, 4)}  # SRCNN: ~0.2 s per tile on one core
+BATCHES = {  # SRCNN: ~0.2 s per tile on one core; compiled, as the batcher sends (up to 4)
+    "espcn": (1, 4, 16),
+    "espcn compiled": (1, 4),
+    "srcnn": (1, 4),
+}
 PHOTO = Path(__file__).parent.parent / "tests" / "data" / "flower.jpg"
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
 
@@ -135,9 +140,18 @@ def thread_counts() -> list[int]:
 
 
 def network_rows() -> tuple[list[list[str]], dict[str, float]]:
-    """Per thread count: the peak, then each network and batch against it."""
+    """Per thread count: the peak, then each network and batch against it; ESPCN also as
+    served by default (compiled, batches of up to 4), where this machine can compile."""
     rows = []
     peaks = {}
+    forms = {
+        name: NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), TILE)
+        for name in ("espcn", "srcnn")
+    }
+    compiled = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), TILE)
+    with contextlib.suppress(Exception):  # no C++ compiler, say: no compiled rows
+        compiled.compile_now(4)
+        forms["espcn compiled"] = compiled
     default_threads = torch.get_num_threads()
     try:
         for threads in thread_counts():
@@ -145,17 +159,16 @@ def network_rows() -> tuple[list[list[str]], dict[str, float]]:
             peak_wall, peak_cpu = matmul_peak()
             peaks[f"{threads} threads, wall"] = peak_wall
             peaks[f"{threads} threads, CPU"] = peak_cpu
-            for name in ("espcn", "srcnn"):
-                upscaler = NeuralUpscaler(build_model(name), name, 0, torch.device("cpu"), TILE)
+            for label, upscaler in forms.items():
                 span = upscaler.tile_span
                 macs = conv_macs(upscaler.model, torch.zeros(1, 1, span, span))
                 core_mp = (TILE * SCALE) ** 2 / 1e6
-                for batch in BATCHES[name]:
+                for batch in BATCHES[label]:
                     tiles = torch.rand(batch, 1, span, span)
                     wall, cpu = timed(partial(upscaler.run_tiles, tiles))
                     rows.append(
                         [
-                            name,
+                            label,
                             str(threads),
                             str(batch),
                             f"{batch * core_mp / wall:.2f}",
@@ -256,7 +269,8 @@ def stage_rows() -> list[list[str]]:
         tiles, layout = split_tiles(luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin)
         outputs = neural.run_tiles(tiles)
         luma = stitch_luma(outputs.clone(), layout, SCALE)
-        chroma = upscale_bands([ycbcr.getchannel("Cb"), ycbcr.getchannel("Cr")])
+        chroma = [ycbcr.getchannel("Cr"), ycbcr.getchannel("Cb")]
+        cr, cb = upscale_bands(chroma)
         stages: dict[str, Callable[[], object]] = {
             "RGB to YCbCr, the three bands": lambda: low_res.convert("YCbCr").split(),
             "luma to float tiles with margins": lambda: split_tiles(
@@ -268,10 +282,8 @@ def stage_rows() -> list[list[str]]:
             "tiles to 8-bit luma (incl. a copy of the tiles)": lambda: stitch_luma(
                 outputs.clone(), layout, SCALE
             ),
-            "chroma bicubic x4 (Cb and Cr in one torch uint8 pass)": lambda: upscale_bands(
-                [ycbcr.getchannel("Cb"), ycbcr.getchannel("Cr")]
-            ),
-            "merge and YCbCr to RGB": lambda: Image.merge("YCbCr", [luma, *chroma]).convert("RGB"),
+            "chroma bicubic x4 (Cr and Cb in one torch uint8 pass)": partial(upscale_bands, chroma),
+            "merge and YCbCr to RGB (OpenCV)": partial(ycrcb_to_rgb, np.asarray(luma), cr, cb),
             "whole upscale (measured)": partial(neural.upscale, low_res),
         }
         results: dict[str, list[float]] = {stage: [] for stage in stages}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -27,6 +28,10 @@ from models.quantizing import INT8_PAYS, quantize_forward
 from models.tiling import split_tiles, stitch_luma
 
 log = logging.getLogger(__name__)
+
+# On the caller's thread only, as in ``imaging.quality``: OpenCV's pool would compete with the
+# network's threads.
+cv2.setNumThreads(0)
 
 BICUBIC_LABEL = "bicubic"
 
@@ -74,18 +79,19 @@ def upscale_with_luma(low_res: Image.Image, start_luma: StartLuma) -> Image.Imag
     rgb = low_res if low_res.mode == "RGB" else low_res.convert("RGB")
     ycbcr = rgb.convert("YCbCr")
     luma = start_luma(ycbcr.getchannel("Y"))
-    bands = [ycbcr.getchannel("Cb"), ycbcr.getchannel("Cr")]
+    bands = [ycbcr.getchannel("Cr"), ycbcr.getchannel("Cb")]
     if low_res.mode == "RGBA":
         bands.append(low_res.getchannel("A"))
     others = upscale_bands(bands)
-    result = Image.merge("YCbCr", [luma(), *others[:2]]).convert("RGB")
+    result = ycrcb_to_rgb(np.asarray(luma()), others[0], others[1])
     if low_res.mode == "RGBA":
-        result.putalpha(others[2])
+        result.putalpha(Image.fromarray(others[2]))
     return result
 
 
-def upscale_bands(bands: list[Image.Image]) -> list[Image.Image]:
-    """Bicubic x4 of each 8-bit band (chroma, alpha), all bands in one pass.
+def upscale_bands(bands: list[Image.Image]) -> np.ndarray:
+    """Bicubic x4 of each 8-bit band (chroma, alpha), all bands in one pass, as a (band,
+    height, width) array.
 
     torch's antialiased uint8 bicubic is Pillow's filter (a = -0.5) in fixed-point
     arithmetic, vectorized: about half the CPU of Pillow's own resize of the two chroma bands
@@ -101,7 +107,19 @@ def upscale_bands(bands: list[Image.Image]) -> list[Image.Image]:
             mode="bicubic",
             antialias=True,
         )[0]
-    return [Image.fromarray(plane.numpy()) for plane in upscaled]
+    return upscaled.numpy()
+
+
+def ycrcb_to_rgb(luma: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> Image.Image:
+    """An RGB image from its luma and chroma planes, by the JFIF equations that Pillow's
+    ``convert("YCbCr")`` inverts.
+
+    OpenCV's conversion rounds each sample once from 14-bit fixed point: within 0.6 of the
+    exact equations, where Pillow's 6-bit tables are off by up to 0.98, and in about half of
+    Pillow's CPU for the merge and the conversion (bench/RESULTS.md, issue 27)."""
+    planes = cv2.merge([luma, cr, cb])  # OpenCV's order
+    cv2.cvtColor(planes, cv2.COLOR_YCrCb2RGB, dst=planes)
+    return Image.fromarray(planes)
 
 
 class BicubicUpscaler:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -57,21 +58,21 @@ def stitch_luma(
 
     ``outputs`` is every tile in one tensor, or the tiles in order in batches: each batch is
     written as it comes (while the network runs the next one), so the batches are never
-    concatenated. Each tile's core is rounded to grey levels where it lies and copied once,
-    straight into the 8-bit plane: no float plane is stitched first. It consumes the
-    outputs."""
+    concatenated. Each tile's core is clamped in place, then scaled, rounded and written
+    straight into the 8-bit plane in one pass: no float plane is stitched first. It consumes
+    the outputs."""
     core, edge = layout.tile * scale, layout.margin * scale
-    plane = torch.empty((layout.rows, core, layout.cols, core), dtype=torch.uint8)
-    by_tile = plane.permute(0, 2, 1, 3)  # (rows, cols, core, core) views into the plane
+    plane = np.empty((layout.rows, core, layout.cols, core), dtype=np.uint8)
+    by_tile = plane.transpose(0, 2, 1, 3)  # (rows, cols, core, core) views into the plane
     done = 0
     for batch in (outputs,) if isinstance(outputs, torch.Tensor) else outputs:
-        cores = batch[:, 0, edge : edge + core, edge : edge + core]
-        cores.mul_(255.0).round_().clamp_(0.0, 255.0)
+        cores = batch[:, 0, edge : edge + core, edge : edge + core].clamp_(0.0, 1.0)
         for index, tile in enumerate(cores, start=done):
-            by_tile[divmod(index, layout.cols)].copy_(tile)
+            # Scaled, rounded (half to even, as torch.round) and made 8-bit in one pass.
+            by_tile[divmod(index, layout.cols)] = cv2.convertScaleAbs(tile.numpy(), alpha=255.0)
         done += len(cores)
     if done != layout.count:
         raise ValueError(f"{done} output tiles for a layout of {layout.count}")
-    whole = plane.view(layout.rows * core, layout.cols * core).numpy()
+    whole = plane.reshape(layout.rows * core, layout.cols * core)
     cropped = np.ascontiguousarray(whole[: layout.height * scale, : layout.width * scale])
     return Image.fromarray(cropped, mode="L")

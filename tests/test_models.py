@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 
 from models.archs import ARCHITECTURES, ESPCN, build_model
-from models.engine import BicubicUpscaler, NeuralUpscaler, resolve_device, upscale_bands
+from models.engine import (
+    BicubicUpscaler,
+    NeuralUpscaler,
+    resolve_device,
+    upscale_bands,
+    ycrcb_to_rgb,
+)
 from models.tiling import split_tiles, stitch_luma
 from models.validation import load_checked
 from models.weights import (
@@ -121,13 +127,35 @@ def test_colour_is_the_network_luma_with_the_other_bands_upscaled_by_upscale_ban
     image = image if mode == "RGBA" else image.convert("RGB")
 
     y, cb, cr = image.convert("RGB").convert("YCbCr").split()
-    others = [cb, cr, image.getchannel("A")] if mode == "RGBA" else [cb, cr]
+    others = [cr, cb, image.getchannel("A")] if mode == "RGBA" else [cr, cb]
     upscaled = upscale_bands(others)
-    expected = Image.merge("YCbCr", [upscaler.upscale_luma(y), *upscaled[:2]]).convert("RGB")
+    expected = ycrcb_to_rgb(np.asarray(upscaler.upscale_luma(y)), upscaled[0], upscaled[1])
     if mode == "RGBA":
-        expected.putalpha(upscaled[2])
+        expected.putalpha(Image.fromarray(upscaled[2]))
 
     assert upscaler.upscale(image).tobytes() == expected.tobytes()
+
+
+def test_colour_is_rounded_from_the_jfif_equations_for_every_sample() -> None:
+    """Every (Y, Cb, Cr) triple comes back within 0.6 of the exact JFIF equations that
+    Pillow's ``convert("YCbCr")`` uses (Pillow's own 6-bit tables are off by up to 0.998), so
+    a grey (Cb = Cr = 128) stays exactly grey."""
+    cb, cr = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    chroma_b, chroma_r = cb - 128.0, cr - 128.0
+    worst = 0.0
+    for level in range(256):
+        ours = np.asarray(ycrcb_to_rgb(np.full(cb.shape, level, np.uint8), cr, cb))
+        exact = np.stack(
+            [
+                level + 1.402 * chroma_r,
+                level - 0.344136 * chroma_b - 0.714136 * chroma_r,
+                level + 1.772 * chroma_b,
+            ],
+            axis=-1,
+        ).clip(0, 255)
+        worst = max(worst, float(np.abs(ours - exact).max()))
+
+    assert worst <= 0.6
 
 
 def _pillow_bicubic(band: Image.Image) -> np.ndarray:
@@ -152,8 +180,7 @@ def test_each_band_is_pillows_bicubic_on_its_own_within_one_level(
 
     upscaled = upscale_bands(bands)
 
-    assert [band.mode for band in upscaled] == ["L"] * count
-    assert all(band.size == (width * 4, height * 4) for band in upscaled)
+    assert upscaled.shape == (count, height * 4, width * 4) and upscaled.dtype == np.uint8
     differences = np.stack(
         [
             np.asarray(ours, dtype=int) - _pillow_bicubic(band)
