@@ -25,7 +25,7 @@ from torch import nn
 
 from models.compiling import Forward
 
-INT8_PAYS: dict[str, tuple[str, ...]] = {"espcn": ("body.4",), "srcnn": ("body.4",)}
+INT8_PAYS: dict[str, tuple[str, ...]] = {"espcn": ("body.4", "skip"), "srcnn": ("body.4",)}
 """Architectures that have an int8 form, with the layers kept in float32."""
 
 INT8_BY_DEFAULT = frozenset({"srcnn"})

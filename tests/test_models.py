@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.archs import ARCHITECTURES, ESPCN, build_model
+from models.archs import ARCHITECTURES, ESPCN, BicubicSkip, build_model
 from models.engine import (
     BicubicUpscaler,
     NeuralUpscaler,
@@ -85,6 +85,40 @@ def test_stitching_fewer_tiles_than_the_layout_is_an_error() -> None:
 
     with pytest.raises(ValueError, match="5 output tiles for a layout of 6"):
         stitch_luma(torch.rand(5, 1, 96, 96), layout, 4)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 1, 2, 5), (1, 1, 37, 53), (4, 1, 144, 144)])
+def test_espcns_bicubic_skip_is_torchs_bicubic_to_float_rounding(
+    shape: tuple[int, int, int, int],
+) -> None:
+    """The convolution that stands for ``interpolate`` (borders and one-pixel images
+    included), once its sub-pixel channels are shuffled into place."""
+    plane = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+
+    with torch.inference_mode():
+        skip = torch.nn.functional.pixel_shuffle(BicubicSkip(4)(plane), 4)
+        reference = torch.nn.functional.interpolate(
+            plane, scale_factor=4, mode="bicubic", align_corners=False
+        )
+
+    assert skip.shape == reference.shape
+    assert (skip - reference).abs().max() <= 1e-6
+
+
+def test_shipped_espcn_weights_compute_bicubic_plus_their_residual_as_trained() -> None:
+    """Folding the skip into the shuffle changes no output of the weights trained without
+    it, and the weight files carry no taps."""
+    model = load_model("espcn", weights_path(SHIPPED_WEIGHTS_DIR, "espcn", 2))
+    plane = torch.rand(2, 1, 40, 56, generator=torch.Generator().manual_seed(2))
+
+    with torch.inference_mode():
+        trained = torch.nn.functional.interpolate(
+            plane, scale_factor=4, mode="bicubic", align_corners=False
+        ) + model.body(plane)
+        served = model(plane)
+
+    assert (served - trained).abs().max() <= 1e-5
+    assert not any(key.startswith("skip") for key in model.state_dict())
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
