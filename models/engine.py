@@ -115,7 +115,7 @@ def ycrcb_to_rgb(luma: np.ndarray, cr: np.ndarray, cb: np.ndarray) -> Image.Imag
     ``convert("YCbCr")`` inverts.
 
     OpenCV's conversion rounds each sample once from 14-bit fixed point: within 0.6 of the
-    exact equations, where Pillow's 6-bit tables are off by up to 0.98, and in about half of
+    exact equations, where Pillow's 6-bit tables are off by up to 0.998, and in about half of
     Pillow's CPU for the merge and the conversion (bench/RESULTS.md, issue 27)."""
     planes = cv2.merge([luma, cr, cb])  # OpenCV's order
     cv2.cvtColor(planes, cv2.COLOR_YCrCb2RGB, dst=planes)
