@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         "auto",
         description="With SRSTORE_COMPILE=background and a CPU with VNNI, networks run in int8"
         " (last layer float32): `auto` where it stayed within 0.05 dB of float32 on every"
-        " held-out photo (SRCNN), `all` ESPCN too (0.050 dB on the worst), `off` none.",
+        " held-out photo (SRCNN), `all` ESPCN too (0.059 dB on the worst), `off` none.",
     )
     batch_window_ms: float = Field(
         5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."
