@@ -38,7 +38,7 @@ from PIL import Image
 from keyspace import LEDGER, rendition_prefix
 from tests.conftest import queue_env
 from tests.support.metrics import samples
-from tests.support.process import ApiProcess, WorkerProcess, start_api, start_worker
+from tests.support.process import ApiProcess, WorkerProcess, log_digest, start_api, start_worker
 from tests.support.servers import (
     RedisClusterServer,
     SeaweedServer,
@@ -269,14 +269,6 @@ def test_a_master_killed_under_mixed_load_loses_nothing_that_was_acknowledged(
     assert drift_images <= errors + len(clients)
     assert reconciled["after"]["images"] == reconciled["counted"]["images"]
     assert reconciled["after"]["stored_bytes"] == reconciled["counted"]["stored_bytes"]
-
-
-def log_digest(path: Path) -> str:
-    """What a failure report shows of a process's log: its warnings and errors (tracebacks
-    included), then its last lines."""
-    lines = path.read_text(errors="replace").splitlines()
-    notable = [line for line in lines if " INFO " not in line]
-    return "\n".join([f"{path.name}, all but INFO:", *notable[-60:], "its end:", *lines[-15:]])
 
 
 def probe_image_on(cluster: RedisClusterServer, port: int, http: httpx.Client) -> str:

@@ -32,7 +32,7 @@ from tests.support.compaction import (
     keys,
     until_pending_dropped,
 )
-from tests.support.process import start_api, start_worker
+from tests.support.process import log_digest, start_api, start_worker
 from tests.support.servers import RedisServer, SeaweedServer
 
 
@@ -261,10 +261,18 @@ def test_an_api_restarted_mid_compaction_finishes_it_after_the_restart(
     image_id = created.json()["id"]
     pending_after_the_kill = (objects / "pending" / image_id).exists()
 
-    api = start_api(env)
+    log = tmp_path / "restarted.log"  # unbuffered, with a traceback should it crash
+    api = start_api({**env, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}, log_path=log)
     try:
         with httpx.Client(base_url=api.url, timeout=60) as http:
-            done = compacted_sync(http, image_id)
+            try:
+                done = compacted_sync(http, image_id)
+            except httpx.HTTPError as exc:  # seen once (CI, 2026-12-05): say what the API did
+                status = api.process.poll()
+                raise AssertionError(
+                    f"the restarted API stopped answering (exit status {status})\n"
+                    + log_digest(log)
+                ) from exc
             deadline = time.monotonic() + 30
             while (objects / "pending" / image_id).exists():
                 assert time.monotonic() < deadline

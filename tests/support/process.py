@@ -52,6 +52,14 @@ def _ready(api: ApiProcess) -> bool:
         return False
 
 
+def log_digest(path: Path) -> str:
+    """What a failure report shows of a process's log: its warnings and errors (tracebacks
+    included), then its last lines."""
+    lines = path.read_text(errors="replace").splitlines()
+    notable = [line for line in lines if " INFO " not in line]
+    return "\n".join([f"{path.name}, all but INFO:", *notable[-60:], "its end:", *lines[-15:]])
+
+
 def start_api(
     env: Mapping[str, str],
     port: int | None = None,
