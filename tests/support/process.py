@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -101,19 +102,31 @@ class WorkerProcess:
     name: str
     metrics_port: int
     process: subprocess.Popen[bytes]
+    log_path: Path
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
 
-    def stop(self) -> int:
-        """SIGTERM, then the exit status once it has drained."""
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit status once it has drained.
+
+        A worker that does not drain in time is made to print every thread's stack (its
+        fault handler, on SIGABRT) before the failure quotes its log: one was seen once
+        (CI, 2026-12-05) holding a job for good after SIGTERM."""
         self.process.terminate()
         try:
-            return self.process.wait(timeout=30)
+            return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            raise AssertionError(
+                f"srstore worker {self.name} did not stop within {timeout} s of SIGTERM\n"
+                + log_digest(self.log_path)
+            ) from None
 
     def kill(self) -> None:
         self.process.kill()
@@ -153,12 +166,13 @@ def start_worker(
             **os.environ,
             **env,
             "SRSTORE_WORKER_METRICS_PORT": str(metrics_port or free_port()),
+            "PYTHONFAULTHANDLER": "1",
         },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     log.close()
-    worker = WorkerProcess(name, 0, process)
+    worker = WorkerProcess(name, 0, process, log_path)
     try:
         wait_until(
             lambda: _metrics_port(log_path, process) is not None, START_SECONDS, "metrics port"
