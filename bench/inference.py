@@ -26,6 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -33,7 +34,7 @@ from torch import nn
 
 from models.archs import ESPCN, SCALE, build_model
 from models.batching import BatchingUpscaler
-from models.engine import NeuralUpscaler, luma_to_tensor, upscale_bands, ycrcb_to_rgb
+from models.engine import NeuralUpscaler, luma_to_tensor, upscale_planes, ycrcb_to_rgb
 from models.quantizing import has_vnni
 from models.tiling import split_tiles, stitch_luma
 
@@ -269,10 +270,18 @@ def stage_rows() -> list[list[str]]:
         tiles, layout = split_tiles(luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin)
         outputs = neural.run_tiles(tiles)
         luma = stitch_luma(outputs.clone(), layout, SCALE)
-        chroma = [ycbcr.getchannel("Cr"), ycbcr.getchannel("Cb")]
-        cr, cb = upscale_bands(chroma)
+        stored_planes = np.asarray(ycbcr)[..., [0, 2, 1]]
+        planes = upscale_planes(stored_planes)
+
+        def split_colour() -> object:
+            converted = low_res.convert("YCbCr")
+            return converted.getchannel("Y"), np.asarray(converted)[..., [0, 2, 1]]
+
+        def with_network_luma() -> None:
+            cv2.insertChannel(luma, planes, 0)
+
         stages: dict[str, Callable[[], object]] = {
-            "RGB to YCbCr, the three bands": lambda: low_res.convert("YCbCr").split(),
+            "RGB to YCbCr (Pillow), luma and Y, Cr, Cb planes": split_colour,
             "luma to float tiles with margins": lambda: split_tiles(
                 luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin
             ),
@@ -282,8 +291,9 @@ def stage_rows() -> list[list[str]]:
             "tiles to 8-bit luma (incl. a copy of the tiles)": lambda: stitch_luma(
                 outputs.clone(), layout, SCALE
             ),
-            "chroma bicubic x4 (Cr and Cb in one torch uint8 pass)": partial(upscale_bands, chroma),
-            "merge and YCbCr to RGB (OpenCV)": partial(ycrcb_to_rgb, np.asarray(luma), cr, cb),
+            "Y, Cr, Cb bicubic x4 (one OpenCV pass)": partial(upscale_planes, stored_planes),
+            "network luma over the bicubic Y": with_network_luma,
+            "YCrCb to RGB (OpenCV, into Pillow's layout)": partial(ycrcb_to_rgb, planes),
             "whole upscale (measured)": partial(neural.upscale, low_res),
         }
         results: dict[str, list[float]] = {stage: [] for stage in stages}

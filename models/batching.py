@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -99,9 +100,9 @@ class BatchingUpscaler:
         return upscale_with_luma(low_res, self.start_luma)
 
     def upscale_luma(self, luma: Image.Image) -> Image.Image:
-        return self.start_luma(luma)()
+        return Image.fromarray(self.start_luma(luma)())
 
-    def start_luma(self, luma: Image.Image) -> Callable[[], Image.Image]:
+    def start_luma(self, luma: Image.Image) -> Callable[[], np.ndarray]:
         """Queue the luma's tiles now; the returned function waits for them and stitches."""
         tiles, layout = split_tiles(luma_to_tensor(luma), self.upscaler.tile, self.upscaler.margin)
         jobs = self._submit(tiles)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 
 
@@ -53,8 +52,9 @@ def split_tiles(plane: torch.Tensor, tile: int, margin: int) -> tuple[torch.Tens
 @torch.inference_mode()
 def stitch_luma(
     outputs: torch.Tensor | Iterable[torch.Tensor], layout: TileLayout, scale: int
-) -> Image.Image:
-    """The network's (N, 1, sT, sT) output tiles, values in [0, 1], as one L-mode image.
+) -> np.ndarray:
+    """The network's (N, 1, sT, sT) output tiles, values in [0, 1], as one 8-bit plane (a
+    view, cropped to the image, of the tiles' plane).
 
     ``outputs`` is every tile in one tensor, or the tiles in order in batches: each batch is
     written as it comes (while the network runs the next one), so the batches are never
@@ -68,11 +68,11 @@ def stitch_luma(
     for batch in (outputs,) if isinstance(outputs, torch.Tensor) else outputs:
         cores = batch[:, 0, edge : edge + core, edge : edge + core].clamp_(0.0, 1.0)
         for index, tile in enumerate(cores, start=done):
-            # Scaled, rounded (half to even, as torch.round) and made 8-bit in one pass.
-            by_tile[divmod(index, layout.cols)] = cv2.convertScaleAbs(tile.numpy(), alpha=255.0)
+            # Scaled, rounded (half to even, as torch.round), made 8-bit and written into the
+            # plane in one pass.
+            cv2.convertScaleAbs(tile.numpy(), dst=by_tile[divmod(index, layout.cols)], alpha=255.0)
         done += len(cores)
     if done != layout.count:
         raise ValueError(f"{done} output tiles for a layout of {layout.count}")
     whole = plane.reshape(layout.rows * core, layout.cols * core)
-    cropped = np.ascontiguousarray(whole[: layout.height * scale, : layout.width * scale])
-    return Image.fromarray(cropped, mode="L")
+    return whole[: layout.height * scale, : layout.width * scale]

@@ -16,7 +16,7 @@ from models.engine import (
     BicubicUpscaler,
     NeuralUpscaler,
     resolve_device,
-    upscale_bands,
+    upscale_planes,
     ycrcb_to_rgb,
 )
 from models.tiling import split_tiles, stitch_luma
@@ -60,7 +60,7 @@ def test_tiled_output_equals_whole_image_output(name: str, tile: int) -> None:
         tiled = stitch_luma(model(tiles), layout, 4)
 
     grey = torch.from_numpy(np.array(tiled)).float()
-    assert tiled.mode == "L" and grey.shape == whole.shape == (212, 284)
+    assert tiled.dtype == np.uint8 and grey.shape == whole.shape == (212, 284)
     # one grey level: a value on a rounding boundary may fall either way in another tile
     assert (grey - whole.mul(255).round().clamp(0, 255)).abs().max() <= 1
 
@@ -76,8 +76,8 @@ def test_tiles_stitched_batch_by_batch_equal_the_tiles_stitched_at_once(sizes: l
     in_batches = stitch_luma(iter(outputs.clone().split(sizes)), layout, 4)
 
     assert (layout.rows, layout.cols, sum(sizes)) == (2, 3, 6)
-    assert in_batches.size == at_once.size == (160, 84)
-    assert in_batches.tobytes() == at_once.tobytes()
+    assert in_batches.shape == at_once.shape == (84, 160)
+    assert np.array_equal(in_batches, at_once)
 
 
 def test_stitching_fewer_tiles_than_the_layout_is_an_error() -> None:
@@ -151,7 +151,7 @@ def test_neural_upscaler_keeps_the_mode_and_multiplies_the_size(mode: str) -> No
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_colour_is_the_network_luma_with_the_other_bands_upscaled_by_upscale_bands(
+def test_colour_is_the_network_luma_with_the_other_bands_upscaled_by_upscale_planes(
     mode: str,
 ) -> None:
     torch.manual_seed(0)
@@ -160,14 +160,16 @@ def test_colour_is_the_network_luma_with_the_other_bands_upscaled_by_upscale_ban
     image = Image.fromarray(generator.integers(0, 256, (19, 27, 4), dtype=np.uint8), "RGBA")
     image = image if mode == "RGBA" else image.convert("RGB")
 
-    y, cb, cr = image.convert("RGB").convert("YCbCr").split()
-    others = [cr, cb, image.getchannel("A")] if mode == "RGBA" else [cr, cb]
-    upscaled = upscale_bands(others)
-    expected = ycrcb_to_rgb(np.asarray(upscaler.upscale_luma(y)), upscaled[0], upscaled[1])
-    if mode == "RGBA":
-        expected.putalpha(Image.fromarray(upscaled[2]))
+    y, cb, cr = (np.asarray(band) for band in image.convert("RGB").convert("YCbCr").split())
+    luma = np.asarray(upscaler.upscale_luma(Image.fromarray(y)))
+    chroma = upscale_planes(np.dstack([cr, cb]))
+    alpha = upscale_planes(np.asarray(image.getchannel("A"))) if mode == "RGBA" else None
+    expected = ycrcb_to_rgb(np.dstack([luma, chroma]), alpha)
 
-    assert upscaler.upscale(image).tobytes() == expected.tobytes()
+    served = upscaler.upscale(image)
+
+    assert served.mode == expected.mode == mode
+    assert served.tobytes() == expected.tobytes()
 
 
 def test_colour_is_rounded_from_the_jfif_equations_for_every_sample() -> None:
@@ -178,7 +180,8 @@ def test_colour_is_rounded_from_the_jfif_equations_for_every_sample() -> None:
     chroma_b, chroma_r = cb - 128.0, cr - 128.0
     worst = 0.0
     for level in range(256):
-        ours = np.asarray(ycrcb_to_rgb(np.full(cb.shape, level, np.uint8), cr, cb))
+        planes = np.dstack([np.full(cb.shape, level, np.uint8), cr, cb])
+        ours = np.asarray(ycrcb_to_rgb(planes))
         exact = np.stack(
             [
                 level + 1.402 * chroma_r,
@@ -192,48 +195,81 @@ def test_colour_is_rounded_from_the_jfif_equations_for_every_sample() -> None:
     assert worst <= 0.6
 
 
-def _pillow_bicubic(band: Image.Image) -> np.ndarray:
-    return np.asarray(band.resize((band.width * 4, band.height * 4), Image.Resampling.BICUBIC))
+def test_the_image_shares_the_conversions_pixels_and_alpha_rides_along() -> None:
+    """Pillow takes the converted array as its pixels (no copy), as RGB or, with an alpha
+    plane, RGBA; the image stays valid after every other reference to the array is gone."""
+    planes = np.dstack([np.full((3, 5), level, np.uint8) for level in (90, 128, 128)])
+    alpha = np.arange(15, dtype=np.uint8).reshape(3, 5)
+
+    rgb, rgba = ycrcb_to_rgb(planes), ycrcb_to_rgb(planes, alpha)
+    del planes, alpha
+    copied = rgba.copy()
+    copied.putalpha(7)
+
+    assert (rgb.mode, rgb.size, rgb.getpixel((4, 2))) == ("RGB", (5, 3), (90, 90, 90))
+    assert (rgba.mode, rgba.getpixel((4, 2)), rgba.getpixel((0, 0))) == (
+        "RGBA",
+        (90, 90, 90, 14),
+        (90, 90, 90, 0),
+    )
+    assert copied.getpixel((4, 2)) == (90, 90, 90, 7) and rgba.getpixel((4, 2))[3] == 14
 
 
-@pytest.mark.parametrize("count", [2, 3])
+def _keys_bicubic(plane: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """The exact x4 bicubic (Keys' kernel with parameter ``a``, pixel centres aligned, the
+    edge replicated), separable, in float64."""
+
+    def weights(size: int) -> np.ndarray:
+        matrix = np.zeros((4 * size, size))
+        for out in range(4 * size):
+            centre = (out + 0.5) / 4 - 0.5
+            first = int(np.floor(centre))
+            for tap in range(first - 1, first + 3):
+                x = abs(centre - tap)
+                w = (
+                    ((a + 2) * x - (a + 3)) * x * x + 1
+                    if x <= 1
+                    else ((x - 5) * x + 8) * x * a - 4 * a
+                )
+                matrix[out, min(max(tap, 0), size - 1)] += w
+        return matrix
+
+    height, width = plane.shape
+    return weights(height) @ plane.astype(np.float64) @ weights(width).T
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
 @pytest.mark.parametrize("size", [(1, 1), (27, 19), (130, 97)])
-def test_each_band_is_pillows_bicubic_on_its_own_within_one_level(
-    count: int, size: tuple[int, int]
+def test_each_plane_takes_the_a_075_bicubic_on_its_own_within_one_level(
+    channels: int, size: tuple[int, int]
 ) -> None:
-    """Chroma and alpha take Pillow's bicubic (a = -0.5), each band filtered on its own
-    (alpha never premultiplied, no band bleeding into another), through torch's vectorized
-    uint8 kernel. Away from the borders the pixels are Pillow's; within the filter's reach of
-    a border (2 input pixels, 8 output pixels) the edge weights are rounded differently and a
-    sample may be one level off. Noise and black/white extremes are the worst case."""
-    generator = np.random.default_rng(count)
+    """Chroma and alpha take the a = -0.75 bicubic, each channel filtered on its own (alpha
+    never premultiplied, no channel bleeding into another), in fixed point: within one level
+    of the exact filter. Noise and black/white extremes are the worst case."""
+    generator = np.random.default_rng(channels)
     width, height = size
     noise = [generator.integers(0, 256, (height, width), dtype=np.uint8) for _ in range(2)]
     extremes = (generator.integers(0, 2, (height, width)) * 255).astype(np.uint8)
-    bands = [Image.fromarray(plane) for plane in [*noise, extremes][:count]]
+    planes = [*noise, extremes][:channels]
 
-    upscaled = upscale_bands(bands)
+    upscaled = upscale_planes(np.dstack(planes) if channels > 1 else planes[0])
 
-    assert upscaled.shape == (count, height * 4, width * 4) and upscaled.dtype == np.uint8
-    differences = np.stack(
-        [
-            np.asarray(ours, dtype=int) - _pillow_bicubic(band)
-            for ours, band in zip(upscaled, bands, strict=True)
-        ]
-    )
-    assert np.abs(differences).max() <= 1
-    assert not differences[:, 8:-8, 8:-8].any()
+    assert upscaled.shape[:2] == (height * 4, width * 4) and upscaled.dtype == np.uint8
+    for index, plane in enumerate(planes):
+        ours = upscaled[..., index] if channels > 1 else upscaled
+        exact = _keys_bicubic(plane).clip(0, 255)
+        assert np.abs(ours - exact).max() <= 1.0
 
 
-def test_a_flat_band_stays_flat_and_alpha_does_not_leak_into_colour() -> None:
+def test_a_flat_plane_stays_flat_and_alpha_does_not_leak_into_colour() -> None:
     """An opaque alpha stays 255 everywhere, a transparent one 0, whatever the colour."""
-    colour = Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 11), dtype=np.uint8))
-    opaque, clear = Image.new("L", (11, 9), 255), Image.new("L", (11, 9), 0)
+    colour = np.random.default_rng(1).integers(0, 256, (9, 11), dtype=np.uint8)
+    opaque, clear = np.full((9, 11), 255, np.uint8), np.zeros((9, 11), np.uint8)
 
-    cb, cr, alpha = upscale_bands([colour, clear, opaque])
+    upscaled = upscale_planes(np.dstack([colour, clear, opaque]))
 
-    assert np.asarray(alpha).min() == 255 and np.asarray(cr).max() == 0
-    assert np.abs(np.asarray(cb, dtype=int) - _pillow_bicubic(colour)).max() <= 1
+    assert upscaled[..., 2].min() == 255 and upscaled[..., 1].max() == 0
+    assert np.array_equal(upscaled[..., 0], upscale_planes(colour))
 
 
 def test_bicubic_upscaler_says_it_is_bicubic() -> None:

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from models.archs import SCALE, build_model
-from models.engine import ycrcb_to_rgb
+from models.engine import upscale_planes, ycrcb_to_rgb
 from models.weights import weights_path
 
 
@@ -56,12 +56,11 @@ def write_shipped(directory: Path, name: str, version: int, state: dict[str, tor
 
 def rendered_by_brightened(low_res: Image.Image, levels: int) -> Image.Image:
     """What :func:`brightened` (``levels`` 0: :func:`zero_residual`) must make of an RGB image,
-    computed here in one piece: torch's bicubic on luma plus ``levels``, Pillow's on chroma,
-    back to RGB by the engine's conversion."""
+    computed here in one piece: torch's bicubic on luma plus ``levels``, the engine's
+    bicubic on chroma and its conversion back to RGB."""
     y, cb, cr = low_res.convert("RGB").convert("YCbCr").split()
     plane = torch.from_numpy(np.asarray(y, np.float32) / 255)[None, None]
     upscaled = F.interpolate(plane, scale_factor=SCALE, mode="bicubic", align_corners=False)
     luma = (upscaled + levels / 255)[0, 0].clamp(0, 1).mul(255).round().to(torch.uint8)
-    size = (luma.shape[1], luma.shape[0])
-    chroma = [np.asarray(band.resize(size, Image.Resampling.BICUBIC)) for band in (cr, cb)]
-    return ycrcb_to_rgb(luma.numpy(), *chroma)
+    chroma = upscale_planes(np.dstack([np.asarray(cr), np.asarray(cb)]))
+    return ycrcb_to_rgb(np.dstack([luma.numpy(), chroma]))
