@@ -94,13 +94,19 @@ async def eval_and_wait(
 
 
 async def relearn_slots(client: Client) -> None:
-    """On a cluster, ask the nodes again which master serves each slot, now. The client's own
-    refresh after a connection error is paced, and one that ran before a failover finished
-    keeps naming the dead master: a worker was seen retrying it for 40 s after its replica had
-    taken over."""
+    """On a cluster, ask the nodes again which master serves each slot, now, and learn the
+    keys of commands from one of those masters.
+
+    The client's own refresh after a connection error is paced, and one that ran before a
+    failover finished keeps naming the dead master. And the keys of some commands (XREADGROUP
+    with BLOCK) are asked of one node (``COMMAND GETKEYS``) that the client picked when it
+    started: in redis-py 8.2 a refresh of the slots alone does not move it, and a command
+    that fails there never asks for a refresh. A worker whose streams all lived on the
+    surviving masters retried that dead node for as long as it ran (CI, 2026-12-05)."""
     if isinstance(client, aioredis.RedisCluster):
         await client.initialize()  # the first time: nothing is known yet
         await client.nodes_manager.initialize()  # later: the slots as they are now
+        client.commands_parser.node = client.nodes_manager.default_node
 
 
 async def subscriber(client: Client, **options: Any) -> PubSub:

@@ -18,6 +18,7 @@ No request ever got a 500; during the failover a request may get 503 (with Retry
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -34,8 +35,10 @@ import httpx
 import pytest
 import redis
 from PIL import Image
+from redis.exceptions import RedisError
 
-from keyspace import LEDGER, rendition_prefix
+from keyspace import LEDGER, connect, relearn_slots, rendition_prefix
+from render.queue import JobQueue
 from tests.conftest import queue_env
 from tests.support.metrics import samples
 from tests.support.process import ApiProcess, WorkerProcess, log_digest, start_api, start_worker
@@ -281,3 +284,40 @@ def probe_image_on(cluster: RedisClusterServer, port: int, http: httpx.Client) -
         if master_of(cluster, f"{rendition_prefix(image_id)}keys") == port:
             return image_id
     raise AssertionError("no upload hashed to the master (1 in 3 should)")
+
+
+@pytest.mark.full
+async def test_a_worker_reads_on_after_the_master_its_client_learned_commands_from_died(
+    cluster: RedisClusterServer,
+) -> None:
+    """CI, 2026-12-05: the worker's cluster client asks one node the keys of its blocking
+    reads, and that node's master was killed. Its streams lived on the two other masters, so
+    no command failed where the client would refresh itself, and the worker retried the dead
+    node until it stopped. Now the worker's relearning after an error moves that too."""
+    client = connect(cluster.url, cluster=True, decode_responses=True)
+    try:
+        await client.initialize()
+        asked = client.commands_parser.node
+        queues = (JobQueue(client, f"srstore:render:{n}", 100) for n in range(100))
+        queue = next(q for q in queues if client.get_node_from_key(q.shards[0]) != asked)
+        await queue.ensure_group()
+        assert await queue.read("w", 1, 10) == []
+
+        victim = cluster.node(int(asked.port))
+        victim.kill()
+        killed_at = time.monotonic()
+        errors: list[RedisError] = []
+        while True:  # the worker's loop: read; on an error, relearn and read again
+            try:
+                read = await queue.read("w", 1, 10)
+                break
+            except RedisError as exc:
+                errors.append(exc)
+                if time.monotonic() - killed_at > RECOVERY_BOUND:
+                    raise AssertionError(f"reads still fail: {errors[-3:]}") from None
+                await asyncio.sleep(0.5)
+                await relearn_slots(client)
+    finally:
+        await client.aclose()
+
+    assert read == []  # within the bound: the replica took over, and the reads followed
