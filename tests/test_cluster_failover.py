@@ -149,7 +149,9 @@ def master_of(cluster: RedisClusterServer, key: str) -> int:
 
 
 def failed_over(cluster: RedisClusterServer, victim: int) -> bool:
-    """A live node sees the victim as failed, and every slot served again."""
+    """A live node sees the victim as failed, and every slot served again: by a master other
+    than the victim (``cluster_state`` alone stays ok while the victim's slots wait for its
+    replica, under ``cluster-require-full-coverage no``)."""
     for node in cluster.nodes:
         if node.process.poll() is not None:
             continue
@@ -157,12 +159,20 @@ def failed_over(cluster: RedisClusterServer, victim: int) -> bool:
         try:
             info = client.cluster("info")
             nodes = client.execute_command("CLUSTER NODES")
+            slots = client.execute_command("CLUSTER SLOTS")
         except redis.RedisError:
             return False
         finally:
             client.close()
         flags = nodes[f"127.0.0.1:{victim}"]["flags"].split(",")
-        return "fail" in flags and info["cluster_state"] == "ok"
+        served = sum(int(end) - int(start) + 1 for start, end, *_ in slots)
+        masters = {int(master[1]) for _, _, master, *_ in slots}
+        return (
+            "fail" in flags
+            and info["cluster_state"] == "ok"
+            and served == 16384
+            and victim not in masters
+        )
     return False
 
 
