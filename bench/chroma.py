@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
 from torch.nn import functional as F
 
 from bench.inference import table
@@ -60,11 +61,6 @@ def chroma(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert("YCbCr"))[..., [2, 1]])
 
 
-def psnr(ours: np.ndarray, reference: np.ndarray) -> float:
-    error = np.mean((ours.astype(np.float64) - reference) ** 2)
-    return float(10 * np.log10(255**2 / error))
-
-
 def quality_rows(images: Path) -> list[list[str]]:
     """Per photo, each filter's chroma PSNR and its difference from the first filter's."""
     rows: list[list[str]] = []
@@ -75,7 +71,8 @@ def quality_rows(images: Path) -> list[list[str]]:
         reference = chroma(original)
         height, width = reference.shape[:2]
         for name, upscale in FILTERS.items():
-            scores[name].append(psnr(upscale(stored)[:height, :width], reference))
+            ours = upscale(stored)[:height, :width]
+            scores[name].append(peak_signal_noise_ratio(reference, ours, data_range=255))
         rows.append([path.name, *(f"{score[-1]:.3f}" for score in scores.values())])
     first = scores[next(iter(FILTERS))]
     means = [f"{statistics.fmean(score):.3f}" for score in scores.values()]

@@ -27,14 +27,19 @@ from functools import partial
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from models.archs import ESPCN, SCALE, build_model
 from models.batching import BatchingUpscaler
-from models.engine import NeuralUpscaler, luma_to_tensor, upscale_planes, ycrcb_to_rgb
+from models.engine import (
+    NeuralUpscaler,
+    luma_to_tensor,
+    upscale_planes,
+    ycrcb_planes,
+    ycrcb_to_rgb,
+)
 from models.quantizing import has_vnni
 from models.tiling import split_tiles, stitch_luma
 
@@ -270,12 +275,12 @@ def stage_rows() -> list[list[str]]:
         tiles, layout = split_tiles(luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin)
         outputs = neural.run_tiles(tiles)
         luma = stitch_luma(outputs.clone(), layout, SCALE)
-        stored_planes = np.asarray(ycbcr)[..., [0, 2, 1]]
+        stored_planes = ycrcb_planes(ycbcr)
         planes = upscale_planes(stored_planes)
 
         def split_colour() -> object:
             converted = low_res.convert("YCbCr")
-            return converted.getchannel("Y"), np.asarray(converted)[..., [0, 2, 1]]
+            return converted.getchannel("Y"), ycrcb_planes(converted)
 
         def with_network_luma() -> None:
             cv2.insertChannel(luma, planes, 0)

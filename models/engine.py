@@ -79,12 +79,17 @@ def upscale_with_luma(low_res: Image.Image, start_luma: StartLuma) -> Image.Imag
     rgb = low_res if low_res.mode == "RGB" else low_res.convert("RGB")
     ycbcr = rgb.convert("YCbCr")
     luma = start_luma(ycbcr.getchannel("Y"))
-    # Y, Cr, Cb (OpenCV's order) upscaled in one interleaved pass, then the network's luma
-    # written over the bicubic one: cheaper than upscaling the chroma alone and merging.
-    planes = upscale_planes(np.asarray(ycbcr)[..., [0, 2, 1]])
+    # Y, Cr, Cb upscaled in one interleaved pass, then the network's luma written over the
+    # bicubic one: cheaper than upscaling the chroma alone and merging.
+    planes = upscale_planes(ycrcb_planes(ycbcr))
     cv2.insertChannel(luma(), planes, 0)
     alpha = upscale_planes(np.asarray(low_res.getchannel("A"))) if low_res.mode == "RGBA" else None
     return ycrcb_to_rgb(planes, alpha)
+
+
+def ycrcb_planes(ycbcr: Image.Image) -> np.ndarray:
+    """A YCbCr image's planes as one (H, W, 3) array in OpenCV's order: Y, Cr, Cb."""
+    return np.asarray(ycbcr)[..., [0, 2, 1]]
 
 
 def upscale_planes(planes: np.ndarray) -> np.ndarray:
