@@ -240,7 +240,7 @@ def image_rows() -> list[list[str]]:
                     batcher = BatchingUpscaler(neural, 0.0, max_tiles)
                     (whole, whole_cpu), (network, network_cpu) = side_by_side(
                         partial(batcher.upscale, low_res),
-                        partial(batcher.run_tiles, tiles),
+                        partial(batcher.run_batches, tiles),
                         budget_s=0.4 * len(tiles) / 4,
                     )
                     batcher.close()

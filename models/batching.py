@@ -24,13 +24,13 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 
-import numpy as np
 import torch
 from PIL import Image
 
 from models.archs import SCALE
-from models.engine import NeuralUpscaler, luma_to_tensor, upscale_with_luma
+from models.engine import NeuralUpscaler, WaitLuma, luma_to_tensor, upscale_with_luma
 from models.tiling import split_tiles, stitch_luma
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,17 @@ class BatchingUpscaler:
     def upscale_luma(self, luma: Image.Image) -> Image.Image:
         return Image.fromarray(self.start_luma(luma)())
 
-    def start_luma(self, luma: Image.Image) -> Callable[[], np.ndarray]:
+    def start_luma(self, luma: Image.Image) -> WaitLuma:
         """Queue the luma's tiles now; the returned function waits for them and stitches."""
         tiles, layout = split_tiles(luma_to_tensor(luma), self.upscaler.tile, self.upscaler.margin)
         jobs = self._submit(tiles)
         # Each batch's tiles go into the 8-bit plane as soon as they are back.
-        return lambda: stitch_luma((job.result.result() for job in jobs), layout, SCALE)
+        return partial(stitch_luma, (job.result.result() for job in jobs), layout, SCALE)
 
-    def run_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
-        """Queue the tiles (in chunks of at most ``max_tiles``) and wait for their outputs."""
-        results = [job.result.result() for job in self._submit(tiles)]
-        return results[0] if len(results) == 1 else torch.cat(results)
+    def run_batches(self, tiles: torch.Tensor) -> list[torch.Tensor]:
+        """Queue the tiles (in chunks of at most ``max_tiles``) and wait for their outputs,
+        chunk by chunk: the network alone as served, the baseline of ``bench.inference``."""
+        return [job.result.result() for job in self._submit(tiles)]
 
     def _submit(self, tiles: torch.Tensor) -> list[_Job]:
         jobs = [_Job(chunk) for chunk in tiles.split(self.max_tiles)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -25,7 +24,7 @@ from models import CANARY_DIR
 from models.archs import SCALE
 from models.compiling import Forward, compile_forward, compile_in_background
 from models.quantizing import INT8_PAYS, quantize_forward
-from models.tiling import split_tiles, stitch_luma
+from models.tiling import BandDone, split_tiles, stitch_luma
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,16 @@ class Upscaler(Protocol):
     def upscale(self, low_res: Image.Image) -> Image.Image: ...
 
 
-class StartLuma(Protocol):
-    """Starts a luma plane's upscale and returns what waits for its 8-bit result."""
+class WaitLuma(Protocol):
+    """Waits for a started luma's 8-bit plane, telling ``on_band`` each band as it lands."""
 
-    def __call__(self, luma: Image.Image) -> Callable[[], np.ndarray]: ...
+    def __call__(self, on_band: BandDone | None = None) -> np.ndarray: ...
+
+
+class StartLuma(Protocol):
+    """Starts a luma plane's upscale and returns what waits for its result."""
+
+    def __call__(self, luma: Image.Image) -> WaitLuma: ...
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -72,19 +77,29 @@ def upscale_with_luma(low_res: Image.Image, start_luma: StartLuma) -> Image.Imag
     """Send luma through the network; chroma and alpha take bicubic.
 
     The luma is started first, so that where the network runs on another thread (the tile
-    batcher) the colour work here overlaps it instead of adding to it.
+    batcher) the colour work here overlaps it instead of adding to it: the chroma's upscale
+    while the first batch runs, and each band's conversion to RGB as soon as its row of
+    tiles is back, while the network runs the next rows.
     """
     if low_res.mode == "L":
         return Image.fromarray(start_luma(low_res)())
     rgb = low_res if low_res.mode == "RGB" else low_res.convert("RGB")
     ycbcr = rgb.convert("YCbCr")
-    luma = start_luma(ycbcr.getchannel("Y"))
+    wait_luma = start_luma(ycbcr.getchannel("Y"))
     # Y, Cr, Cb upscaled in one interleaved pass, then the network's luma written over the
-    # bicubic one: cheaper than upscaling the chroma alone and merging.
+    # bicubic Y: cheaper than upscaling the chroma alone and merging.
     planes = upscale_planes(ycrcb_planes(ycbcr))
-    cv2.insertChannel(luma(), planes, 0)
-    alpha = upscale_planes(np.asarray(low_res.getchannel("A"))) if low_res.mode == "RGBA" else None
-    return ycrcb_to_rgb(planes, alpha)
+    pixels = np.empty((*planes.shape[:2], 4), dtype=np.uint8)
+
+    def to_rgb(rows: slice, luma: np.ndarray) -> None:
+        cv2.insertChannel(luma, planes[rows], 0)
+        ycrcb_to_pixels(planes[rows], pixels[rows])
+
+    wait_luma(to_rgb)
+    if low_res.mode != "RGBA":
+        return pixels_to_image(pixels, "RGB")
+    cv2.insertChannel(upscale_planes(np.asarray(low_res.getchannel("A"))), pixels, 3)
+    return pixels_to_image(pixels, "RGBA")
 
 
 def ycrcb_planes(ycbcr: Image.Image) -> np.ndarray:
@@ -104,18 +119,28 @@ def upscale_planes(planes: np.ndarray) -> np.ndarray:
 
 
 def ycrcb_to_rgb(planes: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
-    """An RGB (or, with ``alpha``, RGBA) image from (H, W, 3) Y, Cr, Cb planes, by the JFIF
-    equations that Pillow's ``convert("YCbCr")`` inverts.
+    """An RGB (or, with ``alpha``, RGBA) image from (H, W, 3) Y, Cr, Cb planes."""
+    pixels = ycrcb_to_pixels(planes)
+    if alpha is None:
+        return pixels_to_image(pixels, "RGB")
+    cv2.insertChannel(alpha, pixels, 3)
+    return pixels_to_image(pixels, "RGBA")
+
+
+def ycrcb_to_pixels(planes: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) Y, Cr, Cb planes as (H, W, 4) RGBX pixels (into ``dst`` if given), by the
+    JFIF equations that Pillow's ``convert("YCbCr")`` inverts.
 
     OpenCV's conversion rounds each sample once from 14-bit fixed point: within 0.6 of the
     exact equations, where Pillow's 6-bit tables are off by up to 0.998. It writes four bytes
-    a pixel, the layout Pillow keeps RGB in, and Pillow takes that array as its pixels over
-    Arrow without copying them (bench/RESULTS.md, issue 27)."""
-    pixels = cv2.cvtColor(planes, cv2.COLOR_YCrCb2RGB, dstCn=4)
-    if alpha is not None:
-        pixels[..., 3] = alpha
-    height, width = planes.shape[:2]
-    mode = "RGB" if alpha is None else "RGBA"
+    a pixel, the layout Pillow keeps RGB in (bench/RESULTS.md, issue 27)."""
+    return cv2.cvtColor(planes, cv2.COLOR_YCrCb2RGB, dst=dst, dstCn=4)
+
+
+def pixels_to_image(pixels: np.ndarray, mode: str) -> Image.Image:
+    """(H, W, 4) 8-bit pixels as an RGB or RGBA image that takes them as its own, over Arrow
+    without a copy."""
+    height, width = pixels.shape[:2]
     return Image.fromarrow(nanoarrow.c_array(pixels.reshape(-1)), mode, (width, height))
 
 
@@ -230,10 +255,10 @@ class NeuralUpscaler:
     def upscale_luma(self, luma: Image.Image) -> Image.Image:
         return Image.fromarray(self.start_luma(luma)())
 
-    def start_luma(self, luma: Image.Image) -> Callable[[], np.ndarray]:
+    def start_luma(self, luma: Image.Image) -> WaitLuma:
+        """Runs every tile now (here, nothing runs beside the network to overlap it)."""
         tiles, layout = split_tiles(luma_to_tensor(luma), self.tile, self.margin)
-        plane = stitch_luma(self.run_tiles(tiles), layout, SCALE)  # here: nothing to overlap
-        return lambda: plane
+        return partial(stitch_luma, self.run_tiles(tiles), layout, SCALE)
 
     def upscale(self, low_res: Image.Image) -> Image.Image:
         return upscale_with_luma(low_res, self.start_luma)

@@ -8,7 +8,7 @@ is edge-padded by the same margin, so tiled output equals whole-image output.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -49,30 +49,43 @@ def split_tiles(plane: torch.Tensor, tile: int, margin: int) -> tuple[torch.Tens
     return torch.cat(tiles), layout
 
 
+BandDone = Callable[[slice, np.ndarray], None]
+"""Told each band of output rows that is final (its rows, its 8-bit luma), top to bottom."""
+
+
 @torch.inference_mode()
 def stitch_luma(
-    outputs: torch.Tensor | Iterable[torch.Tensor], layout: TileLayout, scale: int
+    outputs: torch.Tensor | Iterable[torch.Tensor],
+    layout: TileLayout,
+    scale: int,
+    on_band: BandDone | None = None,
 ) -> np.ndarray:
     """The network's (N, 1, sT, sT) output tiles, values in [0, 1], as one 8-bit plane (a
     view, cropped to the image, of the tiles' plane).
 
     ``outputs`` is every tile in one tensor, or the tiles in order in batches: each batch is
     written as it comes (while the network runs the next one), so the batches are never
-    concatenated. Each tile's core is clamped in place, then scaled, rounded and written
-    straight into the 8-bit plane in one pass: no float plane is stitched first. It consumes
-    the outputs."""
+    concatenated. Each tile's core is scaled, rounded, clamped and written straight into the
+    8-bit plane in one pass: no float plane is stitched first. ``on_band`` is told each row of
+    tiles as soon as its last tile is in, so the caller's colour work on that band overlaps
+    the network's later batches."""
     core, edge = layout.tile * scale, layout.margin * scale
     plane = np.empty((layout.rows, core, layout.cols, core), dtype=np.uint8)
     by_tile = plane.transpose(0, 2, 1, 3)  # (rows, cols, core, core) views into the plane
+    whole = plane.reshape(layout.rows * core, layout.cols * core)
+    cropped = whole[: layout.height * scale, : layout.width * scale]
     done = 0
     for batch in (outputs,) if isinstance(outputs, torch.Tensor) else outputs:
-        cores = batch[:, 0, edge : edge + core, edge : edge + core].clamp_(0.0, 1.0)
-        for index, tile in enumerate(cores, start=done):
-            # Scaled, rounded (half to even, as torch.round), made 8-bit and written into the
-            # plane in one pass.
-            cv2.convertScaleAbs(tile.numpy(), dst=by_tile[divmod(index, layout.cols)], alpha=255.0)
-        done += len(cores)
+        for tile in batch[:, 0, edge : edge + core, edge : edge + core]:
+            # x 255, rounded half to even and saturated to 0..255, as torch's round and clamp
+            cv2.multiply(
+                tile.numpy(), 255.0, dst=by_tile[divmod(done, layout.cols)], dtype=cv2.CV_8U
+            )
+            done += 1
+            if on_band is not None and done % layout.cols == 0:
+                top = (done // layout.cols - 1) * core
+                rows = slice(top, min(top + core, len(cropped)))
+                on_band(rows, cropped[rows])
     if done != layout.count:
         raise ValueError(f"{done} output tiles for a layout of {layout.count}")
-    whole = plane.reshape(layout.rows * core, layout.cols * core)
-    return whole[: layout.height * scale, : layout.width * scale]
+    return cropped

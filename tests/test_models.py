@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 from PIL import Image
 
 from models.archs import ARCHITECTURES, ESPCN, BicubicSkip, build_model
+from models.batching import BatchingUpscaler
 from models.engine import (
     BicubicUpscaler,
     NeuralUpscaler,
@@ -78,6 +80,32 @@ def test_tiles_stitched_batch_by_batch_equal_the_tiles_stitched_at_once(sizes: l
     assert (layout.rows, layout.cols, sum(sizes)) == (2, 3, 6)
     assert in_batches.shape == at_once.shape == (84, 160)
     assert np.array_equal(in_batches, at_once)
+
+
+def test_each_row_of_tiles_is_told_as_a_final_band_as_soon_as_it_is_in() -> None:
+    """Top to bottom, once each, the last band cropped to the image; a band is told with the
+    values it ends with, while later batches are still to come."""
+    tiles, layout = split_tiles(torch.rand(1, 1, 37, 40), 16, 4)  # 3 rows of 3 tiles
+    outputs = torch.rand(len(tiles), 1, 4 * 24, 4 * 24)
+    batches_in, told = [], []
+
+    def batches() -> Iterator[torch.Tensor]:
+        for batch in outputs.clone().split([2, 2, 5]):
+            batches_in.append(len(batch))
+            yield batch
+
+    def on_band(rows: slice, band: np.ndarray) -> None:
+        told.append((rows, band.copy(), sum(batches_in)))
+
+    plane = stitch_luma(batches(), layout, 4, on_band)
+
+    assert [(rows.start, rows.stop, tiles_in) for rows, _, tiles_in in told] == [
+        (0, 64, 4),
+        (64, 128, 9),
+        (128, 148, 9),
+    ]
+    assert all(np.array_equal(band, plane[rows]) for rows, band, _ in told)
+    assert plane.shape == (148, 160)
 
 
 def test_stitching_fewer_tiles_than_the_layout_is_an_error() -> None:
@@ -151,22 +179,30 @@ def test_neural_upscaler_keeps_the_mode_and_multiplies_the_size(mode: str) -> No
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("max_tiles", [None, 1, 3], ids=["unbatched", "by-tile", "mid-row"])
 def test_colour_is_the_network_luma_with_the_other_bands_upscaled_by_upscale_planes(
-    mode: str,
+    mode: str, max_tiles: int | None
 ) -> None:
+    """Also where the tiles come back in batches and each band of rows turns RGB as soon as
+    its row of tiles is in (batches of one tile, and batches that end mid-row)."""
     torch.manual_seed(0)
-    upscaler = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), tile=16)
+    neural = NeuralUpscaler(build_model("espcn"), "espcn", 0, torch.device("cpu"), tile=16)
     generator = np.random.default_rng(4)
-    image = Image.fromarray(generator.integers(0, 256, (19, 27, 4), dtype=np.uint8), "RGBA")
+    image = Image.fromarray(generator.integers(0, 256, (45, 27, 4), dtype=np.uint8), "RGBA")
     image = image if mode == "RGBA" else image.convert("RGB")
 
     y, cb, cr = (np.asarray(band) for band in image.convert("RGB").convert("YCbCr").split())
-    luma = np.asarray(upscaler.upscale_luma(Image.fromarray(y)))
+    luma = np.asarray(neural.upscale_luma(Image.fromarray(y)))
     chroma = upscale_planes(np.dstack([cr, cb]))
     alpha = upscale_planes(np.asarray(image.getchannel("A"))) if mode == "RGBA" else None
     expected = ycrcb_to_rgb(np.dstack([luma, chroma]), alpha)
 
-    served = upscaler.upscale(image)
+    if max_tiles is None:
+        served = neural.upscale(image)
+    else:
+        batcher = BatchingUpscaler(neural, 0.0, max_tiles)
+        served = batcher.upscale(image)
+        batcher.close()
 
     assert served.mode == expected.mode == mode
     assert served.tobytes() == expected.tobytes()
