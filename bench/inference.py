@@ -274,7 +274,7 @@ def stage_rows() -> list[list[str]]:
         ycbcr = low_res.convert("YCbCr")
         tiles, layout = split_tiles(luma_to_tensor(ycbcr.getchannel("Y")), TILE, neural.margin)
         outputs = neural.run_tiles(tiles)
-        luma = stitch_luma(outputs.clone(), layout, SCALE)
+        luma = stitch_luma(outputs, layout, SCALE)
         stored_planes = ycrcb_planes(ycbcr)
         planes = upscale_planes(stored_planes)
 
@@ -293,9 +293,7 @@ def stage_rows() -> list[list[str]]:
             f"network ({neural.precision}, compiled {neural.compiled})": partial(
                 neural.run_tiles, tiles
             ),
-            "tiles to 8-bit luma (incl. a copy of the tiles)": lambda: stitch_luma(
-                outputs.clone(), layout, SCALE
-            ),
+            "tiles to 8-bit luma": partial(stitch_luma, outputs, layout, SCALE),
             "Y, Cr, Cb bicubic x4 (one OpenCV pass)": partial(upscale_planes, stored_planes),
             "network luma over the bicubic Y": with_network_luma,
             "YCrCb to RGB (OpenCV, into Pillow's layout)": partial(ycrcb_to_rgb, planes),
