@@ -340,7 +340,9 @@ def test_an_espcn_weight_file_loads_as_the_variant_it_was_trained_as(
 
     assert loaded.activation == uploaded.activation == activation
     with torch.no_grad():
-        assert torch.equal(loaded(plane), trained(plane))
+        # Not bit for bit: oneDNN may block the convolution differently from one call to
+        # the next (seen once, under xdist). Another activation is off by far more.
+        assert torch.allclose(loaded(plane), trained(plane), rtol=0, atol=1e-5)
 
 
 def test_every_shipped_weight_file_loads() -> None:
