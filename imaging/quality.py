@@ -102,11 +102,13 @@ class Box:
 def sample_boxes(width: int, height: int) -> tuple[Box, ...]:
     """The regions an image of this size is scored on: the whole image up to
     ``WHOLE_IMAGE_PIXELS``; above it a stratified, jittered and deterministic sample of
-    ``TILES`` tiles of ``TILE`` pixels, one per cell of a grid shaped like the image, each at a
-    seeded random ``TILE_ALIGN``-aligned position in its cell and at least ``TILE_MARGIN``
-    from the image's edges. A tile's SSIM values are the whole image's at those pixels (the
-    window reads the pixels around it), so the sample estimates the whole-image mean without
-    bias; ``tests/test_quality.py`` holds it to 0.005 SSIM and 0.2 dB on the held-out photos.
+    ``TILES`` or a few more tiles of ``TILE`` pixels (whole rows of a grid shaped like the
+    image: 20 on a 4:3 photo; fewer only where the cells would not hold a tile and its
+    margins), one per cell, each at a seeded random ``TILE_ALIGN``-aligned position in its
+    cell and at least ``TILE_MARGIN`` from the image's edges. A tile's SSIM values are the
+    whole image's at those pixels (the window reads the pixels around it), so the sample
+    estimates the whole-image mean without bias; ``tests/test_quality.py`` holds it to 0.005
+    SSIM and 0.2 dB on the held-out photos.
     """
     span = TILE + 2 * TILE_MARGIN
     # An aligned tile with its margin on both sides needs this much (352 px): a narrower image
