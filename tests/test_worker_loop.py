@@ -517,6 +517,27 @@ async def test_stopping_finishes_the_jobs_in_hand_and_reads_no_more(
     assert worker_lines.of(None, rf"worker {worker.name} drains 1 job\(s\)")
 
 
+async def test_a_worker_with_every_slot_busy_says_it_drains_as_soon_as_it_is_stopped(
+    setup: Setup,
+) -> None:
+    """Not once its job ends: ``srstore_worker_up`` reads 0 while the job in hand runs on."""
+    engine = Engine()
+    engine.release.clear()
+    inhand = job("inhand")
+    await setup.renders.enqueue(inhand)
+    stop, task = await running(setup.worker(engine, Cache(), Compactor(), concurrency=1))
+    await until(lambda: engine.holding == 1, "the job in hand, in the only slot")
+
+    stop.set()
+    await until(lambda: gauge("srstore_worker_up") == 0, "the worker draining", timeout=5)
+    held_meanwhile = engine.holding == 1 and not task.done()
+    engine.release.set()
+    await asyncio.wait_for(task, 10)
+
+    assert held_meanwhile
+    assert engine.rendered == [inhand.key.image_id]
+
+
 class FlakyQueue(JobQueue):
     """A queue whose first ``failures`` reads lose the connection."""
 

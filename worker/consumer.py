@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
@@ -83,7 +84,7 @@ class Worker:
         try:
             while not stop.is_set():
                 if self._free() <= 0:
-                    await asyncio.wait(self._jobs.values(), return_when=asyncio.FIRST_COMPLETED)
+                    await _one_done_or(stop, self._jobs.values())
                     continue
                 try:
                     await self._take_jobs()
@@ -237,3 +238,13 @@ class Worker:
             except Exception:
                 log.exception("queue housekeeping failed; retrying")
             await asyncio.sleep(interval)
+
+
+async def _one_done_or(stop: asyncio.Event, tasks: Iterable[asyncio.Task[None]]) -> None:
+    """Wait for one of ``tasks`` to finish, or for the stop: a worker whose every slot is
+    busy says it drains (``srstore_worker_up`` 0) when told to stop, not when a job ends."""
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
