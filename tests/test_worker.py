@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from keyspace import queue_shard
 from models.archs import build_model
 from models.weights import weights_path
 from render.compaction import plain_read_key
-from render.queue import GROUP
+from render.queue import GROUP, RenderJob
 from tests.conftest import forget_active_model, queue_env, serving, settings_from
 from tests.support.compaction import compacted
 from tests.support.metrics import samples
@@ -304,6 +305,40 @@ async def test_a_job_whose_result_is_cached_is_acknowledged_without_rendering(
 
     assert served == b"already rendered elsewhere"
     assert jobs(worker, "cached") == before + 1
+
+
+async def test_a_garbled_completion_is_logged_and_the_miss_is_still_woken_by_its_worker(
+    queue_settings: Settings, photo_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message on a waited-for key's completion channel that is not an outcome (a worker
+    of another version in a rolling deploy, say) is skipped, and the subscription goes on:
+    the miss is woken by its own job's outcome, not by its deadline."""
+    settings = queue_settings.model_copy(update={"request_deadline_seconds": 60.0})
+    async with serving(settings) as (app, client):
+        image_id = await upload(client, photo_bytes)
+        renderer = app.state.image_service.renderer
+        enqueue = renderer.queue.enqueue
+
+        async def enqueue_then_garble(job: RenderJob) -> object:
+            enqueued = await enqueue(job)
+            channel = renderer.queue.done_channel(str(job.key))
+            await renderer.client.publish(channel, "not an outcome")
+            return enqueued
+
+        renderer.queue.enqueue = enqueue_then_garble
+        started = time.monotonic()
+        try:
+            response = await client.get(f"/v1/images/{image_id}", params=PNG)
+        finally:
+            del renderer.queue.enqueue
+        waited = time.monotonic() - started
+
+    assert response.status_code == 200
+    assert waited < 30  # woken by the worker's outcome, not by the 60 s deadline
+    assert any(
+        record.levelname == "WARNING" and "not an outcome" in record.getMessage()
+        for record in caplog.records
+    )
 
 
 async def test_a_finished_render_is_read_again_not_queued_again_while_the_cache_is_unreadable(

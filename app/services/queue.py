@@ -157,11 +157,23 @@ class QueueRenderer:
                 continue
             if message is None or message["type"] != "pmessage":
                 continue
+            try:
+                outcome = Outcome.from_json(message["data"])
+            except (ValueError, TypeError) as exc:
+                # A worker of another version, say: one bad message must not end the loop,
+                # or every miss after it waits out its deadline.
+                log.warning(
+                    "skipped a completion on %s that is not an outcome (%r): %s",
+                    message["channel"],
+                    message["data"][:200],
+                    exc,
+                )
+                continue
             self.backlog.finished()
             key = self.queue.key_of_channel(message["channel"])
             for future in self._waiters.get(key, ()):
                 if not future.done():
-                    future.set_result(Outcome.from_json(message["data"]))
+                    future.set_result(outcome)
 
     async def _resubscribe(self) -> None:
         if self._pubsub is not None:
