@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from storage.local import write_atomically
 
 if TYPE_CHECKING:
     from config.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SwapAction = Literal["bootstrap", "activate", "rollback"]
 
@@ -129,8 +132,16 @@ class RedisControl:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=1.0
                         )
-                        if message is not None:
-                            yield ModelRef.parse(_text(message["data"]))
+                        if message is None:
+                            continue
+                        try:
+                            ref = ModelRef.parse(_text(message["data"]))
+                        except ValueError:
+                            # one bad message must not end the follower: swaps would then
+                            # arrive only by the poll
+                            log.warning("skipped a model announcement %r", message["data"])
+                            continue
+                        yield ref
             except RedisError:
                 await asyncio.sleep(1)
 

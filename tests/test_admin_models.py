@@ -370,3 +370,36 @@ async def test_without_an_announcement_each_process_polls_the_pointer(
 
     assert before == "espcn:1"
     assert after == ("srcnn:1" if follows else "espcn:1")
+
+
+@pytest.mark.full
+async def test_an_announcement_that_is_not_a_label_is_skipped_and_the_next_swap_still_arrives(
+    full_settings: Settings,
+    shipped_dir: Path,
+    redis_client: redis.Redis,
+    photo_bytes: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With no poll to fall back on, a process hears the swap after a garbled announcement
+    (an operator's stray PUBLISH, say) as it would without it."""
+    configured = full_settings.model_copy(
+        update={"weights_dir": shipped_dir, "model_poll_seconds": 3600}
+    )
+    async with serving(configured) as (_, http):
+        image = await http.post(
+            "/v1/images", content=photo_bytes, headers={"content-type": "image/jpeg"}
+        )
+        url = f"/v1/images/{image.json()['id']}"
+        before = (await http.get(url)).headers["x-model-version"]
+        redis_client.publish(RedisControl.CHANNEL, "not a label")
+        redis_client.set(RedisControl.ACTIVE, "srcnn:1")
+        redis_client.publish(RedisControl.CHANNEL, "srcnn:1")
+        deadline = asyncio.get_running_loop().time() + 5
+        while asyncio.get_running_loop().time() < deadline:
+            after = (await http.get(url)).headers["x-model-version"]
+            if after == "srcnn:1":
+                break
+            await asyncio.sleep(0.1)
+
+    assert (before, after) == ("espcn:1", "srcnn:1")
+    assert any(r.levelname == "WARNING" and "not a label" in r.getMessage() for r in caplog.records)
