@@ -80,6 +80,19 @@ async def activate(http: httpx.AsyncClient, name: str, version: int, **extra) ->
     return await http.put("/v1/admin/models/active", json=body, headers=AUTH)
 
 
+async def served_version_within(
+    http: httpx.AsyncClient, url: str, wanted: str, seconds: float
+) -> str:
+    """The model version serving ``url``, read again until it is ``wanted`` or ``seconds``
+    have passed."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        version = (await http.get(url)).headers["x-model-version"]
+        if version == wanted or asyncio.get_running_loop().time() >= deadline:
+            return version
+        await asyncio.sleep(0.1)
+
+
 def canary_psnr(levels: int) -> tuple[float, float]:
     """Mean Y-PSNR on the canary set of what :func:`brightened` renders, and of bicubic."""
     model, baseline = [], []
@@ -361,12 +374,7 @@ async def test_without_an_announcement_each_process_polls_the_pointer(
         url = f"/v1/images/{image.json()['id']}"
         before = (await http.get(url)).headers["x-model-version"]
         redis_client.set(RedisControl.ACTIVE, "srcnn:1")  # the pointer moves, nobody is told
-        deadline = asyncio.get_running_loop().time() + 3
-        while asyncio.get_running_loop().time() < deadline:
-            after = (await http.get(url)).headers["x-model-version"]
-            if after == "srcnn:1":
-                break
-            await asyncio.sleep(0.1)
+        after = await served_version_within(http, url, "srcnn:1", seconds=3)
 
     assert before == "espcn:1"
     assert after == ("srcnn:1" if follows else "espcn:1")
@@ -394,12 +402,7 @@ async def test_an_announcement_that_is_not_a_label_is_skipped_and_the_next_swap_
         redis_client.publish(RedisControl.CHANNEL, "not a label")
         redis_client.set(RedisControl.ACTIVE, "srcnn:1")
         redis_client.publish(RedisControl.CHANNEL, "srcnn:1")
-        deadline = asyncio.get_running_loop().time() + 5
-        while asyncio.get_running_loop().time() < deadline:
-            after = (await http.get(url)).headers["x-model-version"]
-            if after == "srcnn:1":
-                break
-            await asyncio.sleep(0.1)
+        after = await served_version_within(http, url, "srcnn:1", seconds=5)
 
     assert (before, after) == ("espcn:1", "srcnn:1")
     assert any(r.levelname == "WARNING" and "not a label" in r.getMessage() for r in caplog.records)
