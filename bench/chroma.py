@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from bench.inference import table
 from imaging import StoredCodec, degrade
 from models.archs import SCALE
-from models.engine import upscale_planes
+from models.engine import upscale_planes, ycrcb_planes
 
 DEFAULT_IMAGES = Path("corpus/val")
 Filter = Callable[[np.ndarray], np.ndarray]
@@ -58,7 +58,7 @@ FILTERS: dict[str, Filter] = {
 
 def chroma(image: Image.Image) -> np.ndarray:
     """The (H, W, 2) Cr and Cb planes, as the service splits colour."""
-    return np.ascontiguousarray(np.asarray(image.convert("YCbCr"))[..., [2, 1]])
+    return np.ascontiguousarray(ycrcb_planes(image.convert("YCbCr"))[..., 1:])
 
 
 def quality_rows(images: Path) -> list[list[str]]:

@@ -96,10 +96,8 @@ def upscale_with_luma(low_res: Image.Image, start_luma: StartLuma) -> Image.Imag
         ycrcb_to_pixels(planes[rows], pixels[rows])
 
     wait_luma(to_rgb)
-    if low_res.mode != "RGBA":
-        return pixels_to_image(pixels, "RGB")
-    cv2.insertChannel(upscale_planes(np.asarray(low_res.getchannel("A"))), pixels, 3)
-    return pixels_to_image(pixels, "RGBA")
+    alpha = upscale_planes(np.asarray(low_res.getchannel("A"))) if low_res.mode == "RGBA" else None
+    return pixels_to_image(pixels, alpha)
 
 
 def ycrcb_planes(ycbcr: Image.Image) -> np.ndarray:
@@ -120,11 +118,7 @@ def upscale_planes(planes: np.ndarray) -> np.ndarray:
 
 def ycrcb_to_rgb(planes: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
     """An RGB (or, with ``alpha``, RGBA) image from (H, W, 3) Y, Cr, Cb planes."""
-    pixels = ycrcb_to_pixels(planes)
-    if alpha is None:
-        return pixels_to_image(pixels, "RGB")
-    cv2.insertChannel(alpha, pixels, 3)
-    return pixels_to_image(pixels, "RGBA")
+    return pixels_to_image(ycrcb_to_pixels(planes), alpha)
 
 
 def ycrcb_to_pixels(planes: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
@@ -137,9 +131,12 @@ def ycrcb_to_pixels(planes: np.ndarray, dst: np.ndarray | None = None) -> np.nda
     return cv2.cvtColor(planes, cv2.COLOR_YCrCb2RGB, dst=dst, dstCn=4)
 
 
-def pixels_to_image(pixels: np.ndarray, mode: str) -> Image.Image:
-    """(H, W, 4) 8-bit pixels as an RGB or RGBA image that takes them as its own, over Arrow
-    without a copy."""
+def pixels_to_image(pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
+    """(H, W, 4) 8-bit RGBX pixels as an RGB image, or with ``alpha`` written into their
+    fourth byte an RGBA one, that takes them as its own, over Arrow without a copy."""
+    mode = "RGB" if alpha is None else "RGBA"
+    if alpha is not None:
+        cv2.insertChannel(alpha, pixels, 3)
     height, width = pixels.shape[:2]
     return Image.fromarrow(nanoarrow.c_array(pixels.reshape(-1)), mode, (width, height))
 
