@@ -106,7 +106,15 @@ class Settings(BaseSettings):
     )
     weights_dir: Path = Field(SHIPPED_WEIGHTS_DIR, description="Where weight files are found.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Inference device.")
-    torch_threads: int | None = Field(None, ge=1, description="CPU threads for inference.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for inference, all lanes together; unset: all cores."
+    )
+    inference_lanes: int | None = Field(
+        None,
+        ge=1,
+        description="Forward passes run at once on the CPU, each on torch_threads / lanes"
+        " threads; unset: one a thread (a CUDA device always has one).",
+    )
     tile_size: int = Field(128, ge=16, le=1024, description="Low-resolution tile side.")
     cuda_dtype: Literal["float16", "bfloat16", "float32"] = Field(
         "float16", description="Precision of the network on CUDA (the CPU always runs float32)."

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -55,9 +56,9 @@ log = logging.getLogger(__name__)
 
 def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> BatchingUpscaler:
     """A registered version behind a tile batcher, warmed up, reporting batch metrics."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)
+    lanes, threads = inference_lanes(settings, device)
+    torch.set_num_threads(threads)
     neural = NeuralUpscaler(
         load_checked(ref.name, weights),
         ref.name,
@@ -86,8 +87,21 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
         costs.record_forward_passes(cpu, busy, device.type)
 
     return BatchingUpscaler(
-        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe, spent
+        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe, spent, lanes
     )
+
+
+def inference_lanes(settings: Settings, device: torch.device) -> tuple[int, int]:
+    """How many forward passes run at once, and on how many threads each.
+
+    On the CPU, all the inference threads (``SRSTORE_TORCH_THREADS``, else every core this
+    process may use) are split among ``SRSTORE_INFERENCE_LANES``, one a thread by default. A
+    CUDA device runs one pass at a time on the default stream."""
+    if device.type == "cuda":
+        return 1, settings.torch_threads or torch.get_num_threads()
+    threads = settings.torch_threads or len(os.sched_getaffinity(0))
+    lanes = min(settings.inference_lanes or threads, threads)
+    return lanes, threads // lanes
 
 
 class UpscalerPool:

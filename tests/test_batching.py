@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -12,9 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+from config.settings import Settings
+from models import SHIPPED_WEIGHTS_DIR
 from models.archs import build_model
 from models.batching import COMPUTE_STAGE, BatchingUpscaler
 from models.engine import NeuralUpscaler, luma_to_tensor
+from models.registry import ModelRef
+from models.weights import find_weights
+from render.inference import build_upscaler, inference_lanes
 
 TILE = 16
 
@@ -167,3 +173,162 @@ def test_a_render_goes_before_the_compaction_tiles_queued_ahead_of_it(
         upscaler.close()
 
     assert stages == [["compaction"], ["render"], ["compaction"], ["compaction"], ["compaction"]]
+
+
+@contextmanager
+def one_thread_each() -> Iterator[None]:
+    """Inference threads that start and first run meanwhile take one thread each (a thread
+    reads torch's setting at its first parallel work)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_lone_image_is_split_among_the_lanes_and_they_run_at_once(
+    network: NeuralUpscaler, lumas: list[Image.Image]
+) -> None:
+    """Its 4 tiles go as two passes of 2 that run together: neither pass can end until the
+    other has started."""
+    both_running = threading.Barrier(2, timeout=30)
+    forward = network.run_tiles
+
+    def meets_the_other_lane(tiles: torch.Tensor) -> torch.Tensor:
+        both_running.wait()
+        return forward(tiles)
+
+    network.run_tiles = meets_the_other_lane  # type: ignore[method-assign]
+    batches: list[int] = []
+    upscaler = BatchingUpscaler(network, 60, 4, lambda n, _: batches.append(n), lanes=2)
+    try:
+        output = upscaler.upscale_luma(lumas[0])
+    finally:
+        upscaler.close()
+
+    assert batches == [2, 2]
+    assert (grey_levels(output) - whole_image(network, lumas[0])).abs().max() <= 1
+
+
+def test_images_through_several_lanes_equal_those_through_one(
+    network: NeuralUpscaler, lumas: list[Image.Image]
+) -> None:
+    def through(lanes: int) -> list[bytes]:
+        upscaler = BatchingUpscaler(network, 0.001, 4, lanes=lanes)
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                return [image.tobytes() for image in pool.map(upscaler.upscale_luma, lumas)]
+        finally:
+            upscaler.close()
+
+    assert through(3) == through(1)
+
+
+def test_several_lanes_never_wait_out_the_window(
+    network: NeuralUpscaler, lumas: list[Image.Image]
+) -> None:
+    """A window of a minute would hold a one-lane batcher's first pass; lanes take the tiles
+    already waiting and go, each image as soon as its own tiles are in."""
+    upscaler = BatchingUpscaler(network, 60, 4, lanes=2)
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            outputs = [pool.submit(upscaler.upscale_luma, luma) for luma in lumas]
+            sizes = [output.result(timeout=30).size for output in outputs]
+    finally:
+        upscaler.close()
+
+    assert sizes == [(luma.width * 4, luma.height * 4) for luma in lumas]
+
+
+def test_closing_stops_every_lane(network: NeuralUpscaler) -> None:
+    upscaler = BatchingUpscaler(network, 0.0, 4, lanes=3)
+    upscaler.close()
+
+    assert not any(thread.is_alive() for thread in upscaler._threads)
+
+
+def test_a_one_thread_lane_counts_only_its_own_pass_cpu(network: NeuralUpscaler) -> None:
+    """Two one-tile images run at once, one pass on each lane. The render's pass sleeps while
+    the compaction's burns CPU: the render is charged next to nothing, not the process's CPU
+    meanwhile."""
+    forward = network.run_tiles
+    both_running = threading.Barrier(2, timeout=30)
+
+    def burns_on_white(tiles: torch.Tensor) -> torch.Tensor:
+        both_running.wait()
+        ends = time.perf_counter() + 0.5
+        if tiles.mean() > 0.5:
+            while time.perf_counter() < ends:
+                pass
+        else:
+            time.sleep(0.5)
+        return forward(tiles)
+
+    network.run_tiles = burns_on_white  # type: ignore[method-assign]
+    cpu_by_stage: dict[str, float] = {}
+
+    def observed(cpu: Mapping[str, float], _: Mapping[str, float]) -> None:
+        cpu_by_stage.update(cpu)
+
+    def compaction(luma: Image.Image) -> Image.Image:
+        COMPUTE_STAGE.set("compaction")  # this pool thread's own context
+        return upscaler.upscale_luma(luma)
+
+    with one_thread_each(), ThreadPoolExecutor(2) as pool:
+        upscaler = BatchingUpscaler(network, 0.0, 4, on_compute=observed, lanes=2)
+        try:
+            burnt = pool.submit(compaction, Image.new("L", (TILE, TILE), 255))
+            pool.submit(upscaler.upscale_luma, Image.new("L", (TILE, TILE), 0)).result(30)
+            burnt.result(30)
+        finally:
+            upscaler.close()
+
+    assert cpu_by_stage["compaction"] > 0.3
+    assert cpu_by_stage["render"] < 0.2
+
+
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("threads", "lanes", "expected"),
+    [
+        (None, None, (CORES, 1)),  # one lane a core
+        (4, None, (4, 1)),
+        (4, 2, (2, 2)),  # two passes at once, each on two threads
+        (4, 3, (3, 1)),  # threads a lane round down
+        (2, 8, (2, 1)),  # never more lanes than threads
+    ],
+)
+def test_the_cpu_inference_threads_are_split_into_lanes(
+    threads: int | None, lanes: int | None, expected: tuple[int, int]
+) -> None:
+    settings = Settings(torch_threads=threads, inference_lanes=lanes)
+
+    assert inference_lanes(settings, torch.device("cpu")) == expected
+
+
+def test_a_cuda_device_runs_one_pass_at_a_time() -> None:
+    settings = Settings(torch_threads=3, inference_lanes=4)
+
+    assert inference_lanes(settings, torch.device("cuda")) == (1, 3)
+
+
+def test_the_served_batcher_has_its_lanes_and_each_pass_its_threads() -> None:
+    found = find_weights(SHIPPED_WEIGHTS_DIR, "espcn")
+    assert found is not None
+    settings = Settings(
+        device="cpu", compile="off", torch_threads=2, inference_lanes=2, tile_size=TILE
+    )
+    threads = torch.get_num_threads()
+    try:
+        batcher = build_upscaler(
+            ModelRef("espcn", found.version), found.path.read_bytes(), settings
+        )
+        served = (batcher.lanes, torch.get_num_threads())
+        batcher.close()
+    finally:
+        torch.set_num_threads(threads)
+
+    assert served == (2, 1)
