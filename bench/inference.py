@@ -156,7 +156,8 @@ def lane_plans() -> list[tuple[int, int]]:
 
 def network_rows() -> tuple[list[list[str]], dict[str, float]]:
     """Per thread count: the peak, then each network and batch against it; ESPCN also as
-    served by default (compiled, batches of up to 4), where this machine can compile."""
+    served by default (compiled, batches of up to 4), where this machine can compile, and
+    in one single-threaded lane a core against every core's peak."""
     rows = []
     peaks = {}
     forms = {
@@ -171,31 +172,67 @@ def network_rows() -> tuple[list[list[str]], dict[str, float]]:
     try:
         for threads in thread_counts():
             torch.set_num_threads(threads)
-            peak_wall, peak_cpu = matmul_peak()
-            peaks[f"{threads} threads, wall"] = peak_wall
-            peaks[f"{threads} threads, CPU"] = peak_cpu
+            peak = matmul_peak()
+            peaks[f"{threads} threads, wall"], peaks[f"{threads} threads, CPU"] = peak
             for label, upscaler in forms.items():
-                span = upscaler.tile_span
-                macs = conv_macs(upscaler.model, torch.zeros(1, 1, span, span))
-                core_mp = (TILE * SCALE) ** 2 / 1e6
                 for batch in BATCHES[label]:
-                    tiles = torch.rand(batch, 1, span, span)
-                    wall, cpu = timed(partial(upscaler.run_tiles, tiles))
-                    rows.append(
-                        [
-                            label,
-                            str(threads),
-                            str(batch),
-                            f"{batch * core_mp / wall:.2f}",
-                            f"{batch * macs / wall / 1e9:.1f}",
-                            f"{100 * batch * macs / wall / peak_wall:.0f}%",
-                            f"{batch * macs / cpu / 1e9:.1f}",
-                            f"{100 * batch * macs / cpu / peak_cpu:.0f}%",
-                        ]
-                    )
+                    tiles = torch.rand(batch, 1, upscaler.tile_span, upscaler.tile_span)
+                    speed = timed(partial(upscaler.run_tiles, tiles))
+                    rows.append(_network_row(label, str(threads), upscaler, batch, speed, peak))
+        lanes = thread_counts()[-1]
+        if lanes > 1 and "espcn compiled" in forms:
+            rows += _lane_network_rows(compiled, lanes, peak)
     finally:
         torch.set_num_threads(default_threads)
     return rows, peaks
+
+
+def _lane_network_rows(
+    upscaler: NeuralUpscaler, lanes: int, peak: tuple[float, float]
+) -> list[list[str]]:
+    """The network in ``lanes`` single-threaded passes at once, as the batcher's lanes run
+    it; threads made at one thread keep it (a thread takes torch's count at first use)."""
+    torch.set_num_threads(1)
+    rows = []
+    with ThreadPoolExecutor(lanes) as pool:
+        for batch in BATCHES["espcn compiled"]:
+            tiles = torch.rand(batch, 1, upscaler.tile_span, upscaler.tile_span)
+
+            def each_lane(tiles: torch.Tensor = tiles) -> None:
+                for done in [pool.submit(upscaler.run_tiles, tiles) for _ in range(lanes)]:
+                    done.result()
+
+            wall, cpu = timed(each_lane)
+            label = f"espcn compiled, {lanes} lanes"
+            speed = (wall / lanes, cpu / lanes)  # per pass, as the rows above
+            rows.append(_network_row(label, f"{lanes} x 1", upscaler, batch, speed, peak))
+    return rows
+
+
+def _network_row(
+    label: str,
+    threads: str,
+    upscaler: NeuralUpscaler,
+    batch: int,
+    speed: tuple[float, float],
+    peak: tuple[float, float],
+) -> list[str]:
+    """A row of the network table: a pass of ``batch`` tiles taking ``speed`` (wall, CPU)
+    seconds, against the matmul ``peak`` (wall, CPU) at the same thread count."""
+    span = upscaler.tile_span
+    macs = batch * conv_macs(upscaler.model, torch.zeros(1, 1, span, span))
+    core_mp = batch * (TILE * SCALE) ** 2 / 1e6
+    (wall, cpu), (peak_wall, peak_cpu) = speed, peak
+    return [
+        label,
+        threads,
+        str(batch),
+        f"{core_mp / wall:.2f}",
+        f"{macs / wall / 1e9:.1f}",
+        f"{100 * macs / wall / peak_wall:.0f}%",
+        f"{macs / cpu / 1e9:.1f}",
+        f"{100 * macs / cpu / peak_cpu:.0f}%",
+    ]
 
 
 def stored_photo(size: tuple[int, int] = (256, 256)) -> Image.Image:

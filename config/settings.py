@@ -131,7 +131,10 @@ class Settings(BaseSettings):
         " held-out photo (SRCNN), `all` ESPCN too (0.059 dB on the worst), `off` none.",
     )
     batch_window_ms: float = Field(
-        5.0, ge=0, description="How long the batcher waits for more tiles before a forward pass."
+        5.0,
+        ge=0,
+        description="How long the batcher waits for more tiles before a forward pass (one"
+        " lane only: several take only the tiles already waiting).",
     )
     max_tiles_per_batch: int = Field(
         4, ge=1, description="Most tiles in one forward pass (4 suits a CPU; raise it on a GPU)."
