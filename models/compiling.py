@@ -46,10 +46,10 @@ def compile_forward(
     share one graph with a symbolic batch size, so no batch the batcher sends recompiles."""
     compiled = torch.compile(model)
     for batch in sorted({1, max_tiles}):
-        sample = prepare(torch.rand(batch, 1, span, span))
-        if batch > 1:
-            torch._dynamo.mark_dynamic(sample, 0, min=2, max=max_tiles)
-        with torch.inference_mode():
+        with torch.inference_mode():  # as the engine's tiles are made: guards check it
+            sample = prepare(torch.rand(batch, 1, span, span))
+            if batch > 1:
+                torch._dynamo.mark_dynamic(sample, 0, min=2, max=max_tiles)
             error = (compiled(sample) - model(sample)).abs().max().item()
         if not error <= TOLERANCE:
             raise CompileMismatch(f"compiled output differs from eager by {error:.2e}")

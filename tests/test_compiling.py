@@ -12,11 +12,13 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from torch._dynamo.utils import counters
 
 from config.settings import Settings
 from imaging import StoredCodec, crop_to, degrade
@@ -65,6 +67,26 @@ def test_the_compiled_network_serves_what_eager_serves_once_warm() -> None:
     assert upscaler.compiled
     for count, expected in eager.items():
         assert (upscaler.run_tiles(tiles(count)) - expected).abs().max().item() <= TOLERANCE
+
+
+@needs_compiler
+def test_served_batches_run_the_graphs_compiled_off_the_serving_path() -> None:
+    """Images of one tile to several batches, rendered two at a time through two lanes,
+    compile no more graphs: a compile there would stall a miss for seconds."""
+    upscaler = shipped()
+    upscaler.compile_now(MAX_TILES)
+    graphs = counters["stats"]["unique_graphs"]
+    photo = Image.open(PHOTO).convert("RGB")
+    images = [photo.resize((TILE * n, TILE)) for n in (1, 2, MAX_TILES, 2 * MAX_TILES + 1)]
+    batcher = BatchingUpscaler(upscaler, 0.0, MAX_TILES, lanes=2)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            rendered = list(pool.map(batcher.upscale, images * 2))
+    finally:
+        batcher.close()
+
+    assert [image.size for image in rendered] == [(4 * i.width, 4 * i.height) for i in images] * 2
+    assert (upscaler.compiled, counters["stats"]["unique_graphs"]) == (True, graphs)
 
 
 def failing_compile(*_: object, **__: object) -> Callable[[torch.Tensor], torch.Tensor]:
