@@ -69,12 +69,24 @@ def test_the_compiled_network_serves_what_eager_serves_once_warm() -> None:
         assert (upscaler.run_tiles(tiles(count)) - expected).abs().max().item() <= TOLERANCE
 
 
+needs_int8 = pytest.mark.skipif(
+    not has_vnni() or importlib.util.find_spec("torchao") is None,
+    reason="the int8 path serves only where the CPU has VNNI and torchao is installed",
+)
+
+
 @needs_compiler
-def test_served_batches_run_the_graphs_compiled_off_the_serving_path() -> None:
+@pytest.mark.parametrize(
+    ("model", "int8"), [("espcn", False), pytest.param("srcnn", True, marks=needs_int8)]
+)
+def test_served_batches_run_the_graphs_compiled_off_the_serving_path(
+    model: str, int8: bool
+) -> None:
     """Images of one tile to several batches, rendered two at a time through two lanes,
     compile no more graphs: a compile there would stall a miss for seconds."""
-    upscaler = shipped()
-    upscaler.compile_now(MAX_TILES)
+    upscaler = shipped(model)
+    upscaler.compile_now(MAX_TILES, int8)
+    assert upscaler.precision == ("int8" if int8 else "float32")
     graphs = counters["stats"]["unique_graphs"]
     photo = Image.open(PHOTO).convert("RGB")
     images = [photo.resize((TILE * n, TILE)) for n in (1, 2, MAX_TILES, 2 * MAX_TILES + 1)]
