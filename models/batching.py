@@ -15,9 +15,9 @@ nothing from a larger batch. It takes the jobs already waiting, and none while a
 is idle.
 
 Renders first. Work done in the background (a compaction scoring an upload: the stages in
-``BACKGROUND_STAGES``) waits while any other job waits: the thread takes jobs in priority
-order, so a render queued behind a compaction's thousands of tiles waits for at most the one
-batch already running (``max_tiles`` tiles), never for the rest of that compaction.
+``BACKGROUND_STAGES``) waits while any other job waits: the lanes take jobs in priority
+order, so a render queued behind a compaction's thousands of tiles waits for at most the
+batches already running (``max_tiles`` tiles a lane), never for the rest of that compaction.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Work is counted where it runs, as CPU seconds of the thread that does it (``time
 by stage: ``ingest`` (decode, reduce and encode an upload), ``compaction`` (scoring and
 choosing the representation), ``render`` (decode a stored copy, super-resolve, resize) and
 ``encode`` (the output encode of a read). The network's forward passes run on the batcher's
-thread and torch's own threads; they count as the process's CPU during each pass, shared
-among the stages of the tiles in it (``models.batching``); on an accelerator they also count
-its busy seconds under ``device="cuda"``.
+lanes: a pass on one thread counts that thread's CPU, a pass on several (torch's own threads
+too) the process's CPU during it; either is shared among the stages of the tiles in it
+(``models.batching``). On an accelerator they also count its busy seconds under
+``device="cuda"``.
 
 Each process adds to its Prometheus counters at once and to the shared ledger every
 ``SRSTORE_COST_FLUSH_SECONDS`` (and before ``/metrics`` reads the ledger), so a render never
