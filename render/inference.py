@@ -69,7 +69,14 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
     )
     # CUDA picks kernels per batch shape on first use; the CPU only needs one pass.
     neural.warm_up(settings.max_tiles_per_batch if device.type == "cuda" else 1)
-    log.info("loaded %s on %s (%s)", ref.label, device, neural.dtype)
+    log.info(
+        "loaded %s on %s (%s), %d lane(s) of %d thread(s)",
+        ref.label,
+        device,
+        neural.dtype,
+        lanes,
+        threads,
+    )
     if settings.compile == "background" and device.type == "cpu":
         wanted = INT8_PAYS if settings.int8 == "all" else INT8_BY_DEFAULT
         int8 = settings.int8 != "off" and ref.name in wanted and has_vnni()
