@@ -332,7 +332,7 @@ def lane_rows() -> list[list[str]]:
             low_res = stored_photo(stored)
             output_mp = low_res.width * low_res.height * SCALE**2 / 1e6
             for callers in (1, Settings().render_threads):
-                best = _plans_in_turns(plans, neural, low_res, callers, STREAM * 0.3 * output_mp)
+                best = _plans_in_turns(plans, neural, low_res, callers, STREAM * 0.05 * output_mp)
                 first_wall = best[next(iter(plans))][0]
                 rows += [
                     [
