@@ -71,7 +71,8 @@ def test_the_compiled_network_serves_what_eager_serves_once_warm() -> None:
 
 needs_int8 = pytest.mark.skipif(
     not has_vnni() or importlib.util.find_spec("torchao") is None,
-    reason="the int8 path serves only where the CPU has VNNI and torchao is installed",
+    reason="the int8 path serves only where the CPU has VNNI, with torchao (a dependency"
+    " since the int8 path; if missing, run make .venv/.dev)",
 )
 
 
@@ -83,7 +84,8 @@ def test_served_batches_run_the_graphs_compiled_off_the_serving_path(
     model: str, int8: bool
 ) -> None:
     """Images of one tile to several batches, rendered two at a time through two lanes,
-    compile no more graphs: a compile there would stall a miss for seconds."""
+    compile no more graphs: a compile there stalls a miss (0.1-0.2 s from inductor's warm
+    cache)."""
     upscaler = shipped(model)
     upscaler.compile_now(MAX_TILES, int8)
     assert upscaler.precision == ("int8" if int8 else "float32")
@@ -193,11 +195,7 @@ def test_the_engine_compiles_only_where_it_pays_and_only_when_asked(
 
 
 @needs_compiler
-@pytest.mark.skipif(not has_vnni(), reason="the int8 path serves only where the CPU has VNNI")
-@pytest.mark.skipif(
-    importlib.util.find_spec("torchao") is None,
-    reason="torchao (a dependency since the int8 path) is missing: run make .venv/.dev",
-)
+@needs_int8
 @pytest.mark.parametrize("model", ["espcn", "srcnn"])
 def test_int8_scores_within_005_db_of_float32(model: str) -> None:
     """The receipt's measure (Y-PSNR against the original) on a photo not calibrated on."""
