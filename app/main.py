@@ -40,7 +40,7 @@ from models.weights import find_weights, list_weights
 from render.admission import Backlog, RenderSlots, share_of
 from render.compaction import Compactor
 from render.costs import CostFlusher
-from render.inference import InferenceEngine, LocalRenderer
+from render.inference import InferenceEngine, LocalRenderer, keep_render_heap
 from storage import S3Store, StorageUnavailable, make_store
 
 log = logging.getLogger("srstore")
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keep_render_heap(settings)
         # Object-store and ledger calls (asyncio.to_thread) and the readiness pings run on
         # the default executor; CPU work has its own pool (app.services.work).
         asyncio.get_running_loop().set_default_executor(

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         description="Forward passes run at once on the CPU, each on torch_threads / lanes"
         " threads; unset: one a thread (a CUDA device always has one).",
     )
+    heap_keep_mb: int = Field(
+        256,
+        ge=0,
+        le=2047,
+        description="Freed heap (MiB) a process keeps for its next renders instead of handing"
+        " it back to the OS, every thread in one glibc arena; 0: glibc's defaults.",
+    )
     tile_size: int = Field(128, ge=16, le=1024, description="Low-resolution tile side.")
     cuda_dtype: Literal["float16", "bfloat16", "float32"] = Field(
         "float16", description="Precision of the network on CUDA (the CPU always runs float32)."

@@ -41,6 +41,7 @@ from imaging.costs import rendition_seconds
 from models.batching import BatchingUpscaler
 from models.compiling import COMPILE_PAYS
 from models.engine import BICUBIC_LABEL, BicubicUpscaler, NeuralUpscaler, Upscaler, resolve_device
+from models.heap import keep_freed_heap
 from models.quantizing import INT8_BY_DEFAULT, INT8_PAYS, has_vnni
 from models.registry import ModelRef, ModelRegistry
 from models.validation import load_checked
@@ -52,6 +53,13 @@ from render.priority import HEAVY_NICENESS, niced_pool
 from storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+def keep_render_heap(settings: Settings) -> None:
+    """Keep freed memory for the next renders (:mod:`models.heap`). A process calls this
+    first, before it starts threads: a thread keeps the glibc arena it first allocated from."""
+    if keep_freed_heap(settings.heap_keep_mb * 2**20):
+        log.info("heap: one arena, up to %d MiB of freed memory kept", settings.heap_keep_mb)
 
 
 def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> BatchingUpscaler:

@@ -19,7 +19,7 @@ from ledger import make_ledger
 from models.registry import ModelRegistry
 from render.compaction import Compactor
 from render.costs import CostFlusher
-from render.inference import InferenceEngine
+from render.inference import InferenceEngine, keep_render_heap
 from render.queue import JobQueue, compaction_stream
 from storage import make_store
 from worker.consumer import Worker
@@ -37,6 +37,7 @@ async def serve(settings: Settings, name: str) -> None:
     """Take jobs until SIGTERM or SIGINT, then drain; model versions load as jobs name them."""
     if not settings.redis_url:
         raise SystemExit("srstore worker needs SRSTORE_REDIS_URL (the queue and the HR cache)")
+    keep_render_heap(settings)
     store = make_store(settings)
     engine = InferenceEngine.from_settings(ModelRegistry(store), settings)
     client = connect(settings.redis_url, settings.redis_cluster, decode_responses=True)
