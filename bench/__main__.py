@@ -6,7 +6,9 @@ from bench import inference, service
 
 
 def main() -> None:
+    heap = inference.heap_as_served()
     print("\n".join(inference.describe_machine()))
+    print(heap)
     print()
     print(inference.report())
     print()

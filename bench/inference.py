@@ -42,6 +42,7 @@ from models.engine import (
     ycrcb_planes,
     ycrcb_to_rgb,
 )
+from models.heap import keep_freed_heap
 from models.quantizing import has_vnni
 from models.tiling import split_tiles, stitch_luma
 
@@ -115,6 +116,14 @@ def describe_machine() -> list[str]:
         f"{torch.get_num_threads()} intra-op threads, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, device cpu",
     ]
+
+
+def heap_as_served() -> str:
+    """Set this process's heap as ``srstore serve`` does (first, before torch starts any
+    thread: :mod:`models.heap`), and say how."""
+    keep_mb = Settings().heap_keep_mb
+    kept = keep_freed_heap(keep_mb * 2**20)
+    return f"Heap: {f'{keep_mb} MiB of freed memory kept' if kept else 'glibc defaults'}"
 
 
 def conv_macs(model: nn.Module, tile: torch.Tensor) -> int:
@@ -314,8 +323,10 @@ def lane_rows() -> list[list[str]]:
     """Images rendered as the service renders them: by one render thread, and by
     ``render_threads`` (2 by default) at once, each rendering back to back. One pass on
     every core against one single-threaded lane a core (the CPU default), the two taking
-    turns; ESPCN compiled, batches of up to 4. Each turn builds its batcher at its own
-    thread count: a thread takes torch's count at its first parallel work."""
+    turns; ESPCN compiled, batches of up to 4. Each plan's renders are followed by the same
+    images' tiles through the network alone, streamed the same way: the network share.
+    Each turn builds its batcher at its own thread count: a thread takes torch's count at
+    its first parallel work."""
     cores = len(os.sched_getaffinity(0))
     if cores == 1:
         return []
@@ -324,7 +335,7 @@ def lane_rows() -> list[list[str]]:
     try:
         neural.compile_now(4)
     except Exception as exc:  # no C++ compiler, say: the table says so
-        return [["-", "-", f"cannot compile: {exc}", "-", "-", "-"]]
+        return [["-", "-", f"cannot compile: {exc}", "-", "-", "-", "-", "-"]]
     plans = {f"one pass on {cores} threads": (1, cores), f"{cores} lanes of 1 thread": (cores, 1)}
     rows = []
     try:
@@ -333,7 +344,7 @@ def lane_rows() -> list[list[str]]:
             output_mp = low_res.width * low_res.height * SCALE**2 / 1e6
             for callers in (1, Settings().render_threads):
                 best = _plans_in_turns(plans, neural, low_res, callers, STREAM * 0.05 * output_mp)
-                first_wall = best[next(iter(plans))][0]
+                first_wall = best[next(iter(plans))][0][0]
                 rows += [
                     [
                         f"{stored[0]}x{stored[1]}",
@@ -342,12 +353,17 @@ def lane_rows() -> list[list[str]]:
                         f"{callers * STREAM * output_mp / wall:.1f}",
                         f"{callers * STREAM * output_mp / cpu:.1f}",
                         f"{first_wall / wall:.2f}",
+                        f"{100 * network_wall / wall:.0f}%",
+                        f"{100 * network_cpu / cpu:.0f}%",
                     ]
-                    for plan, (wall, cpu) in best.items()
+                    for plan, ((wall, cpu), (network_wall, network_cpu)) in best.items()
                 ]
     finally:
         torch.set_num_threads(default_threads)
     return rows
+
+
+Timing = tuple[float, float]  # wall, CPU seconds
 
 
 def _plans_in_turns(
@@ -356,36 +372,40 @@ def _plans_in_turns(
     image: Image.Image,
     callers: int,
     budget_s: float,
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, tuple[Timing, Timing]]:
     """Fastest (wall, CPU) seconds of ``callers`` renders at once under each plan of
-    (lanes, threads a lane), three rounds in turns."""
-    best: dict[str, tuple[float, float]] = {}
+    (lanes, threads a lane), and of the same images' tiles through the network alone, three
+    rounds in turns."""
+    luma = luma_to_tensor(image.convert("YCbCr").getchannel("Y"))
+    tiles = split_tiles(luma, TILE, neural.margin)[0]
+    best: dict[str, tuple[Timing, Timing]] = {}
     with ThreadPoolExecutor(callers) as pool:
         for _ in range(3):
             for plan, (lanes, threads) in plans.items():
                 torch.set_num_threads(threads)
                 batcher = BatchingUpscaler(neural, 0.0, 4, lanes=lanes)
-                wall, cpu = timed(
-                    partial(_streams, pool, batcher.upscale, image, callers), budget_s, repeats=2
+                timings = tuple(
+                    timed(partial(_streams, pool, render, callers), budget_s, repeats=2)
+                    for render in (
+                        partial(batcher.upscale, image),
+                        partial(batcher.run_batches, tiles),
+                    )
                 )
                 batcher.close()
-                was = best.get(plan, (wall, cpu))
-                best[plan] = (min(was[0], wall), min(was[1], cpu))
+                was = best.get(plan, timings)
+                best[plan] = tuple(  # type: ignore[assignment]
+                    (min(a[0], b[0]), min(a[1], b[1])) for a, b in zip(was, timings, strict=True)
+                )
     return best
 
 
-def _streams(
-    pool: ThreadPoolExecutor,
-    upscale: Callable[[Image.Image], Image.Image],
-    image: Image.Image,
-    callers: int,
-) -> None:
-    """``callers`` render threads, each rendering the image ``STREAM`` times back to back:
-    a steady flow of misses, not rounds that start and end together."""
+def _streams(pool: ThreadPoolExecutor, render: Callable[[], object], callers: int) -> None:
+    """``callers`` render threads, each rendering ``STREAM`` times back to back: a steady
+    flow of misses, not rounds that start and end together."""
 
     def stream() -> None:
         for _ in range(STREAM):
-            upscale(image)
+            render()
 
     for done in [pool.submit(stream) for _ in range(callers)]:
         done.result()
@@ -699,10 +719,21 @@ def report(variants: bool = False) -> str:
         "",
         f"Whole images as served: render threads (one, and SRSTORE_RENDER_THREADS) rendering "
         f"{STREAM} images each back to back, ESPCN compiled, batches of up to 4, the two plans "
-        "taking turns; speed-up = wall time of one pass on every core over this plan's:",
+        "taking turns; speed-up = wall time of one pass on every core over this plan's; "
+        "network share = the same images' tiles streamed through the network alone the same "
+        "way, over the whole images (wall, CPU):",
         "",
         table(
-            ["stored", "render threads", "plan", "output MP/s", "MP per CPU-s", "speed-up"],
+            [
+                "stored",
+                "render threads",
+                "plan",
+                "output MP/s",
+                "MP per CPU-s",
+                "speed-up",
+                "network share (wall)",
+                "network share (CPU)",
+            ],
             lane_rows(),
         ),
         "",
@@ -738,9 +769,11 @@ def main() -> None:
     parser.add_argument("--tiles", action="store_true", help="only compare tile sizes")
     parser.add_argument("--threads", type=int, help="intra-op threads for --tiles")
     args = parser.parse_args()
+    heap = heap_as_served()
     if args.threads:
         torch.set_num_threads(args.threads)
     print("\n".join(describe_machine()))
+    print(heap)
     print()
     print(tile_report() if args.tiles else report(args.variants))
 
