@@ -6,7 +6,7 @@ glibc's defaults each lane thread allocates from an arena of its own, whose heap
 unmapped as soon as they empty, and the main arena hands memory back above a threshold that
 moves with the largest block freed. So every 12 MP render faulted the same pages back in,
 zeroed: 7,000-15,000 page faults per miss in a real ``srstore serve`` (2-3% of its CPU), and
-31,000-39,000 in the engine alone (10-14%), on this project's VM (``python -m bench.heap``).
+31,000-39,000 in the engine alone (10-15%), on this project's VM (``python -m bench.heap``).
 One arena that keeps freed memory up to a bound serves the next pass from pages already
 mapped.
 """
