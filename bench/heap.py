@@ -55,14 +55,15 @@ def child(keep_mb: int, renders: int) -> dict[str, object]:
     from models.archs import build_model
     from models.batching import BatchingUpscaler
     from models.engine import NeuralUpscaler
-    from render.inference import inference_lanes
+    from render.inference import inference_lanes, tiles_per_pass
 
     device = torch.device("cpu")
     lanes, threads = inference_lanes(settings, device)
+    max_tiles = tiles_per_pass(settings, device, threads)
     torch.set_num_threads(threads)
     neural = NeuralUpscaler(build_model("espcn"), "espcn", 0, device, settings.tile_size)
-    neural.compile_now(settings.max_tiles_per_batch)
-    batcher = BatchingUpscaler(neural, 0.0, settings.max_tiles_per_batch, lanes=lanes)
+    neural.compile_now(max_tiles)
+    batcher = BatchingUpscaler(neural, 0.0, max_tiles, lanes=lanes)
     measured: dict[str, list[list[float]]] = {}
     for label, size in SIZES.items():
         low_res = stored_photo(size)

@@ -45,6 +45,7 @@ from models.engine import (
 from models.heap import keep_freed_heap
 from models.quantizing import has_vnni
 from models.tiling import split_tiles, stitch_luma
+from render.inference import tiles_per_pass
 
 TILE = 128
 TILE_SIZES = (64, 96, 128, 192, 256)
@@ -165,7 +166,7 @@ def lane_plans() -> list[tuple[int, int]]:
 
 def network_rows() -> tuple[list[list[str]], dict[str, float]]:
     """Per thread count: the peak, then each network and batch against it; ESPCN also as
-    served by default (compiled, batches of up to 4), where this machine can compile, and
+    served (compiled, batches of up to 4 and of one), where this machine can compile, and
     in one single-threaded lane a core against every core's peak."""
     rows = []
     peaks = {}
@@ -322,8 +323,9 @@ def image_rows() -> list[list[str]]:
 def lane_rows() -> list[list[str]]:
     """Images rendered as the service renders them: by one render thread, and by
     ``render_threads`` (2 by default) at once, each rendering back to back. One pass on
-    every core against one single-threaded lane a core (the CPU default), the two taking
-    turns; ESPCN compiled, batches of up to 4. Each plan's renders are followed by the same
+    every core (passes of up to 4 tiles) against one single-threaded lane a core, with
+    passes of up to 4 tiles and of one (the CPU default), the plans taking turns; ESPCN
+    compiled. Each plan's renders are followed by the same
     images' tiles through the network alone, streamed the same way: the network share.
     Each turn builds its batcher at its own thread count: a thread takes torch's count at
     its first parallel work."""
@@ -336,7 +338,14 @@ def lane_rows() -> list[list[str]]:
         neural.compile_now(4)
     except Exception as exc:  # no C++ compiler, say: the table says so
         return [["-", "-", f"cannot compile: {exc}", "-", "-", "-", "-", "-"]]
-    plans = {f"one pass on {cores} threads": (1, cores), f"{cores} lanes of 1 thread": (cores, 1)}
+    served = {
+        threads: tiles_per_pass(Settings(), torch.device("cpu"), threads) for threads in (1, cores)
+    }
+    plans = {
+        f"one pass on {cores} threads, {served[cores]} tiles": (1, cores, served[cores]),
+        f"{cores} lanes of 1 thread, 4 tiles": (cores, 1, 4),
+        f"{cores} lanes of 1 thread, {served[1]} tile(s)": (cores, 1, served[1]),
+    }
     rows = []
     try:
         for stored in ((256, 256), LARGE):
@@ -367,23 +376,23 @@ Timing = tuple[float, float]  # wall, CPU seconds
 
 
 def _plans_in_turns(
-    plans: dict[str, tuple[int, int]],
+    plans: dict[str, tuple[int, int, int]],
     neural: NeuralUpscaler,
     image: Image.Image,
     callers: int,
     budget_s: float,
 ) -> dict[str, tuple[Timing, Timing]]:
     """Fastest (wall, CPU) seconds of ``callers`` renders at once under each plan of
-    (lanes, threads a lane), and of the same images' tiles through the network alone, three
-    rounds in turns."""
+    (lanes, threads a lane, most tiles a pass), and of the same images' tiles through the
+    network alone, three rounds in turns."""
     luma = luma_to_tensor(image.convert("YCbCr").getchannel("Y"))
     tiles = split_tiles(luma, TILE, neural.margin)[0]
     best: dict[str, tuple[Timing, Timing]] = {}
     with ThreadPoolExecutor(callers) as pool:
         for _ in range(3):
-            for plan, (lanes, threads) in plans.items():
+            for plan, (lanes, threads, max_tiles) in plans.items():
                 torch.set_num_threads(threads)
-                batcher = BatchingUpscaler(neural, 0.0, 4, lanes=lanes)
+                batcher = BatchingUpscaler(neural, 0.0, max_tiles, lanes=lanes)
                 timings = tuple(
                     timed(partial(_streams, pool, render, callers), budget_s, repeats=2)
                     for render in (
@@ -718,7 +727,7 @@ def report(variants: bool = False) -> str:
         ),
         "",
         f"Whole images as served: render threads (one, and SRSTORE_RENDER_THREADS) rendering "
-        f"{STREAM} images each back to back, ESPCN compiled, batches of up to 4, the two plans "
+        f"{STREAM} images each back to back, ESPCN compiled, the plans (most tiles a pass) "
         "taking turns; speed-up = wall time of one pass on every core over this plan's; "
         "network share = the same images' tiles streamed through the network alone the same "
         "way, over the whole images (wall, CPU):",

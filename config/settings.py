@@ -143,8 +143,11 @@ class Settings(BaseSettings):
         description="How long the batcher waits for more tiles before a forward pass (one"
         " lane only: several take only the tiles already waiting).",
     )
-    max_tiles_per_batch: int = Field(
-        4, ge=1, description="Most tiles in one forward pass (4 suits a CPU; raise it on a GPU)."
+    max_tiles_per_batch: int | None = Field(
+        None,
+        ge=1,
+        description="Most tiles in one forward pass; unset: 1 for a CPU lane of one thread,"
+        " 4 for a pass on several threads or a GPU (raise it there).",
     )
     render_threads: int = Field(
         2,

@@ -66,6 +66,7 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
     """A registered version behind a tile batcher, warmed up, reporting batch metrics."""
     device = resolve_device(settings.device)
     lanes, threads = inference_lanes(settings, device)
+    max_tiles = tiles_per_pass(settings, device, threads)
     torch.set_num_threads(threads)
     neural = NeuralUpscaler(
         load_checked(ref.name, weights),
@@ -76,7 +77,7 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
         cuda_dtype=getattr(torch, settings.cuda_dtype),
     )
     # CUDA picks kernels per batch shape on first use; the CPU only needs one pass.
-    neural.warm_up(settings.max_tiles_per_batch if device.type == "cuda" else 1)
+    neural.warm_up(max_tiles if device.type == "cuda" else 1)
     log.info(
         "loaded %s on %s (%s), %d lane(s) of %d thread(s)",
         ref.label,
@@ -89,7 +90,7 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
         wanted = INT8_PAYS if settings.int8 == "all" else INT8_BY_DEFAULT
         int8 = settings.int8 != "off" and ref.name in wanted and has_vnni()
         if int8 or ref.name in COMPILE_PAYS:
-            neural.start_compiling(settings.max_tiles_per_batch, int8)
+            neural.start_compiling(max_tiles, int8)
     tiles = metrics.INFERENCE_TILES.labels(neural.label, str(device))
     seconds = metrics.INFERENCE_BATCH_SECONDS.labels(neural.label, str(device))
 
@@ -102,7 +103,7 @@ def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> Batchin
         costs.record_forward_passes(cpu, busy, device.type)
 
     return BatchingUpscaler(
-        neural, settings.batch_window_ms / 1000, settings.max_tiles_per_batch, observe, spent, lanes
+        neural, settings.batch_window_ms / 1000, max_tiles, observe, spent, lanes
     )
 
 
@@ -117,6 +118,19 @@ def inference_lanes(settings: Settings, device: torch.device) -> tuple[int, int]
     threads = settings.torch_threads or len(os.sched_getaffinity(0))
     lanes = min(settings.inference_lanes or threads, threads)
     return lanes, threads // lanes
+
+
+def tiles_per_pass(settings: Settings, device: torch.device, threads_per_lane: int) -> int:
+    """The most tiles in one forward pass: ``SRSTORE_MAX_TILES_PER_BATCH``, else one for a CPU
+    lane of one thread, else 4.
+
+    On one thread a single tile's activations stay in the core's caches: compiled ESPCN
+    reaches 76% of the matmul peak at one tile and 67% at four, and two lanes render 12 MP
+    images 2-10% faster in passes of one tile, 1 MP images -3% to +17% (bench/RESULTS.md).
+    Threads that share a pass want more work between their barriers, and a GPU far more."""
+    if settings.max_tiles_per_batch is not None:
+        return settings.max_tiles_per_batch
+    return 1 if device.type == "cpu" and threads_per_lane == 1 else 4
 
 
 class UpscalerPool:

@@ -20,7 +20,7 @@ from models.batching import COMPUTE_STAGE, BatchingUpscaler
 from models.engine import NeuralUpscaler, luma_to_tensor
 from models.registry import ModelRef
 from models.weights import find_weights
-from render.inference import build_upscaler, inference_lanes
+from render.inference import build_upscaler, inference_lanes, tiles_per_pass
 
 TILE = 16
 
@@ -317,7 +317,25 @@ def test_a_cuda_device_runs_one_pass_at_a_time() -> None:
     assert inference_lanes(settings, torch.device("cuda")) == (1, 3)
 
 
-def test_the_served_batcher_has_its_lanes_and_each_pass_its_threads() -> None:
+@pytest.mark.parametrize(
+    ("device", "threads_per_lane", "setting", "expected"),
+    [
+        ("cpu", 1, None, 1),  # one tile's activations stay in the core's caches
+        ("cpu", 2, None, 4),  # threads that share a pass want more work between barriers
+        ("cuda", 1, None, 4),
+        ("cpu", 1, 3, 3),  # SRSTORE_MAX_TILES_PER_BATCH wins
+        ("cuda", 1, 16, 16),
+    ],
+)
+def test_a_one_thread_lane_runs_a_tile_a_pass_and_other_passes_take_four(
+    device: str, threads_per_lane: int, setting: int | None, expected: int
+) -> None:
+    settings = Settings(max_tiles_per_batch=setting)
+
+    assert tiles_per_pass(settings, torch.device(device), threads_per_lane) == expected
+
+
+def test_the_served_batcher_has_its_lanes_and_each_pass_its_threads_and_tiles() -> None:
     found = find_weights(SHIPPED_WEIGHTS_DIR, "espcn")
     assert found is not None
     settings = Settings(
@@ -328,9 +346,9 @@ def test_the_served_batcher_has_its_lanes_and_each_pass_its_threads() -> None:
         batcher = build_upscaler(
             ModelRef("espcn", found.version), found.path.read_bytes(), settings
         )
-        served = (batcher.lanes, torch.get_num_threads())
+        served = (batcher.lanes, torch.get_num_threads(), batcher.max_tiles)
         batcher.close()
     finally:
         torch.set_num_threads(threads)
 
-    assert served == (2, 1)
+    assert served == (2, 1, 1)
