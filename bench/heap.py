@@ -38,7 +38,7 @@ from tests.support.compaction import compacted_sync
 from tests.support.process import start_api
 
 SIZES = {"1 MP (256x256 stored)": (256, 256), "12 MP (1000x750 stored)": (1000, 750)}
-SETTINGS = {"glibc defaults (SRSTORE_HEAP_KEEP_MB=0)": 0, "kept heap (the default, 256 MiB)": 256}
+HEAPS = {"glibc defaults (SRSTORE_HEAP_KEEP_MB=0)": 0, "kept heap (the default, 256 MiB)": 256}
 
 
 def child(keep_mb: int, renders: int) -> dict[str, object]:
@@ -99,9 +99,9 @@ def run_child(keep_mb: int, renders: int) -> dict[str, object]:
 
 
 def report(turns: int, renders: int) -> str:
-    outcomes: dict[str, list[dict[str, object]]] = {label: [] for label in SETTINGS}
+    outcomes: dict[str, list[dict[str, object]]] = {label: [] for label in HEAPS}
     for _ in range(turns):
-        for label, keep_mb in SETTINGS.items():
+        for label, keep_mb in HEAPS.items():
             outcomes[label].append(run_child(keep_mb, renders))
     rows = []
     for size in SIZES:
@@ -170,9 +170,9 @@ def _process_counters(pid: int) -> tuple[int, float]:
 
 
 def served_report(turns: int, misses: int) -> str:
-    samples: dict[str, list[list[float]]] = {label: [] for label in SETTINGS}
+    samples: dict[str, list[list[float]]] = {label: [] for label in HEAPS}
     for _ in range(turns):
-        for label, keep_mb in SETTINGS.items():
+        for label, keep_mb in HEAPS.items():
             samples[label] += served_misses(keep_mb, misses)
     rows = []
     for label, measured in samples.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def page_faults_of_renders(keep_mb: int) -> tuple[bool, list[int]]:
 
 
 needs_glibc = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="the heap settings are glibc's"
+    platform.libc_ver()[0] != "glibc", reason="the heap settings are glibc's"
 )
 
 
