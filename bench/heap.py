@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -29,11 +28,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from PIL import Image
 
 from bench.inference import PHOTO, table
+from bench.service import cpu_seconds
 from tests.support.compaction import compacted_sync
 from tests.support.process import start_api
 
@@ -151,22 +152,18 @@ def _upload_12mp(http: httpx.Client, index: int) -> str:
 
 
 def _one_miss(http: httpx.Client, pid: int, image_id: str) -> list[float]:
-    (faults, cpu), started = _process_counters(pid), time.perf_counter()
+    faults, cpu, started = _page_faults(pid), cpu_seconds(pid), time.perf_counter()
     response = http.get(f"/v1/images/{image_id}")
     response.raise_for_status()
     if response.headers.get("x-cache") != "MISS":
         raise RuntimeError(f"expected a miss, got {response.headers.get('x-cache')}")
     wall = time.perf_counter() - started
-    faults_after, cpu_after = _process_counters(pid)
-    return [faults_after - faults, 1000 * (cpu_after - cpu), 1000 * wall]
+    return [_page_faults(pid) - faults, 1000 * (cpu_seconds(pid) - cpu), 1000 * wall]
 
 
-def _process_counters(pid: int) -> tuple[int, float]:
-    """A process's minor page faults and CPU seconds (user and system), from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[7]), (int(fields[11]) + int(fields[12])) / ticks
+def _page_faults(pid: int) -> int:
+    """A process's minor page faults, from /proc."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def served_report(turns: int, misses: int) -> str:

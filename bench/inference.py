@@ -42,10 +42,9 @@ from models.engine import (
     ycrcb_planes,
     ycrcb_to_rgb,
 )
-from models.heap import keep_freed_heap
 from models.quantizing import has_vnni
 from models.tiling import split_tiles, stitch_luma
-from render.inference import tiles_per_pass
+from render.inference import keep_render_heap, tiles_per_pass
 
 TILE = 128
 TILE_SIZES = (64, 96, 128, 192, 256)
@@ -122,9 +121,9 @@ def describe_machine() -> list[str]:
 def heap_as_served() -> str:
     """Set this process's heap as ``srstore serve`` does (first, before torch starts any
     thread: :mod:`models.heap`), and say how."""
-    keep_mb = Settings().heap_keep_mb
-    kept = keep_freed_heap(keep_mb * 2**20)
-    return f"Heap: {f'{keep_mb} MiB of freed memory kept' if kept else 'glibc defaults'}"
+    settings = Settings()
+    kept = f"{settings.heap_keep_mb} MiB of freed memory kept"
+    return f"Heap: {kept if keep_render_heap(settings) else 'glibc defaults'}"
 
 
 def conv_macs(model: nn.Module, tile: torch.Tensor) -> int:
@@ -325,10 +324,9 @@ def lane_rows() -> list[list[str]]:
     ``render_threads`` (2 by default) at once, each rendering back to back. One pass on
     every core (passes of up to 4 tiles) against one single-threaded lane a core, with
     passes of up to 4 tiles and of one (the CPU default), the plans taking turns; ESPCN
-    compiled. Each plan's renders are followed by the same
-    images' tiles through the network alone, streamed the same way: the network share.
-    Each turn builds its batcher at its own thread count: a thread takes torch's count at
-    its first parallel work."""
+    compiled. Each plan's renders are followed by the same images' tiles through the network
+    alone, streamed the same way: the network share. Each turn builds its batcher at its own
+    thread count: a thread takes torch's count at its first parallel work."""
     cores = len(os.sched_getaffinity(0))
     if cores == 1:
         return []

@@ -55,11 +55,14 @@ from storage import ObjectNotFound, ObjectStore
 log = logging.getLogger(__name__)
 
 
-def keep_render_heap(settings: Settings) -> None:
-    """Keep freed memory for the next renders (:mod:`models.heap`). A process calls this
-    first, before it starts threads: a thread keeps the glibc arena it first allocated from."""
-    if keep_freed_heap(settings.heap_keep_mb * 2**20):
+def keep_render_heap(settings: Settings) -> bool:
+    """Keep freed memory for the next renders (:mod:`models.heap`); whether it took. A
+    process calls this first, before it starts threads: a thread keeps the glibc arena it
+    first allocated from."""
+    kept = keep_freed_heap(settings.heap_keep_mb * 2**20)
+    if kept:
         log.info("heap: one arena, up to %d MiB of freed memory kept", settings.heap_keep_mb)
+    return kept
 
 
 def build_upscaler(ref: ModelRef, weights: bytes, settings: Settings) -> BatchingUpscaler:
