@@ -72,7 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        keep_render_heap(settings)
+        if settings.inference != "queue":  # queue mode renders on the workers, not here
+            keep_render_heap(settings)
         # Object-store and ledger calls (asyncio.to_thread) and the readiness pings run on
         # the default executor; CPU work has its own pool (app.services.work).
         asyncio.get_running_loop().set_default_executor(

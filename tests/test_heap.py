@@ -82,7 +82,7 @@ def test_zero_leaves_the_c_library_defaults() -> None:
     assert keep_freed_heap(0) is False
 
 
-def test_the_api_keeps_its_heap_from_the_start(
+def test_the_api_keeps_its_heap_from_the_start_where_it_renders(
     embedded_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     with (
@@ -95,5 +95,15 @@ def test_the_api_keeps_its_heap_from_the_start(
     caplog.clear()
     unkept = embedded_settings.model_copy(update={"heap_keep_mb": 0})
     with caplog.at_level(logging.INFO, "render.inference"), TestClient(create_app(unkept)):
+        pass
+    assert "freed memory kept" not in caplog.text
+
+
+def test_an_api_that_queues_its_renders_keeps_glibcs_heap(
+    queue_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One arena would serialise the API's I/O threads' allocations for nothing: its
+    renders run on the workers."""
+    with caplog.at_level(logging.INFO, "render.inference"), TestClient(create_app(queue_settings)):
         pass
     assert "freed memory kept" not in caplog.text
