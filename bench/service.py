@@ -5,7 +5,9 @@
 Measures a 1024x1024 JPEG (1 megapixel): cache hits against the same bytes served as a
 static file by the same server (taking turns in rounds of 40, with the API process's CPU),
 and misses rendered through a worker (queue mode) against misses rendered in the API process
-(local mode). The load generator is this process (httpx).
+(local mode): compacted uploads read at a rendition that no earlier render left cached, each
+answer checked to be a model's render and a cache miss. The load generator is this process
+(httpx).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from PIL import Image
 
 from bench.inference import PHOTO, table
+from config.settings import Settings
 from models.archs import build_model
 from models.weights import SHIPPED_WEIGHTS_DIR, find_weights, weights_path
 from tests.support.compaction import compacted
@@ -33,6 +36,13 @@ SIDE = 1024
 HITS = 400
 ROUND = 40  # requests of one kind before the other kind's turn
 MISSES = 16
+# The quality step (SRSTORE_QUALITY_STEPS) below the servers' default: a rendition that
+# compaction has not cached, and one that an unsigned URL is not snapped away from.
+MISS_QUALITY = max(
+    step
+    for step in Settings.model_fields["quality_steps"].default
+    if step < Settings.model_fields["output_jpeg_quality"].default
+)
 
 
 def weights_dir(scratch: Path) -> Path:
@@ -51,18 +61,23 @@ def photo_1mp() -> bytes:
 
 
 async def measure(
-    http: httpx.AsyncClient, paths: list[str], concurrency: int
+    http: httpx.AsyncClient, paths: list[str], concurrency: int, misses_only: bool = False
 ) -> tuple[float, float, float]:
-    """Requests per second, p50 and p99 milliseconds over ``paths``, ``concurrency`` at a time."""
-    elapsed, latencies = await measured(http, paths, concurrency)
+    """Requests per second, p50 and p99 milliseconds over ``paths``, ``concurrency`` at a time
+    (``misses_only``: each answer must be a :func:`rendered_miss`)."""
+    elapsed, latencies = await measured(http, paths, concurrency, misses_only=misses_only)
     return summarise(latencies, elapsed)
 
 
 async def measured(
-    http: httpx.AsyncClient, paths: list[str], concurrency: int, hits_only: bool = False
+    http: httpx.AsyncClient,
+    paths: list[str],
+    concurrency: int,
+    hits_only: bool = False,
+    misses_only: bool = False,
 ) -> tuple[float, list[float]]:
     """Seconds for all of ``paths``, ``concurrency`` at a time, and each request's latency
-    (``hits_only``: each answer must come from the cache)."""
+    (``hits_only``: each answer must come from the cache; ``misses_only``: rendered)."""
     latencies: list[float] = []
     queue: asyncio.Queue[str] = asyncio.Queue()
     for path in paths:
@@ -77,6 +92,8 @@ async def measured(
             assert response.status_code == 200, response.text
             if hits_only:
                 assert response.headers["x-cache"] == "HIT", f"{path}: not a hit"
+            if misses_only:
+                rendered_miss(response)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -159,22 +176,40 @@ async def run(queue_api: ApiProcess, local_api: ApiProcess, static_dir: Path) ->
                 row(name, concurrency, HITS, result, cpu_ms)
         modes = (("miss, in-process (local)", local), ("miss, via worker (queue)", queued))
         for _, http in modes:
-            await measure(http, await upload(http, data, 2), 1)  # warm the render path
+            await measure(http, await unread_renditions(http, data, 2), 1)  # warm the path
         # Concurrency 1 alternates the two modes request by request, so both see the same
         # background load; their difference is the cost of the queue.
-        paths = {name: await upload(http, data, MISSES) for name, http in modes}
+        paths = {name: await unread_renditions(http, data, MISSES) for name, http in modes}
         singles: dict[str, list[float]] = {name: [] for name, _ in modes}
         for index in range(MISSES):
             for name, http in modes:
                 started = time.perf_counter()
-                (await http.get(paths[name][index])).raise_for_status()
+                rendered_miss(await http.get(paths[name][index]))
                 singles[name].append(time.perf_counter() - started)
         for name, _ in modes:
             row(name, 1, MISSES, summarise(singles[name], sum(singles[name])))
         for name, http in modes:
-            paths[name] = await upload(http, data, MISSES)
-            row(name, 4, MISSES, await measure(http, paths[name], 4))
+            paths[name] = await unread_renditions(http, data, MISSES)
+            row(name, 4, MISSES, await measure(http, paths[name], 4, misses_only=True))
     return rows
+
+
+async def unread_renditions(http: httpx.AsyncClient, data: bytes, count: int) -> list[str]:
+    """Paths that each cost a render: ``count`` uploads, each compacted (to its x4 copy,
+    :func:`rendered_miss` checks) before it is read, and read at a JPEG quality other than the
+    default, a rendition that compaction's own render did not leave in the cache."""
+    paths = await upload(http, data, count)
+    for path in paths:
+        await compacted(http, path.rsplit("/", 1)[1])
+    return [f"{path}?quality={MISS_QUALITY}" for path in paths]
+
+
+def rendered_miss(response: httpx.Response) -> None:
+    """A read that the network rendered: from no cache, and by a model."""
+    assert response.status_code == 200, response.text
+    assert response.headers["x-cache"] == "MISS", f"{response.url}: not a miss"
+    model = response.headers.get("x-model-version", "")
+    assert model not in ("", "bicubic"), f"{response.url}: rendered by {model or 'no model'}"
 
 
 def summarise(latencies: list[float], elapsed: float) -> tuple[float, float, float]:
