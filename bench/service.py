@@ -18,6 +18,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -60,24 +61,24 @@ def photo_1mp() -> bytes:
     return buffer.getvalue()
 
 
+Check = Callable[[httpx.Response], None]
+"""Asserts what an answer must be (:func:`cache_hit`, :func:`rendered_miss`)."""
+
+
 async def measure(
-    http: httpx.AsyncClient, paths: list[str], concurrency: int, misses_only: bool = False
+    http: httpx.AsyncClient, paths: list[str], concurrency: int, check: Check | None = None
 ) -> tuple[float, float, float]:
     """Requests per second, p50 and p99 milliseconds over ``paths``, ``concurrency`` at a time
-    (``misses_only``: each answer must be a :func:`rendered_miss`)."""
-    elapsed, latencies = await measured(http, paths, concurrency, misses_only=misses_only)
+    (each answer passing ``check``)."""
+    elapsed, latencies = await measured(http, paths, concurrency, check)
     return summarise(latencies, elapsed)
 
 
 async def measured(
-    http: httpx.AsyncClient,
-    paths: list[str],
-    concurrency: int,
-    hits_only: bool = False,
-    misses_only: bool = False,
+    http: httpx.AsyncClient, paths: list[str], concurrency: int, check: Check | None = None
 ) -> tuple[float, list[float]]:
     """Seconds for all of ``paths``, ``concurrency`` at a time, and each request's latency
-    (``hits_only``: each answer must come from the cache; ``misses_only``: rendered)."""
+    (each answer passing ``check``)."""
     latencies: list[float] = []
     queue: asyncio.Queue[str] = asyncio.Queue()
     for path in paths:
@@ -90,10 +91,8 @@ async def measured(
             response = await http.get(path)
             latencies.append(time.perf_counter() - started)
             assert response.status_code == 200, response.text
-            if hits_only:
-                assert response.headers["x-cache"] == "HIT", f"{path}: not a hit"
-            if misses_only:
-                rendered_miss(response)
+            if check is not None:
+                check(response)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -118,8 +117,8 @@ async def taking_turns(
     for _ in range(count // ROUND):
         for name, path in kinds.items():
             before, started = cpu_seconds(pid), time.perf_counter()
-            hits_only = path.startswith("/v1/")
-            _, round_latencies = await measured(http, [path] * ROUND, concurrency, hits_only)
+            check = cache_hit if path.startswith("/v1/") else None
+            _, round_latencies = await measured(http, [path] * ROUND, concurrency, check)
             elapsed[name] += time.perf_counter() - started
             cpu[name] += cpu_seconds(pid) - before
             latencies[name] += round_latencies
@@ -190,7 +189,7 @@ async def run(queue_api: ApiProcess, local_api: ApiProcess, static_dir: Path) ->
             row(name, 1, MISSES, summarise(singles[name], sum(singles[name])))
         for name, http in modes:
             paths[name] = await unread_renditions(http, data, MISSES)
-            row(name, 4, MISSES, await measure(http, paths[name], 4, misses_only=True))
+            row(name, 4, MISSES, await measure(http, paths[name], 4, rendered_miss))
     return rows
 
 
@@ -202,6 +201,10 @@ async def unread_renditions(http: httpx.AsyncClient, data: bytes, count: int) ->
     for path in paths:
         await compacted(http, path.rsplit("/", 1)[1])
     return [f"{path}?quality={MISS_QUALITY}" for path in paths]
+
+
+def cache_hit(response: httpx.Response) -> None:
+    assert response.headers["x-cache"] == "HIT", f"{response.url}: not a hit"
 
 
 def rendered_miss(response: httpx.Response) -> None:

@@ -119,8 +119,9 @@ class Settings(BaseSettings):
         256,
         ge=0,
         le=2047,
-        description="Freed heap (MiB) a process keeps for its next renders instead of handing"
-        " it back to the OS, every thread in one glibc arena; 0: glibc's defaults.",
+        description="Freed heap (MiB) a rendering process (the worker; the API unless it"
+        " queues its renders) keeps for its next renders instead of handing it back to the"
+        " OS, every thread in one glibc arena; 0: glibc's defaults.",
     )
     tile_size: int = Field(128, ge=16, le=1024, description="Low-resolution tile side.")
     cuda_dtype: Literal["float16", "bfloat16", "float32"] = Field(
